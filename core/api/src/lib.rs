@@ -1,0 +1,10 @@
+//! Typed messages exchanged between kubernel plugins, and the codec that carries them.
+
+pub mod bench;
+pub mod codec;
+pub mod echo;
+pub mod kernel;
+mod message;
+
+pub use codec::CodecError;
+pub use message::Message;

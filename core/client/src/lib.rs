@@ -1,0 +1,5 @@
+//! Client-side building blocks shared by kubernel components.
+
+mod backoff;
+
+pub use backoff::Backoff;

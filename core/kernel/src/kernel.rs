@@ -1,0 +1,246 @@
+//! `Kernel`: loads the configured plugins in order, hosts each on its own actor, swaps and drains them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Arbiter, Supervisor};
+
+use crate::bus::{Bus, HeldGuard, PluginState, Settings};
+use crate::config::{Config, PluginConfig};
+use crate::host::{Drain, PluginHost, Swap};
+use crate::loader::{CallError, Library, Live, LoadError};
+use crate::metrics::KernelMetrics;
+use crate::swap::{SwapError, SwapReport};
+use crate::vtable::vtable_for;
+
+/// The kernel could not start; the message names the plugin, file or directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// A configured plugin could not be loaded.
+    #[error("plugin {name:?}: {source}")]
+    Load {
+        /// Plugin name.
+        name: String,
+        /// Loader error naming the file.
+        source: LoadError,
+    },
+    /// A plugin's `init` failed.
+    #[error("plugin {name:?} ({path}): init failed: {source}")]
+    Init {
+        /// Plugin name.
+        name: String,
+        /// Library path.
+        path: PathBuf,
+        /// The plugin's error.
+        source: CallError,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running kernel: the bus with every plugin slot and their actors.
+pub struct Kernel {
+    /// The routing table, slots and metrics.
+    pub bus: Arc<Bus>,
+    config: parking_lot::RwLock<Config>,
+    exe_dir: Option<PathBuf>,
+    scratch: PathBuf,
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Kernel {
+    /// Loads and starts every plugin of `config`; must run inside an actix `System`.
+    pub fn start(config: Config, data_dir: &Path) -> Result<Kernel, StartError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let k = &config.kernel;
+        let settings = Settings {
+            data_dir: data_dir.to_path_buf(),
+            log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| k.log_filter.clone()),
+            request_timeout: k.request_timeout,
+            snapshot_interval: k.snapshot_interval,
+            restart_backoff_initial: k.restart_backoff_initial,
+            restart_backoff_max: k.restart_backoff_max,
+        };
+        let bus = Bus::new(settings, KernelMetrics::new()?);
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        let scratch = data_dir.join("plugins");
+        let mut arbiters = Vec::new();
+        for plugin in &config.plugins {
+            let path = config.resolve_plugin_path(plugin, exe_dir.as_deref());
+            let started = std::time::Instant::now();
+            let lib = Library::load(&path, &scratch).map_err(|source| StartError::Load {
+                name: plugin.name.clone(),
+                source,
+            })?;
+            let lib = Arc::new(lib);
+            let slot = bus.add_slot(plugin.clone(), lib.clone());
+            let live = {
+                let _held = HeldGuard::new(slot.id);
+                Live::init(lib.clone(), &vtable_for(&slot), &slot.init_params(plugin))
+            }
+            .map_err(|source| StartError::Init {
+                name: plugin.name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            *slot.instance.lock() = Some(live);
+            let arbiter = Arbiter::new();
+            let host_slot = slot.clone();
+            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                PluginHost::new(host_slot)
+            });
+            let _ = slot.addr.set(addr);
+            tracing::info!(
+                plugin = %plugin.name, kind = %lib.meta.kind, version = %lib.meta.version,
+                path = %path.display(), load = ?started.elapsed(), "plugin started"
+            );
+            arbiters.push(arbiter);
+        }
+        Ok(Kernel {
+            bus,
+            config: parking_lot::RwLock::new(config),
+            exe_dir,
+            scratch,
+            _arbiters: arbiters,
+        })
+    }
+
+    /// The config the kernel runs with (updated by swaps from the watched file).
+    pub fn config(&self) -> Config {
+        self.config.read().clone()
+    }
+
+    /// Loads the library a plugin config names.
+    pub fn load_library(&self, plugin: &PluginConfig) -> Result<Library, LoadError> {
+        let path = self
+            .config
+            .read()
+            .resolve_plugin_path(plugin, self.exe_dir.as_deref());
+        Library::load(&path, &self.scratch)
+    }
+
+    /// Hot-swaps plugin `name` to the library at `path` (resolved like config paths,
+    /// relative to the current directory when it contains a `/`).
+    pub async fn swap_path(&self, name: &str, path: &Path) -> Result<SwapReport, SwapError> {
+        let mut plugin = self.plugin_config(name)?;
+        plugin.path = if path.components().count() > 1 && path.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        } else {
+            path.to_path_buf()
+        };
+        self.swap(plugin).await
+    }
+
+    fn plugin_config(&self, name: &str) -> Result<PluginConfig, SwapError> {
+        self.config
+            .read()
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| SwapError::NoSuchPlugin(name.to_string()))
+    }
+
+    /// Hot-swaps the plugin named by `plugin` to the library and config it gives.
+    pub async fn swap(&self, plugin: PluginConfig) -> Result<SwapReport, SwapError> {
+        let name = plugin.name.clone();
+        let slot = self
+            .bus
+            .resolve(&name)
+            .map_err(|_| SwapError::NoSuchPlugin(name.clone()))?;
+        let result = self.swap_slot(&slot, plugin.clone()).await;
+        let label = match &result {
+            Ok(_) => "success",
+            Err(e) => e.result_label(),
+        };
+        self.bus
+            .metrics
+            .swaps
+            .with_label_values(&[name.as_str(), label])
+            .inc();
+        match &result {
+            Ok(_) => {
+                let mut config = self.config.write();
+                if let Some(p) = config.plugins.iter_mut().find(|p| p.name == name) {
+                    *p = plugin;
+                }
+            }
+            Err(e) => tracing::error!(plugin = %name, error = %e, "swap failed; old instance kept"),
+        }
+        result
+    }
+
+    async fn swap_slot(
+        &self,
+        slot: &Arc<crate::bus::Slot>,
+        plugin: PluginConfig,
+    ) -> Result<SwapReport, SwapError> {
+        if slot.state() != PluginState::Running {
+            return Err(SwapError::NotRunning(slot.name.clone()));
+        }
+        let name = plugin.name.clone();
+        let path = self
+            .config
+            .read()
+            .resolve_plugin_path(&plugin, self.exe_dir.as_deref());
+        let scratch = self.scratch.clone();
+        let lib = tokio::task::spawn_blocking(move || Library::load(&path, &scratch))
+            .await
+            .map_err(|_| SwapError::HostGone(name.clone()))?
+            .map_err(|source| SwapError::Load {
+                name: name.clone(),
+                source,
+            })?;
+        let addr = slot
+            .addr
+            .get()
+            .ok_or_else(|| SwapError::HostGone(name.clone()))?;
+        addr.send(Swap {
+            library: Arc::new(lib),
+            config: plugin,
+        })
+        .await
+        .map_err(|_| SwapError::HostGone(name))?
+    }
+
+    /// Drains every plugin in reverse start order, each within its grace period.
+    pub async fn drain(&self) {
+        let config = self.config();
+        for slot in self.bus.slots().into_iter().rev() {
+            let grace = config
+                .plugins
+                .iter()
+                .find(|p| p.name == slot.name)
+                .map(|p| config.grace_period(p))
+                .unwrap_or(config.kernel.shutdown_grace);
+            let Some(addr) = slot.addr.get() else {
+                continue;
+            };
+            tracing::info!(plugin = %slot.name, grace = ?grace, "draining plugin");
+            let deadline = grace + Duration::from_millis(500);
+            if tokio::time::timeout(deadline, addr.send(Drain { grace }))
+                .await
+                .is_err()
+            {
+                tracing::warn!(plugin = %slot.name, grace = ?grace, "plugin did not drain within its grace period");
+            }
+        }
+    }
+}

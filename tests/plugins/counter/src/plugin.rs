@@ -1,0 +1,104 @@
+// Shared source of the counter plugin builds; `STATE_VERSION` is set by the includer.
+
+use kubernel_sdk::api::codec;
+use kubernel_sdk::api::echo::{Add, Count, Echo, Forward, GetCount, Panic};
+use kubernel_sdk::api::Message;
+use kubernel_sdk::prometheus::IntCounter;
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+use serde::{Deserialize, Serialize};
+
+/// Config of the counter plugin.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterConfig {
+    /// When set, `init` fails with this message (a test of init errors).
+    #[serde(default)]
+    pub fail_init: Option<String>,
+    /// When set, `restore` fails with this message (a test of swap rollback).
+    #[serde(default)]
+    pub fail_restore: Option<String>,
+    /// Value the counter starts at.
+    #[serde(default)]
+    pub start: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    total: u64,
+    adds: u64,
+}
+
+/// The counter plugin instance.
+pub struct Counter {
+    ctx: Context,
+    state: State,
+    fail_restore: Option<String>,
+    handled: IntCounter,
+}
+
+impl Plugin for Counter {
+    type Config = CounterConfig;
+
+    fn init(ctx: Context, config: CounterConfig) -> Result<Self, PluginError> {
+        if let Some(msg) = config.fail_init {
+            return Err(PluginError::Failed(msg));
+        }
+        let handled = IntCounter::new("echo_messages_handled_total", "Messages handled by the counter plugin.")
+            .map_err(PluginError::failed)?;
+        ctx.registry()
+            .register(Box::new(handled.clone()))
+            .map_err(PluginError::failed)?;
+        kubernel_sdk::tracing::info!(start = config.start, version = env!("CARGO_PKG_VERSION"), "counter started");
+        Ok(Counter {
+            ctx,
+            state: State { total: config.start, adds: 0 },
+            fail_restore: config.fail_restore,
+            handled,
+        })
+    }
+
+    fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        self.handled.inc();
+        match msg.kind {
+            Echo::KIND => msg.reply::<Echo>(Ok),
+            Add::KIND => msg.reply::<Add>(|m| {
+                self.state.total += m.n;
+                self.state.adds += 1;
+                Ok(self.state.total)
+            }),
+            GetCount::KIND => msg.reply::<GetCount>(|_| {
+                Ok(Count {
+                    total: self.state.total,
+                    adds: self.state.adds,
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                })
+            }),
+            Panic::KIND => msg.reply::<Panic>(|m| panic!("{}", m.message)),
+            Forward::KIND => msg.reply::<Forward>(|m| {
+                Ok(self.ctx.request(&m.target, &Echo { text: m.text })?)
+            }),
+            other => Err(PluginError::UnknownKind(other.to_string())),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
+        Ok(codec::encode("counter state", &self.state)?)
+    }
+
+    fn restore(&mut self, state: &[u8], from_version: u32) -> Result<(), PluginError> {
+        if let Some(msg) = &self.fail_restore {
+            return Err(PluginError::Failed(msg.clone()));
+        }
+        if from_version > STATE_VERSION {
+            return Err(PluginError::Failed(format!(
+                "snapshot state version {from_version} is newer than this build's {STATE_VERSION}"
+            )));
+        }
+        if !state.is_empty() {
+            self.state = codec::decode("counter state", state)?;
+        }
+        Ok(())
+    }
+}
+
+kubernel_sdk::export_plugin!(Counter, name = "counter", kind = "echo", state_version = STATE_VERSION);
