@@ -1,1 +1,354 @@
-//! e2e helpers
+//! Harness for end-to-end tests: starts the real `kubernel` binary with real plugin libraries.
+//!
+//! The binary and the test plugins must be built first (`cargo build --workspace`,
+//! which `scripts/test` does). Each [`Kernel`] runs in its own temporary data
+//! directory with its admin endpoint on a free loopback port.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use kubernel_api::{codec, Message};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The directory holding the debug build of the binary and plugins.
+pub fn build_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    target.join("debug")
+}
+
+fn built(file: &str) -> PathBuf {
+    let path = build_dir().join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The `kubernel` binary.
+pub fn kubernel_bin() -> PathBuf {
+    built("kubernel")
+}
+
+/// A test plugin library, by crate suffix: `counter`, `counter_next`, `driver`, `bad_abi`, ...
+pub fn plugin(name: &str) -> PathBuf {
+    built(&format!("libkubernel_test_{name}.so"))
+}
+
+/// Kernel settings that keep tests fast: short backoff, snapshots and config polling.
+pub fn kernel_section() -> String {
+    r#"[kernel]
+admin_addr = "127.0.0.1:0"
+log_format = "json"
+log_filter = "info"
+snapshot_interval = "50ms"
+restart_backoff_initial = "200ms"
+restart_backoff_max = "1s"
+config_poll_interval = "100ms"
+shutdown_grace = "5s"
+"#
+    .to_string()
+}
+
+/// A `[[plugin]]` entry for a test plugin library.
+pub fn plugin_entry(name: &str, lib: &str) -> String {
+    format!(
+        "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n",
+        plugin(lib).display()
+    )
+}
+
+/// A running kernel process.
+pub struct Kernel {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// Base URL of the admin endpoint.
+    pub admin: String,
+}
+
+/// What a failed bus call over the admin endpoint returned.
+#[derive(Debug)]
+pub struct BusError {
+    /// HTTP status.
+    pub http: u16,
+    /// `x-kubernel-status` header (`panicked`, `unavailable`, ...).
+    pub status: String,
+    /// Body text.
+    pub message: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// Runs `kubernel` with `args` and returns its exit status, stdout and stderr.
+pub fn kubernel(args: &[&str], env: &[(&str, &str)]) -> Result<(ExitStatus, String, String)> {
+    let out = Command::new(kubernel_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+impl Kernel {
+    /// Starts `kubernel run` with `config` and `env`, and waits until `/readyz` is ok.
+    pub fn start(config: &str, env: &[(&str, &str)]) -> Result<Kernel> {
+        let dir = tempfile::tempdir()?;
+        let config_path = dir.path().join("kubernel.toml");
+        std::fs::write(&config_path, config)?;
+        let log = std::fs::File::create(dir.path().join("kubernel.log"))?;
+        let data = dir.path().join("data");
+        let child = Command::new(kubernel_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning kubernel")?;
+        let mut kernel = Kernel {
+            child: Some(child),
+            dir,
+            admin: String::new(),
+        };
+        let addr_file = data.join("admin-addr");
+        kernel.wait_until(Duration::from_secs(20), "the admin address", |k| {
+            if let Some(status) = k.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(anyhow!(
+                    "kubernel exited with {status} during start:\n{}",
+                    k.logs()
+                ));
+            }
+            Ok(addr_file.exists())
+        })?;
+        kernel.admin = format!("http://{}", std::fs::read_to_string(&addr_file)?.trim());
+        kernel.wait_until(Duration::from_secs(20), "readyz", |k| {
+            Ok(k.get("/readyz")?.0 == 200)
+        })?;
+        Ok(kernel)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The config file path (edit it to test config watching).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("kubernel.toml")
+    }
+
+    /// Everything the kernel logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kubernel.log")).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// GET a path of the admin endpoint: status and body.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut resp = agent().get(&format!("{}{path}", self.admin)).call()?;
+        let body = resp.body_mut().read_to_string()?;
+        Ok((resp.status().as_u16(), body))
+    }
+
+    /// `GET /plugins`.
+    pub fn plugins(&self) -> Result<Vec<serde_json::Value>> {
+        let (status, body) = self.get("/plugins")?;
+        if status != 200 {
+            bail!("GET /plugins: {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// One plugin's entry of `GET /plugins`.
+    pub fn plugin(&self, name: &str) -> Result<serde_json::Value> {
+        self.plugins()?
+            .into_iter()
+            .find(|p| p["name"] == name)
+            .ok_or_else(|| anyhow!("no plugin {name} in /plugins"))
+    }
+
+    fn bus(
+        &self,
+        verb: &str,
+        target: &str,
+        kind: &str,
+        payload: Vec<u8>,
+    ) -> Result<std::result::Result<Vec<u8>, BusError>> {
+        let url = format!("{}/bus/{verb}/{target}/{kind}", self.admin);
+        let mut resp = agent().post(&url).send(&payload[..])?;
+        let http = resp.status().as_u16();
+        let status = resp
+            .headers()
+            .get("x-kubernel-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut body = Vec::new();
+        resp.body_mut().as_reader().read_to_end(&mut body)?;
+        if http / 100 == 2 {
+            Ok(Ok(body))
+        } else {
+            Ok(Err(BusError {
+                http,
+                status,
+                message: String::from_utf8_lossy(&body).into_owned(),
+            }))
+        }
+    }
+
+    /// Sends a typed request to a plugin through the bus and decodes the reply.
+    pub fn request<M: Message>(
+        &self,
+        target: &str,
+        msg: &M,
+    ) -> Result<std::result::Result<M::Reply, BusError>> {
+        Ok(
+            match self.bus("request", target, M::KIND, codec::encode(M::KIND, msg)?)? {
+                Ok(bytes) => Ok(codec::decode(M::KIND, &bytes)?),
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    /// Like [`Kernel::request`], failing the test on a bus error.
+    pub fn ask<M: Message>(&self, target: &str, msg: &M) -> Result<M::Reply> {
+        self.request(target, msg)?
+            .map_err(|e| anyhow!("{} to {target}: {e:?}", M::KIND))
+    }
+
+    /// Queues a typed message in a plugin's mailbox.
+    pub fn send<M: Message>(&self, target: &str, msg: &M) -> Result<()> {
+        match self.bus("send", target, M::KIND, codec::encode(M::KIND, msg)?)? {
+            Ok(_) => Ok(()),
+            Err(e) => bail!("send {} to {target}: {e:?}", M::KIND),
+        }
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}` as printed), if present.
+    pub fn metric(&self, series: &str) -> Result<Option<f64>> {
+        let (_, body) = self.get("/metrics")?;
+        Ok(body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Polls `cond` every 20 ms until it holds or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&mut Kernel) -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match cond(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("already stopped"))?;
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "kubernel did not exit within {timeout:?} of SIGTERM; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Sends signal `sig` (e.g. `TERM`) to process `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `kubernel run` with a config expected to be refused; returns exit code and stderr.
+pub fn run_refused(config: &str, env: &[(&str, &str)]) -> Result<(Option<i32>, String)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("kubernel.toml");
+    std::fs::write(&path, config)?;
+    let data = dir.path().join("data");
+    let out = Command::new(kubernel_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}

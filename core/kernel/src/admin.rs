@@ -1,4 +1,9 @@
-//! The admin endpoint: `/metrics`, `/healthz`, `/livez`, `/readyz`, `/plugins`.
+//! The admin endpoint: `/metrics`, `/healthz`, `/livez`, `/readyz`, `/plugins`, `/bus`.
+//!
+//! `POST /bus/request/{target}/{kind}` and `POST /bus/send/{target}/{kind}` put an
+//! encoded message (the request body) on the bus as the sender `admin`; a request
+//! answers with the encoded reply. They exist for tests and debugging tools and,
+//! like the rest of this endpoint, belong on a loopback address.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +34,11 @@ pub fn router(kernel: Arc<Kernel>) -> Router {
         .route("/readyz/{check}", get(ready_one))
         .route("/readyz/plugin/{name}", get(ready_plugin))
         .route("/plugins", get(list_plugins).post(swap_plugin))
+        .route(
+            "/bus/request/{target}/{kind}",
+            axum::routing::post(bus_request),
+        )
+        .route("/bus/send/{target}/{kind}", axum::routing::post(bus_send))
         .with_state(kernel)
 }
 
@@ -249,5 +259,56 @@ async fn swap_plugin(State(kernel): State<Arc<Kernel>>, body: axum::body::Bytes)
             };
             (status, Json(HashMap::from([("error", e.to_string())]))).into_response()
         }
+    }
+}
+
+/// HTTP status for a failed bus call.
+fn call_status(status: kubernel_abi::Status) -> StatusCode {
+    use kubernel_abi::Status as S;
+    match status {
+        S::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        S::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
+        S::UNKNOWN_KIND | S::BAD_MESSAGE => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn call_error(e: crate::loader::CallError) -> Response {
+    (
+        call_status(e.status),
+        [("x-kubernel-status", e.status.name())],
+        format!("{}: {}\n", e.status.name(), e.message),
+    )
+        .into_response()
+}
+
+async fn bus_request(
+    State(kernel): State<Arc<Kernel>>,
+    Path((target, kind)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result =
+        tokio::task::spawn_blocking(move || kernel.bus.request("admin", &target, &kind, &body))
+            .await;
+    match result {
+        Ok(Ok(reply)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            reply,
+        )
+            .into_response(),
+        Ok(Err(e)) => call_error(e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+async fn bus_send(
+    State(kernel): State<Arc<Kernel>>,
+    Path((target, kind)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    match kernel.bus.send("admin", &target, &kind, &body) {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => call_error(e),
     }
 }

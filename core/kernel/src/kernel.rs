@@ -9,7 +9,7 @@ use actix::{Arbiter, Supervisor};
 use crate::bus::{Bus, HeldGuard, PluginState, Settings};
 use crate::config::{Config, PluginConfig};
 use crate::host::{Drain, PluginHost, Swap};
-use crate::loader::{CallError, Library, Live, LoadError};
+use crate::loader::{Library, Live, LoadError};
 use crate::metrics::KernelMetrics;
 use crate::swap::{SwapError, SwapReport};
 use crate::vtable::vtable_for;
@@ -34,14 +34,14 @@ pub enum StartError {
         source: LoadError,
     },
     /// A plugin's `init` failed.
-    #[error("plugin {name:?} ({path}): init failed: {source}")]
+    #[error("plugin {name:?} ({path}): init failed: {message}")]
     Init {
         /// Plugin name.
         name: String,
         /// Library path.
         path: PathBuf,
-        /// The plugin's error.
-        source: CallError,
+        /// The plugin's own message (prefixed with `panicked:` when it panicked).
+        message: String,
     },
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
@@ -93,10 +93,14 @@ impl Kernel {
                 let _held = HeldGuard::new(slot.id);
                 Live::init(lib.clone(), &vtable_for(&slot), &slot.init_params(plugin))
             }
-            .map_err(|source| StartError::Init {
+            .map_err(|e| StartError::Init {
                 name: plugin.name.clone(),
                 path: path.clone(),
-                source,
+                message: if e.status == kubernel_abi::Status::PANICKED {
+                    format!("panicked: {}", e.message)
+                } else {
+                    e.message
+                },
             })?;
             *slot.instance.lock() = Some(live);
             let arbiter = Arbiter::new();

@@ -1,0 +1,96 @@
+//! A plugin that panics is restarted from its last snapshot; the others keep running.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use kubernel_api::echo::{Add, Echo, GetCount, Panic};
+use kubernel_e2e::{kernel_section, plugin_entry, Kernel};
+
+fn cluster() -> Result<Kernel> {
+    let config = kernel_section()
+        + &plugin_entry("counter", "counter")
+        + &plugin_entry("bystander", "counter");
+    Kernel::start(&config, &[])
+}
+
+fn restarted(k: &mut Kernel, name: &str, restarts: u64) -> Result<()> {
+    k.wait_until(Duration::from_secs(10), "the restart", |k| {
+        let p = k.plugin(name)?;
+        Ok(p["state"] == "running" && p["restarts"] == restarts)
+    })
+}
+
+#[test]
+fn panicking_plugin_should_restart_with_its_state() -> Result<()> {
+    let mut k = cluster()?;
+    for _ in 0..5 {
+        k.ask("counter", &Add { n: 3 })?;
+    }
+    // Let a snapshot (every 50 ms here) capture the state.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let err = k
+        .request(
+            "counter",
+            &Panic {
+                message: "boom on demand".into(),
+            },
+        )?
+        .expect_err("panics");
+    assert_eq!(err.status, "panicked");
+    assert!(err.message.contains("boom on demand"), "{}", err.message);
+    // The other plugin is unaffected while the counter waits out its backoff.
+    assert_eq!(
+        k.ask(
+            "bystander",
+            &Echo {
+                text: "still here".into()
+            }
+        )?
+        .text,
+        "still here"
+    );
+
+    restarted(&mut k, "counter", 1)?;
+    assert_eq!(
+        k.ask("counter", &GetCount)?.total,
+        15,
+        "state restored from the snapshot"
+    );
+    assert_eq!(
+        k.metric("kubernel_plugin_restarts_total{name=\"counter\"}")?,
+        Some(1.0)
+    );
+    let logs = k.logs();
+    assert!(
+        logs.contains("boom on demand") && logs.contains("\"plugin\":\"counter\""),
+        "panic logged with the plugin name:\n{logs}"
+    );
+    Ok(())
+}
+
+#[test]
+fn messages_queued_behind_a_crash_should_be_delivered_after_restart() -> Result<()> {
+    let mut k = cluster()?;
+    k.ask("counter", &Add { n: 100 })?;
+    std::thread::sleep(Duration::from_millis(300));
+    k.send(
+        "counter",
+        &Panic {
+            message: "queued boom".into(),
+        },
+    )?;
+    for _ in 0..20 {
+        k.send("counter", &Add { n: 1 })?;
+    }
+    restarted(&mut k, "counter", 1)?;
+    k.wait_until(Duration::from_secs(10), "the queued adds", |k| {
+        Ok(k.ask("counter", &GetCount)?.adds >= 21)
+    })?;
+    let count = k.ask("counter", &GetCount)?;
+    assert_eq!(
+        count.total, 120,
+        "every queued message delivered once, after the restart"
+    );
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Plugins exchange typed requests and replies through the kernel, by name or by kind.
+
+use anyhow::Result;
+use kubernel_api::echo::{Add, Echo, Forward, GetCount};
+use kubernel_e2e::{kernel_section, plugin_entry, Kernel};
+
+fn two_counters() -> Result<Kernel> {
+    let config = kernel_section()
+        + &plugin_entry("left", "counter")
+        + &plugin_entry("right", "counter_next");
+    Kernel::start(&config, &[])
+}
+
+#[test]
+fn request_reply_should_cross_two_plugins() -> Result<()> {
+    let k = two_counters()?;
+    // `left` receives Forward and itself requests Echo from `right` through the kernel.
+    let reply = k.ask(
+        "left",
+        &Forward {
+            target: "right".into(),
+            text: "hello".into(),
+        },
+    )?;
+    assert_eq!(
+        reply,
+        Echo {
+            text: "hello".into()
+        }
+    );
+    // Addressing by kind: `@echo` is the first running plugin of kind "echo".
+    let reply = k.ask(
+        "right",
+        &Forward {
+            target: "@echo".into(),
+            text: "by kind".into(),
+        },
+    )?;
+    assert_eq!(reply.text, "by kind");
+    // Each plugin keeps its own state.
+    assert_eq!(k.ask("left", &Add { n: 5 })?, 5);
+    assert_eq!(k.ask("right", &GetCount)?.total, 0);
+    assert_eq!(k.ask("right", &GetCount)?.version, "0.2.0");
+    let handled =
+        k.metric("kubernel_bus_messages_total{from=\"left\",kind=\"echo.Echo\",to=\"right\"}")?;
+    assert_eq!(handled, Some(1.0));
+    Ok(())
+}
+
+#[test]
+fn request_should_name_what_is_wrong() -> Result<()> {
+    let k = two_counters()?;
+    let err = k.request("nobody", &GetCount)?.expect_err("no such plugin");
+    assert_eq!(err.status, "unavailable");
+    assert!(
+        err.message
+            .contains("no plugin \"nobody\"; loaded: left, right"),
+        "{}",
+        err.message
+    );
+
+    let err = k
+        .request(
+            "left",
+            &Forward {
+                target: "left".into(),
+                text: "loop".into(),
+            },
+        )?
+        .expect_err("cycle");
+    assert!(
+        err.message
+            .contains("already handling a message on this thread"),
+        "{}",
+        err.message
+    );
+
+    let err = k
+        .request(
+            "left",
+            &kubernel_api::bench::Drive {
+                target: "x".into(),
+                count: 1,
+                mode: kubernel_api::bench::DriveMode::Request,
+            },
+        )?
+        .expect_err("unknown kind");
+    assert_eq!(err.status, "unknown_kind");
+    Ok(())
+}
