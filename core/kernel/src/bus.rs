@@ -68,6 +68,8 @@ impl PluginState {
 thread_local! {
     /// Slots whose instance lock this thread holds (to refuse re-entrant requests).
     static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Slots this thread resolved by name, per bus.
+    static RESOLVED: RefCell<HashMap<usize, HashMap<Box<str>, Arc<Slot>>>> = RefCell::new(HashMap::new());
 }
 
 /// Marks a slot as held by this thread while alive.
@@ -223,13 +225,7 @@ impl Slot {
         };
         let started = Instant::now();
         let status = live.handle(from, kind, payload, out);
-        let m = &self.bus.metrics;
-        m.bus_duration
-            .with_label_values(&[self.name.as_str(), kind])
-            .observe(started.elapsed().as_secs_f64());
-        m.bus_messages
-            .with_label_values(&[from, self.name.as_str(), kind])
-            .inc();
+        let seconds = started.elapsed().as_secs_f64();
         if status == Status::PANICKED || status == Status::FATAL {
             let poisoned = guard.take();
             if status == Status::FATAL {
@@ -242,7 +238,15 @@ impl Slot {
                 "{} while handling {kind} from {from}",
                 status.name()
             ));
+        } else {
+            drop(guard);
         }
+        // Kinds the plugin did not take are counted as "other": the label stays bounded.
+        let kind_label = match status {
+            Status::UNKNOWN_KIND | Status::BAD_MESSAGE => "other",
+            _ => kind,
+        };
+        self.bus.metrics.observe_message(from, &self.name, kind_label, seconds);
         status
     }
 
@@ -351,7 +355,7 @@ impl Bus {
                 .cloned()
                 .or(first)
         } else {
-            self.by_name.read().get(target).cloned()
+            self.resolve_name(target)
         };
         found.ok_or_else(|| {
             let names: Vec<String> = self.slots.read().iter().map(|s| s.name.clone()).collect();
@@ -360,6 +364,21 @@ impl Bus {
                 message: format!("no plugin {target:?}; loaded: {}", names.join(", ")),
             }
         })
+    }
+
+    /// The slot named `name`, through a per-thread cache (slots are never removed,
+    /// so a cached slot stays valid; a miss falls back to the shared table).
+    fn resolve_name(&self, name: &str) -> Option<Arc<Slot>> {
+        let bus_id = self as *const Bus as usize;
+        let cached = RESOLVED.with(|r| r.borrow().get(&bus_id).and_then(|m| m.get(name).cloned()));
+        if cached.is_some() {
+            return cached;
+        }
+        let slot = self.by_name.read().get(name).cloned()?;
+        RESOLVED.with(|r| {
+            r.borrow_mut().entry(bus_id).or_default().insert(name.into(), slot.clone());
+        });
+        Some(slot)
     }
 
     /// Sends a request from `from` and returns the reply bytes (for the kernel, CLI and benches).

@@ -1,15 +1,19 @@
 //! Loads plugin libraries, validates their descriptors, and calls their entry points.
 //!
-//! Every load copies the library to a unique file under `<data_dir>/plugins/` before
-//! `dlopen`: glibc would otherwise hand back an already loaded copy when a plugin is
-//! rebuilt in place, and two instances of one library would share its statics
-//! (logger, panic hook, registries). Libraries are never `dlclose`d.
+//! A file loaded for the first time is opened where it is. A file whose path or
+//! inode was loaded before is first copied to a unique file under
+//! `<data_dir>/plugins/`: glibc would otherwise hand back the already loaded
+//! library (for a plugin rebuilt in place, the old code), and two instances of one
+//! library would share its statics (logger, panic hook, registries). Libraries are
+//! never `dlclose`d.
 
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
+use std::collections::HashSet;
 use std::io::Read;
 use std::mem::ManuallyDrop;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -137,6 +141,22 @@ pub struct Library {
 
 static LOAD_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Paths and (device, inode) pairs already handed to `dlopen` by this process.
+static LOADED: parking_lot::Mutex<Option<(HashSet<PathBuf>, HashSet<(u64, u64)>)>> = parking_lot::Mutex::new(None);
+
+/// Records `path` as loaded; true when it (or the same file under another path) was loaded before.
+fn seen_before(path: &Path) -> Result<bool, LoadError> {
+    let canonical = path
+        .canonicalize()
+        .map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let md = std::fs::metadata(&canonical).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let mut loaded = LOADED.lock();
+    let (paths, inodes) = loaded.get_or_insert_with(Default::default);
+    let new_path = paths.insert(canonical);
+    let new_inode = inodes.insert((md.dev(), md.ino()));
+    Ok(!(new_path && new_inode))
+}
+
 fn check_file(path: &Path) -> Result<(), LoadError> {
     let md = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LoadError::NotFound {
@@ -177,17 +197,18 @@ fn major_minor(v: &str) -> &str {
 }
 
 impl Library {
-    /// Copies `path` into `scratch_dir`, loads it and validates its descriptor.
+    /// Loads `path` (through a copy in `scratch_dir` when it was loaded before) and
+    /// validates its descriptor.
     pub fn load(path: &Path, scratch_dir: &Path) -> Result<Library, LoadError> {
         check_file(path)?;
+        if !seen_before(path)? {
+            return Self::open(path, path);
+        }
         std::fs::create_dir_all(scratch_dir).map_err(|source| LoadError::Io {
             path: scratch_dir.to_path_buf(),
             source,
         })?;
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("plugin");
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let seq = LOAD_SEQ.fetch_add(1, Ordering::Relaxed);
         let copy = scratch_dir.join(format!("{stem}.{}.{seq}.so", std::process::id()));
         std::fs::copy(path, &copy).map_err(|source| LoadError::Io {
@@ -299,7 +320,7 @@ impl Library {
 
 /// A failed entry-point call: its status and the plugin's message.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {message}", status.name())]
+#[error("{}{message}", if *status == Status::ERROR { String::new() } else { format!("{}: ", status.name()) })]
 pub struct CallError {
     /// Status returned.
     pub status: Status,

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 /// kubernel: a Kubernetes-compatible lab cluster in one binary of swappable plugins.
 #[derive(Parser)]
-#[command(name = "kubernel", version, about)]
+#[command(name = "kubernel", version)]
 struct Cli {
     /// Directory where the kernel and every plugin keep their state.
     #[arg(

@@ -1,10 +1,11 @@
 //! The kernel's Prometheus metrics, and the merged exposition of kernel and plugin metrics.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -134,6 +135,52 @@ impl KernelMetrics {
             ),
             registry: r,
         })
+    }
+}
+
+/// Bus metric handles of one (from, to, kind).
+#[derive(Clone)]
+struct MessageHandles {
+    count: IntCounter,
+    duration: Histogram,
+}
+
+type ByKind = HashMap<Box<str>, MessageHandles>;
+type ByTo = HashMap<Box<str>, ByKind>;
+type ByFrom = HashMap<Box<str>, ByTo>;
+
+thread_local! {
+    /// Handles already looked up by this thread, per `KernelMetrics` instance, so the
+    /// message path takes no lock shared between threads.
+    static HANDLES: RefCell<HashMap<usize, ByFrom>> = RefCell::new(HashMap::new());
+}
+
+impl KernelMetrics {
+    /// Counts one message `from` -> `to` of `kind` that took `seconds` to handle.
+    ///
+    /// `kind` must be bounded (a kind the target handled, or `"other"`): each value
+    /// becomes a series for the life of the process.
+    pub fn observe_message(&self, from: &str, to: &str, kind: &str, seconds: f64) {
+        let id = self as *const KernelMetrics as usize;
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            let by_kind = h
+                .entry(id)
+                .or_default()
+                .entry(from.into())
+                .or_default()
+                .entry(to.into())
+                .or_default();
+            let handles = match by_kind.get(kind) {
+                Some(handles) => handles,
+                None => by_kind.entry(kind.into()).or_insert_with(|| MessageHandles {
+                    count: self.bus_messages.with_label_values(&[from, to, kind]),
+                    duration: self.bus_duration.with_label_values(&[to, kind]),
+                }),
+            };
+            handles.count.inc();
+            handles.duration.observe(seconds);
+        });
     }
 }
 
