@@ -352,3 +352,130 @@ pub fn run_refused(config: &str, env: &[(&str, &str)]) -> Result<(Option<i32>, S
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// A free loopback port (bound then released; tests use it at once).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The apiserver plugin library.
+pub fn apiserver_lib() -> PathBuf {
+    built("libkubernel_apiserver.so")
+}
+
+/// A kernel running the apiserver plugin on a free port.
+pub struct Cluster {
+    /// The kernel process.
+    pub kernel: Kernel,
+    /// kubeconfig written by the apiserver.
+    pub kubeconfig: PathBuf,
+    /// Base URL of the API.
+    pub api: String,
+    cache: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a kernel with the apiserver (and `extra` TOML appended to the config).
+    pub fn start(extra: &str) -> Result<Cluster> {
+        let port = free_port()?;
+        let config = format!(
+            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
+            kernel_section(),
+            apiserver_lib().display()
+        );
+        let kernel = Kernel::start(&config, &[])?;
+        let kubeconfig = kernel.data_dir().join("admin.kubeconfig");
+        Ok(Cluster {
+            kernel,
+            kubeconfig,
+            api: format!("http://127.0.0.1:{port}"),
+            cache: tempfile::tempdir()?,
+        })
+    }
+
+    /// Runs the installed `kubectl` against the cluster: exit status, stdout, stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<(ExitStatus, String, String)> {
+        self.kubectl_stdin(args, "")
+    }
+
+    /// Runs `kubectl` with `stdin` piped in (for `-f -`).
+    pub fn kubectl_stdin(
+        &self,
+        args: &[&str],
+        stdin: &str,
+    ) -> Result<(ExitStatus, String, String)> {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl (is it installed?)")?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Runs `kubectl`, failing the test unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let (status, out, err) = self.kubectl(args)?;
+        if !status.success() {
+            bail!(
+                "kubectl {} failed ({status}):\n{err}\n{out}",
+                args.join(" ")
+            );
+        }
+        Ok(out)
+    }
+
+    /// `kubectl apply -f -` / `create -f -` with a manifest; returns stdout.
+    pub fn ok_stdin(&self, args: &[&str], manifest: &str) -> Result<String> {
+        let (status, out, err) = self.kubectl_stdin(args, manifest)?;
+        if !status.success() {
+            bail!(
+                "kubectl {} failed ({status}):\n{err}\n{out}",
+                args.join(" ")
+            );
+        }
+        Ok(out)
+    }
+
+    /// GET a path of the API: status and body.
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut resp = agent().get(&format!("{}{path}", self.api)).call()?;
+        let body = resp.body_mut().read_to_string()?;
+        Ok((resp.status().as_u16(), body))
+    }
+
+    /// Sends `method` with a JSON or raw body: status and body.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.api);
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("content-type", content_type)
+            .body(body.to_vec())?;
+        let mut resp = agent().run(req)?;
+        let body = resp.body_mut().read_to_string()?;
+        Ok((resp.status().as_u16(), body))
+    }
+}

@@ -246,7 +246,9 @@ impl Slot {
             Status::UNKNOWN_KIND | Status::BAD_MESSAGE => "other",
             _ => kind,
         };
-        self.bus.metrics.observe_message(from, &self.name, kind_label, seconds);
+        self.bus
+            .metrics
+            .observe_message(from, &self.name, kind_label, seconds);
         status
     }
 
@@ -376,7 +378,10 @@ impl Bus {
         }
         let slot = self.by_name.read().get(name).cloned()?;
         RESOLVED.with(|r| {
-            r.borrow_mut().entry(bus_id).or_default().insert(name.into(), slot.clone());
+            r.borrow_mut()
+                .entry(bus_id)
+                .or_default()
+                .insert(name.into(), slot.clone());
         });
         Some(slot)
     }

@@ -89,6 +89,7 @@ impl Kernel {
             })?;
             let lib = Arc::new(lib);
             let slot = bus.add_slot(plugin.clone(), lib.clone());
+            bus.metrics.init_plugin(&plugin.name);
             let live = {
                 let _held = HeldGuard::new(slot.id);
                 Live::init(lib.clone(), &vtable_for(&slot), &slot.init_params(plugin))

@@ -9,8 +9,8 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
 use std::collections::HashSet;
+use std::ffi::c_void;
 use std::io::Read;
 use std::mem::ManuallyDrop;
 use std::os::unix::fs::MetadataExt;
@@ -142,14 +142,19 @@ pub struct Library {
 static LOAD_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Paths and (device, inode) pairs already handed to `dlopen` by this process.
-static LOADED: parking_lot::Mutex<Option<(HashSet<PathBuf>, HashSet<(u64, u64)>)>> = parking_lot::Mutex::new(None);
+static LOADED: parking_lot::Mutex<Option<(HashSet<PathBuf>, HashSet<(u64, u64)>)>> =
+    parking_lot::Mutex::new(None);
 
 /// Records `path` as loaded; true when it (or the same file under another path) was loaded before.
 fn seen_before(path: &Path) -> Result<bool, LoadError> {
-    let canonical = path
-        .canonicalize()
-        .map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-    let md = std::fs::metadata(&canonical).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let canonical = path.canonicalize().map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let md = std::fs::metadata(&canonical).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut loaded = LOADED.lock();
     let (paths, inodes) = loaded.get_or_insert_with(Default::default);
     let new_path = paths.insert(canonical);
@@ -208,7 +213,10 @@ impl Library {
             path: scratch_dir.to_path_buf(),
             source,
         })?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin");
         let seq = LOAD_SEQ.fetch_add(1, Ordering::Relaxed);
         let copy = scratch_dir.join(format!("{stem}.{}.{seq}.so", std::process::id()));
         std::fs::copy(path, &copy).map_err(|source| LoadError::Io {

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the kernel itself exports.
@@ -138,6 +138,17 @@ impl KernelMetrics {
     }
 }
 
+impl KernelMetrics {
+    /// Creates a plugin's counter series at zero, so that `increase()` sees its first restart or swap.
+    pub fn init_plugin(&self, name: &str) {
+        self.restarts.with_label_values(&[name]);
+        self.metrics_errors.with_label_values(&[name]);
+        for result in ["success", "rolled_back", "load_failed", "refused"] {
+            self.swaps.with_label_values(&[name, result]);
+        }
+    }
+}
+
 /// Bus metric handles of one (from, to, kind).
 #[derive(Clone)]
 struct MessageHandles {
@@ -173,10 +184,12 @@ impl KernelMetrics {
                 .or_default();
             let handles = match by_kind.get(kind) {
                 Some(handles) => handles,
-                None => by_kind.entry(kind.into()).or_insert_with(|| MessageHandles {
-                    count: self.bus_messages.with_label_values(&[from, to, kind]),
-                    duration: self.bus_duration.with_label_values(&[to, kind]),
-                }),
+                None => by_kind
+                    .entry(kind.into())
+                    .or_insert_with(|| MessageHandles {
+                        count: self.bus_messages.with_label_values(&[from, to, kind]),
+                        duration: self.bus_duration.with_label_values(&[to, kind]),
+                    }),
             };
             handles.count.inc();
             handles.duration.observe(seconds);

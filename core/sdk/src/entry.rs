@@ -112,6 +112,7 @@ impl<P: Plugin> Entry for Hosted<P> {
     }
 
     fn metrics(&mut self, out: &mut OutBuf<'_>) -> Result<(), String> {
+        self.plugin.refresh_metrics();
         let families = self.ctx.registry().gather();
         let mut buf = Vec::new();
         prometheus::ProtobufEncoder::new()

@@ -45,6 +45,10 @@ pub trait Plugin: Sized + Send + 'static {
         Ok(())
     }
 
+    /// Updates gauges that are read rather than counted (object counts, sizes);
+    /// called just before the kernel gathers this plugin's metrics.
+    fn refresh_metrics(&mut self) {}
+
     /// Readiness for the kernel's `/readyz`: `Err(reason)` when not ready.
     fn ready(&self) -> Result<(), String> {
         Ok(())

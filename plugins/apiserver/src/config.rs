@@ -1,0 +1,46 @@
+//! The apiserver plugin's `[plugin.config]` settings.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+/// Settings of the apiserver plugin (kube-apiserver's flag names, in snake case).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiServerConfig {
+    /// Address to serve on. Until TLS lands (the security issue), only loopback
+    /// addresses are allowed: the API is served over plain HTTP.
+    pub bind_address: IpAddr,
+    /// Port of the API (kube-apiserver's `--secure-port`).
+    pub secure_port: u16,
+    /// Most read-only requests served at once; more get 429 (`--max-requests-inflight`).
+    pub max_requests_inflight: usize,
+    /// Most mutating requests served at once (`--max-mutating-requests-inflight`).
+    pub max_mutating_requests_inflight: usize,
+    /// Largest request body accepted, bytes (3 MiB as upstream).
+    pub max_request_body_bytes: usize,
+    /// Watch events kept for watches that resume from a revision.
+    pub history_revisions: usize,
+    /// How long watch events are kept, seconds.
+    pub history_seconds: u64,
+    /// How often a watch that allows bookmarks gets one, seconds.
+    pub watch_bookmark_interval_seconds: u64,
+    /// Worker threads of the apiserver's runtime.
+    pub worker_threads: usize,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        ApiServerConfig {
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            secure_port: 6443,
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            max_request_body_bytes: 3 * 1024 * 1024,
+            history_revisions: 10_000,
+            history_seconds: 300,
+            watch_bookmark_interval_seconds: 60,
+            worker_threads: 2,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The HTTP entry point: discovery, OpenAPI, and resource requests through the handler chain.
+//!
+//! Every resource request goes: limits (in-flight, body size) -> routing ->
+//! authentication -> authorization -> admission (defaults, validation) -> storage.
+//! Authentication and authorization are permissive until the security issue fills them.
+
+mod read;
+mod watch;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use kubernel_sdk::CancellationToken;
+use tokio::sync::Semaphore;
+
+use crate::config::ApiServerConfig;
+use crate::metrics::Metrics;
+use crate::negotiate::{self, json};
+use crate::request::{route, RequestInfo, Verb};
+use crate::status::ApiError;
+use crate::store::Store;
+use crate::{discovery, openapi};
+
+/// What every handler shares.
+pub struct ApiState {
+    /// The object store.
+    pub store: Arc<dyn Store>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub config: ApiServerConfig,
+    /// Cancelled when the apiserver stops: ends watches.
+    pub shutdown: CancellationToken,
+    readonly: Semaphore,
+    mutating: Semaphore,
+}
+
+impl ApiState {
+    /// Shared state for a server over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        config: ApiServerConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        ApiState {
+            readonly: Semaphore::new(config.max_requests_inflight.max(1)),
+            mutating: Semaphore::new(config.max_mutating_requests_inflight.max(1)),
+            store,
+            metrics,
+            config,
+            shutdown,
+        }
+    }
+}
+
+/// Query parameters, first value of each.
+pub type Query = HashMap<String, String>;
+
+fn parse_query(uri: &Uri) -> Query {
+    let mut q = HashMap::new();
+    if let Some(raw) = uri.query() {
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| percent_decode(&s.replace('+', " "));
+            q.entry(decode(k)).or_insert_with(|| decode(v));
+        }
+    }
+    q
+}
+
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The single handler every path goes through.
+pub async fn dispatch(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let query = parse_query(&uri);
+    if let Some(resp) = non_resource(path, &headers) {
+        return resp;
+    }
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => {
+            return negotiate::error(&ApiError::not_found("", "", "").with_message(format!(
+                "the server could not find the requested resource ({} {})",
+                method,
+                uri.path()
+            )))
+        }
+    };
+    let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let info = match route(&method, group, version, rest, watch) {
+        Ok(i) => i,
+        Err(e) => return negotiate::error(&e),
+    };
+    let started = Instant::now();
+    let response = handle(&state, &info, &query, &headers, body).await;
+    record(&state, &info, response.status().as_u16(), started);
+    response
+}
+
+fn record(state: &ApiState, info: &RequestInfo, code: u16, started: Instant) {
+    let r = info.resource;
+    let labels = [
+        info.verb.metrics_name(),
+        r.group,
+        r.version,
+        r.plural,
+        info.subresource.as_str(),
+        info.scope(),
+        "apiserver",
+    ];
+    let code = code.to_string();
+    let mut with_code = labels.to_vec();
+    with_code.push(&code);
+    state.metrics.requests.with_label_values(&with_code).inc();
+    if info.verb != Verb::Watch {
+        state
+            .metrics
+            .request_duration
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Discovery, OpenAPI and health endpoints.
+fn non_resource(path: &str, headers: &HeaderMap) -> Option<Response> {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let aggregated = discovery::wants_aggregated(accept);
+    let ok_json = |v: serde_json::Value| json(200, "application/json", v.to_string());
+    Some(match path {
+        "/version" => ok_json(discovery::version()),
+        "/api" if aggregated => json(
+            200,
+            discovery::AGGREGATED_CONTENT_TYPE,
+            discovery::aggregated(true).to_string(),
+        ),
+        "/api" => ok_json(discovery::api_versions()),
+        "/apis" if aggregated => json(
+            200,
+            discovery::AGGREGATED_CONTENT_TYPE,
+            discovery::aggregated(false).to_string(),
+        ),
+        "/apis" => ok_json(discovery::api_group_list()),
+        "/api/v1" => ok_json(discovery::resource_list("", "v1")?),
+        "/openapi/v3" => ok_json(openapi::index()),
+        "/healthz" | "/livez" | "/readyz" => json(200, "text/plain; charset=utf-8", "ok"),
+        _ => {
+            if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+                let parts: Vec<&str> = gv.split('/').collect();
+                let doc = match parts.as_slice() {
+                    ["api", v] => openapi::group_version_document("", v),
+                    ["apis", g, v] => openapi::group_version_document(g, v),
+                    _ => None,
+                };
+                return Some(match doc {
+                    Some(d) => ok_json(d),
+                    None => negotiate::error(
+                        &ApiError::not_found("", "", "")
+                            .with_message(format!("no OpenAPI document for {gv}")),
+                    ),
+                });
+            }
+            let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            match parts.as_slice() {
+                ["apis", g] => match discovery::api_group(g) {
+                    Some(d) => ok_json(d),
+                    None => negotiate::error(&ApiError::not_found("", "", "").with_message(format!("the server could not find the requested resource (group {g})"))),
+                },
+                ["apis", g, v] => match discovery::resource_list(g, v) {
+                    Some(d) => ok_json(d),
+                    None => negotiate::error(&ApiError::not_found("", "", "").with_message(format!("the server could not find the requested resource (group-version {g}/{v})"))),
+                },
+                _ => return None,
+            }
+        }
+    })
+}
+
+async fn handle(
+    state: &Arc<ApiState>,
+    info: &RequestInfo,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let permit = if info.verb == Verb::Watch {
+        None
+    } else {
+        let sem = if info.verb.is_mutating() {
+            &state.mutating
+        } else {
+            &state.readonly
+        };
+        match sem.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return negotiate::error(&ApiError::too_many_requests(
+                    "Too many requests, please try again later.",
+                    1,
+                ))
+            }
+        }
+    };
+    let kind = if info.verb.is_mutating() {
+        "mutating"
+    } else {
+        "readOnly"
+    };
+    let gauge = state.metrics.inflight.with_label_values(&[kind]);
+    gauge.inc();
+    let result = match info.verb {
+        Verb::Get => read::get(state, info, query, headers),
+        Verb::List => read::list(state, info, query, headers),
+        Verb::Watch => watch::watch(state.clone(), info, query, headers),
+        _ => match read_body(state, body).await {
+            Ok(bytes) => write::mutate(state, info, query, headers, bytes).await,
+            Err(e) => Err(e),
+        },
+    };
+    gauge.dec();
+    drop(permit);
+    match result {
+        Ok(resp) => resp,
+        Err(e) => negotiate::error(&e),
+    }
+}
+
+async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.max_request_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::too_large(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        ))
+    })?;
+    state.metrics.body_size.observe(bytes.len() as f64);
+    Ok(bytes)
+}

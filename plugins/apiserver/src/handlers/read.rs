@@ -1,0 +1,274 @@
+//! GET and LIST: one object, or a filtered, paginated collection, as JSON or a Table.
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+use base64::Engine;
+use kubernel_api::resources::table;
+use serde_json::{json, Value};
+
+use super::{ApiState, Query};
+use crate::negotiate::{self, json, Output, TABLE_CONTENT_TYPE};
+use crate::request::RequestInfo;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{ListOptions, Stored};
+
+/// Reads one object.
+pub fn get(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let output = negotiate::output(headers, query.get("includeObject").map(String::as_str))?;
+    let stored = fetch(state, info)?;
+    if info.subresource == "scale" {
+        return Ok(json(
+            200,
+            "application/json",
+            super::write::to_scale(info, &stored.object)?.to_string(),
+        ));
+    }
+    Ok(match output {
+        Output::Json => json(200, "application/json", stored.json.clone()),
+        Output::Table(include) => {
+            let rv = stored.mod_revision.to_string();
+            let t = table::table(
+                info.resource,
+                &[stored.object.as_ref()],
+                include,
+                &rv,
+                "",
+                None,
+                jiff::Timestamp::now(),
+            );
+            json(200, TABLE_CONTENT_TYPE, t.to_string())
+        }
+    })
+}
+
+/// The stored object named by the request, or 404.
+pub fn fetch(state: &ApiState, info: &RequestInfo) -> Result<Stored, ApiError> {
+    let r = info.resource;
+    state
+        .store
+        .get(&info.key())
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(r.group, r.plural, &info.name))
+}
+
+/// A continue token: where the next page starts, at which revision the list began.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: String,
+}
+
+fn encode_continue(rv: u64, last_key: &str) -> String {
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: format!("{last_key}\u{0}"),
+    };
+    base64::engine::general_purpose::STANDARD.encode(json!(token).to_string())
+}
+
+fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if t.v != "meta.k8s.io/v1" {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+/// Parsed list options shared by list, watch and deletecollection.
+pub struct Filter {
+    /// Label selector.
+    pub labels: LabelSelector,
+    /// Field selector.
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    /// Parses `labelSelector` and `fieldSelector`.
+    pub fn parse(info: &RequestInfo, query: &Query) -> Result<Filter, ApiError> {
+        let labels =
+            LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+        let fields = FieldSelector::parse(
+            query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+            info.resource.kind,
+        )?;
+        Ok(Filter { labels, fields })
+    }
+
+    /// True when the object passes both selectors.
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(object) && self.fields.matches(object)
+    }
+}
+
+/// Items of a collection matching the filter, one page at a time.
+pub struct Page {
+    /// Matching items.
+    pub items: Vec<Stored>,
+    /// Revision the list was read at.
+    pub revision: u64,
+    /// Continue token for the next page, empty on the last one.
+    pub continue_token: String,
+    /// Items after this page (before filtering) when known.
+    pub remaining: Option<i64>,
+}
+
+/// Reads a page of the collection.
+pub fn page(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    filter: &Filter,
+) -> Result<Page, ApiError> {
+    let limit = match query.get("limit").map(String::as_str) {
+        None | Some("") => 0usize,
+        Some(l) => l.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid limit {l:?}: must be a non-negative integer"
+            ))
+        })?,
+    };
+    let mut start_after = None;
+    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+        let t = decode_continue(token)?;
+        let compacted = state.store.stats().compacted;
+        if t.rv < compacted {
+            return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+        }
+        start_after = Some(t.start.trim_end_matches('\u{0}').to_string());
+    }
+    let prefix = info.collection_prefix();
+    // A field selector on the name reads one key instead of the collection.
+    if let (Some(name), true) = (
+        filter.fields.pinned_name(),
+        info.resource.namespaced == !info.namespace.is_empty(),
+    ) {
+        let key = crate::request::object_key(info.resource, &info.namespace, name);
+        let revision = state.store.revision();
+        let items = state
+            .store
+            .get(&key)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+            .filter(|s| filter.matches(&s.object))
+            .into_iter()
+            .collect();
+        return Ok(Page {
+            items,
+            revision,
+            continue_token: String::new(),
+            remaining: None,
+        });
+    }
+    let mut items = Vec::new();
+    // With a limit, read the store in batches until the page is full of matches.
+    let batch = if limit == 0 { 0 } else { limit.max(64) };
+    loop {
+        let opts = ListOptions {
+            prefix: prefix.clone(),
+            start_after: start_after.clone(),
+            limit: Some(batch),
+        };
+        let res = state
+            .store
+            .list(&opts)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let scanned = res.items.len();
+        let mut last_key = None;
+        for (i, s) in res.items.into_iter().enumerate() {
+            last_key = Some(s.key.to_string());
+            if filter.matches(&s.object) {
+                items.push(s);
+                if limit > 0 && items.len() == limit {
+                    let unscanned = (scanned - i - 1) + res.remaining;
+                    if unscanned == 0 {
+                        break;
+                    }
+                    let last = last_key.unwrap_or_default();
+                    let unfiltered = filter.labels.is_empty() && filter.fields.is_empty();
+                    return Ok(Page {
+                        items,
+                        revision: res.revision,
+                        continue_token: encode_continue(res.revision, &last),
+                        remaining: unfiltered.then_some(unscanned as i64),
+                    });
+                }
+            }
+        }
+        if res.remaining == 0 || last_key.is_none() || (limit > 0 && items.len() == limit) {
+            return Ok(Page {
+                items,
+                revision: res.revision,
+                continue_token: String::new(),
+                remaining: None,
+            });
+        }
+        start_after = last_key;
+    }
+}
+
+/// Lists a collection.
+pub fn list(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let output = negotiate::output(headers, query.get("includeObject").map(String::as_str))?;
+    let filter = Filter::parse(info, query)?;
+    let page = page(state, info, query, &filter)?;
+    let r = info.resource;
+    let rv = page.revision.to_string();
+    Ok(match output {
+        Output::Table(include) => {
+            let objects: Vec<&Value> = page.items.iter().map(|s| s.object.as_ref()).collect();
+            let t = table::table(
+                r,
+                &objects,
+                include,
+                &rv,
+                &page.continue_token,
+                page.remaining,
+                jiff::Timestamp::now(),
+            );
+            json(200, TABLE_CONTENT_TYPE, t.to_string())
+        }
+        Output::Json => {
+            let mut meta = json!({ "resourceVersion": rv });
+            if !page.continue_token.is_empty() {
+                meta["continue"] = json!(page.continue_token);
+            }
+            if let Some(n) = page.remaining {
+                meta["remainingItemCount"] = json!(n);
+            }
+            let head = format!(
+                "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+                r.list_kind,
+                r.api_version(),
+                meta
+            );
+            let mut body = Vec::with_capacity(
+                head.len() + page.items.iter().map(|s| s.json.len() + 1).sum::<usize>() + 2,
+            );
+            body.extend_from_slice(head.as_bytes());
+            for (i, s) in page.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&s.json);
+            }
+            body.extend_from_slice(b"]}");
+            json(200, "application/json", body)
+        }
+    })
+}

@@ -1,0 +1,696 @@
+//! Mutations: create, update, patch, delete, deletecollection (and the status/scale subresources).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use kubernel_api::resources::Resource;
+use serde_json::{json, Value};
+
+use super::read::{fetch, page, Filter};
+use super::{ApiState, Query};
+use crate::admission::{self, FieldValidation};
+use crate::negotiate::json;
+use crate::objects::{self, meta_str, metadata_mut};
+use crate::patch::{self, PatchType};
+use crate::request::{RequestInfo, Verb};
+use crate::status::ApiError;
+use crate::store::{StoreError, Stored};
+
+/// Runs a mutating request.
+pub async fn mutate(
+    state: &Arc<ApiState>,
+    info: &RequestInfo,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    match info.verb {
+        Verb::Create => create(state, info, query, content_type, &body, dry_run).await,
+        Verb::Update => update(state, info, query, content_type, &body, dry_run).await,
+        Verb::Patch => patch(state, info, query, content_type, &body, dry_run).await,
+        Verb::Delete => delete(state, info, query, &body, dry_run).await,
+        Verb::DeleteCollection => delete_collection(state, info, query, &body, dry_run).await,
+        _ => Err(ApiError::method_not_allowed("not a mutating verb")),
+    }
+}
+
+fn store_error(info: &RequestInfo, name: &str, e: StoreError) -> ApiError {
+    let r = info.resource;
+    match e {
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(r.group, r.plural, name),
+        StoreError::NotFound { .. } => ApiError::not_found(r.group, r.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(r.group, r.plural, name),
+        StoreError::Invalid(m) => ApiError::bad_request(m),
+        other => ApiError::unavailable(other.to_string()),
+    }
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "'"));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
+fn has_status(r: &Resource) -> bool {
+    r.subresource("status").is_some()
+}
+
+/// Decodes, defaults and validates the object a request body carries.
+fn admit(
+    info: &RequestInfo,
+    query: &Query,
+    object: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let mode = FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?;
+    let (mut object, warnings) = admission::decode(info.resource, object, mode)?;
+    admission::apply_defaults(info.resource, &mut object);
+    Ok((object, warnings))
+}
+
+async fn create(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    content_type: Option<&str>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let r = info.resource;
+    if !info.subresource.is_empty() {
+        return create_subresource(state, info, content_type, body).await;
+    }
+    if !info.name.is_empty() {
+        return Err(ApiError::method_not_allowed(format!(
+            "POST to a named {} is not allowed",
+            r.singular
+        )));
+    }
+    let object = admission::parse_body(r, content_type, body)?;
+    let (mut object, warnings) = admit(info, query, object)?;
+    if r.namespaced {
+        check_namespace(state, &info.namespace)?;
+    }
+    objects::prepare_create(info, &mut object)?;
+    if r.kind == "Namespace" {
+        object["status"] = json!({ "phase": "Active" });
+    }
+    let name = meta_str(&object, "name").to_string();
+    let named = RequestInfo {
+        name: name.clone(),
+        ..info.clone()
+    };
+    let started = Instant::now();
+    admission::validate_create(r, &object)?;
+    observe_admission(state, "create", started);
+    if dry_run {
+        return Ok(with_warnings(
+            json(201, "application/json", object.to_string()),
+            &warnings,
+        ));
+    }
+    let started = Instant::now();
+    let stored = state
+        .store
+        .create(&named.key(), object)
+        .await
+        .map_err(|e| store_error(info, &name, e));
+    observe_storage(state, "create", r, started);
+    Ok(with_warnings(
+        json(201, "application/json", stored?.json),
+        &warnings,
+    ))
+}
+
+/// NamespaceLifecycle: objects are created only in existing, non-terminating namespaces.
+fn check_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
+    let ns = state
+        .store
+        .get(&format!("namespaces/{namespace}"))
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("", "namespaces", namespace))?;
+    if ns.object.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::forbidden(
+            "",
+            "namespaces",
+            namespace,
+            format!("unable to create new content in namespace {namespace} because it is being terminated"),
+        ));
+    }
+    Ok(())
+}
+
+fn observe_admission(state: &ApiState, operation: &str, started: Instant) {
+    state
+        .metrics
+        .admission_duration
+        .with_label_values(&["validation", operation, "false", "validate"])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+fn observe_storage(state: &ApiState, operation: &str, r: &Resource, started: Instant) {
+    state
+        .metrics
+        .storage_duration
+        .with_label_values(&[operation, &r.qualified_plural()])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn update(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    content_type: Option<&str>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let r = info.resource;
+    if info.subresource == "scale" {
+        let scale: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding Scale: {e}")))?;
+        return write_scale(state, info, scale, dry_run).await;
+    }
+    let object = admission::parse_body(r, content_type, body)?;
+    if meta_str(&object, "name") != info.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            meta_str(&object, "name"),
+            info.name
+        )));
+    }
+    let current = fetch(state, info)?;
+    let (object, warnings) = admit(info, query, object)?;
+    let resp = replace(state, info, &current, object, true, dry_run).await?;
+    Ok(with_warnings(resp, &warnings))
+}
+
+/// Writes `new` over `current` (compare-and-swap on its revision), after the
+/// update preparation and validation; `check_rv` honours a resourceVersion in `new`.
+async fn replace(
+    state: &ApiState,
+    info: &RequestInfo,
+    current: &Stored,
+    mut new: Value,
+    check_rv: bool,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let r = info.resource;
+    let client_rv = meta_str(&new, "resourceVersion").to_string();
+    if check_rv && !client_rv.is_empty() && client_rv != current.mod_revision.to_string() {
+        return Err(ApiError::conflict(r.group, r.plural, &info.name));
+    }
+    let uid = meta_str(&new, "uid");
+    if !uid.is_empty() && uid != meta_str(&current.object, "uid") {
+        return Err(ApiError::conflict_message(
+            r.group,
+            r.plural,
+            &info.name,
+            format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta_str(&current.object, "uid")
+            ),
+        ));
+    }
+    objects::prepare_update(info, &current.object, &mut new, has_status(r))?;
+    let started = Instant::now();
+    admission::validate_update(r, &current.object, &new)?;
+    observe_admission(state, "update", started);
+    if dry_run {
+        return Ok(json(200, "application/json", new.to_string()));
+    }
+    // Finalizers all gone from an object being deleted: the update completes the delete.
+    let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+    let started = Instant::now();
+    let result = if finished {
+        state
+            .store
+            .delete(&info.key(), Some(current.mod_revision))
+            .await
+    } else {
+        state
+            .store
+            .update(&info.key(), new, Some(current.mod_revision))
+            .await
+    };
+    observe_storage(state, "update", r, started);
+    let stored = result.map_err(|e| store_error(info, &info.name, e))?;
+    Ok(json(200, "application/json", stored.json))
+}
+
+async fn patch(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    content_type: Option<&str>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let r = info.resource;
+    let ct = content_type.unwrap_or("");
+    let patch_type =
+        PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+    let manager = query
+        .get("fieldManager")
+        .map(String::as_str)
+        .unwrap_or("unknown");
+    let force = query.get("force").is_some_and(|f| f == "true");
+    if info.subresource == "scale" {
+        let current = fetch(state, info)?;
+        let scale = to_scale(info, &current.object)?;
+        let patched = patch::apply_patch("Scale", &scale, patch_type, body, manager, force)?;
+        return write_scale(state, info, patched, dry_run).await;
+    }
+    let current = match fetch(state, info) {
+        Ok(c) => c,
+        Err(e)
+            if e.code == 404 && patch_type == PatchType::Apply && info.subresource.is_empty() =>
+        {
+            // Server-side apply creates the object when it does not exist.
+            let created =
+                patch::apply_patch(r.kind, &Value::Null, patch_type, body, manager, force)?;
+            let create_info = RequestInfo {
+                verb: Verb::Create,
+                name: String::new(),
+                ..info.clone()
+            };
+            let bytes =
+                serde_json::to_vec(&created).map_err(|e| ApiError::internal(e.to_string()))?;
+            return create(
+                state,
+                &create_info,
+                query,
+                Some("application/json"),
+                &bytes,
+                dry_run,
+            )
+            .await;
+        }
+        Err(e) => return Err(e),
+    };
+    let patched = patch::apply_patch(r.kind, &current.object, patch_type, body, manager, force)?;
+    if meta_str(&patched, "name") != info.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            meta_str(&patched, "name"),
+            info.name
+        )));
+    }
+    let (patched, warnings) = admit(info, query, patched)?;
+    let resp = replace(state, info, &current, patched, true, dry_run).await?;
+    Ok(with_warnings(resp, &warnings))
+}
+
+/// The `autoscaling/v1` Scale of a deployment, replica set or stateful set.
+pub fn to_scale(info: &RequestInfo, object: &Value) -> Result<Value, ApiError> {
+    let md = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let selector = object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": md.get("name"),
+            "namespace": md.get("namespace"),
+            "uid": md.get("uid"),
+            "resourceVersion": md.get("resourceVersion"),
+            "creationTimestamp": md.get("creationTimestamp"),
+        },
+        "spec": { "replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(info.resource.namespaced as i64) },
+        "status": {
+            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        }
+    }))
+}
+
+async fn write_scale(
+    state: &ApiState,
+    info: &RequestInfo,
+    scale: Value,
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            &info.name,
+            vec![crate::status::Cause::invalid(
+                "spec.replicas",
+                &json!(replicas),
+                "must be greater than or equal to 0",
+            )],
+        ));
+    }
+    let current = fetch(state, info)?;
+    let rv = meta_str(&scale, "resourceVersion");
+    if !rv.is_empty() && rv != current.mod_revision.to_string() {
+        return Err(ApiError::conflict(
+            info.resource.group,
+            info.resource.plural,
+            &info.name,
+        ));
+    }
+    let mut new = (*current.object).clone();
+    new["spec"]["replicas"] = json!(replicas);
+    let main = RequestInfo {
+        subresource: String::new(),
+        ..info.clone()
+    };
+    replace(state, &main, &current, new, false, dry_run).await?;
+    let updated = fetch(state, info)?;
+    Ok(json(
+        200,
+        "application/json",
+        to_scale(info, &updated.object)?.to_string(),
+    ))
+}
+
+/// POST to a subresource: `pods/<name>/binding` and `pods/<name>/eviction`.
+async fn create_subresource(
+    state: &ApiState,
+    info: &RequestInfo,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let value: Value = match content_type {
+        Some(ct) if ct.starts_with("application/vnd.kubernetes.protobuf") => json!({}),
+        _ => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", info.subresource)))?,
+    };
+    let main = RequestInfo {
+        subresource: String::new(),
+        ..info.clone()
+    };
+    match (info.resource.kind, info.subresource.as_str()) {
+        ("Pod", "binding") => {
+            let node = value
+                .pointer("/target/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if node.is_empty() {
+                return Err(ApiError::invalid(
+                    "",
+                    "Binding",
+                    &info.name,
+                    vec![crate::status::Cause::required("target.name")],
+                ));
+            }
+            let current = fetch(state, &main)?;
+            if current
+                .object
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict_message(
+                    "",
+                    "pods",
+                    &info.name,
+                    format!(
+                        "pod {} is already assigned to node {:?}",
+                        info.name,
+                        current
+                            .object
+                            .pointer("/spec/nodeName")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    ),
+                ));
+            }
+            let mut new = (*current.object).clone();
+            new["spec"]["nodeName"] = json!(node);
+            state
+                .store
+                .update(&main.key(), new, Some(current.mod_revision))
+                .await
+                .map_err(|e| store_error(info, &info.name, e))?;
+            Ok(json(201, "application/json", success(info).to_string()))
+        }
+        ("Pod", "eviction") => {
+            let current = fetch(state, &main)?;
+            state
+                .store
+                .delete(&main.key(), Some(current.mod_revision))
+                .await
+                .map_err(|e| store_error(info, &info.name, e))?;
+            Ok(json(201, "application/json", success(info).to_string()))
+        }
+        (_, sub) => Err(ApiError::method_not_allowed(format!(
+            "POST is not supported on the {sub} subresource"
+        ))),
+    }
+}
+
+fn success(info: &RequestInfo) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": { "name": info.name, "group": info.resource.group, "kind": info.resource.plural }
+    })
+}
+
+/// `DeleteOptions` from the body (JSON) or the query string.
+struct DeleteOptions {
+    propagation: String,
+    grace_period: Option<i64>,
+    precondition_uid: String,
+    precondition_rv: String,
+}
+
+fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let from_body: Value = if body.is_empty() || body.starts_with(b"k8s\0") {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("decoding DeleteOptions: {e}")))?
+    };
+    let get = |field: &str| -> Option<String> {
+        from_body
+            .get(field)
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+            })
+            .or_else(|| query.get(field).cloned())
+    };
+    let propagation = get("propagationPolicy").unwrap_or_default();
+    if !matches!(
+        propagation.as_str(),
+        "" | "Background" | "Foreground" | "Orphan"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: {propagation:?}: supported values: \"Background\", \"Foreground\", \"Orphan\""
+        )));
+    }
+    let orphan = from_body
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or_else(|| query.get("orphanDependents").map(|v| v == "true"));
+    let propagation = match (propagation.as_str(), orphan) {
+        ("", Some(true)) => "Orphan".to_string(),
+        _ => propagation,
+    };
+    let grace_period = match get("gracePeriodSeconds") {
+        Some(g) => Some(
+            g.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?,
+        ),
+        None => None,
+    };
+    Ok(DeleteOptions {
+        propagation,
+        grace_period,
+        precondition_uid: from_body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        precondition_rv: from_body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
+/// True when some stored object names `uid` in its ownerReferences.
+fn has_dependents(state: &ApiState, uid: &str) -> bool {
+    if uid.is_empty() {
+        return false;
+    }
+    state
+        .store
+        .list(&crate::store::ListOptions::default())
+        .is_ok_and(|all| {
+            all.items.iter().any(|s| {
+                s.object
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    })
+            })
+        })
+}
+
+async fn delete(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let r = info.resource;
+    let opts = delete_options(query, body)?;
+    let current = fetch(state, info)?;
+    let object = &current.object;
+    if !opts.precondition_uid.is_empty() && opts.precondition_uid != meta_str(object, "uid") {
+        return Err(ApiError::conflict_message(
+            r.group,
+            r.plural,
+            &info.name,
+            format!(
+                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                opts.precondition_uid,
+                meta_str(object, "uid")
+            ),
+        ));
+    }
+    if !opts.precondition_rv.is_empty() && opts.precondition_rv != current.mod_revision.to_string()
+    {
+        return Err(ApiError::conflict(r.group, r.plural, &info.name));
+    }
+    let mut finalizers: Vec<Value> = object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let dependents = has_dependents(state, meta_str(object, "uid"));
+    let add = |f: &mut Vec<Value>, name: &str| {
+        if !f.iter().any(|x| x == name) {
+            f.push(json!(name));
+        }
+    };
+    match opts.propagation.as_str() {
+        "Foreground" if dependents => add(&mut finalizers, "foregroundDeletion"),
+        "Orphan" if dependents => add(&mut finalizers, "orphan"),
+        _ => {}
+    }
+    // Pods bound to a node are deleted gracefully: the kubelet finishes the delete.
+    let bound = r.kind == "Pod"
+        && object
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+    let grace = opts.grace_period.unwrap_or_else(|| {
+        object
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30)
+    });
+    let graceful = bound && grace > 0;
+    if finalizers.is_empty() && !graceful {
+        if dry_run {
+            return Ok(json(200, "application/json", current.json.clone()));
+        }
+        let started = Instant::now();
+        let deleted = state
+            .store
+            .delete(&info.key(), Some(current.mod_revision))
+            .await
+            .map_err(|e| store_error(info, &info.name, e));
+        observe_storage(state, "delete", r, started);
+        let deleted = deleted?;
+        return Ok(if matches!(r.kind, "Pod" | "Service") {
+            json(200, "application/json", deleted.json)
+        } else {
+            let mut s = success(info);
+            s["details"]["uid"] = json!(meta_str(object, "uid"));
+            json(200, "application/json", s.to_string())
+        });
+    }
+    if object.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(json(202, "application/json", current.json.clone()));
+    }
+    let mut new = (**object).clone();
+    let md = metadata_mut(&mut new)?;
+    md.insert("deletionTimestamp".into(), json!(objects::now()));
+    md.insert(
+        "deletionGracePeriodSeconds".into(),
+        json!(if graceful { grace } else { 0 }),
+    );
+    md.insert("finalizers".into(), Value::Array(finalizers));
+    if dry_run {
+        return Ok(json(202, "application/json", new.to_string()));
+    }
+    let stored = state
+        .store
+        .update(&info.key(), new, Some(current.mod_revision))
+        .await
+        .map_err(|e| store_error(info, &info.name, e))?;
+    Ok(json(
+        if graceful { 200 } else { 202 },
+        "application/json",
+        stored.json,
+    ))
+}
+
+async fn delete_collection(
+    state: &ApiState,
+    info: &RequestInfo,
+    query: &Query,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response, ApiError> {
+    let filter = Filter::parse(info, query)?;
+    let mut q = query.clone();
+    q.remove("limit");
+    q.remove("continue");
+    let items = page(state, info, &q, &filter)?.items;
+    for s in &items {
+        let one = RequestInfo {
+            verb: Verb::Delete,
+            namespace: meta_str(&s.object, "namespace").to_string(),
+            name: meta_str(&s.object, "name").to_string(),
+            ..info.clone()
+        };
+        match delete(state, &one, query, body, dry_run).await {
+            Ok(_) => {}
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let r = info.resource;
+    Ok(json(200, "application/json", json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"group": r.group, "kind": r.plural}}).to_string()))
+}

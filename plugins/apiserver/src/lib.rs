@@ -1,0 +1,98 @@
+//! The kubernel apiserver plugin: the Kubernetes REST API over an embedded or etcd store.
+
+pub mod admission;
+pub mod config;
+pub mod discovery;
+mod handlers;
+pub mod metrics;
+pub mod negotiate;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod request;
+pub mod selectors;
+mod server;
+pub mod status;
+pub mod store;
+
+use std::time::Duration;
+
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+
+use crate::config::ApiServerConfig;
+use crate::metrics::Metrics;
+use crate::server::Server;
+
+/// The apiserver plugin instance.
+pub struct ApiServer {
+    ctx: Context,
+    config: ApiServerConfig,
+    metrics: Metrics,
+    server: Option<Server>,
+}
+
+impl ApiServer {
+    fn start(&mut self) -> Result<(), PluginError> {
+        let server = Server::start(&self.ctx, self.config.clone(), self.metrics.clone())
+            .map_err(PluginError::Failed)?;
+        self.server = Some(server);
+        Ok(())
+    }
+}
+
+impl Plugin for ApiServer {
+    type Config = ApiServerConfig;
+
+    fn init(ctx: Context, config: ApiServerConfig) -> Result<Self, PluginError> {
+        let metrics = Metrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let mut s = ApiServer {
+            ctx,
+            config,
+            metrics,
+            server: None,
+        };
+        s.start()?;
+        Ok(s)
+    }
+
+    fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        Err(PluginError::UnknownKind(msg.kind.to_string()))
+    }
+
+    fn quiesce(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        if let Some(server) = self.server.take() {
+            server.stop(deadline);
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), PluginError> {
+        self.start()
+    }
+
+    fn refresh_metrics(&mut self) {
+        if let Some(s) = &self.server {
+            s.update_gauges();
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match &self.server {
+            Some(_) => Ok(()),
+            None => Err("not serving".into()),
+        }
+    }
+
+    fn shutdown(self) {
+        if let Some(server) = self.server {
+            server.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+kubernel_sdk::export_plugin!(
+    ApiServer,
+    name = "apiserver",
+    kind = "apiserver",
+    state_version = 1
+);

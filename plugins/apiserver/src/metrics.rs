@@ -1,0 +1,111 @@
+//! The apiserver's metrics, with kube-apiserver's names and labels.
+
+use kubernel_sdk::prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// Every apiserver metric (cheap to clone: handles to the registered collectors).
+#[derive(Clone)]
+pub struct Metrics {
+    /// `apiserver_request_total{verb,group,version,resource,subresource,scope,component,code}`.
+    pub requests: IntCounterVec,
+    /// `apiserver_request_duration_seconds{verb,group,version,resource,subresource,scope,component}`.
+    pub request_duration: HistogramVec,
+    /// `apiserver_current_inflight_requests{request_kind}` (`readOnly`, `mutating`).
+    pub inflight: IntGaugeVec,
+    /// `apiserver_longrunning_requests{verb,group,version,resource,subresource,scope,component}`.
+    pub longrunning: IntGaugeVec,
+    /// `apiserver_watch_events_total{kind}`.
+    pub watch_events: IntCounterVec,
+    /// `apiserver_storage_objects{resource}`.
+    pub storage_objects: IntGaugeVec,
+    /// `apiserver_storage_db_total_size_in_bytes{storage_cluster_id}`.
+    pub db_size: IntGaugeVec,
+    /// `etcd_request_duration_seconds{operation,type}` (kept for the embedded store so dashboards work).
+    pub storage_duration: HistogramVec,
+    /// `apiserver_admission_controller_admission_duration_seconds{name,operation,rejected,type}`.
+    pub admission_duration: HistogramVec,
+    /// `apiserver_storage_revision` (kubernel): the store's current revision.
+    pub revision: IntGauge,
+    /// `apiserver_request_body_size_bytes` (kubernel): request body sizes.
+    pub body_size: Histogram,
+}
+
+const REQUEST_LABELS: &[&str] = &[
+    "verb",
+    "group",
+    "version",
+    "resource",
+    "subresource",
+    "scope",
+    "component",
+];
+
+impl Metrics {
+    /// Creates the metrics and registers them in the plugin's registry.
+    pub fn new(registry: &Registry) -> Result<Metrics, kubernel_sdk::prometheus::Error> {
+        let mut code_labels = REQUEST_LABELS.to_vec();
+        code_labels.push("code");
+        let latency = vec![
+            0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0,
+            8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+        ];
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new("apiserver_request_total", "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code."),
+                &code_labels,
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new("apiserver_request_duration_seconds", "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.").buckets(latency),
+                REQUEST_LABELS,
+            )?,
+            inflight: IntGaugeVec::new(
+                Opts::new("apiserver_current_inflight_requests", "Maximal number of currently used inflight request limit of this apiserver per request kind in last second."),
+                &["request_kind"],
+            )?,
+            longrunning: IntGaugeVec::new(
+                Opts::new("apiserver_longrunning_requests", "Gauge of all active long-running apiserver requests broken out by verb, group, version, resource, scope and component."),
+                REQUEST_LABELS,
+            )?,
+            watch_events: IntCounterVec::new(
+                Opts::new("apiserver_watch_events_total", "Number of events sent in watch clients"),
+                &["kind"],
+            )?,
+            storage_objects: IntGaugeVec::new(
+                Opts::new("apiserver_storage_objects", "Number of stored objects at the time of last check split by kind."),
+                &["resource"],
+            )?,
+            db_size: IntGaugeVec::new(
+                Opts::new("apiserver_storage_db_total_size_in_bytes", "Total size of the storage database file physically allocated in bytes."),
+                &["storage_cluster_id"],
+            )?,
+            storage_duration: HistogramVec::new(
+                HistogramOpts::new("etcd_request_duration_seconds", "Etcd request latency in seconds for each operation and object type.")
+                    .buckets(exponential_buckets(0.0001, 2.0, 18)?),
+                &["operation", "type"],
+            )?,
+            admission_duration: HistogramVec::new(
+                HistogramOpts::new("apiserver_admission_controller_admission_duration_seconds", "Admission controller latency histogram in seconds, identified by name and broken out for each operation and API resource and type (validate or admit).")
+                    .buckets(vec![0.005, 0.025, 0.1, 0.5, 1.0, 2.5]),
+                &["name", "operation", "rejected", "type"],
+            )?,
+            revision: IntGauge::new("apiserver_storage_revision", "Current revision of the apiserver's store.")?,
+            body_size: Histogram::with_opts(
+                HistogramOpts::new("apiserver_request_body_size_bytes", "Size of request bodies.").buckets(exponential_buckets(64.0, 4.0, 10)?),
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.inflight.clone()))?;
+        registry.register(Box::new(m.longrunning.clone()))?;
+        registry.register(Box::new(m.watch_events.clone()))?;
+        registry.register(Box::new(m.storage_objects.clone()))?;
+        registry.register(Box::new(m.db_size.clone()))?;
+        registry.register(Box::new(m.storage_duration.clone()))?;
+        registry.register(Box::new(m.admission_duration.clone()))?;
+        registry.register(Box::new(m.revision.clone()))?;
+        registry.register(Box::new(m.body_size.clone()))?;
+        Ok(m)
+    }
+}

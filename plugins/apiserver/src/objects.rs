@@ -1,0 +1,199 @@
+//! Server-set object metadata: uid, timestamps, generateName, generation, and spec/status separation.
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+use crate::request::RequestInfo;
+use crate::status::ApiError;
+
+/// A random RFC 4122 version-4 UID.
+pub fn new_uid() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
+}
+
+/// Now as a Kubernetes `Time` (RFC 3339, second precision, UTC).
+pub fn now() -> String {
+    let ts = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(ts.as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ts.to_string())
+}
+
+/// The five random characters `generateName` appends (upstream's alphabet, no vowels).
+pub fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The `metadata` map of an object, created when missing.
+pub fn metadata_mut(object: &mut Value) -> Result<&mut serde_json::Map<String, Value>, ApiError> {
+    let obj = object
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the object is not a JSON object"))?;
+    let md = obj.entry("metadata").or_insert_with(|| json!({}));
+    md.as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+}
+
+/// A string field of `metadata`.
+pub fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
+    object
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Fills what the server owns on create: apiVersion/kind, namespace, name from
+/// generateName, uid, creationTimestamp, generation; drops a client resourceVersion.
+pub fn prepare_create(info: &RequestInfo, object: &mut Value) -> Result<(), ApiError> {
+    let r = info.resource;
+    let api_version = r.api_version();
+    if let Some(obj) = object.as_object_mut() {
+        obj.insert("apiVersion".into(), json!(api_version));
+        obj.insert("kind".into(), json!(r.kind));
+    }
+    let md = metadata_mut(object)?;
+    if r.namespaced {
+        let ns = md.get("namespace").and_then(Value::as_str).unwrap_or("");
+        if !ns.is_empty() && ns != info.namespace {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        md.insert("namespace".into(), json!(info.namespace));
+    } else {
+        md.remove("namespace");
+    }
+    let name = md
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        if let Some(prefix) = md
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
+            let generated = format!("{prefix}{}", name_suffix());
+            md.insert("name".into(), json!(generated));
+        }
+    }
+    md.insert("uid".into(), json!(new_uid()));
+    md.insert("creationTimestamp".into(), json!(now()));
+    md.remove("resourceVersion");
+    md.remove("deletionTimestamp");
+    md.remove("deletionGracePeriodSeconds");
+    md.insert("generation".into(), json!(1));
+    Ok(())
+}
+
+/// Carries server-owned fields from `old` into `new` on update, keeps the part
+/// the request may not change (status for the main resource, everything but
+/// status for `/status`), and bumps `generation` when the spec changed.
+pub fn prepare_update(
+    info: &RequestInfo,
+    old: &Value,
+    new: &mut Value,
+    has_status: bool,
+) -> Result<(), ApiError> {
+    let r = info.resource;
+    if info.subresource == "status" {
+        let status = new.get("status").cloned();
+        let mut merged = old.clone();
+        match status {
+            Some(s) => merged["status"] = s,
+            None => {
+                if let Some(o) = merged.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        if let Some(rv) = new.pointer("/metadata/resourceVersion").cloned() {
+            metadata_mut(&mut merged)?.insert("resourceVersion".into(), rv);
+        }
+        *new = merged;
+        return Ok(());
+    }
+    if let Some(obj) = new.as_object_mut() {
+        obj.insert("apiVersion".into(), json!(r.api_version()));
+        obj.insert("kind".into(), json!(r.kind));
+        if has_status {
+            match old.get("status") {
+                Some(s) => {
+                    obj.insert("status".into(), s.clone());
+                }
+                None => {
+                    obj.remove("status");
+                }
+            }
+        }
+    }
+    let old_md = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let spec_changed = old.get("spec") != new.get("spec");
+    let md = metadata_mut(new)?;
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "generateName",
+    ] {
+        match old_md.get(field) {
+            Some(v) => {
+                md.insert(field.into(), v.clone());
+            }
+            None => {
+                md.remove(field);
+            }
+        }
+    }
+    let generation = old_md
+        .get("generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    md.insert(
+        "generation".into(),
+        json!(if spec_changed {
+            generation + 1
+        } else {
+            generation
+        }),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_should_be_a_version_4_uuid() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uid());
+    }
+
+    #[test]
+    fn now_should_have_second_precision() {
+        let t = now();
+        assert!(t.ends_with('Z') && !t.contains('.'), "{t}");
+    }
+}

@@ -1,0 +1,147 @@
+//! Starts and stops the apiserver: its runtime, store, default namespaces, HTTP listener and kubeconfig.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubernel_sdk::{CancellationToken, Context};
+use serde_json::json;
+
+use crate::config::ApiServerConfig;
+use crate::handlers::{dispatch, ApiState};
+use crate::metrics::Metrics;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::Store;
+
+/// Namespaces every cluster has.
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// A running apiserver.
+pub struct Server {
+    runtime: tokio::runtime::Runtime,
+    shutdown: CancellationToken,
+    state: Arc<ApiState>,
+}
+
+impl Server {
+    /// Opens the store, creates the system namespaces, binds the port and serves.
+    pub fn start(
+        ctx: &Context,
+        config: ApiServerConfig,
+        metrics: Metrics,
+    ) -> Result<Server, String> {
+        if !config.bind_address.is_loopback() {
+            return Err(format!(
+                "config: key bind_address: {} is not a loopback address; the API is served over plain HTTP until TLS is implemented, so only loopback is allowed",
+                config.bind_address
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads.max(1))
+            .thread_name("apiserver")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the apiserver runtime: {e}"))?;
+        let options = EmbeddedOptions {
+            history_revisions: config.history_revisions,
+            history_age: Duration::from_secs(config.history_seconds),
+            ..EmbeddedOptions::default()
+        };
+        let dir = ctx.data_dir().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&dir, options)
+                .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?,
+        );
+        runtime.block_on(ensure_namespaces(store.as_ref()))?;
+        let addr = SocketAddr::new(config.bind_address, config.secure_port);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| format!("config: key secure_port: cannot listen on {addr}: {e}"))?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        let shutdown = ctx.shutdown_signal().child_token();
+        let state = Arc::new(ApiState::new(store, metrics, config, shutdown.clone()));
+        let router = axum::Router::new()
+            .fallback(dispatch)
+            .with_state(state.clone());
+        let stop = shutdown.clone();
+        runtime.spawn(async move {
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "apiserver listener failed");
+            }
+        });
+        let kubeconfig = match dir.parent() {
+            Some(kernel_dir) => write_kubeconfig(kernel_dir, addr)?,
+            None => String::new(),
+        };
+        tracing::info!(addr = %addr, kubeconfig = %kubeconfig, "apiserver serving; use kubectl --kubeconfig {kubeconfig}");
+        Ok(Server {
+            runtime,
+            shutdown,
+            state,
+        })
+    }
+
+    /// Refreshes the storage gauges (called before metrics are gathered).
+    pub fn update_gauges(&self) {
+        let m = &self.state.metrics;
+        let stats = self.state.store.stats();
+        m.revision.set(stats.revision as i64);
+        m.db_size
+            .with_label_values(&["embedded"])
+            .set(stats.db_size_bytes as i64);
+        for (resource, count) in self.state.store.count_by_resource() {
+            m.storage_objects
+                .with_label_values(&[&resource])
+                .set(count as i64);
+        }
+    }
+
+    /// Stops serving: ends watches, closes the listener and releases the store.
+    pub fn stop(self, deadline: Duration) {
+        self.shutdown.cancel();
+        drop(self.state);
+        self.runtime.shutdown_timeout(deadline);
+    }
+}
+
+async fn ensure_namespaces(store: &dyn Store) -> Result<(), String> {
+    for ns in SYSTEM_NAMESPACES {
+        let key = format!("namespaces/{ns}");
+        if store.get(&key).map_err(|e| e.to_string())?.is_some() {
+            continue;
+        }
+        let object = json!({
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": ns,
+                "uid": crate::objects::new_uid(),
+                "creationTimestamp": crate::objects::now(),
+                "labels": { "kubernetes.io/metadata.name": ns },
+            },
+            "spec": { "finalizers": ["kubernetes"] },
+            "status": { "phase": "Active" },
+        });
+        match store.create(&key, object).await {
+            Ok(_) | Err(crate::store::StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(format!("creating namespace {ns}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `<data_dir>/admin.kubeconfig` pointing kubectl at this apiserver; returns its path.
+fn write_kubeconfig(kernel_dir: &Path, addr: SocketAddr) -> Result<String, String> {
+    let path = kernel_dir.join("admin.kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubernel\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: kubernel\n  context:\n    cluster: kubernel\n    user: kubernetes-admin\n    namespace: default\ncurrent-context: kubernel\nusers:\n- name: kubernetes-admin\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    Ok(path.display().to_string())
+}

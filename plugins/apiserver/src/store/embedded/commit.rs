@@ -1,0 +1,391 @@
+//! The embedded store's single writer: checks queued writes, commits them to disk in groups, then applies them to memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, trace};
+
+use super::cache::Cache;
+use super::disk::Disk;
+use super::Shared;
+use crate::store::{Event, EventType, Revision, StoreError, Stored};
+
+/// At most this many writes share one disk commit (one fsync).
+pub(super) const MAX_BATCH: usize = 1000;
+
+/// A write to apply to one key.
+#[derive(Debug)]
+pub(super) enum Op {
+    /// Create the key with this object.
+    Create(Value),
+    /// Replace the key's object, if its mod revision is the expected one.
+    Update(Value, Option<Revision>),
+    /// Delete the key, if its mod revision is the expected one.
+    Delete(Option<Revision>),
+}
+
+/// Where a write's outcome goes.
+pub(super) type Reply = oneshot::Sender<Result<Stored, StoreError>>;
+
+/// A write waiting for the commit thread.
+#[derive(Debug)]
+pub(super) struct Request {
+    /// The key written.
+    pub key: Arc<str>,
+    /// What to do.
+    pub op: Op,
+    /// Where the outcome goes once durable (or refused).
+    pub reply: Reply,
+}
+
+/// Starts the commit thread; it runs until every request sender is dropped.
+pub(super) fn spawn(
+    disk: Disk,
+    shared: Arc<Shared>,
+    requests: mpsc::Receiver<Request>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("store-commit".into())
+        .spawn(move || run(&disk, &shared, requests))
+}
+
+/// The thread's loop: takes every queued request (up to [`MAX_BATCH`]) and commits them together.
+fn run(disk: &Disk, shared: &Shared, mut requests: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = requests.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        if shared.stopping.load(Ordering::Acquire) {
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(shutting_down()));
+            }
+            continue;
+        }
+        commit(disk, shared, &mut batch);
+    }
+    debug!("store commit thread stopped");
+}
+
+/// Checks, writes to disk, applies to memory and answers one batch.
+fn commit(disk: &Disk, shared: &Shared, batch: &mut Vec<Request>) {
+    let outcomes = plan(&shared.cache.read(), batch.drain(..));
+    let events: Vec<Event> = outcomes
+        .iter()
+        .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned())
+        .collect();
+    if let Some(last) = events.last() {
+        if let Err(err) = disk.write(&events) {
+            error!(error = %err, writes = events.len(), "store commit failed; the batch is refused");
+            for (reply, _) in outcomes {
+                let _ = reply.send(Err(err.clone()));
+            }
+            return;
+        }
+        shared.batches.fetch_add(1, Ordering::Relaxed);
+        shared.cache.write().apply(&events, Instant::now());
+        trace!(
+            writes = events.len(),
+            revision = last.revision,
+            "store batch committed"
+        );
+    }
+    for (reply, outcome) in outcomes {
+        let _ = reply.send(outcome.map(|event| event.object));
+    }
+}
+
+/// Checks each request in order against the cache and the batch's earlier writes,
+/// giving each successful one the next revision.
+fn plan(
+    cache: &Cache,
+    requests: impl Iterator<Item = Request>,
+) -> Vec<(Reply, Result<Event, StoreError>)> {
+    let mut written: HashMap<Arc<str>, Option<Stored>> = HashMap::new();
+    let mut next = cache.revision() + 1;
+    requests
+        .map(|request| {
+            let current = match written.get(&request.key) {
+                Some(current) => current.clone(),
+                None => cache.get(&request.key),
+            };
+            let outcome = event(&request.key, request.op, current, next);
+            if let Ok(event) = &outcome {
+                let after = (event.kind != EventType::Deleted).then(|| event.object.clone());
+                written.insert(request.key.clone(), after);
+                next += 1;
+            }
+            (request.reply, outcome)
+        })
+        .collect()
+}
+
+/// The event `op` makes at `revision` given the key's `current` state, or why it is refused.
+fn event(
+    key: &Arc<str>,
+    op: Op,
+    current: Option<Stored>,
+    revision: Revision,
+) -> Result<Event, StoreError> {
+    match op {
+        Op::Create(object) => {
+            if current.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    key: key.to_string(),
+                });
+            }
+            let object = stored(key, object, revision, revision)?;
+            Ok(Event {
+                revision,
+                kind: EventType::Added,
+                object,
+                prev: None,
+            })
+        }
+        Op::Update(object, expected) => {
+            let prev = existing(key, current, expected)?;
+            let object = stored(key, object, prev.create_revision, revision)?;
+            Ok(Event {
+                revision,
+                kind: EventType::Modified,
+                object,
+                prev: Some(prev),
+            })
+        }
+        Op::Delete(expected) => {
+            let prev = existing(key, current, expected)?;
+            let object = stored(
+                key,
+                Value::clone(&prev.object),
+                prev.create_revision,
+                revision,
+            )?;
+            Ok(Event {
+                revision,
+                kind: EventType::Deleted,
+                object,
+                prev: Some(prev),
+            })
+        }
+    }
+}
+
+/// The key's current state, if it exists and has the expected mod revision.
+fn existing(
+    key: &Arc<str>,
+    current: Option<Stored>,
+    expected: Option<Revision>,
+) -> Result<Stored, StoreError> {
+    let current = current.ok_or_else(|| StoreError::NotFound {
+        key: key.to_string(),
+    })?;
+    match expected {
+        Some(expected) if expected != current.mod_revision => Err(StoreError::Conflict {
+            key: key.to_string(),
+            expected,
+            actual: current.mod_revision,
+        }),
+        _ => Ok(current),
+    }
+}
+
+/// `object` as stored at `mod_revision`: `metadata.resourceVersion` set, serialized.
+fn stored(
+    key: &Arc<str>,
+    mut object: Value,
+    create_revision: Revision,
+    mod_revision: Revision,
+) -> Result<Stored, StoreError> {
+    let metadata = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("{key}: not a JSON object with a metadata object"))
+        })?;
+    metadata.insert(
+        "resourceVersion".into(),
+        Value::String(mod_revision.to_string()),
+    );
+    let json =
+        serde_json::to_vec(&object).map_err(|err| StoreError::Invalid(format!("{key}: {err}")))?;
+    Ok(Stored {
+        key: key.clone(),
+        object: Arc::new(object),
+        json: Bytes::from(json),
+        create_revision,
+        mod_revision,
+    })
+}
+
+/// The error of a write made while the store closes.
+pub(super) fn shutting_down() -> StoreError {
+    StoreError::Unavailable("the embedded store is shut down".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    use parking_lot::RwLock;
+    use serde_json::json;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::super::cache::Cache;
+    use super::super::disk::Disk;
+    use super::super::tests::{open_temp, pod};
+    use super::super::{EmbeddedOptions, Shared};
+    use super::{plan, run, Op, Request};
+    use crate::store::{Revision, Store, StoreError};
+
+    fn request(key: &str, op: Op) -> Request {
+        let (reply, _) = oneshot::channel();
+        Request {
+            key: Arc::from(key),
+            op,
+            reply,
+        }
+    }
+
+    #[test]
+    fn plan_should_check_each_write_against_earlier_writes_of_its_batch() {
+        let cache = Cache::new(BTreeMap::new(), 7, EmbeddedOptions::default());
+        let requests = vec![
+            request("pods/a", Op::Create(pod("a"))),
+            request("pods/a", Op::Create(pod("a"))),
+            request("pods/a", Op::Update(pod("a"), Some(7))),
+            request("pods/a", Op::Update(pod("a"), Some(8))),
+            request("pods/b", Op::Create(json!({"kind": "Pod"}))),
+            request("pods/a", Op::Delete(None)),
+            request("pods/a", Op::Delete(None)),
+        ];
+        let outcomes: Vec<Result<Revision, StoreError>> = plan(&cache, requests.into_iter())
+            .into_iter()
+            .map(|(_, outcome)| outcome.map(|event| event.revision))
+            .collect();
+        assert!(matches!(outcomes[0], Ok(8)));
+        assert!(matches!(outcomes[1], Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            outcomes[2],
+            Err(StoreError::Conflict {
+                expected: 7,
+                actual: 8,
+                ..
+            })
+        ));
+        assert!(matches!(outcomes[3], Ok(9)));
+        assert!(matches!(outcomes[4], Err(StoreError::Invalid(_))));
+        assert!(matches!(outcomes[5], Ok(10)));
+        assert!(matches!(outcomes[6], Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn commit_thread_should_refuse_requests_still_queued_when_the_store_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (disk, loaded) = Disk::open(dir.path()).expect("open disk");
+        let shared = Shared {
+            cache: RwLock::new(Cache::new(
+                loaded.objects,
+                loaded.revision,
+                EmbeddedOptions::default(),
+            )),
+            batches: AtomicU64::new(0),
+            stopping: AtomicBool::new(true),
+        };
+        let (requests, queue) = mpsc::channel(4);
+        let (reply, mut outcome) = oneshot::channel();
+        requests
+            .try_send(Request {
+                key: Arc::from("pods/a"),
+                op: Op::Create(pod("a")),
+                reply,
+            })
+            .expect("queue");
+        drop(requests);
+        run(&disk, &shared, queue);
+        assert!(matches!(
+            outcome.try_recv(),
+            Ok(Err(StoreError::Unavailable(_)))
+        ));
+        assert_eq!(shared.cache.read().revision(), 0);
+    }
+
+    #[tokio::test]
+    async fn commit_should_group_a_burst_of_concurrent_creates_with_distinct_revisions() {
+        let (_dir, store) = open_temp(EmbeddedOptions::default());
+        let store = Arc::new(store);
+        let tasks: Vec<_> = (0..32)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut revisions = Vec::new();
+                    for i in 0..63 {
+                        let key = format!("pods/ns{task}/p{i}");
+                        revisions.push(
+                            store
+                                .create(&key, pod(&key))
+                                .await
+                                .expect("create")
+                                .mod_revision,
+                        );
+                    }
+                    revisions
+                })
+            })
+            .collect();
+        let mut revisions = BTreeSet::new();
+        for task in tasks {
+            for revision in task.await.expect("task") {
+                assert!(
+                    revisions.insert(revision),
+                    "revision {revision} given twice"
+                );
+            }
+        }
+        assert_eq!(revisions.len(), 32 * 63);
+        assert_eq!(revisions.first().copied(), Some(1));
+        assert_eq!(revisions.last().copied(), Some(32 * 63));
+        assert_eq!(store.revision(), 32 * 63);
+        let batches = store.commit_batches();
+        assert!(
+            batches < 32 * 63,
+            "{batches} commits for {} writes",
+            32 * 63
+        );
+    }
+
+    #[tokio::test]
+    async fn commit_should_let_one_of_racing_creates_of_a_key_win_and_spend_one_revision() {
+        let (_dir, store) = open_temp(EmbeddedOptions::default());
+        let store = Arc::new(store);
+        let racers: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.create("pods/default/same", pod("same")).await })
+            })
+            .collect();
+        let mut won = 0;
+        for racer in racers {
+            match racer.await.expect("racer") {
+                Ok(stored) => {
+                    won += 1;
+                    assert_eq!(stored.mod_revision, 1);
+                }
+                Err(err) => assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(store.revision(), 1);
+    }
+}

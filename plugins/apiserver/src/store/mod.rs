@@ -1,0 +1,196 @@
+//! The `Store` trait: etcd's model of a revisioned key-value store holding JSON objects.
+//!
+//! One global revision counts every write; a write's revision becomes the object's
+//! `metadata.resourceVersion` (the store sets it). Updates and deletes can compare
+//! and swap on the object's modification revision. Lists read the current state
+//! in key order with `limit`/`continue`. A watch delivers, in revision order, every
+//! event after a revision still in the history window; older revisions are
+//! compacted and answer [`StoreError::Compacted`] (HTTP 410 Expired).
+//!
+//! Keys are laid out as Kubernetes lays them out in etcd, without the prefix:
+//! `pods/<namespace>/<name>`, `nodes/<name>`, `deployments.apps/<ns>/<name>`... so
+//! a list of one namespace is a prefix range and the etcd backend is a thin adapter.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// A store revision: 1 for the first write, then one more per write.
+pub type Revision = u64;
+
+/// A stored object as read from the store.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its key.
+    pub key: Arc<str>,
+    /// The object, with `metadata.resourceVersion` equal to `mod_revision`.
+    pub object: Arc<Value>,
+    /// `object` serialized as JSON (served as is in lists and watches).
+    pub json: Bytes,
+    /// Revision of the write that created the key.
+    pub create_revision: Revision,
+    /// Revision of the last write to the key.
+    pub mod_revision: Revision,
+}
+
+/// What a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The key was created.
+    Added,
+    /// The key was updated.
+    Modified,
+    /// The key was deleted.
+    Deleted,
+}
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Revision of the change.
+    pub revision: Revision,
+    /// Kind of change.
+    pub kind: EventType,
+    /// The object after the change; for a delete, its last state with
+    /// `metadata.resourceVersion` set to the delete's revision (as Kubernetes does).
+    pub object: Stored,
+    /// The object before the change (updates and deletes).
+    pub prev: Option<Stored>,
+}
+
+/// A store operation failed. `Unavailable` may succeed on retry; the others will
+/// fail the same way until the state changes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Create of a key that exists.
+    #[error("{key} already exists")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// Update or delete of a key that does not exist.
+    #[error("{key} not found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// Compare-and-swap failed: the key was modified since `expected`.
+    #[error("{key}: expected revision {expected}, found {actual}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// Revision the caller expected.
+        expected: Revision,
+        /// Revision found.
+        actual: Revision,
+    },
+    /// The requested revision is older than the history kept.
+    #[error("too old resource version: {requested} ({compacted})")]
+    Compacted {
+        /// Revision asked for.
+        requested: Revision,
+        /// Oldest revision a watch may start from.
+        compacted: Revision,
+    },
+    /// The requested revision is newer than the store's.
+    #[error("revision {requested} is newer than the store's {current}")]
+    FutureRevision {
+        /// Revision asked for.
+        requested: Revision,
+        /// Current revision.
+        current: Revision,
+    },
+    /// The object is not a JSON object with `metadata`.
+    #[error("invalid object: {0}")]
+    Invalid(String),
+    /// The backend failed (I/O, closed, shutting down); retrying may help.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Options of [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Key prefix (e.g. `pods/default/` or `pods/`).
+    pub prefix: String,
+    /// Continue after this key (exclusive), from a previous page.
+    pub start_after: Option<String>,
+    /// At most this many items; `None` or 0 for all.
+    pub limit: Option<usize>,
+}
+
+/// A page of [`Store::list`].
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    /// Items in key order.
+    pub items: Vec<Stored>,
+    /// The store revision the page was read at.
+    pub revision: Revision,
+    /// Items left after this page under the prefix (0 when this is the last page).
+    pub remaining: usize,
+}
+
+/// A live watch: past events first, then new ones as they commit.
+pub struct Watch {
+    /// Events between the start revision and registration, in order.
+    pub backlog: Vec<Event>,
+    /// Events after registration, in order. Closed when the watcher falls too far
+    /// behind or the store shuts down: the client re-watches from its last revision.
+    pub events: tokio::sync::mpsc::Receiver<Event>,
+}
+
+/// Counters a store reports for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Current revision.
+    pub revision: Revision,
+    /// Oldest revision a watch may start from.
+    pub compacted: Revision,
+    /// Size of the database on disk, bytes.
+    pub db_size_bytes: u64,
+    /// Number of keys.
+    pub keys: usize,
+}
+
+/// A revisioned key-value store of JSON objects with etcd's semantics.
+///
+/// Writes are durable when they return (an acknowledged write survives `kill -9`).
+/// Reads see every acknowledged write.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates `key`; fails with `AlreadyExists` if present.
+    async fn create(&self, key: &str, object: Value) -> Result<Stored, StoreError>;
+
+    /// Replaces `key`; with `expected`, only if its `mod_revision` equals it (else `Conflict`).
+    async fn update(
+        &self,
+        key: &str,
+        object: Value,
+        expected: Option<Revision>,
+    ) -> Result<Stored, StoreError>;
+
+    /// Deletes `key`; with `expected`, only if its `mod_revision` equals it. Returns the
+    /// deleted object with `metadata.resourceVersion` set to the delete's revision.
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError>;
+
+    /// Reads one key.
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError>;
+
+    /// Lists keys under a prefix, in key order.
+    fn list(&self, opts: &ListOptions) -> Result<ListResult, StoreError>;
+
+    /// Watches keys under `prefix` for events with revision greater than `from`.
+    fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError>;
+
+    /// The current revision.
+    fn revision(&self) -> Revision;
+
+    /// Number of keys under each prefix up to the first `/` (per resource), for metrics.
+    fn count_by_resource(&self) -> Vec<(String, usize)>;
+
+    /// Counters for metrics.
+    fn stats(&self) -> StoreStats;
+}
