@@ -73,6 +73,7 @@ pub fn plugin_entry(name: &str, lib: &str) -> String {
 
 /// A running kernel process.
 pub struct Kernel {
+    env: Vec<(String, String)>,
     child: Option<Child>,
     dir: tempfile::TempDir,
     /// Base URL of the admin endpoint.
@@ -131,7 +132,12 @@ impl Kernel {
             .stderr(log)
             .spawn()
             .context("spawning kubernel")?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut kernel = Kernel {
+            env,
             child: Some(child),
             dir,
             admin: String::new(),
@@ -291,6 +297,39 @@ impl Kernel {
         }
     }
 
+    /// Kills the process with SIGKILL and starts a new one on the same data dir and config.
+    pub fn kill_and_restart(mut self) -> Result<Kernel> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        let data = self.data_dir();
+        let _ = std::fs::remove_file(data.join("admin-addr"));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("kubernel.log"))?;
+        let child = Command::new(kubernel_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let addr_file = data.join("admin-addr");
+        self.wait_until(Duration::from_secs(20), "the restarted kernel", |k| {
+            Ok(addr_file.exists() && {
+                k.admin = format!("http://{}", std::fs::read_to_string(&addr_file)?.trim());
+                k.get("/readyz")?.0 == 200
+            })
+        })?;
+        Ok(self)
+    }
+
     /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let mut child = self
@@ -392,6 +431,23 @@ impl Cluster {
             kubeconfig,
             api: format!("http://127.0.0.1:{port}"),
             cache: tempfile::tempdir()?,
+        })
+    }
+
+    /// Kills the kernel with SIGKILL and restarts it on the same data dir and port.
+    pub fn kill_and_restart(self) -> Result<Cluster> {
+        let Cluster {
+            kernel,
+            kubeconfig,
+            api,
+            cache,
+        } = self;
+        let kernel = kernel.kill_and_restart()?;
+        Ok(Cluster {
+            kernel,
+            kubeconfig,
+            api,
+            cache,
         })
     }
 

@@ -65,11 +65,14 @@ impl PluginState {
     }
 }
 
+/// Slots by name, as cached per thread.
+type SlotsByName = HashMap<Box<str>, Arc<Slot>>;
+
 thread_local! {
     /// Slots whose instance lock this thread holds (to refuse re-entrant requests).
     static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Slots this thread resolved by name, per bus.
-    static RESOLVED: RefCell<HashMap<usize, HashMap<Box<str>, Arc<Slot>>>> = RefCell::new(HashMap::new());
+    static RESOLVED: RefCell<HashMap<usize, SlotsByName>> = RefCell::new(HashMap::new());
 }
 
 /// Marks a slot as held by this thread while alive.

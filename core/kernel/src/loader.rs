@@ -142,8 +142,10 @@ pub struct Library {
 static LOAD_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Paths and (device, inode) pairs already handed to `dlopen` by this process.
-static LOADED: parking_lot::Mutex<Option<(HashSet<PathBuf>, HashSet<(u64, u64)>)>> =
-    parking_lot::Mutex::new(None);
+static LOADED: parking_lot::Mutex<Option<LoadedFiles>> = parking_lot::Mutex::new(None);
+
+/// Canonical paths and (device, inode) pairs.
+type LoadedFiles = (HashSet<PathBuf>, HashSet<(u64, u64)>);
 
 /// Records `path` as loaded; true when it (or the same file under another path) was loaded before.
 fn seen_before(path: &Path) -> Result<bool, LoadError> {

@@ -5,9 +5,6 @@
 //! [`validate_update`] against the stored object. Messages, reasons and field
 //! paths follow upstream (`pkg/apis/*/validation`, `pkg/apis/*/v1/defaults.go`).
 
-// `ApiError` is the crate-wide error every handler returns.
-#![allow(clippy::result_large_err)]
-
 mod body;
 mod compare;
 mod de;

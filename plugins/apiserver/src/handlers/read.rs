@@ -152,7 +152,7 @@ pub fn page(
     // A field selector on the name reads one key instead of the collection.
     if let (Some(name), true) = (
         filter.fields.pinned_name(),
-        info.resource.namespaced == !info.namespace.is_empty(),
+        !info.resource.namespaced || !info.namespace.is_empty(),
     ) {
         let key = crate::request::object_key(info.resource, &info.namespace, name);
         let revision = state.store.revision();

@@ -92,7 +92,6 @@ impl From<Failure> for ApiError {
 /// operation; a server-side apply conflict is 409 Conflict with `FieldManagerConflict` causes.
 /// Strategic merge patch of a kind with no schema (custom resources) falls back to a JSON merge
 /// patch, where kube-apiserver answers 415; [`supports_strategic`] tells the two apart.
-#[allow(clippy::result_large_err)] // `ApiError` is the crate-wide error every handler returns.
 pub fn apply_patch(
     kind: &str,
     original: &Value,

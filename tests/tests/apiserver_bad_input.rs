@@ -1,0 +1,152 @@
+//! Bad input to the API gets a clear 4xx `Status` and never takes the apiserver down.
+
+use anyhow::Result;
+use kubernel_e2e::Cluster;
+use serde_json::Value;
+
+fn status_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[test]
+fn malformed_requests_should_get_4xx_statuses() -> Result<()> {
+    let c = Cluster::start("")?;
+    let pods = "/api/v1/namespaces/default/pods";
+    let long_name = "a".repeat(254);
+    let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
+        ("POST", pods.into(), "application/json", b"{not json".to_vec(), 400, "BadRequest"),
+        ("POST", pods.into(), "application/yaml", b"kind: [unclosed".to_vec(), 400, "BadRequest"),
+        ("POST", pods.into(), "application/json", br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"}}"#.to_vec(), 400, "BadRequest"),
+        ("POST", pods.into(), "application/json", format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{long_name}"}},"spec":{{"containers":[{{"name":"c","image":"i"}}]}}}}"#).into_bytes(), 422, "Invalid"),
+        ("POST", pods.into(), "application/json", br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"},"spec":{"containers":[{"name":"c","image":"i","ports":[{"containerPort":"eighty"}]}]}}"#.to_vec(), 400, "BadRequest"),
+        ("POST", pods.into(), "text/html", b"<html>".to_vec(), 415, "UnsupportedMediaType"),
+        ("POST", pods.into(), "application/json", vec![b' '; 4 * 1024 * 1024], 413, "RequestEntityTooLarge"),
+        ("POST", pods.into(), "application/json", (0..2048u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), 400, "BadRequest"),
+        ("GET", format!("{pods}?labelSelector=a%20b%3Dc"), "", vec![], 400, "BadRequest"),
+        ("GET", format!("{pods}?fieldSelector=spec.nope%3Dx"), "", vec![], 400, "BadRequest"),
+        ("GET", format!("{pods}?continue=bm90IGEgdG9rZW4"), "", vec![], 400, "BadRequest"),
+        ("GET", "/api/v1/namespaces/default/widgets".into(), "", vec![], 404, "NotFound"),
+        ("PATCH", format!("{pods}/none"), "application/xml", b"<x/>".to_vec(), 415, "UnsupportedMediaType"),
+        ("PUT", "/api/v1/namespaces/default/pods".into(), "application/json", b"{}".to_vec(), 405, "MethodNotAllowed"),
+    ];
+    for (method, path, ct, body, code, reason) in cases {
+        let (status, text) = c.send(
+            method,
+            &path,
+            if ct.is_empty() {
+                "application/json"
+            } else {
+                ct
+            },
+            &body,
+        )?;
+        let s = status_of(&text);
+        assert_eq!(status, code, "{method} {path} ({ct}): {text}");
+        assert_eq!(s["kind"], "Status", "{method} {path}: {text}");
+        assert_eq!(s["reason"], reason, "{method} {path}: {text}");
+        assert_eq!(s["code"], code, "{method} {path}: {text}");
+        assert!(
+            s["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+    }
+    // Still serving after all of it.
+    assert_eq!(c.get("/api/v1/namespaces/default/pods")?.0, 200);
+    Ok(())
+}
+
+#[test]
+fn stale_update_should_conflict_and_old_watch_should_expire() -> Result<()> {
+    let c = Cluster::start("history_revisions = 5\n")?;
+    let cm = |name: &str, v: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"v":"{v}"}}}}"#
+        )
+    };
+    let (status, body) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        cm("a", "1").as_bytes(),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    let created = status_of(&body);
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut update = created.clone();
+    update["data"]["v"] = "2".into();
+    let (status, _) = c.send(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/a",
+        "application/json",
+        update.to_string().as_bytes(),
+    )?;
+    assert_eq!(status, 200);
+    update["data"]["v"] = "3".into();
+    let (status, body) = c.send(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/a",
+        "application/json",
+        update.to_string().as_bytes(),
+    )?;
+    assert_eq!(status, 409, "stale resourceVersion {rv}: {body}");
+    assert!(body.contains("the object has been modified"), "{body}");
+
+    for i in 0..10 {
+        c.send(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            cm(&format!("f{i}"), "x").as_bytes(),
+        )?;
+    }
+    let (status, body) = c.get(&format!(
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1"
+    ))?;
+    assert_eq!(status, 200);
+    let first: Value =
+        serde_json::from_str(body.lines().next().unwrap_or("")).unwrap_or(Value::Null);
+    assert_eq!(first["type"], "ERROR", "{body}");
+    assert_eq!(first["object"]["code"], 410, "{body}");
+    assert_eq!(first["object"]["reason"], "Expired", "{body}");
+    Ok(())
+}
+
+#[test]
+fn acknowledged_writes_should_survive_kill_9() -> Result<()> {
+    let c = Cluster::start("")?;
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i}"}},"data":{{"i":"{i}"}}}}"#
+        );
+        let (status, _) = c.send(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            body.as_bytes(),
+        )?;
+        if status == 201 {
+            acked.push(format!("cm-{i}"));
+        }
+    }
+    assert_eq!(acked.len(), 50);
+    let restarted = c.kill_and_restart()?;
+    let (status, body) = restarted.get("/api/v1/namespaces/default/configmaps")?;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body)?;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["metadata"]["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &acked {
+        assert!(names.contains(&name.as_str()), "{name} lost after kill -9");
+    }
+    Ok(())
+}
