@@ -1,6 +1,6 @@
 //! Measures the embedded store: concurrent creates/s, get and list latency, reopen time.
 //!
-//! `cargo run --release -p kubernel-apiserver --example store_bench`; the database
+//! `cargo bench -p kubernel-apiserver --bench store`; the database
 //! goes to a temporary directory under `$STORE_BENCH_DIR` (default: the system's).
 
 use std::error::Error;

@@ -261,6 +261,20 @@ async fn handle(
     }
 }
 
+/// Observes one store call in `etcd_request_duration_seconds{operation,type}`.
+pub(crate) fn observe_storage(
+    state: &ApiState,
+    operation: &str,
+    r: &kubernel_api::resources::Resource,
+    started: Instant,
+) {
+    state
+        .metrics
+        .storage_duration
+        .with_label_values(&[operation, &r.qualified_plural()])
+        .observe(started.elapsed().as_secs_f64());
+}
+
 async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.max_request_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {

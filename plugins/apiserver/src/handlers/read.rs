@@ -50,9 +50,10 @@ pub fn get(
 /// The stored object named by the request, or 404.
 pub fn fetch(state: &ApiState, info: &RequestInfo) -> Result<Stored, ApiError> {
     let r = info.resource;
-    state
-        .store
-        .get(&info.key())
+    let started = std::time::Instant::now();
+    let found = state.store.get(&info.key());
+    super::observe_storage(state, "get", r, started);
+    found
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::not_found(r.group, r.plural, &info.name))
 }
@@ -179,10 +180,10 @@ pub fn page(
             start_after: start_after.clone(),
             limit: Some(batch),
         };
-        let res = state
-            .store
-            .list(&opts)
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let res = state.store.list(&opts);
+        super::observe_storage(state, "list", info.resource, started);
+        let res = res.map_err(|e| ApiError::unavailable(e.to_string()))?;
         let scanned = res.items.len();
         let mut last_key = None;
         for (i, s) in res.items.into_iter().enumerate() {

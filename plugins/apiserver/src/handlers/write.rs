@@ -10,7 +10,7 @@ use kubernel_api::resources::Resource;
 use serde_json::{json, Value};
 
 use super::read::{fetch, page, Filter};
-use super::{ApiState, Query};
+use super::{observe_storage, ApiState, Query};
 use crate::admission::{self, FieldValidation};
 use crate::negotiate::json;
 use crate::objects::{self, meta_str, metadata_mut};
@@ -155,14 +155,6 @@ fn observe_admission(state: &ApiState, operation: &str, started: Instant) {
         .metrics
         .admission_duration
         .with_label_values(&["validation", operation, "false", "validate"])
-        .observe(started.elapsed().as_secs_f64());
-}
-
-fn observe_storage(state: &ApiState, operation: &str, r: &Resource, started: Instant) {
-    state
-        .metrics
-        .storage_duration
-        .with_label_values(&[operation, &r.qualified_plural()])
         .observe(started.elapsed().as_secs_f64());
 }
 

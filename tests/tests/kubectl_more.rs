@@ -1,0 +1,119 @@
+//! More kubectl paths: strict field validation, describe, explain, server-side apply, API metrics.
+
+use anyhow::Result;
+use kubernel_e2e::Cluster;
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: web\n    image: nginx\n";
+
+#[test]
+fn kubectl_create_should_refuse_unknown_fields() -> Result<()> {
+    let c = Cluster::start("")?;
+    let bogus = POD.replace("    image: nginx\n", "    image: nginx\n    bogus: 1\n");
+    let (status, _, err) = c.kubectl_stdin(&["create", "-f", "-"], &bogus)?;
+    assert!(!status.success());
+    assert!(err.contains("Error from server (BadRequest)"), "{err}");
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.containers[0].bogus\""),
+        "{err}"
+    );
+    let out = c.ok_stdin(&["create", "--validate=false", "-f", "-"], &bogus)?;
+    assert_eq!(
+        out.trim(),
+        "pod/web created",
+        "fieldValidation=Ignore drops the field"
+    );
+    let yaml = c.ok(&["get", "pod", "web", "-o", "yaml"])?;
+    assert!(!yaml.contains("bogus"), "{yaml}");
+    Ok(())
+}
+
+#[test]
+fn kubectl_describe_explain_and_server_side_apply_should_work() -> Result<()> {
+    let c = Cluster::start("")?;
+    c.ok_stdin(&["create", "-f", "-"], POD)?;
+    let out = c.ok(&["describe", "pod", "web"])?;
+    for line in [
+        "Name:         web",
+        "Namespace:    default",
+        "Status:       Pending",
+        "Image:        nginx",
+        "QoS Class:        BestEffort",
+    ] {
+        assert!(out.contains(line), "{line} in {out}");
+    }
+    let out = c.ok(&["explain", "pods"])?;
+    assert!(
+        out.contains("KIND:       Pod") && out.contains("VERSION:    v1"),
+        "{out}"
+    );
+
+    let out = c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &POD.replace("web\nspec", "ssa\nspec"),
+    )?;
+    assert_eq!(out.trim(), "pod/ssa serverside-applied");
+    let managers = c.ok(&[
+        "get",
+        "pod",
+        "ssa",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ])?;
+    assert_eq!(managers, "kubectl");
+    let out = c.ok_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &POD.replace("web\nspec", "ssa\nspec")
+            .replace("image: nginx", "image: nginx:2"),
+    )?;
+    assert_eq!(out.trim(), "pod/ssa serverside-applied");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "ssa",
+            "-o",
+            "jsonpath={.spec.containers[0].image}"
+        ])?,
+        "nginx:2"
+    );
+    Ok(())
+}
+
+#[test]
+fn api_requests_should_be_counted_in_the_kernel_metrics() -> Result<()> {
+    let c = Cluster::start("")?;
+    c.ok(&["get", "pods"])?;
+    let (_, body) = c.kernel.get("/metrics")?;
+    let line = body
+        .lines()
+        .find(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains("resource=\"pods\"")
+                && l.contains("verb=\"LIST\"")
+        })
+        .unwrap_or("");
+    assert!(
+        line.contains("code=\"200\"") && line.contains("plugin=\"apiserver\""),
+        "{body}"
+    );
+    for family in [
+        "apiserver_request_duration_seconds",
+        "apiserver_storage_objects",
+        "apiserver_current_inflight_requests",
+        "etcd_request_duration_seconds",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "{family} missing in:\n{}",
+            body.lines()
+                .filter(|l| l.contains("etcd") || l.contains("apiserver_request_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(
+        body.contains("apiserver_storage_objects{resource=\"namespaces\",plugin=\"apiserver\"} 4"),
+        "{body}"
+    );
+    Ok(())
+}
