@@ -150,3 +150,78 @@ fn acknowledged_writes_should_survive_kill_9() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn eviction_should_honour_the_disruption_budget() -> Result<()> {
+    let c = Cluster::start("")?;
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"app":"db"}},"spec":{"containers":[{"name":"c","image":"i"}]}}"#;
+    assert_eq!(
+        c.send(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            pod.as_bytes()
+        )?
+        .0,
+        201
+    );
+    let (_, body) = c.get("/api/v1/namespaces/default/pods/p")?;
+    let mut running: Value = serde_json::from_str(&body)?;
+    running["status"]["phase"] = "Running".into();
+    let (status, body) = c.send(
+        "PUT",
+        "/api/v1/namespaces/default/pods/p/status",
+        "application/json",
+        running.to_string().as_bytes(),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let pdb = r#"{"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"db"},"spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"db"}}}}"#;
+    assert_eq!(
+        c.send(
+            "POST",
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+            "application/json",
+            pdb.as_bytes()
+        )?
+        .0,
+        201
+    );
+
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"p","namespace":"default"}}"#;
+    let (status, body) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/eviction",
+        "application/json",
+        eviction.as_bytes(),
+    )?;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{body}"
+    );
+
+    let (_, body) = c.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/db")?;
+    let mut budget: Value = serde_json::from_str(&body)?;
+    budget["status"] = serde_json::json!({"observedGeneration": 1, "disruptionsAllowed": 1, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1});
+    let (status, body) = c.send(
+        "PUT",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/db/status",
+        "application/json",
+        budget.to_string().as_bytes(),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/eviction",
+        "application/json",
+        eviction.as_bytes(),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(c.get("/api/v1/namespaces/default/pods/p")?.0, 404);
+    let (_, body) = c.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/db")?;
+    assert!(
+        body.contains("\"disruptionsAllowed\":0"),
+        "the eviction used the allowed disruption: {body}"
+    );
+    Ok(())
+}

@@ -447,6 +447,7 @@ async fn create_subresource(
         }
         ("Pod", "eviction") => {
             let current = fetch(state, &main)?;
+            check_disruption_budget(state, &info.namespace, &current.object).await?;
             state
                 .store
                 .delete(&main.key(), Some(current.mod_revision))
@@ -458,6 +459,139 @@ async fn create_subresource(
             "POST is not supported on the {sub} subresource"
         ))),
     }
+}
+
+/// A label selector object (`matchLabels`, `matchExpressions`) as selector text.
+fn selector_text(selector: &Value) -> String {
+    let mut terms: Vec<String> = Vec::new();
+    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
+        terms.extend(
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))),
+        );
+    }
+    for e in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        terms.push(
+            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
+                "In" => format!("{key} in ({})", values.join(",")),
+                "NotIn" => format!("{key} notin ({})", values.join(",")),
+                "Exists" => key.to_string(),
+                _ => format!("!{key}"),
+            },
+        );
+    }
+    terms.join(",")
+}
+
+/// Eviction honours PodDisruptionBudgets as kube-apiserver does: a running pod
+/// covered by a budget is evicted only while the budget allows a disruption,
+/// which the eviction then uses up.
+async fn check_disruption_budget(
+    state: &ApiState,
+    namespace: &str,
+    pod: &Value,
+) -> Result<(), ApiError> {
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    if matches!(phase, "Pending" | "Succeeded" | "Failed")
+        || pod.pointer("/metadata/deletionTimestamp").is_some()
+    {
+        return Ok(());
+    }
+    let prefix = format!("poddisruptionbudgets.policy/{namespace}/");
+    let budgets = state
+        .store
+        .list(&crate::store::ListOptions {
+            prefix,
+            start_after: None,
+            limit: None,
+        })
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let matching: Vec<Stored> = budgets
+        .items
+        .into_iter()
+        .filter(|b| {
+            b.object.pointer("/spec/selector").is_some_and(|sel| {
+                crate::selectors::LabelSelector::parse(&selector_text(sel))
+                    .is_ok_and(|s| !s.is_empty() && s.matches(pod))
+            })
+        })
+        .collect();
+    let budget = match matching.as_slice() {
+        [] => return Ok(()),
+        [one] => one,
+        _ => {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ))
+        }
+    };
+    let name = meta_str(&budget.object, "name").to_string();
+    let refuse = |why: String| {
+        ApiError::too_many_requests(
+            format!("Cannot evict pod as it would violate the pod's disruption budget.{why}"),
+            10,
+        )
+    };
+    let generation = budget
+        .object
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let observed = budget
+        .object
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if observed < generation {
+        return Err(refuse(format!(
+            " The disruption budget {name} is still being processed by the server."
+        )));
+    }
+    let allowed = budget
+        .object
+        .pointer("/status/disruptionsAllowed")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if allowed <= 0 {
+        let desired = budget
+            .object
+            .pointer("/status/desiredHealthy")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let current = budget
+            .object
+            .pointer("/status/currentHealthy")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        return Err(refuse(format!(
+            " The disruption budget {name} needs {desired} healthy pods and has {current} currently"
+        )));
+    }
+    let mut updated = (*budget.object).clone();
+    updated["status"]["disruptionsAllowed"] = json!(allowed - 1);
+    state
+        .store
+        .update(&budget.key, updated, Some(budget.mod_revision))
+        .await
+        .map_err(|_| ApiError::conflict("policy", "poddisruptionbudgets", &name))?;
+    Ok(())
 }
 
 fn success(info: &RequestInfo) -> Value {
