@@ -117,3 +117,19 @@ fn api_requests_should_be_counted_in_the_kernel_metrics() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn jobs_should_get_a_generated_selector() -> Result<()> {
+    let c = Cluster::start("")?;
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: pi\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: pi\n        image: perl\n";
+    assert_eq!(
+        c.ok_stdin(&["create", "-f", "-"], job)?.trim(),
+        "job.batch/pi created"
+    );
+    let uid = c.ok(&["get", "job", "pi", "-o", "jsonpath={.metadata.uid}"])?;
+    let selector = c.ok(&["get", "job", "pi", "-o", "jsonpath={.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid} {.spec.template.metadata.labels.job-name}"])?;
+    assert_eq!(selector, format!("{uid} pi"));
+    let out = c.ok(&["get", "jobs"])?;
+    assert!(out.starts_with("NAME") && out.contains("pi"), "{out}");
+    Ok(())
+}

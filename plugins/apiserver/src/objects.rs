@@ -179,6 +179,57 @@ pub fn prepare_update(
     Ok(())
 }
 
+/// Gives a Job without `spec.manualSelector` the selector and template labels
+/// kube-apiserver generates from its uid (run after `prepare_create`).
+pub fn generate_job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = meta_str(job, "uid").to_string();
+    let name = meta_str(job, "name").to_string();
+    let labels = json!({
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    });
+    if let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert(
+            "selector".into(),
+            json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": uid } }),
+        );
+        let template = spec.entry("template").or_insert_with(|| json!({}));
+        if let Some(t) = template.as_object_mut() {
+            let md = t.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(md) = md.as_object_mut() {
+                let existing = md.entry("labels").or_insert_with(|| json!({}));
+                if let (Some(existing), Some(generated)) =
+                    (existing.as_object_mut(), labels.as_object())
+                {
+                    for (k, v) in generated {
+                        existing.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The field manager kube-apiserver derives from the User-Agent when a request
+/// names none: the part before the first `/` (`kubectl`, `OpenAPI-Generator`).
+pub fn manager_from_user_agent(headers: &axum::http::HeaderMap) -> String {
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let manager = ua.split('/').next().unwrap_or("").trim();
+    if manager.is_empty() {
+        "unknown".to_string()
+    } else {
+        manager.chars().take(128).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +240,21 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(u, new_uid());
+    }
+
+    #[test]
+    fn job_selector_should_be_generated_from_the_uid() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": {"template": {"metadata": {"labels": {"a": "b"}}}}});
+        generate_job_selector(&mut job);
+        assert_eq!(
+            job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            "u1"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "pi"
+        );
+        assert_eq!(job["spec"]["template"]["metadata"]["labels"]["a"], "b");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub async fn mutate(
     match info.verb {
         Verb::Create => create(state, info, query, content_type, &body, dry_run).await,
         Verb::Update => update(state, info, query, content_type, &body, dry_run).await,
-        Verb::Patch => patch(state, info, query, content_type, &body, dry_run).await,
+        Verb::Patch => patch(state, info, query, headers, &body, dry_run).await,
         Verb::Delete => delete(state, info, query, &body, dry_run).await,
         Verb::DeleteCollection => delete_collection(state, info, query, &body, dry_run).await,
         _ => Err(ApiError::method_not_allowed("not a mutating verb")),
@@ -54,7 +54,7 @@ fn store_error(info: &RequestInfo, name: &str, e: StoreError) -> ApiError {
 
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
-        let text = format!("299 - \"{}\"", w.replace('"', "'"));
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
         if let Ok(v) = HeaderValue::from_str(&text) {
             resp.headers_mut().append("warning", v);
         }
@@ -104,6 +104,9 @@ async fn create(
     objects::prepare_create(info, &mut object)?;
     if r.kind == "Namespace" {
         object["status"] = json!({ "phase": "Active" });
+    }
+    if r.kind == "Job" {
+        objects::generate_job_selector(&mut object);
     }
     let name = meta_str(&object, "name").to_string();
     let named = RequestInfo {
@@ -247,18 +250,22 @@ async fn patch(
     state: &ApiState,
     info: &RequestInfo,
     query: &Query,
-    content_type: Option<&str>,
+    headers: &HeaderMap,
     body: &[u8],
     dry_run: bool,
 ) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let r = info.resource;
     let ct = content_type.unwrap_or("");
     let patch_type =
         PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     let manager = query
         .get("fieldManager")
-        .map(String::as_str)
-        .unwrap_or("unknown");
+        .cloned()
+        .unwrap_or_else(|| objects::manager_from_user_agent(headers));
+    let manager = manager.as_str();
     let force = query.get("force").is_some_and(|f| f == "true");
     if info.subresource == "scale" {
         let current = fetch(state, info)?;
