@@ -6,6 +6,7 @@ pub mod echo;
 pub mod kernel;
 mod message;
 pub mod resources;
+pub mod rest;
 
 pub use codec::CodecError;
 pub use message::Message;

@@ -21,6 +21,8 @@ pub mod store;
 
 use std::time::Duration;
 
+use kubernel_sdk::api::rest::ApiRequest;
+use kubernel_sdk::api::Message;
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 
 use crate::config::ApiServerConfig;
@@ -60,7 +62,13 @@ impl Plugin for ApiServer {
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
-        Err(PluginError::UnknownKind(msg.kind.to_string()))
+        match msg.kind {
+            ApiRequest::KIND => msg.reply::<ApiRequest>(|req| match &self.server {
+                Some(server) => Ok(server.call(req)),
+                None => Err(PluginError::Failed("the apiserver is not serving".into())),
+            }),
+            other => Err(PluginError::UnknownKind(other.to_string())),
+        }
     }
 
     fn quiesce(&mut self, deadline: Duration) -> Result<(), PluginError> {

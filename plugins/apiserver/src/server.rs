@@ -8,9 +8,12 @@ use std::time::Duration;
 use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
+use kubernel_api::rest::{ApiRequest, ApiResponse};
+
 use crate::config::ApiServerConfig;
 use crate::handlers::{dispatch, ApiState};
 use crate::metrics::Metrics;
+use crate::status::ApiError;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::Store;
 
@@ -22,6 +25,7 @@ pub struct Server {
     runtime: tokio::runtime::Runtime,
     shutdown: CancellationToken,
     state: Arc<ApiState>,
+    router: axum::Router,
 }
 
 impl Server {
@@ -66,8 +70,9 @@ impl Server {
             .fallback(dispatch)
             .with_state(state.clone());
         let stop = shutdown.clone();
+        let http_router = router.clone();
         runtime.spawn(async move {
-            let serve = axum::serve(listener, router)
+            let serve = axum::serve(listener, http_router)
                 .with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "apiserver listener failed");
@@ -82,7 +87,74 @@ impl Server {
             runtime,
             shutdown,
             state,
+            router,
         })
+    }
+
+    /// Runs an API request from a plugin of this process through the same handler
+    /// chain as HTTP requests; blocks the calling (plugin) thread until answered.
+    pub fn call(&self, req: ApiRequest) -> ApiResponse {
+        let failed = |code: u16, e: ApiError| ApiResponse {
+            status: code,
+            content_type: "application/json".into(),
+            body: e.to_status().to_string().into_bytes(),
+            warnings: Vec::new(),
+        };
+        if req.path.contains("watch=true") || req.path.contains("watch=1") {
+            return failed(
+                400,
+                ApiError::bad_request("watch is not carried over the bus yet; watch over HTTP"),
+            );
+        }
+        let mut builder = axum::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(req.path.as_str());
+        if !req.content_type.is_empty() {
+            builder = builder.header(axum::http::header::CONTENT_TYPE, req.content_type.as_str());
+        }
+        if !req.accept.is_empty() {
+            builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
+        }
+        let request = match builder.body(axum::body::Body::from(req.body)) {
+            Ok(r) => r,
+            Err(e) => {
+                return failed(
+                    400,
+                    ApiError::bad_request(format!("invalid API request: {e}")),
+                )
+            }
+        };
+        let router = self.router.clone();
+        let limit = self.state.config.max_request_body_bytes * 64;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            use tower::ServiceExt;
+            let Ok(resp) = router.oneshot(request).await;
+            let (parts, body) = resp.into_parts();
+            let body = axum::body::to_bytes(body, limit).await.map(|b| b.to_vec());
+            let _ = tx.send((parts, body));
+        });
+        match rx.recv() {
+            Ok((parts, Ok(body))) => ApiResponse {
+                status: parts.status.as_u16(),
+                content_type: header_text(
+                    &parts.headers,
+                    axum::http::header::CONTENT_TYPE.as_str(),
+                ),
+                body,
+                warnings: parts
+                    .headers
+                    .get_all("warning")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_string))
+                    .collect(),
+            },
+            Ok((_, Err(e))) => failed(
+                500,
+                ApiError::internal(format!("reading the response: {e}")),
+            ),
+            Err(_) => failed(503, ApiError::unavailable("the apiserver is stopping")),
+        }
     }
 
     /// Refreshes the storage gauges (called before metrics are gathered).
@@ -106,6 +178,14 @@ impl Server {
         drop(self.state);
         self.runtime.shutdown_timeout(deadline);
     }
+}
+
+fn header_text(headers: &axum::http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 async fn ensure_namespaces(store: &dyn Store) -> Result<(), String> {
