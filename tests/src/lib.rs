@@ -260,6 +260,16 @@ impl Kernel {
         }
     }
 
+    /// Publishes a typed event to every plugin subscribed to its kind.
+    pub fn publish<M: Message>(&self, msg: &M) -> Result<()> {
+        let url = format!("{}/bus/publish/{}", self.admin, M::KIND);
+        let resp = agent().post(&url).send(&codec::encode(M::KIND, msg)?[..])?;
+        if resp.status().as_u16() != 202 {
+            bail!("publish {}: {}", M::KIND, resp.status());
+        }
+        Ok(())
+    }
+
     /// The value of one sample of `/metrics` (`name{labels}` as printed), if present.
     pub fn metric(&self, series: &str) -> Result<Option<f64>> {
         let (_, body) = self.get("/metrics")?;

@@ -88,3 +88,21 @@ fn request_should_name_what_is_wrong() -> Result<()> {
     assert_eq!(err.status, "unknown_kind");
     Ok(())
 }
+
+#[test]
+fn published_events_should_reach_every_subscriber() -> Result<()> {
+    let mut k = two_counters()?;
+    k.publish(&kubernel_api::echo::Broadcast { n: 5 })?;
+    k.wait_until(
+        std::time::Duration::from_secs(10),
+        "both subscribers",
+        |k| Ok(k.ask("left", &GetCount)?.total == 5 && k.ask("right", &GetCount)?.total == 5),
+    )?;
+    assert_eq!(
+        k.metric(
+            "kubernel_bus_messages_total{from=\"admin\",kind=\"echo.Broadcast\",to=\"left\"}"
+        )?,
+        Some(1.0)
+    );
+    Ok(())
+}

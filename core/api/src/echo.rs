@@ -73,3 +73,15 @@ impl Message for Forward {
     const KIND: &'static str = "echo.Forward";
     type Reply = Echo;
 }
+
+/// An event the counter plugin subscribes to: every subscriber adds `n` to its counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broadcast {
+    /// Amount every subscriber adds.
+    pub n: u64,
+}
+
+impl Message for Broadcast {
+    const KIND: &'static str = "echo.Broadcast";
+    type Reply = ();
+}

@@ -1,6 +1,7 @@
 //! The admin endpoint: `/metrics`, `/healthz`, `/livez`, `/readyz`, `/plugins`, `/bus`.
 //!
-//! `POST /bus/request/{target}/{kind}` and `POST /bus/send/{target}/{kind}` put an
+//! `POST /bus/request/{target}/{kind}`, `POST /bus/send/{target}/{kind}` and
+//! `POST /bus/publish/{kind}` put an
 //! encoded message (the request body) on the bus as the sender `admin`; a request
 //! answers with the encoded reply. They exist for tests and debugging tools and,
 //! like the rest of this endpoint, belong on a loopback address.
@@ -39,6 +40,7 @@ pub fn router(kernel: Arc<Kernel>) -> Router {
             axum::routing::post(bus_request),
         )
         .route("/bus/send/{target}/{kind}", axum::routing::post(bus_send))
+        .route("/bus/publish/{kind}", axum::routing::post(bus_publish))
         .with_state(kernel)
 }
 
@@ -311,4 +313,13 @@ async fn bus_send(
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => call_error(e),
     }
+}
+
+async fn bus_publish(
+    State(kernel): State<Arc<Kernel>>,
+    Path(kind): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    kernel.bus.publish("admin", &kind, &body);
+    StatusCode::ACCEPTED.into_response()
 }

@@ -1,7 +1,7 @@
 // Shared source of the counter plugin builds; `STATE_VERSION` is set by the includer.
 
 use kubernel_sdk::api::codec;
-use kubernel_sdk::api::echo::{Add, Count, Echo, Forward, GetCount, Panic};
+use kubernel_sdk::api::echo::{Add, Broadcast, Count, Echo, Forward, GetCount, Panic};
 use kubernel_sdk::api::Message;
 use kubernel_sdk::prometheus::IntCounter;
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
@@ -48,6 +48,7 @@ impl Plugin for Counter {
         ctx.registry()
             .register(Box::new(handled.clone()))
             .map_err(PluginError::failed)?;
+        ctx.subscribe::<Broadcast>()?;
         kubernel_sdk::tracing::info!(start = config.start, version = env!("CARGO_PKG_VERSION"), "counter started");
         Ok(Counter {
             ctx,
@@ -65,6 +66,10 @@ impl Plugin for Counter {
                 self.state.total += m.n;
                 self.state.adds += 1;
                 Ok(self.state.total)
+            }),
+            Broadcast::KIND => msg.reply::<Broadcast>(|m| {
+                self.state.total += m.n;
+                Ok(())
             }),
             GetCount::KIND => msg.reply::<GetCount>(|_| {
                 Ok(Count {
