@@ -82,6 +82,9 @@ impl Kernel {
         let mut arbiters = Vec::new();
         for plugin in &config.plugins {
             let path = config.resolve_plugin_path(plugin, exe_dir.as_deref());
+            let _span =
+                tracing::info_span!("load_plugin", plugin = %plugin.name, path = %path.display())
+                    .entered();
             let started = std::time::Instant::now();
             let lib = Library::load(&path, &scratch).map_err(|source| StartError::Load {
                 name: plugin.name.clone(),
@@ -165,6 +168,12 @@ impl Kernel {
 
     /// Hot-swaps the plugin named by `plugin` to the library and config it gives.
     pub async fn swap(&self, plugin: PluginConfig) -> Result<SwapReport, SwapError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("swap_plugin", plugin = %plugin.name, path = %plugin.path.display());
+        self.swap_traced(plugin).instrument(span).await
+    }
+
+    async fn swap_traced(&self, plugin: PluginConfig) -> Result<SwapReport, SwapError> {
         let name = plugin.name.clone();
         let slot = self
             .bus
@@ -227,6 +236,13 @@ impl Kernel {
 
     /// Drains every plugin in reverse start order, each within its grace period.
     pub async fn drain(&self) {
+        use tracing::Instrument;
+        self.drain_traced()
+            .instrument(tracing::info_span!("drain_plugins"))
+            .await
+    }
+
+    async fn drain_traced(&self) {
         let config = self.config();
         for slot in self.bus.slots().into_iter().rev() {
             let grace = config
