@@ -20,6 +20,9 @@ pub struct CounterConfig {
     /// Value the counter starts at.
     #[serde(default)]
     pub start: u64,
+    /// How long `quiesce` takes, milliseconds (a test of drain deadlines).
+    #[serde(default)]
+    pub quiesce_delay_ms: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -33,6 +36,7 @@ pub struct Counter {
     ctx: Context,
     state: State,
     fail_restore: Option<String>,
+    quiesce_delay: std::time::Duration,
     handled: IntCounter,
 }
 
@@ -54,6 +58,7 @@ impl Plugin for Counter {
             ctx,
             state: State { total: config.start, adds: 0 },
             fail_restore: config.fail_restore,
+            quiesce_delay: std::time::Duration::from_millis(config.quiesce_delay_ms),
             handled,
         })
     }
@@ -84,6 +89,11 @@ impl Plugin for Counter {
             }),
             other => Err(PluginError::UnknownKind(other.to_string())),
         }
+    }
+
+    fn quiesce(&mut self, _deadline: std::time::Duration) -> Result<(), PluginError> {
+        std::thread::sleep(self.quiesce_delay);
+        Ok(())
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
