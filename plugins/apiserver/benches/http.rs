@@ -32,8 +32,9 @@ const LIST_ALL_PODS: usize = 10_000;
 const LIST_ALL_RUNS: usize = 20;
 /// Watch connections opened (fewer when the open-files limit is low).
 const WATCHERS: usize = 1_000;
-/// ConfigMaps updated during the watch phase, each by its own client.
-const UPDATERS: usize = 4;
+/// ConfigMaps updated during the watch phase, each by its own client on a fixed
+/// schedule (open loop: a slow answer delays only that client's next update).
+const UPDATERS: usize = 25;
 /// ConfigMap updates in all.
 const UPDATES: usize = 1_000;
 /// Target update rate, per second.
@@ -292,6 +293,11 @@ async fn measure(api: SocketAddr, pid: u32) -> Result<Vec<Row>> {
         format!("{:.0}/s ({} not 200)", w.update_rate, w.update_failures),
         "~1,000/s",
     ));
+    rows.push(Row::new(
+        "configmap PATCH p50 / p99 during fan-out",
+        w.patch_latency.p50_p99(),
+        "-",
+    ));
 
     let deadline = Instant::now() + FILL_BUDGET;
     let fill = create_pods(
@@ -311,6 +317,11 @@ async fn measure(api: SocketAddr, pid: u32) -> Result<Vec<Row>> {
         fill.done as f64 / fill.elapsed.as_secs_f64(),
         fill.failed
     );
+    rows.push(Row::new(
+        format!("pod creates/s filling to {stored}"),
+        format!("{:.0}", fill.done as f64 / fill.elapsed.as_secs_f64()),
+        "5,000",
+    ));
     rows.push(Row::new(format!("RSS with {stored} pods"), rss(pid), "-"));
     Ok(rows)
 }
@@ -428,6 +439,7 @@ struct FanOut {
     expected: usize,
     update_rate: f64,
     update_failures: usize,
+    patch_latency: Latencies,
 }
 
 /// Opens `watchers` watches on the configmaps of `default`, updates [`UPDATERS`] configmaps
@@ -475,17 +487,20 @@ async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
         opened.elapsed().as_secs_f64()
     );
 
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let mut updaters = Vec::new();
     for u in 0..UPDATERS {
         updaters.push(tokio::spawn(async move {
             let mut conn = Conn::connect(api).await?;
             let path = format!("/api/v1/namespaces/default/configmaps/watched-{u}");
-            let period = Duration::from_micros(1_000_000 * UPDATERS as u64 / UPDATE_RATE);
-            let mut tick = tokio::time::interval(period);
-            let mut failed = 0;
-            for _ in 0..UPDATES / UPDATERS {
-                tick.tick().await;
+            let (mut lat, mut failed) = (Vec::new(), 0);
+            for k in 0..UPDATES / UPDATERS {
+                let slot = (k * UPDATERS + u) as u64;
+                tokio::time::sleep_until(
+                    started + Duration::from_micros(slot * 1_000_000 / UPDATE_RATE),
+                )
+                .await;
+                let t = Instant::now();
                 let sent = base.elapsed().as_micros();
                 let body = format!(r#"{{"data":{{"sent":"{sent}"}}}}"#);
                 let resp = conn
@@ -496,14 +511,17 @@ async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
                         body.as_bytes(),
                     )
                     .await?;
+                lat.push(t.elapsed());
                 failed += usize::from(resp.status != 200);
             }
-            Ok::<_, Box<dyn Error + Send + Sync>>(failed)
+            Ok::<_, Box<dyn Error + Send + Sync>>((lat, failed))
         }));
     }
-    let mut update_failures = 0;
+    let (mut patch_latency, mut update_failures) = (Vec::new(), 0);
     for u in updaters {
-        update_failures += u.await??;
+        let (lat, failed) = u.await??;
+        patch_latency.extend(lat);
+        update_failures += failed;
     }
     let update_rate = (UPDATES / UPDATERS * UPDATERS) as f64 / started.elapsed().as_secs_f64();
 
@@ -520,6 +538,7 @@ async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
         expected: opened * (UPDATES / UPDATERS * UPDATERS),
         update_rate,
         update_failures,
+        patch_latency: Latencies::new(patch_latency),
     })
 }
 
