@@ -199,30 +199,7 @@ pub(super) fn validate_binding(kind: &str, object: &Value, causes: &mut Vec<Caus
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::{apply_defaults, test_resource, validate_create, validate_update};
-    use crate::status::ApiError;
-
-    fn err(r: Result<(), ApiError>) -> (u16, String, Vec<(String, &'static str)>) {
-        match r {
-            Ok(()) => panic!("expected an Invalid error"),
-            Err(e) => (
-                e.code,
-                e.message,
-                e.causes.into_iter().map(|c| (c.field, c.reason)).collect(),
-            ),
-        }
-    }
-
-    fn created(
-        group: &'static str,
-        kind: &'static str,
-        namespaced: bool,
-        mut object: Value,
-    ) -> Result<(), ApiError> {
-        let r = test_resource(group, kind, namespaced);
-        apply_defaults(&r, &mut object);
-        validate_create(&r, &object)
-    }
+    use crate::admission::{created, err, test_resource, validate_update};
 
     #[test]
     fn config_and_secret_data_should_have_valid_keys() {

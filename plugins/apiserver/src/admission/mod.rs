@@ -79,6 +79,32 @@ fn key(parent: &str, key: &str) -> String {
     format!("{parent}[{key}]")
 }
 
+/// The status code, message and (field, reason) causes of an expected error (unit tests).
+#[cfg(test)]
+fn err(r: Result<(), ApiError>) -> (u16, String, Vec<(String, &'static str)>) {
+    match r {
+        Ok(()) => panic!("expected an Invalid error"),
+        Err(e) => (
+            e.code,
+            e.message,
+            e.causes.into_iter().map(|c| (c.field, c.reason)).collect(),
+        ),
+    }
+}
+
+/// Defaults then validates a new object of `kind` (unit tests).
+#[cfg(test)]
+fn created(
+    group: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    mut object: serde_json::Value,
+) -> Result<(), ApiError> {
+    let r = test_resource(group, kind, namespaced);
+    apply_defaults(&r, &mut object);
+    validate_create(&r, &object)
+}
+
 /// A catalog-like entry for unit tests (every kind here is served at `v1`).
 #[cfg(test)]
 fn test_resource(

@@ -132,29 +132,7 @@ fn finish(r: &Resource, object: &Value, causes: Vec<Cause>) -> Result<(), ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::{apply_defaults, test_resource};
-
-    fn err(r: Result<(), ApiError>) -> (u16, String, Vec<(String, &'static str)>) {
-        match r {
-            Ok(()) => panic!("expected an Invalid error"),
-            Err(e) => (
-                e.code,
-                e.message,
-                e.causes.into_iter().map(|c| (c.field, c.reason)).collect(),
-            ),
-        }
-    }
-
-    fn created(
-        group: &'static str,
-        kind: &'static str,
-        namespaced: bool,
-        mut object: Value,
-    ) -> Result<(), ApiError> {
-        let r = test_resource(group, kind, namespaced);
-        apply_defaults(&r, &mut object);
-        validate_create(&r, &object)
-    }
+    use crate::admission::{apply_defaults, created, err, test_resource};
 
     #[test]
     fn a_defaulted_pod_should_be_valid() {
