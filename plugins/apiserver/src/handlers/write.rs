@@ -556,37 +556,24 @@ async fn check_disruption_budget(
             10,
         )
     };
-    let generation = budget
-        .object
-        .pointer("/metadata/generation")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let observed = budget
-        .object
-        .pointer("/status/observedGeneration")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let int = |path: &str, default: i64| {
+        budget
+            .object
+            .pointer(path)
+            .and_then(Value::as_i64)
+            .unwrap_or(default)
+    };
+    let generation = int("/metadata/generation", 1);
+    let observed = int("/status/observedGeneration", 0);
     if observed < generation {
         return Err(refuse(format!(
             " The disruption budget {name} is still being processed by the server."
         )));
     }
-    let allowed = budget
-        .object
-        .pointer("/status/disruptionsAllowed")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let allowed = int("/status/disruptionsAllowed", 0);
     if allowed <= 0 {
-        let desired = budget
-            .object
-            .pointer("/status/desiredHealthy")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let current = budget
-            .object
-            .pointer("/status/currentHealthy")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let desired = int("/status/desiredHealthy", 0);
+        let current = int("/status/currentHealthy", 0);
         return Err(refuse(format!(
             " The disruption budget {name} needs {desired} healthy pods and has {current} currently"
         )));
