@@ -93,7 +93,10 @@ pub fn watch(
             output,
             info: &info,
             columns_sent: false,
-            state: &state,
+            sent: state
+                .metrics
+                .watch_events
+                .with_label_values(&[info.resource.kind]),
         };
         match started {
             Err(StoreError::Compacted {
@@ -167,18 +170,27 @@ struct Encoder<'a> {
     output: Output,
     info: &'a RequestInfo,
     columns_sent: bool,
-    state: &'a ApiState,
+    /// `apiserver_watch_events_total{kind}` of this watch's resource.
+    sent: kubernel_sdk::prometheus::IntCounter,
 }
 
 impl Encoder<'_> {
     fn line(&self, kind: &str, object: Value) -> Bytes {
-        self.state
-            .metrics
-            .watch_events
-            .with_label_values(&[self.info.resource.kind])
-            .inc();
+        self.sent.inc();
         let mut line = json!({ "type": kind, "object": object }).to_string();
         line.push('\n');
+        Bytes::from(line)
+    }
+
+    /// A JSON watch line around an object that is already serialized (no re-encoding).
+    fn raw_line(&self, kind: &str, object_json: &[u8]) -> Bytes {
+        self.sent.inc();
+        let mut line = Vec::with_capacity(object_json.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(object_json);
+        line.extend_from_slice(b"}\n");
         Bytes::from(line)
     }
 
@@ -222,6 +234,9 @@ impl Encoder<'_> {
             EventType::Deleted if now || before => "DELETED",
             _ => return None,
         };
+        if self.output == Output::Json {
+            return Some(self.raw_line(kind, &ev.object.json));
+        }
         let object = ev.object.object.clone();
         Some(self.object(kind, &object))
     }
