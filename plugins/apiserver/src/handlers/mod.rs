@@ -276,12 +276,29 @@ pub(crate) fn observe_storage(
 }
 
 async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
     let limit = state.config.max_request_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::too_large(format!(
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        total += chunk.len();
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if total > limit.saturating_mul(16) {
+            // Past this, stop draining: the client gets the 413 or a closed connection.
+            break;
+        }
+    }
+    // An oversized body is drained (up to 16 times the limit) before answering, so the
+    // client reads the 413 instead of a broken pipe.
+    if total > limit {
+        return Err(ApiError::too_large(format!(
             "the request body is larger than the limit of {limit} bytes"
-        ))
-    })?;
-    state.metrics.body_size.observe(bytes.len() as f64);
-    Ok(bytes)
+        )));
+    }
+    state.metrics.body_size.observe(total as f64);
+    Ok(Bytes::from(buf))
 }
