@@ -58,7 +58,11 @@ fn info(r: &'static Resource, verb: Verb, name: &str) -> RequestInfo {
         verb,
         resource: r,
         subresource: String::new(),
-        namespace: if r.namespaced { "default".into() } else { String::new() },
+        namespace: if r.namespaced {
+            "default".into()
+        } else {
+            String::new()
+        },
         name: name.into(),
     }
 }

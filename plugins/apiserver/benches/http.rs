@@ -198,7 +198,7 @@ async fn measure(api: SocketAddr, pid: u32) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     println!("RSS at start: {}", rss(pid));
 
-    let c = create_pods(api, "default", "bench", 0, CREATES, None).await?;
+    let c = create_pods(api, "default", "bench", CREATES, None).await?;
     println!(
         "creates: {} in {:.2} s by {CLIENTS} clients, {} not 201",
         c.done,
@@ -258,7 +258,7 @@ async fn measure(api: SocketAddr, pid: u32) -> Result<Vec<Row>> {
         ns.as_bytes(),
     )
     .await?;
-    let c = create_pods(api, "bench-list", "pod", 0, LIST_ALL_PODS, None).await?;
+    let c = create_pods(api, "bench-list", "pod", LIST_ALL_PODS, None).await?;
     stored += c.done;
     let all = timed(
         LIST_ALL_RUNS,
@@ -304,7 +304,6 @@ async fn measure(api: SocketAddr, pid: u32) -> Result<Vec<Row>> {
         api,
         "default",
         "fill",
-        0,
         STORED_TARGET - stored,
         Some(deadline),
     )
@@ -339,11 +338,10 @@ async fn create_pods(
     api: SocketAddr,
     namespace: &str,
     prefix: &str,
-    first: usize,
     count: usize,
     deadline: Option<Instant>,
 ) -> Result<Creates> {
-    let next = Arc::new(AtomicUsize::new(first));
+    let next = Arc::new(AtomicUsize::new(0));
     let path = Arc::new(format!("/api/v1/namespaces/{namespace}/pods"));
     let prefix = Arc::new(prefix.to_string());
     let started = Instant::now();
@@ -355,7 +353,7 @@ async fn create_pods(
             let (mut lat, mut failed) = (Vec::new(), 0);
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= first + count || deadline.is_some_and(|d| Instant::now() > d) {
+                if i >= count || deadline.is_some_and(|d| Instant::now() > d) {
                     return Ok::<_, Box<dyn Error + Send + Sync>>((lat, failed));
                 }
                 let body = format!(
