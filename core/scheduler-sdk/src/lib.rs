@@ -1,0 +1,1 @@
+//! C ABI and SDK for out-of-tree scheduler framework plugins (.so files).

@@ -1,0 +1,1 @@
+//! The kubernel controller-manager plugin: reconcile loops that keep the cluster at its desired state.

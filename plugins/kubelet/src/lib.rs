@@ -1,0 +1,1 @@
+//! The kubernel kubelet plugin: node agent with the process and sim runtimes.

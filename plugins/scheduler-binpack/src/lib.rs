@@ -1,0 +1,1 @@
+//! Out-of-tree scheduler score plugin: bin packing (MostAllocated-like).

@@ -1,0 +1,1 @@
+//! The kubernel scheduler plugin: queue, cache, framework and in-tree plugins.
