@@ -1,5 +1,33 @@
-//! Client-side building blocks shared by kubernel components.
+//! The Kubernetes API client kubernel components share: typed requests and watches
+//! over HTTP, informers (list+watch caches), rate-limited work queues, Events and
+//! leader election.
 
+mod api;
 mod backoff;
+mod client;
+mod config;
+mod error;
+mod events;
+mod informer;
+mod leader;
+mod metrics;
+mod params;
+mod watch;
+mod workqueue;
 
+pub use api::{Api, ObjectResource};
 pub use backoff::Backoff;
+pub use client::Client;
+pub use config::ClientConfig;
+pub use error::ClientError;
+pub use events::EventRecorder;
+pub use informer::{Cache, Change, Informer};
+pub use leader::{LeaderElection, LeaderElectionConfig};
+pub use metrics::ClientMetrics;
+pub use metrics::WorkQueueMetrics;
+pub use params::{DeleteParams, ListParams, Patch};
+pub use watch::WatchEvent;
+pub use workqueue::WorkQueue;
+
+/// The Kubernetes object model the client speaks (k8s-openapi, v1.33).
+pub use k8s_openapi;

@@ -1,0 +1,235 @@
+//! The HTTP transport: one connection pool to the apiserver, requests with metrics and `Status` errors.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::config::{ClientConfig, Endpoint};
+use crate::{ClientError, ClientMetrics};
+
+/// A connection to the apiserver; cheap to clone (clones share the pool).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    server: String,
+    host: String,
+    token: Option<String>,
+    request_timeout: Duration,
+    watch_timeout_seconds: u32,
+    metrics: Option<ClientMetrics>,
+}
+
+impl Client {
+    /// A client for the apiserver `config` names; a kubeconfig path left empty means
+    /// `<kernel_data_dir>/admin.kubeconfig`.
+    pub fn new(
+        config: &ClientConfig,
+        kernel_data_dir: Option<&Path>,
+        metrics: Option<ClientMetrics>,
+    ) -> Result<Client, ClientError> {
+        let endpoint = config.endpoint(kernel_data_dir)?;
+        Self::build(endpoint, config, metrics)
+    }
+
+    /// A client for the apiserver at `server` (e.g. `http://127.0.0.1:6443`), default settings.
+    pub fn from_url(server: &str) -> Result<Client, ClientError> {
+        let config = ClientConfig {
+            server: server.to_string(),
+            ..ClientConfig::default()
+        };
+        Self::new(&config, None, None)
+    }
+
+    fn build(
+        endpoint: Endpoint,
+        config: &ClientConfig,
+        metrics: Option<ClientMetrics>,
+    ) -> Result<Client, ClientError> {
+        if !endpoint.server.starts_with("http://") && !endpoint.server.starts_with("https://") {
+            return Err(ClientError::Config(format!(
+                "server {:?} is not an http:// or https:// URL",
+                endpoint.server
+            )));
+        }
+        let host = endpoint
+            .server
+            .split("://")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kubernel/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                server: endpoint.server,
+                host,
+                token: endpoint.token,
+                request_timeout: config.request_timeout,
+                watch_timeout_seconds: config.watch_timeout_seconds,
+                metrics,
+            }),
+        })
+    }
+
+    /// The apiserver's base URL.
+    pub fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// Server-side timeout asked for each watch.
+    pub(crate) fn watch_timeout_seconds(&self) -> u32 {
+        self.inner.watch_timeout_seconds
+    }
+
+    fn builder(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut b = self
+            .inner
+            .http
+            .request(method, format!("{}{path}", self.inner.server))
+            .header("accept", "application/json");
+        if let Some(token) = &self.inner.token {
+            b = b.bearer_auth(token);
+        }
+        b
+    }
+
+    fn observe(&self, method: &str, code: &str, started: Instant) {
+        if let Some(m) = &self.inner.metrics {
+            m.requests
+                .with_label_values(&[code, method, &self.inner.host])
+                .inc();
+            m.duration
+                .with_label_values(&[method, &self.inner.host])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Sends one request and returns the body of a 2xx answer; any other answer
+    /// becomes [`ClientError::Api`] with the `Status` message.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Bytes, ClientError> {
+        let started = Instant::now();
+        let mut b = self
+            .builder(method, path)
+            .timeout(self.inner.request_timeout);
+        if let Some((content_type, bytes)) = body {
+            b = b.header("content-type", content_type).body(bytes);
+        }
+        let transport = |source| ClientError::Transport {
+            method: method.to_string(),
+            path: path.to_string(),
+            source,
+        };
+        let resp = match b.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.observe(method, "<error>", started);
+                return Err(transport(e));
+            }
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(transport);
+        self.observe(method, &status.to_string(), started);
+        let bytes = bytes?;
+        if (200..300).contains(&status) {
+            Ok(bytes)
+        } else {
+            Err(api_error(method, path, status, &bytes))
+        }
+    }
+
+    /// Opens a watch (`path` includes `watch=true`) and yields one JSON event per item.
+    pub(crate) async fn watch_lines(
+        &self,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static, ClientError> {
+        let started = Instant::now();
+        let transport = |source| ClientError::Transport {
+            method: "GET".into(),
+            path: path.to_string(),
+            source,
+        };
+        let resp = self.builder("GET", path).send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        self.observe("GET", &status.to_string(), started);
+        if !(200..300).contains(&status) {
+            let bytes = resp.bytes().await.map_err(transport)?;
+            return Err(api_error("GET", path, status, &bytes));
+        }
+        let path = path.to_string();
+        let mut chunks = resp.bytes_stream();
+        let lines = async_stream(move |tx| async move {
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(source) => {
+                        let _ = tx
+                            .send(Err(ClientError::Transport {
+                                method: "GET".into(),
+                                path: path.clone(),
+                                source,
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    if line.len() > 1 && tx.send(Ok(Bytes::from(line))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if !pending.iter().all(u8::is_ascii_whitespace) {
+                let _ = tx.send(Ok(Bytes::from(pending))).await;
+            }
+        });
+        Ok(lines)
+    }
+}
+
+/// Runs `produce` as a task feeding a channel and returns the channel as a stream.
+fn async_stream<T, F, Fut>(produce: F) -> impl Stream<Item = T> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(produce(tx));
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Turns a non-2xx answer into [`ClientError::Api`], reading the `Status` when there is one.
+fn api_error(method: &str, path: &str, code: u16, body: &[u8]) -> ClientError {
+    let status: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |k: &str| status.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    ClientError::Api {
+        method: method.to_string(),
+        path: path.to_string(),
+        code,
+        reason: text("reason").unwrap_or_else(|| format!("HTTP {code}")),
+        message: text("message")
+            .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect()),
+    }
+}

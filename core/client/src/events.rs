@@ -1,0 +1,141 @@
+//! Kubernetes Events (core/v1) written on behalf of a component, with repeats
+//! folded into one Event whose `count` grows, as client-go's recorder does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::api::ObjectResource;
+use crate::Client;
+
+/// Most distinct (object, reason, message) triples remembered for folding repeats.
+const MAX_REMEMBERED: usize = 4096;
+
+/// (object uid or name, reason, message): what makes two Events the same.
+type RepeatKey = (String, String, String);
+
+/// (namespace, Event name, count) of the Event repeats are folded into.
+type Folded = (String, String, u32);
+
+/// Writes Events about objects; cheap to clone.
+#[derive(Clone)]
+pub struct EventRecorder {
+    client: Client,
+    component: String,
+    host: String,
+    seen: Arc<Mutex<HashMap<RepeatKey, Folded>>>,
+}
+
+impl EventRecorder {
+    /// A recorder whose Events say `source.component = component` (and `host` when not empty).
+    pub fn new(client: Client, component: &str, host: &str) -> Self {
+        EventRecorder {
+            client,
+            component: component.to_string(),
+            host: host.to_string(),
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The reference an Event uses for `object`.
+    pub fn reference<K: ObjectResource>(object: &K) -> ObjectReference {
+        let meta = object.metadata();
+        ObjectReference {
+            api_version: Some(K::API_VERSION.to_string()),
+            kind: Some(K::KIND.to_string()),
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            field_path: None,
+        }
+    }
+
+    /// Records an Event (`type_` is `Normal` or `Warning`) in the background; a
+    /// failure is logged, never returned: Events are best effort, as upstream.
+    pub fn record(&self, object: ObjectReference, type_: &str, reason: &str, message: &str) {
+        let this = self.clone();
+        let (type_, reason, message) = (type_.to_string(), reason.to_string(), message.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = this.write(&object, &type_, &reason, &message).await {
+                tracing::debug!(reason = %reason, error = %e, "event not recorded");
+            }
+        });
+    }
+
+    /// Records an Event and waits for the apiserver's answer.
+    pub async fn write(
+        &self,
+        object: &ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), crate::ClientError> {
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let ns = object
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let identity = object
+            .uid
+            .clone()
+            .or_else(|| object.name.clone())
+            .unwrap_or_default();
+        let key = (identity, reason.to_string(), message.to_string());
+        let repeat = self.seen.lock().get(&key).cloned();
+        if let Some((event_ns, name, count)) = repeat {
+            let patch = json!({"count": count + 1, "lastTimestamp": now});
+            let path = format!("/api/v1/namespaces/{event_ns}/events/{name}");
+            let body = serde_json::to_vec(&patch).unwrap_or_default();
+            if self
+                .client
+                .send("PATCH", &path, Some(("application/merge-patch+json", body)))
+                .await
+                .is_ok()
+            {
+                self.seen.lock().insert(key, (event_ns, name, count + 1));
+                return Ok(());
+            }
+        }
+        let name = format!(
+            "{}.{:x}",
+            object.name.as_deref().unwrap_or("object"),
+            jiff::Timestamp::now().as_nanosecond()
+        );
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": object,
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": self.component, "host": self.host},
+            "reportingComponent": self.component,
+            "reportingInstance": self.host,
+        });
+        let body = serde_json::to_vec(&event).map_err(|source| crate::ClientError::Decode {
+            what: "Event body".into(),
+            source,
+        })?;
+        let path = format!("/api/v1/namespaces/{ns}/events");
+        self.client
+            .send("POST", &path, Some(("application/json", body)))
+            .await?;
+        let mut seen = self.seen.lock();
+        if seen.len() >= MAX_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(key, (ns, name, 1));
+        Ok(())
+    }
+}
