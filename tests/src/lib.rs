@@ -414,6 +414,20 @@ pub fn apiserver_lib() -> PathBuf {
     built("libkubernel_apiserver.so")
 }
 
+/// A component plugin library built by the workspace, by crate name without the
+/// `kubernel-` prefix: `component_lib("scheduler")` -> `libkubernel_scheduler.so`.
+pub fn component_lib(name: &str) -> PathBuf {
+    built(&format!("libkubernel_{}.so", name.replace('-', "_")))
+}
+
+/// A `[[plugin]]` entry for a component with its `[plugin.config]` body (TOML lines).
+pub fn component_entry(name: &str, crate_name: &str, config: &str) -> String {
+    format!(
+        "\n[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n[plugin.config]\n{config}\n",
+        component_lib(crate_name).display()
+    )
+}
+
 /// A kernel running the apiserver plugin on a free port.
 pub struct Cluster {
     /// The kernel process.
