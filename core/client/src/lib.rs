@@ -29,5 +29,8 @@ pub use params::{DeleteParams, ListParams, Patch};
 pub use watch::WatchEvent;
 pub use workqueue::WorkQueue;
 
+/// Cancels informers, elections and other background tasks.
+pub use tokio_util::sync::CancellationToken;
+
 /// The Kubernetes object model the client speaks (k8s-openapi, v1.33).
 pub use k8s_openapi;
