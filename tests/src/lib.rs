@@ -186,6 +186,23 @@ impl Kernel {
         Ok((resp.status().as_u16(), body))
     }
 
+    /// Sends `body` as JSON with `method` (`PUT`, `POST`) to a path of the admin endpoint: status and body.
+    pub fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.admin);
+        let mut resp = match method {
+            "PUT" => agent().put(&url).send_json(body)?,
+            "POST" => agent().post(&url).send_json(body)?,
+            other => bail!("send_json: unsupported method {other}"),
+        };
+        let text = resp.body_mut().read_to_string()?;
+        Ok((resp.status().as_u16(), text))
+    }
+
     /// `GET /plugins`.
     pub fn plugins(&self) -> Result<Vec<serde_json::Value>> {
         let (status, body) = self.get("/plugins")?;

@@ -141,11 +141,17 @@ fn failed_swap_should_roll_back_and_keep_the_plugin_running() -> Result<()> {
         "names the file: {err}"
     );
 
-    // A new instance whose restore fails (set through the watched config file): rolled back.
+    // A new build whose restore fails (path and config changed in the watched
+    // config file; a config-only change would be applied in place): rolled back.
     let config = std::fs::read_to_string(k.config_path())?;
+    let current = plugin("counter").display().to_string();
+    let next = plugin("counter_next").display().to_string();
     std::fs::write(
         k.config_path(),
-        format!("{config}[plugin.config]\nfail_restore = \"refusing old state\"\n"),
+        format!(
+            "{}[plugin.config]\nfail_restore = \"refusing old state\"\n",
+            config.replace(&current, &next)
+        ),
     )?;
     k.wait_until(Duration::from_secs(10), "the rolled-back swap", |k| {
         Ok(
@@ -166,8 +172,6 @@ fn failed_swap_should_roll_back_and_keep_the_plugin_running() -> Result<()> {
     );
 
     // Editing the plugin's path in the config file swaps it.
-    let next = plugin("counter_next").display().to_string();
-    let current = plugin("counter").display().to_string();
     std::fs::write(k.config_path(), config.replace(&current, &next))?;
     k.wait_until(Duration::from_secs(10), "the config-driven swap", |k| {
         Ok(k.plugin("counter")?["version"] == "0.2.0")

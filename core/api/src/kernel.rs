@@ -15,3 +15,17 @@ impl Message for CheckReady {
     const KIND: &'static str = "kernel.CheckReady";
     type Reply = ();
 }
+
+/// Kind of the message that hands a running plugin a changed `[plugin.config]`.
+///
+/// The payload is the new config table as JSON (not the postcard codec, so the
+/// kernel needs no typed messages); the reply is empty. A plugin that cannot apply
+/// a config in place answers `UNKNOWN_KIND`, and the kernel hot-swaps it instead.
+pub const RECONFIGURE: &str = "kernel.Reconfigure";
+
+/// Kind of the message that swaps one extension (e.g. a scheduler framework
+/// plugin `.so`) inside a running component.
+///
+/// The payload is JSON `{"name": "<extension>", "path": "<library>"}`; the reply is
+/// a UTF-8 line saying what changed. Components without extensions answer `UNKNOWN_KIND`.
+pub const SWAP_EXTENSION: &str = "kernel.SwapExtension";

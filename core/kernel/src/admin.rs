@@ -36,6 +36,10 @@ pub fn router(kernel: Arc<Kernel>) -> Router {
         .route("/readyz/plugin/{name}", get(ready_plugin))
         .route("/plugins", get(list_plugins).post(swap_plugin))
         .route(
+            "/plugins/{name}/config",
+            axum::routing::put(reconfigure_plugin),
+        )
+        .route(
             "/bus/request/{target}/{kind}",
             axum::routing::post(bus_request),
         )
@@ -250,18 +254,68 @@ async fn swap_plugin(State(kernel): State<Arc<Kernel>>, body: axum::body::Bytes)
                 .into_response();
         }
     };
+    // `scheduler:binpack` names extension `binpack` inside plugin `scheduler`.
+    if let Some((name, extension)) = req.name.split_once(':') {
+        if kernel.bus.resolve(name).is_err() {
+            return swap_error(crate::swap::SwapError::NoSuchPlugin(name.to_string()));
+        }
+        return match kernel.swap_extension(name, extension, &req.path).await {
+            Ok(report) => Json(serde_json::json!({
+                "name": name,
+                "extension": extension,
+                "path": req.path,
+                "report": report,
+            }))
+            .into_response(),
+            Err(e) => swap_error(e),
+        };
+    }
     match kernel.swap_path(&req.name, &req.path).await {
         Ok(report) => Json(report).into_response(),
-        Err(e) => {
-            let status = match e {
-                crate::swap::SwapError::NoSuchPlugin(_) => StatusCode::NOT_FOUND,
-                crate::swap::SwapError::NotRunning(_) => StatusCode::CONFLICT,
-                crate::swap::SwapError::Load { .. } => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (status, Json(HashMap::from([("error", e.to_string())]))).into_response()
-        }
+        Err(e) => swap_error(e),
     }
+}
+
+/// `PUT /plugins/{name}/config`: a new `[plugin.config]` table as JSON, applied in
+/// place when the plugin supports it, else by a hot swap.
+async fn reconfigure_plugin(
+    State(kernel): State<Arc<Kernel>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let config: toml::Table = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("PUT /plugins/{name}/config: body must be a JSON object that maps to a TOML table (the plugin's config): {e}");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(HashMap::from([("error", msg)])),
+            )
+                .into_response();
+        }
+    };
+    let mut plugin = match kernel.config().plugins.into_iter().find(|p| p.name == name) {
+        Some(p) => p,
+        None => return swap_error(crate::swap::SwapError::NoSuchPlugin(name)),
+    };
+    plugin.config = config;
+    match kernel.reconfigure(plugin).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => swap_error(e),
+    }
+}
+
+/// The HTTP answer for a failed swap or reconfiguration.
+fn swap_error(e: crate::swap::SwapError) -> Response {
+    let status = match e {
+        crate::swap::SwapError::NoSuchPlugin(_) => StatusCode::NOT_FOUND,
+        crate::swap::SwapError::NotRunning(_) => StatusCode::CONFLICT,
+        crate::swap::SwapError::Load { .. } | crate::swap::SwapError::Refused { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(HashMap::from([("error", e.to_string())]))).into_response()
 }
 
 /// HTTP status for a failed bus call.

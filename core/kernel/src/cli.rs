@@ -115,7 +115,8 @@ pub fn plugins(base: &str, output: Output) -> i32 {
     0
 }
 
-/// `kubernel swap NAME PATH`.
+/// `kubernel swap NAME PATH`; `NAME` may be `PLUGIN:EXTENSION` to swap one
+/// extension (e.g. a scheduler framework plugin) inside a running component.
 pub fn swap(base: &str, name: &str, path: &Path) -> i32 {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let body = serde_json::json!({ "name": name, "path": path });
@@ -128,7 +129,13 @@ pub fn swap(base: &str, name: &str, path: &Path) -> i32 {
         .body_mut()
         .read_json()
         .unwrap_or(serde_json::Value::Null);
-    if ok {
+    if ok && answer.get("report").is_some() {
+        println!(
+            "swapped {name}: {}",
+            answer["report"].as_str().unwrap_or("done")
+        );
+        0
+    } else if ok {
         println!(
             "swapped {name}: {} -> {} (paused {:.3} ms)",
             answer["from_version"].as_str().unwrap_or("?"),

@@ -11,7 +11,12 @@ use crate::config::{Config, PluginConfig};
 use crate::host::{Drain, PluginHost, Swap};
 use crate::loader::{Library, Live, LoadError};
 use crate::metrics::KernelMetrics;
-use crate::swap::{SwapError, SwapReport};
+use crate::swap::{Reconfigured, SwapError, SwapReport};
+
+/// Kind of the in-place config change message (see `kubernel_api::kernel::RECONFIGURE`).
+const RECONFIGURE_KIND: &str = "kernel.Reconfigure";
+/// Kind of the extension swap message (see `kubernel_api::kernel::SWAP_EXTENSION`).
+const SWAP_EXTENSION_KIND: &str = "kernel.SwapExtension";
 use crate::vtable::vtable_for;
 
 /// The kernel could not start; the message names the plugin, file or directory.
@@ -164,6 +169,75 @@ impl Kernel {
             .find(|p| p.name == name)
             .cloned()
             .ok_or_else(|| SwapError::NoSuchPlugin(name.to_string()))
+    }
+
+    /// Applies a changed `[plugin.config]` to a running plugin: in place when the
+    /// plugin supports it (`kernel.Reconfigure`), otherwise by a hot swap.
+    pub async fn reconfigure(&self, plugin: PluginConfig) -> Result<Reconfigured, SwapError> {
+        let name = plugin.name.clone();
+        let payload = serde_json::to_vec(&plugin.config).unwrap_or_default();
+        let target = name.clone();
+        let bus = self.bus.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            bus.request("kernel", &target, RECONFIGURE_KIND, &payload)
+        })
+        .await
+        .map_err(|_| SwapError::HostGone(name.clone()))?;
+        match answer {
+            Ok(_) => {
+                self.bus
+                    .metrics
+                    .swaps
+                    .with_label_values(&[name.as_str(), "reconfigured"])
+                    .inc();
+                if let Some(p) = self
+                    .config
+                    .write()
+                    .plugins
+                    .iter_mut()
+                    .find(|p| p.name == name)
+                {
+                    *p = plugin;
+                }
+                tracing::info!(plugin = %name, "config applied in place");
+                Ok(Reconfigured::InPlace)
+            }
+            Err(e) if e.status == kubernel_abi::Status::UNKNOWN_KIND => {
+                self.swap(plugin).await.map(Reconfigured::Swapped)
+            }
+            Err(e) if e.status == kubernel_abi::Status::UNAVAILABLE => {
+                Err(SwapError::NotRunning(name))
+            }
+            Err(source) => Err(SwapError::Refused { name, source }),
+        }
+    }
+
+    /// Swaps extension `extension` (e.g. a scheduler framework plugin) inside the
+    /// running plugin `name` to the library at `path`; returns the plugin's report.
+    pub async fn swap_extension(
+        &self,
+        name: &str,
+        extension: &str,
+        path: &Path,
+    ) -> Result<String, SwapError> {
+        let payload = serde_json::json!({ "name": extension, "path": path }).to_string();
+        let target = name.to_string();
+        let bus = self.bus.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            bus.request("kernel", &target, SWAP_EXTENSION_KIND, payload.as_bytes())
+        })
+        .await
+        .map_err(|_| SwapError::HostGone(name.to_string()))?;
+        match answer {
+            Ok(report) => Ok(String::from_utf8_lossy(&report).into_owned()),
+            Err(e) if e.status == kubernel_abi::Status::UNAVAILABLE => {
+                Err(SwapError::NotRunning(name.to_string()))
+            }
+            Err(source) => Err(SwapError::Refused {
+                name: name.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Hot-swaps the plugin named by `plugin` to the library and config it gives.

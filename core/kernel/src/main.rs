@@ -46,7 +46,8 @@ enum Command {
     },
     /// Hot-swap a running plugin to another build of it, without stopping the process.
     Swap {
-        /// Plugin instance name (as in `kubernel plugins`).
+        /// Plugin instance name (as in `kubernel plugins`), or `PLUGIN:EXTENSION` to
+        /// swap one extension inside it (e.g. `scheduler:binpack`, a scheduler framework plugin).
         name: String,
         /// Path of the new plugin library (`.so`).
         path: PathBuf,

@@ -31,6 +31,16 @@ pub struct SwapReport {
     pub pause_seconds: f64,
 }
 
+/// How a changed plugin config was applied.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "applied", rename_all = "snake_case")]
+pub enum Reconfigured {
+    /// The running instance took the new config.
+    InPlace,
+    /// The plugin cannot reconfigure in place; it was hot-swapped.
+    Swapped(SwapReport),
+}
+
 /// A swap failed; the old instance (if there was one) keeps running.
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
@@ -55,6 +65,14 @@ pub enum SwapError {
         name: String,
         /// Which step failed.
         step: &'static str,
+        /// The plugin's error.
+        source: CallError,
+    },
+    /// The running plugin refused a new config or extension; it keeps running as before.
+    #[error("plugin {name:?} refused: {source}")]
+    Refused {
+        /// Plugin name.
+        name: String,
         /// The plugin's error.
         source: CallError,
     },

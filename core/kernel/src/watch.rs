@@ -37,10 +37,16 @@ async fn apply(kernel: &Kernel, new: Config) {
     let current = kernel.config();
     for plugin in &new.plugins {
         match current.plugins.iter().find(|p| p.name == plugin.name) {
-            Some(old) if old.path != plugin.path || old.config != plugin.config => {
+            Some(old) if old.path != plugin.path => {
                 tracing::info!(plugin = %plugin.name, path = %plugin.path.display(), "config changed; swapping plugin");
                 // Errors are logged and counted by `Kernel::swap`.
                 let _ = kernel.swap(plugin.clone()).await;
+            }
+            Some(old) if old.config != plugin.config => {
+                tracing::info!(plugin = %plugin.name, "plugin config changed; applying it");
+                if let Err(e) = kernel.reconfigure(plugin.clone()).await {
+                    tracing::error!(plugin = %plugin.name, error = %e, "new plugin config not applied; the old one stays in effect");
+                }
             }
             Some(_) => {}
             None => {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kubernel_abi::{Entry, HostVtable, OutBuf, Status};
-use kubernel_api::kernel::CheckReady;
+use kubernel_api::kernel::{self, CheckReady};
 use kubernel_api::Message;
 use prometheus::Encoder;
 use serde::Deserialize;
@@ -74,6 +74,10 @@ impl<P: Plugin> Entry for Hosted<P> {
                 Ok(()) => Reply::of::<CheckReady>(&()),
                 Err(reason) => Err(crate::PluginError::Failed(reason)),
             }
+        } else if kind == kernel::RECONFIGURE {
+            self.reconfigure(payload)
+        } else if kind == kernel::SWAP_EXTENSION {
+            self.swap_extension(payload)
         } else {
             self.plugin.handle(&msg)
         };
@@ -126,5 +130,35 @@ impl<P: Plugin> Entry for Hosted<P> {
         self.ctx.cancel();
         self.plugin.shutdown();
         logging::detach(self.ctx.host());
+    }
+}
+
+/// Payload of [`kernel::SWAP_EXTENSION`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwapExtensionRequest {
+    name: String,
+    path: PathBuf,
+}
+
+impl<P: Plugin> Hosted<P> {
+    /// Applies a [`kernel::RECONFIGURE`] message: the new config table as JSON.
+    fn reconfigure(&mut self, payload: &[u8]) -> Result<Reply, crate::PluginError> {
+        let config: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|e| crate::PluginError::Failed(format!("new config is not JSON: {e}")))?;
+        let config = parse_config::<P>(config).map_err(crate::PluginError::Failed)?;
+        self.plugin.reconfigure(config)?;
+        Ok(Reply::empty())
+    }
+
+    /// Applies a [`kernel::SWAP_EXTENSION`] message.
+    fn swap_extension(&mut self, payload: &[u8]) -> Result<Reply, crate::PluginError> {
+        let req: SwapExtensionRequest = serde_json::from_slice(payload).map_err(|e| {
+            crate::PluginError::Failed(format!(
+                "extension swap must be {{\"name\": ..., \"path\": ...}}: {e}"
+            ))
+        })?;
+        let report = self.plugin.swap_extension(&req.name, &req.path)?;
+        Ok(Reply(report.into_bytes()))
     }
 }

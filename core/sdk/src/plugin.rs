@@ -45,6 +45,28 @@ pub trait Plugin: Sized + Send + 'static {
         Ok(())
     }
 
+    /// Applies a changed config in place (the kernel's config file changed or an
+    /// operator posted a new config). The default refuses with `UnknownKind`, which
+    /// makes the kernel hot-swap the instance instead.
+    fn reconfigure(&mut self, _config: Self::Config) -> Result<(), PluginError> {
+        Err(PluginError::UnknownKind(
+            kubernel_api::kernel::RECONFIGURE.to_string(),
+        ))
+    }
+
+    /// Replaces extension `name` (e.g. a scheduler framework plugin) with the
+    /// library at `path`; returns a line saying what changed. The default refuses
+    /// with `UnknownKind`.
+    fn swap_extension(
+        &mut self,
+        _name: &str,
+        _path: &std::path::Path,
+    ) -> Result<String, PluginError> {
+        Err(PluginError::UnknownKind(
+            kubernel_api::kernel::SWAP_EXTENSION.to_string(),
+        ))
+    }
+
     /// Updates gauges that are read rather than counted (object counts, sizes);
     /// called just before the kernel gathers this plugin's metrics.
     fn refresh_metrics(&mut self) {}

@@ -96,6 +96,15 @@ impl Plugin for Counter {
         Ok(())
     }
 
+    fn reconfigure(&mut self, config: CounterConfig) -> Result<(), PluginError> {
+        if let Some(msg) = config.fail_init {
+            return Err(PluginError::Failed(msg));
+        }
+        self.quiesce_delay = std::time::Duration::from_millis(config.quiesce_delay_ms);
+        self.fail_restore = config.fail_restore;
+        Ok(())
+    }
+
     fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
         Ok(codec::encode("counter state", &self.state)?)
     }
