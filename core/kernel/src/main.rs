@@ -1,5 +1,6 @@
-//! The `kubernel` command: run the kernel, list and hot-swap its plugins.
+//! The `kubernel` command: run the kernel, list and hot-swap its plugins, run benchmarks.
 
+mod bench;
 mod cli;
 
 use std::path::PathBuf;
@@ -55,6 +56,33 @@ enum Command {
         #[arg(long, env = "KUBERNEL_ADMIN_ADDR")]
         admin_addr: Option<String>,
     },
+    /// Benchmarks printed, not asserted.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Simulated nodes, pods created through the API: pods/s and latency to bound.
+    Scheduler {
+        /// Simulated nodes (the kubelet's `sim` runtime).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Pods to create.
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+        /// Concurrent clients creating pods.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// TOML lines for the scheduler's `[plugin.config]` (see `config/bench/`).
+        #[arg(long)]
+        scheduler_config: Option<PathBuf>,
+        /// Give up waiting for bindings after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_seconds: u64,
+    },
 }
 
 fn main() {
@@ -69,6 +97,25 @@ fn main() {
             path,
             admin_addr,
         } => cli::swap(&cli::admin_base(admin_addr, &cli.data_dir), &name, &path),
+        Command::Bench {
+            what:
+                BenchCommand::Scheduler {
+                    nodes,
+                    pods,
+                    concurrency,
+                    scheduler_config,
+                    timeout_seconds,
+                },
+        } => bench::scheduler(
+            &bench::SchedulerBench {
+                nodes,
+                pods,
+                concurrency,
+                scheduler_config,
+                timeout: std::time::Duration::from_secs(timeout_seconds),
+            },
+            &cli.data_dir,
+        ),
     };
     std::process::exit(code);
 }

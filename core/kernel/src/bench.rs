@@ -1,0 +1,431 @@
+//! `kubernel bench scheduler`: starts a cluster of simulated nodes in a child
+//! process, creates pods through the API and reports how fast they get bound.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to measure.
+pub struct SchedulerBench {
+    /// Simulated nodes.
+    pub nodes: usize,
+    /// Pods to create.
+    pub pods: usize,
+    /// Concurrent creating clients.
+    pub concurrency: usize,
+    /// TOML lines for the scheduler's `[plugin.config]` (a profile using an example scorer, say).
+    pub scheduler_config: Option<PathBuf>,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+fn new_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free loopback port: {e}"))
+}
+
+/// Stops the child cluster when dropped.
+struct ChildCluster(Child);
+
+impl Drop for ChildCluster {
+    fn drop(&mut self) {
+        // SIGTERM lets the kernel drain; SIGKILL after a grace period.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("timed out after {timeout:?} waiting for {what}"))
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> Option<serde_json::Value> {
+    let mut resp = agent.get(url).call().ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.body_mut().read_json().ok()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark; prints the figures; returns the exit code.
+pub fn scheduler(opts: &SchedulerBench, data_dir: &Path) -> i32 {
+    match run(opts, data_dir) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kubernel bench scheduler: {e}");
+            1
+        }
+    }
+}
+
+fn run(opts: &SchedulerBench, data_dir: &Path) -> Result<(), String> {
+    let dir = data_dir.join("bench-scheduler");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let api_port = free_port()?;
+    let scheduler_extra = match &opts.scheduler_config {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => String::new(),
+    };
+    let config = format!(
+        r#"[kernel]
+admin_addr = "127.0.0.1:0"
+log_format = "json"
+log_filter = "warn"
+config_poll_interval = "0s"
+
+[[plugin]]
+name = "apiserver"
+path = "libkubernel_apiserver.so"
+[plugin.config]
+secure_port = {api_port}
+
+[[plugin]]
+name = "kubelet"
+path = "libkubernel_kubelet.so"
+[plugin.config]
+runtime = "sim"
+nodes = {nodes}
+
+[[plugin]]
+name = "scheduler"
+path = "libkubernel_scheduler.so"
+[plugin.config]
+{scheduler_extra}
+"#,
+        nodes = opts.nodes
+    );
+    let config_path = dir.join("bench.toml");
+    std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let log_path = dir.join("kubernel.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("locating kubernel: {e}"))?;
+    let child = Command::new(exe)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("starting the cluster: {e}"))?;
+    let mut cluster = ChildCluster(child);
+    let agent = new_agent();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let fail = |cluster: &mut ChildCluster, e: String| {
+        let exited = matches!(cluster.0.try_wait(), Ok(Some(_)));
+        let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+        format!(
+            "{e}{}; last log lines (see {}):\n{}",
+            if exited { " (the cluster exited)" } else { "" },
+            log_path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    };
+    let started = Instant::now();
+    wait_for(
+        &format!("{} simulated nodes", opts.nodes),
+        Duration::from_secs(120),
+        || {
+            get_json(&agent, &format!("{api}/api/v1/nodes"))
+                .and_then(|v| v["items"].as_array().map(Vec::len))
+                .is_some_and(|n| n >= opts.nodes)
+        },
+    )
+    .map_err(|e| fail(&mut cluster, e))?;
+    let nodes_ready = started.elapsed();
+    let admin = std::fs::read_to_string(dir.join("admin-addr"))
+        .map(|s| format!("http://{}", s.trim()))
+        .map_err(|e| fail(&mut cluster, format!("reading the admin address: {e}")))?;
+
+    let ns =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}});
+    let _ = agent
+        .post(&format!("{api}/api/v1/namespaces"))
+        .send_json(&ns);
+    let list = get_json(&agent, &format!("{api}/api/v1/namespaces/bench/pods"))
+        .ok_or_else(|| fail(&mut cluster, "listing pods failed".into()))?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+
+    // Watch for bindings before creating anything.
+    let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let watch_url = format!(
+        "{api}/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}&timeoutSeconds={}",
+        opts.timeout.as_secs().max(1)
+    );
+    {
+        let bound = bound.clone();
+        let total = opts.pods;
+        std::thread::spawn(move || {
+            let watcher: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let Ok(resp) = watcher.get(&watch_url).call() else {
+                return;
+            };
+            let reader = BufReader::new(resp.into_body().into_reader());
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let obj = &ev["object"];
+                if obj["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+                {
+                    let name = obj["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut b = bound.lock().unwrap_or_else(|p| p.into_inner());
+                    b.entry(name).or_insert_with(Instant::now);
+                    if b.len() >= total {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let create_start = Instant::now();
+    let workers: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|_| {
+            let (created, next, errors) = (created.clone(), next.clone(), errors.clone());
+            let url = format!("{api}/api/v1/namespaces/bench/pods");
+            let total = opts.pods;
+            std::thread::spawn(move || {
+                let agent = new_agent();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return;
+                    }
+                    let name = format!("pod-{i}");
+                    let pod = serde_json::json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": name, "labels": {"app": format!("bench-{}", i % 10)}},
+                        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+                    });
+                    let sent = Instant::now();
+                    match agent.post(&url).send_json(&pod) {
+                        Ok(r) if r.status() == 201 => {
+                            created
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(name, sent);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let create_time = create_start.elapsed();
+    let created_count = created.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let wait = wait_for("every pod bound", opts.timeout, || {
+        bound.lock().unwrap_or_else(|p| p.into_inner()).len() >= created_count
+    });
+    let end = Instant::now();
+
+    let bound = bound.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let created = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut latencies: Vec<f64> = created
+        .iter()
+        .filter_map(|(name, sent)| {
+            bound
+                .get(name)
+                .map(|b| b.duration_since(*sent).as_secs_f64())
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let last_bound = bound.values().max().copied().unwrap_or(end);
+    let e2e = last_bound.duration_since(create_start).as_secs_f64();
+    let metrics = agent
+        .get(&format!("{admin}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let cycle = histogram(
+        &metrics,
+        "scheduler_scheduling_attempt_duration_seconds",
+        "result=\"scheduled\"",
+    );
+
+    println!(
+        "scheduler benchmark: {} nodes, {} pods ({} create errors), {} creating clients",
+        opts.nodes,
+        opts.pods,
+        errors.load(Ordering::Relaxed),
+        opts.concurrency
+    );
+    if let Some(cfg) = &opts.scheduler_config {
+        println!("  scheduler config:          {}", cfg.display());
+    }
+    println!(
+        "  nodes registered in:       {:.1} s",
+        nodes_ready.as_secs_f64()
+    );
+    println!(
+        "  create rate:               {:.0} pods/s",
+        created_count as f64 / create_time.as_secs_f64()
+    );
+    println!(
+        "  bound:                     {} of {}",
+        latencies.len(),
+        created_count
+    );
+    println!(
+        "  end to end:                {:.0} pods/s (first create to last binding, {:.2} s)",
+        latencies.len() as f64 / e2e.max(1e-9),
+        e2e
+    );
+    println!(
+        "  create -> bound latency:   p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 0.50) * 1000.0,
+        percentile(&latencies, 0.99) * 1000.0
+    );
+    match cycle {
+        Some(h) => println!(
+            "  scheduling attempt:        {:.0} pods/s (1 / mean), p50 <= {:.3} ms, p99 <= {:.3} ms ({} attempts; histogram bucket bounds)",
+            h.count / h.sum.max(1e-12), h.quantile(0.5) * 1000.0, h.quantile(0.99) * 1000.0, h.count
+        ),
+        None => println!("  scheduling attempt:        no scheduler_scheduling_attempt_duration_seconds samples"),
+    }
+    wait.map_err(|e| fail(&mut cluster, e))
+}
+
+/// A cumulative Prometheus histogram summed over the series whose labels contain `filter`.
+struct Histogram {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Histogram {
+    /// The upper bound of the bucket holding quantile `q`.
+    fn quantile(&self, q: f64) -> f64 {
+        let target = self.count * q;
+        self.buckets
+            .iter()
+            .find(|(_, c)| *c >= target)
+            .map(|(le, _)| *le)
+            .unwrap_or(f64::INFINITY)
+    }
+}
+
+fn histogram(text: &str, name: &str, filter: &str) -> Option<Histogram> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let (mut sum, mut count) = (0.0, 0.0);
+    for line in text.lines().filter(|l| l.contains(filter)) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if let Some(rest) = series.strip_prefix(&format!("{name}_bucket{{")) {
+            let le = rest
+                .split("le=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("+Inf");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            match buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some(b) => b.1 += value,
+                None => buckets.push((le, value)),
+            }
+        } else if series.starts_with(&format!("{name}_sum{{")) {
+            sum += value;
+        } else if series.starts_with(&format!("{name}_count{{")) {
+            count += value;
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (count > 0.0).then_some(Histogram {
+        buckets,
+        sum,
+        count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_should_sum_series_and_find_quantile_buckets() {
+        let text = "x_bucket{profile=\"a\",result=\"scheduled\",le=\"0.001\"} 5\n\
+                    x_bucket{profile=\"a\",result=\"scheduled\",le=\"0.01\"} 9\n\
+                    x_bucket{profile=\"a\",result=\"scheduled\",le=\"+Inf\"} 10\n\
+                    x_sum{profile=\"a\",result=\"scheduled\"} 0.02\n\
+                    x_count{profile=\"a\",result=\"scheduled\"} 10\n\
+                    x_count{profile=\"a\",result=\"error\"} 3\n";
+        let h = histogram(text, "x", "result=\"scheduled\"").expect("samples");
+        assert_eq!(h.count, 10.0);
+        assert_eq!(h.quantile(0.5), 0.001);
+        assert_eq!(h.quantile(0.9), 0.01);
+        assert!(h.quantile(0.99).is_infinite());
+    }
+}
