@@ -382,9 +382,10 @@ fn histogram(text: &str, name: &str, filter: &str) -> Option<Histogram> {
             continue;
         };
         if let Some(rest) = series.strip_prefix(&format!("{name}_bucket{{")) {
+            // `rest` is `label="v",...,le="0.01"}`: find the label named exactly `le`.
             let le = rest
-                .split("le=\"")
-                .nth(1)
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("le=\""))
                 .and_then(|s| s.split('"').next())
                 .unwrap_or("+Inf");
             let le = if le == "+Inf" {
@@ -424,6 +425,7 @@ mod tests {
                     x_count{profile=\"a\",result=\"error\"} 3\n";
         let h = histogram(text, "x", "result=\"scheduled\"").expect("samples");
         assert_eq!(h.count, 10.0);
+        assert_eq!(h.buckets.len(), 3, "{:?}", h.buckets);
         assert_eq!(h.quantile(0.5), 0.001);
         assert_eq!(h.quantile(0.9), 0.01);
         assert!(h.quantile(0.99).is_infinite());
