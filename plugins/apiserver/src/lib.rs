@@ -13,6 +13,7 @@ pub mod negotiate;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod selectors;
 mod server;

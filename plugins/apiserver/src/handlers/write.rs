@@ -398,7 +398,9 @@ async fn create_subresource(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let value: Value = match content_type {
-        Some(ct) if ct.starts_with("application/vnd.kubernetes.protobuf") => json!({}),
+        Some(ct) if ct.starts_with("application/vnd.kubernetes.protobuf") => {
+            crate::protobuf::decode(body).map_err(ApiError::bad_request)?
+        }
         _ => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("decoding {}: {e}", info.subresource)))?,
     };
@@ -598,7 +600,7 @@ fn success(info: &RequestInfo) -> Value {
     })
 }
 
-/// `DeleteOptions` from the body (JSON) or the query string.
+/// `DeleteOptions` from the body (JSON or protobuf) or the query string.
 struct DeleteOptions {
     propagation: String,
     grace_period: Option<i64>,
@@ -607,8 +609,10 @@ struct DeleteOptions {
 }
 
 fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
-    let from_body: Value = if body.is_empty() || body.starts_with(b"k8s\0") {
+    let from_body: Value = if body.is_empty() {
         json!({})
+    } else if body.starts_with(b"k8s\0") {
+        crate::protobuf::decode(body).map_err(ApiError::bad_request)?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("decoding DeleteOptions: {e}")))?
