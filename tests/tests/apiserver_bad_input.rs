@@ -225,3 +225,97 @@ fn eviction_should_honour_the_disruption_budget() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn deeply_nested_yaml_should_be_refused_while_the_api_keeps_answering() -> Result<()> {
+    let c = Cluster::start("")?;
+    let pods = "/api/v1/namespaces/default/pods";
+    // Each about 2.5 MB, under the 3 MiB body limit: parsed naively, any of them
+    // keeps a core busy for minutes.
+    let attacks: Vec<(&str, String, &str, String)> = vec![
+        (
+            "POST",
+            pods.into(),
+            "application/yaml",
+            "[".repeat(2_500_000),
+        ),
+        (
+            "POST",
+            pods.into(),
+            "application/yaml",
+            format!(
+                "apiVersion: v1\nkind: Pod\nspec: {}",
+                "{a: ".repeat(600_000)
+            ),
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/deep?fieldManager=e2e".into(),
+            "application/apply-patch+yaml",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: deep\ndata: {}",
+                "{\"\": [".repeat(400_000)
+            ),
+        ),
+    ];
+    let (answers, health) = std::thread::scope(|s| {
+        let sent: Vec<_> = attacks
+            .iter()
+            .map(|(method, path, ct, body)| s.spawn(|| c.send(method, path, ct, body.as_bytes())))
+            .collect();
+        // Meanwhile the API keeps answering.
+        let mut health = Vec::new();
+        while health.len() < 5 || sent.iter().any(|t| !t.is_finished()) {
+            health.push((c.get("/readyz"), c.get(pods)));
+            if health.len() >= 200 {
+                break;
+            }
+        }
+        let answers: Vec<_> = sent.into_iter().map(|t| t.join()).collect();
+        (answers, health)
+    });
+    for (ready, list) in health {
+        assert_eq!(ready?, (200, "ok".to_string()));
+        assert_eq!(list?.0, 200);
+    }
+    for ((method, path, ct, _), answer) in attacks.iter().zip(answers) {
+        let (status, text) =
+            answer.map_err(|_| anyhow::anyhow!("{method} {path}: sender panicked"))??;
+        let s = status_of(&text);
+        assert_eq!(status, 400, "{method} {path} ({ct}): {text}");
+        assert_eq!(s["reason"], "BadRequest", "{text}");
+        let message = s["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("yaml: collections nest deeper than 100 levels at line"),
+            "{method} {path} ({ct}): {message}"
+        );
+    }
+
+    // Aliases that expand exponentially (billion laughs) are refused too.
+    let mut laughs = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for (prev, next) in ('a'..='h').zip('b'..='i') {
+        let refs = vec![format!("*{prev}"); 9].join(", ");
+        laughs.push_str(&format!("{next}: &{next} [{refs}]\n"));
+    }
+    let (status, text) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/yaml",
+        laughs.as_bytes(),
+    )?;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("yaml: aliases expand the document to more than"),
+        "{text}"
+    );
+
+    // An ordinary YAML body still creates.
+    let (status, text) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/yaml",
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\ndata:\n  nested: '[[[{{{'\n",
+    )?;
+    assert_eq!(status, 201, "{text}");
+    Ok(())
+}

@@ -19,6 +19,7 @@ pub mod selectors;
 mod server;
 pub mod status;
 pub mod store;
+pub mod yaml;
 
 use std::time::Duration;
 

@@ -23,8 +23,9 @@ pub fn parse_body(
         "" | "application/json" => {
             serde_json::from_slice::<Value>(body).map_err(|e| format!("json parse error: {e}"))
         }
-        "application/yaml" => serde_yaml_ng::from_slice::<Value>(body)
-            .map_err(|e| format!("error converting YAML to JSON: {e}")),
+        "application/yaml" => {
+            crate::yaml::from_slice(body).map_err(|e| format!("error converting YAML to JSON: {e}"))
+        }
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body),
         _ => return Err(ApiError::unsupported_media_type(content_type.unwrap_or(""))),
     };
@@ -184,6 +185,18 @@ mod tests {
         assert!(msg.contains("error converting YAML to JSON"), "{msg}");
         let (_, msg) = message(parse_body(&r, None, b""));
         assert!(msg.ends_with("(<empty>)"), "{msg}");
+    }
+
+    #[test]
+    fn parse_body_should_refuse_deeply_nested_yaml_with_400() {
+        let r = test_resource("", "Pod", true);
+        let body = "[".repeat(1_000_000);
+        let (code, msg) = message(parse_body(&r, Some("application/yaml"), body.as_bytes()));
+        assert_eq!(code, 400);
+        assert!(
+            msg.contains("error converting YAML to JSON: yaml: collections nest deeper than 100 levels at line 1, column 101"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     readonly: Semaphore,
     mutating: Semaphore,
+    decoders: Semaphore,
 }
 
 impl ApiState {
@@ -52,12 +53,52 @@ impl ApiState {
         ApiState {
             readonly: Semaphore::new(config.max_requests_inflight.max(1)),
             mutating: Semaphore::new(config.max_mutating_requests_inflight.max(1)),
+            decoders: Semaphore::new(decoder_threads()),
             store,
             metrics,
             config,
             shutdown,
         }
     }
+}
+
+/// How many request bodies are decoded on the blocking pool at once: all
+/// cores but one, so a flood of heavy bodies leaves a core to the async workers.
+fn decoder_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
+
+/// Bodies at least this large are decoded off the async workers even when JSON or protobuf.
+const LARGE_BODY_BYTES: usize = 256 * 1024;
+
+/// Whether decoding a body costs enough to move it off the async workers:
+/// YAML (`yaml`) or a large body.
+pub(crate) fn heavy_body(yaml: bool, body: &[u8]) -> bool {
+    yaml || body.len() >= LARGE_BODY_BYTES
+}
+
+/// Runs `decode` on the blocking pool when `heavy` (at most [`decoder_threads`]
+/// at once; the others wait without holding a worker), inline otherwise, so
+/// one slow body never stalls the runtime's workers and the requests they serve.
+pub(crate) async fn decode_off_workers<T: Send + 'static>(
+    state: &ApiState,
+    heavy: bool,
+    decode: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if !heavy {
+        return decode();
+    }
+    let _slot = state
+        .decoders
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("the apiserver is stopping"))?;
+    tokio::task::spawn_blocking(decode)
+        .await
+        .map_err(|e| ApiError::internal(format!("decoding the request body: {e}")))?
 }
 
 /// Query parameters, first value of each.

@@ -62,6 +62,65 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
+/// [`admission::parse_body`], off the async workers when the body is YAML or large.
+async fn parse_body(
+    state: &ApiState,
+    r: &'static Resource,
+    content_type: Option<&str>,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
+    let yaml = content_type.is_some_and(|ct| ct.to_ascii_lowercase().contains("yaml"));
+    let heavy = super::heavy_body(yaml, body);
+    let content_type = content_type.map(str::to_string);
+    let body = body.clone();
+    super::decode_off_workers(state, heavy, move || {
+        admission::parse_body(r, content_type.as_deref(), &body)
+    })
+    .await
+}
+
+/// A PATCH body to apply, with the request's field manager and `force`.
+struct PatchJob {
+    patch_type: PatchType,
+    body: Bytes,
+    manager: String,
+    force: bool,
+}
+
+impl PatchJob {
+    fn new(patch_type: PatchType, body: &Bytes, manager: &str, force: bool) -> PatchJob {
+        PatchJob {
+            patch_type,
+            body: body.clone(),
+            manager: manager.to_string(),
+            force,
+        }
+    }
+
+    /// [`patch::apply_patch`] to `original`, off the async workers when the
+    /// body is an apply configuration in YAML (not JSON) or is large.
+    async fn run(
+        &self,
+        state: &ApiState,
+        kind: &'static str,
+        original: Arc<Value>,
+    ) -> Result<Value, ApiError> {
+        let yaml = self.patch_type == PatchType::Apply
+            && self.body.trim_ascii_start().first() != Some(&b'{');
+        let heavy = super::heavy_body(yaml, &self.body);
+        let (patch_type, body, manager, force) = (
+            self.patch_type,
+            self.body.clone(),
+            self.manager.clone(),
+            self.force,
+        );
+        super::decode_off_workers(state, heavy, move || {
+            patch::apply_patch(kind, &original, patch_type, &body, &manager, force)
+        })
+        .await
+    }
+}
+
 fn has_status(r: &Resource) -> bool {
     r.subresource("status").is_some()
 }
@@ -83,7 +142,7 @@ async fn create(
     info: &RequestInfo,
     query: &Query,
     content_type: Option<&str>,
-    body: &[u8],
+    body: &Bytes,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let r = info.resource;
@@ -96,7 +155,7 @@ async fn create(
             r.singular
         )));
     }
-    let object = admission::parse_body(r, content_type, body)?;
+    let object = parse_body(state, r, content_type, body).await?;
     let (mut object, warnings) = admit(info, query, object)?;
     if r.namespaced {
         check_namespace(state, &info.namespace)?;
@@ -166,7 +225,7 @@ async fn update(
     info: &RequestInfo,
     query: &Query,
     content_type: Option<&str>,
-    body: &[u8],
+    body: &Bytes,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let r = info.resource;
@@ -175,7 +234,7 @@ async fn update(
             .map_err(|e| ApiError::bad_request(format!("decoding Scale: {e}")))?;
         return write_scale(state, info, scale, dry_run).await;
     }
-    let object = admission::parse_body(r, content_type, body)?;
+    let object = parse_body(state, r, content_type, body).await?;
     if meta_str(&object, "name") != info.name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({})",
@@ -251,7 +310,7 @@ async fn patch(
     info: &RequestInfo,
     query: &Query,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let content_type = headers
@@ -265,29 +324,30 @@ async fn patch(
         .get("fieldManager")
         .cloned()
         .unwrap_or_else(|| objects::manager_from_user_agent(headers));
-    let manager = manager.as_str();
     let force = query.get("force").is_some_and(|f| f == "true");
     if info.subresource == "scale" {
         let current = fetch(state, info)?;
         let scale = to_scale(info, &current.object)?;
-        let patched = patch::apply_patch("Scale", &scale, patch_type, body, manager, force)?;
+        let patch = PatchJob::new(patch_type, body, &manager, force);
+        let patched = patch.run(state, "Scale", Arc::new(scale)).await?;
         return write_scale(state, info, patched, dry_run).await;
     }
+    let job = PatchJob::new(patch_type, body, &manager, force);
     let current = match fetch(state, info) {
         Ok(c) => c,
         Err(e)
             if e.code == 404 && patch_type == PatchType::Apply && info.subresource.is_empty() =>
         {
             // Server-side apply creates the object when it does not exist.
-            let created =
-                patch::apply_patch(r.kind, &Value::Null, patch_type, body, manager, force)?;
+            let created = job.run(state, r.kind, Arc::new(Value::Null)).await?;
             let create_info = RequestInfo {
                 verb: Verb::Create,
                 name: String::new(),
                 ..info.clone()
             };
-            let bytes =
-                serde_json::to_vec(&created).map_err(|e| ApiError::internal(e.to_string()))?;
+            let bytes = Bytes::from(
+                serde_json::to_vec(&created).map_err(|e| ApiError::internal(e.to_string()))?,
+            );
             return create(
                 state,
                 &create_info,
@@ -300,7 +360,7 @@ async fn patch(
         }
         Err(e) => return Err(e),
     };
-    let patched = patch::apply_patch(r.kind, &current.object, patch_type, body, manager, force)?;
+    let patched = job.run(state, r.kind, current.object.clone()).await?;
     if meta_str(&patched, "name") != info.name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({})",

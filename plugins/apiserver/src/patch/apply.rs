@@ -105,7 +105,7 @@ pub(super) fn apply(
 fn parse(body: &[u8]) -> Result<Object, Failure> {
     let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(_) => serde_yaml_ng::from_slice(body)
+        Err(_) => crate::yaml::from_slice(body)
             .map_err(|e| super::bad_request("apply patch", format!("error decoding YAML: {e}")))?,
     };
     match value {
@@ -329,6 +329,24 @@ mod tests {
             let err = apply("Deployment", &live, &body(&config), "m", false).err();
             assert_eq!(err.map(|e| ApiError::from(e).code), Some(400), "{config}");
         }
+    }
+
+    #[test]
+    fn apply_should_refuse_deeply_nested_yaml_with_400() {
+        let live = applied(1, json!({}));
+        let deep = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nspec: {}",
+            "{a: ".repeat(50_000)
+        );
+        let err = apply("Deployment", &live, deep.as_bytes(), "m", false)
+            .err()
+            .map(ApiError::from);
+        let (code, message) = err.map(|e| (e.code, e.message)).unwrap_or_default();
+        assert_eq!(code, 400);
+        assert!(
+            message.starts_with("apply patch: error decoding YAML: yaml: collections nest deeper than 100 levels at line 3"),
+            "{message}"
+        );
     }
 
     #[test]
