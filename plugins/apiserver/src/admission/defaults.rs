@@ -306,12 +306,7 @@ fn role_binding(object: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::test_resource;
-
-    fn defaulted(group: &'static str, kind: &'static str, mut object: Value) -> Value {
-        apply_defaults(&test_resource(group, kind, true), &mut object);
-        object
-    }
+    use crate::admission::defaulted;
 
     #[test]
     fn service_should_get_upstream_defaults() {

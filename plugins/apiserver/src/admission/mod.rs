@@ -20,7 +20,7 @@ mod pod_update;
 mod quantity;
 mod render;
 mod resources;
-mod selector;
+pub mod selector;
 mod service;
 mod validation;
 mod workload_defaults;
@@ -103,6 +103,17 @@ fn created(
     let r = test_resource(group, kind, namespaced);
     apply_defaults(&r, &mut object);
     validate_create(&r, &object)
+}
+
+/// `object` after the defaults of a namespaced `kind` (unit tests).
+#[cfg(test)]
+fn defaulted(
+    group: &'static str,
+    kind: &'static str,
+    mut object: serde_json::Value,
+) -> serde_json::Value {
+    apply_defaults(&test_resource(group, kind, true), &mut object);
+    object
 }
 
 /// A catalog-like entry for unit tests (every kind here is served at `v1`).

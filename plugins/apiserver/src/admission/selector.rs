@@ -1,4 +1,4 @@
-//! Label selectors (`metav1.LabelSelector`): validation and matching.
+//! Label selectors (`metav1.LabelSelector`): validation, matching and their text form.
 
 use serde_json::Value;
 
@@ -76,7 +76,7 @@ pub(super) fn validate_label_selector(
 }
 
 /// True when the selector has neither `matchLabels` nor `matchExpressions` (it selects everything).
-pub(super) fn is_empty(selector: &Value) -> bool {
+pub fn is_empty(selector: &Value) -> bool {
     let labels = selector
         .get("matchLabels")
         .and_then(Value::as_object)
@@ -89,7 +89,7 @@ pub(super) fn is_empty(selector: &Value) -> bool {
 }
 
 /// Whether a (valid) selector selects objects with `labels`; a missing selector selects nothing.
-pub(super) fn matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
+pub fn matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
     let Some(selector) = selector.filter(|s| s.is_object()) else {
         return false;
     };
@@ -107,13 +107,7 @@ pub(super) fn matches(selector: Option<&Value>, labels: Option<&Value>) -> bool 
         .flatten()
         .all(|req| {
             let key = req.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> = req
-                .get("values")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let values = values(req);
             match (
                 req.get("operator").and_then(Value::as_str).unwrap_or(""),
                 label(key),
@@ -125,6 +119,51 @@ pub(super) fn matches(selector: Option<&Value>, labels: Option<&Value>) -> bool 
             }
         });
     by_labels && by_exprs
+}
+
+/// The selector as text, as `LabelSelectorAsSelector(s).String()` prints it
+/// (a Scale's `status.selector`): requirements sorted by key, `in`/`notin`
+/// values sorted.
+pub fn to_text(selector: &Value) -> String {
+    let mut requirements: Vec<(&str, String)> = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), format!("{k}={}", v.as_str().unwrap_or(""))))
+        .collect();
+    for req in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = req.get("key").and_then(Value::as_str).unwrap_or("");
+        let mut values = values(req);
+        values.sort_unstable();
+        values.dedup();
+        let values = values.join(",");
+        let text = match req.get("operator").and_then(Value::as_str).unwrap_or("") {
+            "In" => format!("{key} in ({values})"),
+            "NotIn" => format!("{key} notin ({values})"),
+            "Exists" => key.to_string(),
+            _ => format!("!{key}"),
+        };
+        requirements.push((key, text));
+    }
+    requirements.sort_by(|a, b| a.0.cmp(b.0));
+    let texts: Vec<String> = requirements.into_iter().map(|(_, t)| t).collect();
+    texts.join(",")
+}
+
+/// The string `values` of a `matchExpressions` requirement.
+fn values(req: &Value) -> Vec<&str> {
+    req.get("values")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,6 +215,20 @@ mod tests {
                 "spec.selector.matchExpressions[2].operator: Invalid value: \"Like\": not a valid selector operator",
             ]
         );
+    }
+
+    #[test]
+    fn to_text_should_print_like_labels_selector_string() {
+        let sel = json!({"matchLabels": {"tier": "front", "app": "web"}, "matchExpressions": [
+            {"key": "env", "operator": "NotIn", "values": ["prod", "dev"]},
+            {"key": "canary", "operator": "DoesNotExist"},
+            {"key": "zone", "operator": "Exists"},
+            {"key": "rack", "operator": "In", "values": ["b", "a"]}]});
+        assert_eq!(
+            to_text(&sel),
+            "app=web,!canary,env notin (dev,prod),rack in (a,b),tier=front,zone"
+        );
+        assert_eq!(to_text(&json!({})), "");
     }
 
     #[test]

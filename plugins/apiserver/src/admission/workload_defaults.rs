@@ -23,23 +23,20 @@ pub(super) fn replication_controller(object: &mut Value) {
         .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
         .cloned();
     if let (Some(labels), Some(o)) = (labels, object.as_object_mut()) {
-        if let Some(spec) = ensure_object(o, "spec") {
-            if spec
-                .get("selector")
-                .and_then(Value::as_object)
-                .is_none_or(|m| m.is_empty())
-            {
-                spec.insert("selector".into(), labels.clone());
-            }
-        }
-        if let Some(md) = ensure_object(o, "metadata") {
-            if md
-                .get("labels")
-                .and_then(Value::as_object)
-                .is_none_or(|m| m.is_empty())
-            {
-                md.insert("labels".into(), labels);
-            }
+        default_map(o, "spec", "selector", &labels);
+        default_map(o, "metadata", "labels", &labels);
+    }
+}
+
+/// Sets `o[parent][field]` to `value` when it is missing or an empty map.
+fn default_map(o: &mut serde_json::Map<String, Value>, parent: &str, field: &str, value: &Value) {
+    if let Some(parent) = ensure_object(o, parent) {
+        if parent
+            .get(field)
+            .and_then(Value::as_object)
+            .is_none_or(|m| m.is_empty())
+        {
+            parent.insert(field.into(), value.clone());
         }
     }
 }
@@ -149,15 +146,7 @@ pub(super) fn job(object: &mut Value) {
         .filter(|l| l.is_object())
         .cloned();
     if let (Some(labels), Some(o)) = (labels, object.as_object_mut()) {
-        if let Some(md) = ensure_object(o, "metadata") {
-            if md
-                .get("labels")
-                .and_then(Value::as_object)
-                .is_none_or(|m| m.is_empty())
-            {
-                md.insert("labels".into(), labels);
-            }
-        }
+        default_map(o, "metadata", "labels", &labels);
     }
 }
 
@@ -174,13 +163,8 @@ pub(super) fn cron_job(object: &mut Value) {
 
 #[cfg(test)]
 mod tests {
-    use crate::admission::{apply_defaults, test_resource};
-    use serde_json::{json, Value};
-
-    fn defaulted(group: &'static str, kind: &'static str, mut object: Value) -> Value {
-        apply_defaults(&test_resource(group, kind, true), &mut object);
-        object
-    }
+    use crate::admission::defaulted;
+    use serde_json::json;
 
     #[test]
     fn deployment_should_get_upstream_defaults() {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::read::{fetch, page, Filter};
 use super::{observe_storage, ApiState, Query};
-use crate::admission::{self, FieldValidation};
+use crate::admission::{self, selector, FieldValidation};
 use crate::negotiate::json;
 use crate::objects::{self, meta_str, metadata_mut};
 use crate::patch::{self, PatchType};
@@ -34,7 +34,7 @@ pub async fn mutate(
     match info.verb {
         Verb::Create => create(state, info, query, content_type, &body, dry_run).await,
         Verb::Update => update(state, info, query, content_type, &body, dry_run).await,
-        Verb::Patch => patch(state, info, query, headers, &body, dry_run).await,
+        Verb::Patch => patch(state, info, query, headers, content_type, &body, dry_run).await,
         Verb::Delete => delete(state, info, query, &body, dry_run).await,
         Verb::DeleteCollection => delete_collection(state, info, query, &body, dry_run).await,
         _ => Err(ApiError::method_not_allowed("not a mutating verb")),
@@ -310,12 +310,10 @@ async fn patch(
     info: &RequestInfo,
     query: &Query,
     headers: &HeaderMap,
+    content_type: Option<&str>,
     body: &Bytes,
     dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
     let r = info.resource;
     let ct = content_type.unwrap_or("");
     let patch_type =
@@ -377,14 +375,8 @@ async fn patch(
 pub fn to_scale(info: &RequestInfo, object: &Value) -> Result<Value, ApiError> {
     let md = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let selector = object
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        .pointer("/spec/selector")
+        .map(selector::to_text)
         .unwrap_or_default();
     Ok(json!({
         "kind": "Scale",
@@ -530,42 +522,6 @@ async fn create_subresource(
     }
 }
 
-/// A label selector object (`matchLabels`, `matchExpressions`) as selector text.
-fn selector_text(selector: &Value) -> String {
-    let mut terms: Vec<String> = Vec::new();
-    if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
-        terms.extend(
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))),
-        );
-    }
-    for e in selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        let values: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        terms.push(
-            match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-                "In" => format!("{key} in ({})", values.join(",")),
-                "NotIn" => format!("{key} notin ({})", values.join(",")),
-                "Exists" => key.to_string(),
-                _ => format!("!{key}"),
-            },
-        );
-    }
-    terms.join(",")
-}
-
 /// Eviction honours PodDisruptionBudgets as kube-apiserver does: a running pod
 /// covered by a budget is evicted only while the budget allows a disruption,
 /// which the eviction then uses up.
@@ -596,9 +552,10 @@ async fn check_disruption_budget(
         .items
         .into_iter()
         .filter(|b| {
+            // Upstream skips a budget whose selector is empty (it selects nothing here).
             b.object.pointer("/spec/selector").is_some_and(|sel| {
-                crate::selectors::LabelSelector::parse(&selector_text(sel))
-                    .is_ok_and(|s| !s.is_empty() && s.matches(pod))
+                !selector::is_empty(sel)
+                    && selector::matches(Some(sel), pod.pointer("/metadata/labels"))
             })
         })
         .collect();

@@ -210,11 +210,19 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::{EmbeddedOptions, EmbeddedStore};
-    use crate::store::{ListOptions, Store, StoreError};
+    use crate::store::{ListOptions, Store, StoreError, Stored};
 
     /// A minimal pod-like object named `name`.
     pub(super) fn pod(name: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": {}})
+    }
+
+    /// Creates `pod(name)` at `key`, failing the test naming the key on an error.
+    pub(super) async fn create(store: &EmbeddedStore, key: &str, name: &str) -> Stored {
+        store
+            .create(key, pod(name))
+            .await
+            .unwrap_or_else(|e| panic!("create {key}: {e}"))
     }
 
     /// A store in a fresh temporary directory (kept alive by the returned guard).
@@ -246,10 +254,7 @@ mod tests {
     async fn embedded_store_should_count_one_revision_per_write() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
         assert_eq!(store.revision(), 0);
-        let created = store
-            .create("pods/default/a", pod("a"))
-            .await
-            .expect("create");
+        let created = create(&store, "pods/default/a", "a").await;
         assert_eq!((created.create_revision, created.mod_revision), (1, 1));
         assert_eq!(created.object["metadata"]["resourceVersion"], "1");
         let updated = store
@@ -259,10 +264,7 @@ mod tests {
         assert_eq!((updated.create_revision, updated.mod_revision), (1, 2));
         let json: Value = serde_json::from_slice(&updated.json).expect("json");
         assert_eq!(json["metadata"]["resourceVersion"], "2");
-        store
-            .create("pods/default/b", pod("b"))
-            .await
-            .expect("create b");
+        create(&store, "pods/default/b", "b").await;
         let deleted = store.delete("pods/default/a", None).await.expect("delete");
         assert_eq!(deleted.mod_revision, 4);
         assert_eq!(deleted.object["metadata"]["resourceVersion"], "4");
@@ -272,10 +274,7 @@ mod tests {
     #[tokio::test]
     async fn embedded_store_should_refuse_writes_that_do_not_apply_without_spending_a_revision() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
-        store
-            .create("pods/default/a", pod("a"))
-            .await
-            .expect("create");
+        create(&store, "pods/default/a", "a").await;
         assert!(matches!(
             store.create("pods/default/a", pod("a")).await,
             Err(StoreError::AlreadyExists { key }) if key == "pods/default/a"
@@ -316,10 +315,7 @@ mod tests {
     #[tokio::test]
     async fn embedded_store_should_compare_and_swap_on_the_mod_revision() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
-        store
-            .create("pods/default/a", pod("a"))
-            .await
-            .expect("create");
+        create(&store, "pods/default/a", "a").await;
         store
             .update("pods/default/a", pod("a"), Some(1))
             .await
@@ -352,23 +348,11 @@ mod tests {
     async fn embedded_store_should_list_pages_in_key_order() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
         for name in ["e", "a", "d", "b", "c"] {
-            store
-                .create(&format!("pods/ns1/{name}"), pod(name))
-                .await
-                .expect("create");
+            create(&store, &format!("pods/ns1/{name}"), name).await;
         }
-        store
-            .create("pods/ns0/z", pod("z"))
-            .await
-            .expect("create ns0");
-        store
-            .create("pods/ns2/a", pod("a"))
-            .await
-            .expect("create ns2");
-        store
-            .create("services/ns1/a", pod("a"))
-            .await
-            .expect("create service");
+        create(&store, "pods/ns0/z", "z").await;
+        create(&store, "pods/ns2/a", "a").await;
+        create(&store, "services/ns1/a", "a").await;
         assert_eq!(
             keys(&store, "pods/ns1/", None, Some(2)),
             (vec!["pods/ns1/a".into(), "pods/ns1/b".into()], 3)

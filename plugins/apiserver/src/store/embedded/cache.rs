@@ -252,7 +252,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::super::tests::{open_temp, pod};
+    use super::super::tests::{create, open_temp, pod};
     use super::super::EmbeddedOptions;
     use crate::store::{Event, EventType, Revision, Store, StoreError, Watch};
 
@@ -272,18 +272,9 @@ mod tests {
     #[tokio::test]
     async fn watch_should_return_backlog_then_live_events_in_order() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
-        store
-            .create("pods/default/a", pod("a"))
-            .await
-            .expect("create a");
-        store
-            .create("nodes/n1", pod("n1"))
-            .await
-            .expect("create n1");
-        store
-            .create("pods/default/b", pod("b"))
-            .await
-            .expect("create b");
+        create(&store, "pods/default/a", "a").await;
+        create(&store, "nodes/n1", "n1").await;
+        create(&store, "pods/default/b", "b").await;
         let mut watch = store.watch("pods/", 1).expect("watch");
         assert_eq!(
             watch.backlog.iter().map(|e| e.revision).collect::<Vec<_>>(),
@@ -293,10 +284,7 @@ mod tests {
             .update("pods/default/a", pod("a"), Some(1))
             .await
             .expect("update a");
-        store
-            .create("nodes/n2", pod("n2"))
-            .await
-            .expect("create n2");
+        create(&store, "nodes/n2", "n2").await;
         store
             .delete("pods/default/b", None)
             .await
@@ -334,10 +322,7 @@ mod tests {
                     );
                     if i % 2 == 0 {
                         let key = format!("configmaps/ns{task}/c{i}");
-                        store
-                            .create(&key, pod(&key))
-                            .await
-                            .expect("create configmap");
+                        create(&store, &key, &key).await;
                     }
                 }
                 pods
@@ -369,10 +354,7 @@ mod tests {
         };
         let (_dir, store) = open_temp(options);
         for i in 0..10 {
-            store
-                .create(&format!("pods/default/p{i}"), pod("p"))
-                .await
-                .expect("create");
+            create(&store, &format!("pods/default/p{i}"), "p").await;
         }
         assert!(matches!(
             store.watch("pods/", 4),
@@ -397,10 +379,7 @@ mod tests {
         };
         let (_dir, store) = open_temp(options);
         for i in 0..3 {
-            store
-                .create(&format!("pods/default/p{i}"), pod("p"))
-                .await
-                .expect("create");
+            create(&store, &format!("pods/default/p{i}"), "p").await;
         }
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(matches!(
@@ -420,10 +399,7 @@ mod tests {
     #[tokio::test]
     async fn watch_should_refuse_a_future_revision() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
-        store
-            .create("pods/default/a", pod("a"))
-            .await
-            .expect("create");
+        create(&store, "pods/default/a", "a").await;
         assert!(matches!(
             store.watch("pods/", 2),
             Err(StoreError::FutureRevision {
@@ -436,10 +412,7 @@ mod tests {
     #[tokio::test]
     async fn watch_should_report_a_delete_at_the_delete_revision() {
         let (_dir, store) = open_temp(EmbeddedOptions::default());
-        store
-            .create("pods/default/a", pod("a"))
-            .await
-            .expect("create");
+        create(&store, "pods/default/a", "a").await;
         store
             .update("pods/default/a", pod("a"), None)
             .await
@@ -469,18 +442,12 @@ mod tests {
         let mut watch = store.watch("pods/", 0).expect("watch");
         let mut other = store.watch("nodes/", 0).expect("watch nodes");
         for i in 0..5 {
-            store
-                .create(&format!("pods/default/p{i}"), pod("p"))
-                .await
-                .expect("create");
+            create(&store, &format!("pods/default/p{i}"), "p").await;
         }
         assert_eq!(watch.events.recv().await.map(|e| e.revision), Some(1));
         assert_eq!(watch.events.recv().await.map(|e| e.revision), Some(2));
         assert!(watch.events.recv().await.is_none());
-        store
-            .create("nodes/n1", pod("n1"))
-            .await
-            .expect("create node");
+        create(&store, "nodes/n1", "n1").await;
         assert_eq!(other.events.recv().await.map(|e| e.revision), Some(6));
     }
 
