@@ -27,6 +27,15 @@ pub struct ApiServerConfig {
     pub watch_bookmark_interval_seconds: u64,
     /// Worker threads of the apiserver's runtime.
     pub worker_threads: usize,
+    /// Seconds a new pod tolerates `node.kubernetes.io/not-ready:NoExecute` (its node's
+    /// Ready condition is False) before it is evicted, unless the pod tolerates that
+    /// taint itself (the DefaultTolerationSeconds admission plugin,
+    /// `--default-not-ready-toleration-seconds`).
+    pub default_not_ready_toleration_seconds: i64,
+    /// Seconds a new pod tolerates `node.kubernetes.io/unreachable:NoExecute` (its node
+    /// stopped heartbeating) before it is evicted, unless the pod tolerates that taint
+    /// itself (`--default-unreachable-toleration-seconds`).
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for ApiServerConfig {
@@ -41,6 +50,8 @@ impl Default for ApiServerConfig {
             history_seconds: 300,
             watch_bookmark_interval_seconds: 60,
             worker_threads: 2,
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Admission of request bodies as kube-apiserver does it: parse, typed decode with `fieldValidation`, defaults, validation.
 //!
 //! A create runs [`parse_body`] -> [`decode`] -> [`apply_defaults`] -> (server-set
-//! metadata) -> [`validate_create`]; an update runs the same with
+//! metadata; for pods [`default_toleration_seconds`]) -> [`validate_create`]; an update runs the same with
 //! [`validate_update`] against the stored object. Messages, reasons and field
 //! paths follow upstream (`pkg/apis/*/validation`, `pkg/apis/*/v1/defaults.go`).
 
@@ -22,6 +22,7 @@ mod render;
 mod resources;
 pub mod selector;
 mod service;
+mod tolerations;
 mod validation;
 mod workload_defaults;
 mod workloads;
@@ -29,6 +30,7 @@ mod workloads;
 pub use body::parse_body;
 pub use decode::decode;
 pub use defaults::apply_defaults;
+pub use tolerations::{default_toleration_seconds, TolerationSeconds};
 pub use validation::{validate_create, validate_update};
 
 use crate::status::ApiError;

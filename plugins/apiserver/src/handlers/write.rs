@@ -161,6 +161,16 @@ async fn create(
         check_namespace(state, &info.namespace)?;
     }
     objects::prepare_create(info, &mut object)?;
+    if (r.group, r.kind) == ("", "Pod") {
+        let config = &state.config;
+        admission::default_toleration_seconds(
+            &mut object,
+            admission::TolerationSeconds {
+                not_ready: config.default_not_ready_toleration_seconds,
+                unreachable: config.default_unreachable_toleration_seconds,
+            },
+        );
+    }
     if r.kind == "Namespace" {
         object["status"] = json!({ "phase": "Active" });
     }
