@@ -25,7 +25,7 @@ pub struct ApiServerConfig {
     pub history_seconds: u64,
     /// How often a watch that allows bookmarks gets one, seconds.
     pub watch_bookmark_interval_seconds: u64,
-    /// Worker threads of the apiserver's runtime.
+    /// Worker threads of the apiserver's runtime; by default one per available core.
     pub worker_threads: usize,
     /// Seconds a new pod tolerates `node.kubernetes.io/not-ready:NoExecute` (its node's
     /// Ready condition is False) before it is evicted, unless the pod tolerates that
@@ -49,7 +49,7 @@ impl Default for ApiServerConfig {
             history_revisions: 10_000,
             history_seconds: 300,
             watch_bookmark_interval_seconds: 60,
-            worker_threads: 2,
+            worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
@@ -72,6 +73,13 @@ impl Server {
         let stop = shutdown.clone();
         let http_router = router.clone();
         runtime.spawn(async move {
+            // As Go's net/http: no Nagle delay, so a watch event is not held back
+            // behind the client's delayed ACK of the previous one.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             let serve = axum::serve(listener, http_router)
                 .with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {

@@ -1,6 +1,7 @@
 //! WATCH: newline-delimited JSON events over a chunked response, from a revision or with initial ADDED events.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use axum::response::Response;
 use kubernel_api::resources::table;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use tokio::time::{Interval, Sleep};
 
 use super::read::Filter;
 use super::{ApiState, Query};
@@ -70,15 +72,13 @@ pub fn watch(
         })?;
         (Vec::new(), from)
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
     let content_type = match output {
         Output::Json => "application/json",
         Output::Table(_) => TABLE_CONTENT_TYPE,
     };
     let started = state.store.watch(&prefix, from);
-    let info = info.clone();
     let r = info.resource;
-    let longrunning = state.metrics.longrunning.with_label_values(&[
+    let running = Running::new(state.metrics.longrunning.with_label_values(&[
         "WATCH",
         r.group,
         r.version,
@@ -86,76 +86,71 @@ pub fn watch(
         "",
         info.scope(),
         "apiserver",
-    ]);
-    tokio::spawn(async move {
-        longrunning.inc();
-        let mut enc = Encoder {
-            output,
-            info: &info,
-            columns_sent: false,
-            sent: state
-                .metrics
-                .watch_events
-                .with_label_values(&[info.resource.kind]),
-        };
-        match started {
-            Err(StoreError::Compacted {
-                requested,
-                compacted,
-            }) => {
-                let e = ApiError::expired(format!(
-                    "too old resource version: {requested} ({compacted})"
-                ));
-                let _ = tx.send(enc.line("ERROR", e.to_status())).await;
-            }
-            Err(e) => {
-                let _ = tx
-                    .send(enc.line("ERROR", ApiError::unavailable(e.to_string()).to_status()))
-                    .await;
-            }
-            Ok(mut w) => {
-                let mut last = from;
-                let mut ok = true;
-                for object in initial {
-                    ok = ok && tx.send(enc.object("ADDED", &object)).await.is_ok();
-                }
-                for ev in std::mem::take(&mut w.backlog) {
-                    last = ev.revision;
-                    if let Some(line) = enc.event(&ev, &filter) {
-                        ok = ok && tx.send(line).await.is_ok();
-                    }
-                }
-                let deadline = tokio::time::sleep(timeout);
-                tokio::pin!(deadline);
-                let mut bookmark = tokio::time::interval(Duration::from_secs(
-                    state.config.watch_bookmark_interval_seconds.max(1),
-                ));
-                bookmark.tick().await;
-                while ok {
-                    tokio::select! {
-                        ev = w.events.recv() => match ev {
-                            Some(ev) => {
-                                last = ev.revision;
-                                if let Some(line) = enc.event(&ev, &filter) {
-                                    ok = tx.send(line).await.is_ok();
-                                }
-                            }
-                            None => break,
-                        },
-                        _ = bookmark.tick(), if bookmarks => {
-                            ok = tx.send(enc.bookmark(last)).await.is_ok();
-                        }
-                        _ = &mut deadline => break,
-                        _ = state.shutdown.cancelled() => break,
-                        _ = tx.closed() => break,
-                    }
-                }
-            }
+    ]));
+    let mut enc = Encoder {
+        output,
+        info: info.clone(),
+        columns_sent: false,
+    };
+    let sent = state.metrics.watch_events.with_label_values(&[r.kind]);
+    // The initial ADDED events and the backlog go out as the first chunk.
+    let mut head = Vec::new();
+    let mut lines = 0u64;
+    let live = match started {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            let e = ApiError::expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            ));
+            head.extend_from_slice(&enc.line("ERROR", e.to_status()));
+            lines += 1;
+            None
         }
-        longrunning.dec();
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
+        Err(e) => {
+            head.extend_from_slice(
+                &enc.line("ERROR", ApiError::unavailable(e.to_string()).to_status()),
+            );
+            lines += 1;
+            None
+        }
+        Ok(mut w) => {
+            let mut last = from;
+            for object in initial {
+                head.extend_from_slice(&enc.object("ADDED", &object));
+                lines += 1;
+            }
+            for ev in std::mem::take(&mut w.backlog) {
+                last = ev.revision;
+                lines += u64::from(enc.event(&ev, &filter, &mut head));
+            }
+            let bookmarks = bookmarks.then(|| {
+                let period =
+                    Duration::from_secs(state.config.watch_bookmark_interval_seconds.max(1));
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+            });
+            Some(Live {
+                events: w.events,
+                filter,
+                last,
+                deadline: Box::pin(tokio::time::sleep(timeout)),
+                bookmarks,
+            })
+        }
+    };
+    sent.inc_by(lines);
+    let body = WatchBody {
+        state,
+        enc,
+        sent,
+        head: (!head.is_empty()).then(|| Bytes::from(head)),
+        live,
+        _running: running,
+    };
+    let stream = futures::stream::unfold(body, |mut body| async move {
+        let chunk = body.next_chunk().await?;
+        Some((Ok::<Bytes, Infallible>(chunk), body))
     });
     let mut resp = json(200, content_type, Body::from_stream(stream));
     resp.headers_mut().insert(
@@ -165,32 +160,119 @@ pub fn watch(
     Ok(resp)
 }
 
-/// Turns store events into watch lines for one request.
-struct Encoder<'a> {
-    output: Output,
-    info: &'a RequestInfo,
-    columns_sent: bool,
+/// Most bytes of watch lines gathered into one chunk when events queue up.
+const MAX_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The response body of one watch: store events become chunks of watch lines as
+/// the connection asks for them, with no task or channel in between. When events
+/// queue up (a slow client, a burst of writes) they leave in one chunk, so a
+/// loaded apiserver makes fewer, larger writes instead of falling further behind.
+struct WatchBody {
+    state: Arc<ApiState>,
+    enc: Encoder,
     /// `apiserver_watch_events_total{kind}` of this watch's resource.
     sent: kubernel_sdk::prometheus::IntCounter,
+    /// Lines to send first: initial ADDED events and the backlog, or an ERROR.
+    head: Option<Bytes>,
+    /// The live part; `None` once the watch ended.
+    live: Option<Live>,
+    _running: Running,
 }
 
-impl Encoder<'_> {
+/// A watch past its start: store events, bookmarks and the timeout.
+struct Live {
+    events: mpsc::Receiver<Event>,
+    filter: Filter,
+    /// Revision of the last event seen (bookmarks carry it).
+    last: Revision,
+    deadline: Pin<Box<Sleep>>,
+    bookmarks: Option<Interval>,
+}
+
+impl WatchBody {
+    /// The next chunk of watch lines; `None` ends the response (timeout, the watcher
+    /// fell behind and was dropped, or the server stops).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        let WatchBody {
+            state,
+            enc,
+            sent,
+            live: live_slot,
+            ..
+        } = self;
+        let live = live_slot.as_mut()?;
+        loop {
+            let first = tokio::select! {
+                ev = live.events.recv() => ev,
+                () = bookmark_due(&mut live.bookmarks) => {
+                    sent.inc();
+                    return Some(enc.bookmark(live.last));
+                }
+                () = &mut live.deadline => None,
+                () = state.shutdown.cancelled() => None,
+            };
+            let Some(first) = first else {
+                *live_slot = None;
+                return None;
+            };
+            let mut chunk = Vec::new();
+            let mut lines = 0u64;
+            let mut next = Some(first);
+            while let Some(ev) = next.take() {
+                live.last = ev.revision;
+                lines += u64::from(enc.event(&ev, &live.filter, &mut chunk));
+                if chunk.len() < MAX_CHUNK_BYTES {
+                    next = live.events.try_recv().ok();
+                }
+            }
+            if lines > 0 {
+                sent.inc_by(lines);
+                return Some(Bytes::from(chunk));
+            }
+        }
+    }
+}
+
+/// Completes at the next bookmark tick; never when bookmarks are off.
+async fn bookmark_due(bookmarks: &mut Option<Interval>) {
+    match bookmarks {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts a watch in `apiserver_longrunning_requests` while it lives.
+struct Running(kubernel_sdk::prometheus::IntGauge);
+
+impl Running {
+    fn new(gauge: kubernel_sdk::prometheus::IntGauge) -> Running {
+        gauge.inc();
+        Running(gauge)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Turns store events into watch lines for one request.
+struct Encoder {
+    output: Output,
+    info: RequestInfo,
+    columns_sent: bool,
+}
+
+impl Encoder {
     fn line(&self, kind: &str, object: Value) -> Bytes {
-        self.sent.inc();
         let mut line = json!({ "type": kind, "object": object }).to_string();
         line.push('\n');
-        Bytes::from(line)
-    }
-
-    /// A JSON watch line around an object that is already serialized (no re-encoding).
-    fn raw_line(&self, kind: &str, object_json: &[u8]) -> Bytes {
-        self.sent.inc();
-        let mut line = Vec::with_capacity(object_json.len() + 32);
-        line.extend_from_slice(b"{\"type\":\"");
-        line.extend_from_slice(kind.as_bytes());
-        line.extend_from_slice(b"\",\"object\":");
-        line.extend_from_slice(object_json);
-        line.extend_from_slice(b"}\n");
         Bytes::from(line)
     }
 
@@ -221,9 +303,10 @@ impl Encoder<'_> {
         }
     }
 
-    /// The watch line for a store event, honouring selector transitions (an object
-    /// that stops matching is DELETED for this watcher, one that starts is ADDED).
-    fn event(&mut self, ev: &Event, filter: &Filter) -> Option<Bytes> {
+    /// Appends the watch line for a store event to `out`, honouring selector
+    /// transitions (an object that stops matching is DELETED for this watcher, one
+    /// that starts is ADDED); returns whether there was one.
+    fn event(&mut self, ev: &Event, filter: &Filter, out: &mut Vec<u8>) -> bool {
         let now = filter.matches(&ev.object.object);
         let before = ev.prev.as_ref().is_some_and(|p| filter.matches(&p.object));
         let kind = match ev.kind {
@@ -232,13 +315,20 @@ impl Encoder<'_> {
             EventType::Modified if now => "ADDED",
             EventType::Modified if before => "DELETED",
             EventType::Deleted if now || before => "DELETED",
-            _ => return None,
+            _ => return false,
         };
         if self.output == Output::Json {
-            return Some(self.raw_line(kind, &ev.object.json));
+            // Framed around the stored object's bytes: no re-encoding per watcher.
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(kind.as_bytes());
+            out.extend_from_slice(b"\",\"object\":");
+            out.extend_from_slice(&ev.object.json);
+            out.extend_from_slice(b"}\n");
+        } else {
+            let line = self.object(kind, &ev.object.object);
+            out.extend_from_slice(&line);
         }
-        let object = ev.object.object.clone();
-        Some(self.object(kind, &object))
+        true
     }
 
     fn bookmark(&self, revision: Revision) -> Bytes {
