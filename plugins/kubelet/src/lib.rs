@@ -1,1 +1,20 @@
-//! The kubernel kubelet plugin: node agent with the process and sim runtimes.
+//! The kubernel kubelet plugin: node agent with a CRI-shaped runtime interface; the `sim`
+//! runtime simulates thousands of nodes in one process for scheduler experiments.
+
+pub mod cidr;
+pub mod config;
+pub mod metrics;
+mod plugin;
+pub mod pod_status;
+pub mod runtime;
+pub mod sim;
+mod watcher;
+
+pub use plugin::Kubelet;
+
+kubernel_sdk::export_plugin!(
+    Kubelet,
+    name = "kubelet",
+    kind = "kubelet",
+    state_version = 1
+);

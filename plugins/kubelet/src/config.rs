@@ -1,0 +1,313 @@
+//! The kubelet's `[plugin.config]` table; the field docs are the user documentation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kubernel_client::ClientConfig;
+use serde::Deserialize;
+
+use crate::cidr::Ipv4Cidr;
+
+/// Address bits each simulated node's pod CIDR spans (`/24`: 254 pod IPs per node).
+pub const NODE_CIDR_PREFIX: u8 = 24;
+
+/// A config value the kubelet refuses. Retrying does not help: fix the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config: key {key}: {message}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: &'static str,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+/// Which container runtime runs the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Simulated nodes (like KWOK): many Nodes in one plugin, pods "run" at once.
+    Sim,
+}
+
+/// A taint every simulated node carries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaintTemplate {
+    /// Taint key, e.g. `dedicated`.
+    pub key: String,
+    /// Taint value (may be empty).
+    #[serde(default)]
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
+/// The kubelet plugin's configuration.
+///
+/// ```toml
+/// [plugin.config]
+/// runtime = "sim"
+/// nodes = 1000
+/// zones = ["zone-a", "zone-b", "zone-c"]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeletConfig {
+    /// Container runtime: `"sim"` simulates `nodes` nodes whose pods run at once
+    /// (no process is started, no address is ever contacted).
+    pub runtime: RuntimeKind,
+    /// How to reach the apiserver (default: the `admin.kubeconfig` the apiserver
+    /// writes into the kernel's data dir).
+    #[serde(default)]
+    pub client: ClientConfig,
+    /// Threads of the kubelet's own async runtime.
+    #[serde(default = "defaults::worker_threads")]
+    pub worker_threads: usize,
+    /// Most API requests in flight at once, across all nodes and pods.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// How often each node's Lease in `kube-node-lease` is renewed (upstream: 10 s,
+    /// a quarter of the lease duration). Sim renewals are spread over the interval.
+    #[serde(default = "defaults::lease_renew_interval", with = "humantime_serde")]
+    pub lease_renew_interval: Duration,
+    /// `spec.leaseDurationSeconds` of the node Leases (upstream `nodeLeaseDurationSeconds`: 40).
+    #[serde(default = "defaults::lease_duration_seconds")]
+    pub lease_duration_seconds: i32,
+    /// How often a node posts its status when nothing changed (upstream
+    /// `nodeStatusReportFrequency`: 5 min). A changed status is posted at once.
+    #[serde(
+        default = "defaults::node_status_report_interval",
+        with = "humantime_serde"
+    )]
+    pub node_status_report_interval: Duration,
+    /// Sim: how many nodes to simulate.
+    #[serde(default = "defaults::nodes")]
+    pub nodes: u32,
+    /// Sim: node names are this prefix plus the node's index (`sim-node-0`, `sim-node-1`, ...).
+    #[serde(default = "defaults::node_name_prefix")]
+    pub node_name_prefix: String,
+    /// Sim: `status.capacity` of every node (Kubernetes quantities).
+    #[serde(default = "defaults::capacity")]
+    pub capacity: BTreeMap<String, String>,
+    /// Sim: `status.allocatable` entries that differ from `capacity` (the rest equal capacity).
+    #[serde(default)]
+    pub allocatable: BTreeMap<String, String>,
+    /// Sim: extra labels of every node. Always set as well: `kubernetes.io/hostname`,
+    /// `kubernetes.io/os=linux`, `kubernetes.io/arch`, `kubernel.io/sim=true`, and
+    /// `topology.kubernetes.io/zone` when `zones` is not empty.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Sim: taints of every node.
+    #[serde(default)]
+    pub taints: Vec<TaintTemplate>,
+    /// Sim: zones spread round-robin over the nodes as `topology.kubernetes.io/zone`
+    /// (node i is in `zones[i % len]`); empty: no zone label.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Sim: `kubernetes.io/arch` and `nodeInfo.architecture` of the nodes.
+    #[serde(default = "defaults::architecture")]
+    pub architecture: String,
+    /// Sim: nodes whose kubelet is "down" from the start: no Lease renewal, no status,
+    /// no pod handling. At run time, annotate a Node `kubernel.io/sim-paused=true`
+    /// to pause it and remove the annotation to resume it.
+    #[serde(default)]
+    pub paused_nodes: Vec<String>,
+    /// Sim: range the nodes' pod CIDRs are cut from, one /24 per node in order
+    /// (node i gets the i-th /24); pods get IPs from their node's /24.
+    #[serde(default = "defaults::cluster_cidr")]
+    pub cluster_cidr: Ipv4Cidr,
+    /// Sim: range of the nodes' fake `InternalIP` addresses (node i gets the
+    /// (i+1)-th address). Nothing ever connects to them.
+    #[serde(default = "defaults::node_ip_cidr")]
+    pub node_ip_cidr: Ipv4Cidr,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn worker_threads() -> usize {
+        2
+    }
+    pub fn max_in_flight() -> usize {
+        32
+    }
+    pub fn lease_renew_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn lease_duration_seconds() -> i32 {
+        40
+    }
+    pub fn node_status_report_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn nodes() -> u32 {
+        1000
+    }
+    pub fn node_name_prefix() -> String {
+        "sim-node-".into()
+    }
+    pub fn capacity() -> BTreeMap<String, String> {
+        [
+            ("cpu", "32"),
+            ("memory", "256Gi"),
+            ("pods", "110"),
+            ("ephemeral-storage", "1Ti"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+    pub fn architecture() -> String {
+        "amd64".into()
+    }
+    pub fn cluster_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::literal([10, 128, 0, 0], 10)
+    }
+    pub fn node_ip_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::literal([10, 200, 0, 0], 16)
+    }
+}
+
+impl KubeletConfig {
+    /// Checks the values serde cannot: ranges, name syntax, enough addresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key, message: String| Err(ConfigError { key, message });
+        if self.worker_threads == 0 {
+            return fail("worker_threads", "must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return fail("max_in_flight", "must be at least 1".into());
+        }
+        if self.lease_renew_interval.is_zero() {
+            return fail("lease_renew_interval", "must be more than 0s".into());
+        }
+        if self.lease_duration_seconds <= 0 {
+            return fail(
+                "lease_duration_seconds",
+                format!("{} is not a positive number", self.lease_duration_seconds),
+            );
+        }
+        if self.node_status_report_interval.is_zero() {
+            return fail("node_status_report_interval", "must be more than 0s".into());
+        }
+        let subnets = self.cluster_cidr.subnet_count(NODE_CIDR_PREFIX);
+        if u64::from(self.nodes) > subnets {
+            return fail(
+                "nodes",
+                format!(
+                    "{} nodes need {} /{NODE_CIDR_PREFIX} pod CIDRs but cluster_cidr {} holds {subnets}",
+                    self.nodes, self.nodes, self.cluster_cidr
+                ),
+            );
+        }
+        if u64::from(self.nodes) + 2 > self.node_ip_cidr.size() {
+            return fail(
+                "nodes",
+                format!(
+                    "{} nodes do not fit node_ip_cidr {}",
+                    self.nodes, self.node_ip_cidr
+                ),
+            );
+        }
+        let last = format!("{}{}", self.node_name_prefix, self.nodes.saturating_sub(1));
+        if !is_dns_subdomain(&last) {
+            return fail(
+                "node_name_prefix",
+                format!(
+                    "{:?} makes node names like {last:?} that are not DNS subdomains",
+                    self.node_name_prefix
+                ),
+            );
+        }
+        for t in &self.taints {
+            if !matches!(
+                t.effect.as_str(),
+                "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+            ) {
+                return fail(
+                    "taints",
+                    format!(
+                        "taint {:?}: effect {:?} is not NoSchedule, PreferNoSchedule or NoExecute",
+                        t.key, t.effect
+                    ),
+                );
+            }
+        }
+        for (key, quantity) in self.capacity.iter().chain(&self.allocatable) {
+            if quantity.trim().is_empty() {
+                return fail(
+                    "capacity",
+                    format!("resource {key:?} has an empty quantity"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when `name` is a valid DNS-1123 subdomain (what Node names must be).
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<KubeletConfig, String> {
+        toml::from_str::<KubeletConfig>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn config_should_default_every_sim_key() {
+        let c = parse("runtime = \"sim\"").expect("config");
+        assert_eq!(c.nodes, 1000);
+        assert_eq!(c.node_name_prefix, "sim-node-");
+        assert_eq!(c.capacity.get("pods").map(String::as_str), Some("110"));
+        assert_eq!(c.lease_renew_interval, Duration::from_secs(10));
+        assert_eq!(c.cluster_cidr.to_string(), "10.128.0.0/10");
+        assert_eq!(c.node_ip_cidr.to_string(), "10.200.0.0/16");
+        c.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn config_should_refuse_unknown_keys_and_runtimes() {
+        let err = parse("runtime = \"sim\"\nnodez = 3").expect_err("unknown key");
+        assert!(err.contains("nodez"), "{err}");
+        let err = parse("runtime = \"docker\"").expect_err("unknown runtime");
+        assert!(err.contains("docker"), "{err}");
+    }
+
+    #[test]
+    fn validate_should_name_the_key_and_value() {
+        let mut c =
+            parse("runtime = \"sim\"\ncluster_cidr = \"10.0.0.0/22\"\nnodes = 5").expect("config");
+        let err = c.validate().expect_err("too few CIDRs").to_string();
+        assert!(
+            err.contains("nodes") && err.contains("10.0.0.0/22"),
+            "{err}"
+        );
+        c.nodes = 4;
+        c.node_name_prefix = "Sim_".into();
+        let err = c.validate().expect_err("bad prefix").to_string();
+        assert!(
+            err.contains("node_name_prefix") && err.contains("Sim_3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_should_accept_humantime() {
+        let c = parse("runtime = \"sim\"\nlease_renew_interval = \"500ms\"").expect("config");
+        assert_eq!(c.lease_renew_interval, Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,133 @@
+//! The kubelet as a kernel plugin: builds its async runtime and API client, starts the
+//! configured runtime's node agent, and stops it on quiesce or shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubernel_client::{CancellationToken, Client, ClientMetrics, WorkQueueMetrics};
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+
+use crate::config::{KubeletConfig, RuntimeKind};
+use crate::metrics::Metrics;
+use crate::runtime::sim::SimRuntime;
+use crate::sim::SimKubelet;
+
+/// The kubelet plugin instance.
+pub struct Kubelet {
+    ctx: Context,
+    config: KubeletConfig,
+    metrics: Metrics,
+    client_metrics: ClientMetrics,
+    queue_metrics: WorkQueueMetrics,
+    running: Option<Running>,
+}
+
+/// The node agent while it runs.
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    shutdown: CancellationToken,
+    sim: SimKubelet,
+}
+
+impl Kubelet {
+    fn start(&mut self) -> Result<(), PluginError> {
+        let kernel_dir = self.ctx.data_dir().parent();
+        let client = Client::new(
+            &self.config.client,
+            kernel_dir,
+            Some(self.client_metrics.clone()),
+        )
+        .map_err(|e| PluginError::failed(format!("kubelet: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.config.worker_threads)
+            .thread_name("kubelet")
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::failed(format!("starting the kubelet runtime: {e}")))?;
+        let shutdown = self.ctx.shutdown_signal().child_token();
+        let sim = match self.config.runtime {
+            RuntimeKind::Sim => SimKubelet::start(
+                runtime.handle(),
+                self.config.clone(),
+                client,
+                Arc::new(SimRuntime::default()),
+                self.metrics.clone(),
+                Some(self.queue_metrics.clone()),
+                shutdown.clone(),
+            ),
+        };
+        tracing::info!(
+            runtime = ?self.config.runtime,
+            nodes = self.config.nodes,
+            prefix = %self.config.node_name_prefix,
+            "kubelet started"
+        );
+        self.running = Some(Running {
+            runtime,
+            shutdown,
+            sim,
+        });
+        Ok(())
+    }
+
+    fn stop(&mut self, deadline: Duration) {
+        if let Some(r) = self.running.take() {
+            r.shutdown.cancel();
+            r.runtime.shutdown_timeout(deadline);
+        }
+    }
+}
+
+impl Plugin for Kubelet {
+    type Config = KubeletConfig;
+
+    fn init(ctx: Context, config: KubeletConfig) -> Result<Self, PluginError> {
+        config.validate().map_err(PluginError::failed)?;
+        let metrics = Metrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let client_metrics = ClientMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let queue_metrics = WorkQueueMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let mut kubelet = Kubelet {
+            ctx,
+            config,
+            metrics,
+            client_metrics,
+            queue_metrics,
+            running: None,
+        };
+        kubelet.start()?;
+        Ok(kubelet)
+    }
+
+    fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        Err(PluginError::UnknownKind(msg.kind.to_string()))
+    }
+
+    fn quiesce(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        self.stop(deadline);
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), PluginError> {
+        self.start()
+    }
+
+    fn refresh_metrics(&mut self) {
+        if let Some(r) = &self.running {
+            r.sim.refresh_metrics();
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match &self.running {
+            None => Err("not running".into()),
+            Some(r) => match r.sim.registered() {
+                (done, all) if done >= all => Ok(()),
+                (done, all) => Err(format!("{done} of {all} simulated nodes registered")),
+            },
+        }
+    }
+
+    fn shutdown(mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
