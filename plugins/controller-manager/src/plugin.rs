@@ -1,0 +1,115 @@
+//! The plugin instance: its own tokio runtime running the controller manager.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubernel_client::{CancellationToken, ClientMetrics, WorkQueue};
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+use parking_lot::Mutex;
+
+use crate::config::ControllerManagerConfig;
+use crate::manager::Manager;
+use crate::metrics::Metrics;
+
+/// The controller-manager plugin instance.
+pub struct ControllerManager {
+    ctx: Context,
+    config: Arc<ControllerManagerConfig>,
+    metrics: Metrics,
+    client_metrics: ClientMetrics,
+    queues: Arc<Mutex<Vec<WorkQueue<String>>>>,
+    election_registered: Arc<AtomicBool>,
+    running: Option<Running>,
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    shutdown: CancellationToken,
+}
+
+impl ControllerManager {
+    fn start(&mut self) -> Result<(), PluginError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.config.worker_threads)
+            .thread_name("controller-manager")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                PluginError::Failed(format!("starting the controller-manager runtime: {e}"))
+            })?;
+        let shutdown = self.ctx.shutdown_signal().child_token();
+        let manager = Manager {
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            client_metrics: self.client_metrics.clone(),
+            registry: self.ctx.registry().clone(),
+            kernel_data_dir: self.ctx.data_dir().parent().map(|p| p.to_path_buf()),
+            queues: self.queues.clone(),
+            election_registered: self.election_registered.clone(),
+        };
+        runtime.spawn(manager.run(shutdown.clone()));
+        self.running = Some(Running { runtime, shutdown });
+        Ok(())
+    }
+
+    fn stop(&mut self, deadline: Duration) {
+        if let Some(running) = self.running.take() {
+            running.shutdown.cancel();
+            running.runtime.shutdown_timeout(deadline);
+        }
+    }
+}
+
+impl Plugin for ControllerManager {
+    type Config = ControllerManagerConfig;
+
+    fn init(ctx: Context, config: ControllerManagerConfig) -> Result<Self, PluginError> {
+        config
+            .validate()
+            .map_err(|e| PluginError::Failed(e.to_string()))?;
+        let metrics = Metrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let client_metrics = ClientMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let mut cm = ControllerManager {
+            ctx,
+            config: Arc::new(config),
+            metrics,
+            client_metrics,
+            queues: Arc::default(),
+            election_registered: Arc::default(),
+            running: None,
+        };
+        cm.start()?;
+        Ok(cm)
+    }
+
+    fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        Err(PluginError::UnknownKind(msg.kind.to_string()))
+    }
+
+    fn quiesce(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        self.stop(deadline);
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), PluginError> {
+        self.start()
+    }
+
+    fn refresh_metrics(&mut self) {
+        for q in self.queues.lock().iter() {
+            q.refresh_metrics();
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match &self.running {
+            Some(_) => Ok(()),
+            None => Err("stopped".into()),
+        }
+    }
+
+    fn shutdown(mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
