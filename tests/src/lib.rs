@@ -454,11 +454,33 @@ pub struct Cluster {
     /// Base URL of the API.
     pub api: String,
     cache: tempfile::TempDir,
+    /// The etcd this cluster started for itself (`KUBERNEL_TEST_STORAGE=etcd`); dropped after the kernel.
+    etcd: Option<Etcd>,
 }
 
 impl Cluster {
     /// Starts a kernel with the apiserver (and `extra` TOML appended to the config).
+    ///
+    /// The apiserver stores on its embedded store, or on an etcd started for this
+    /// cluster when [`test_storage`] says `etcd`.
     pub fn start(extra: &str) -> Result<Cluster> {
+        if test_storage() != "etcd" {
+            return Cluster::start_with(extra);
+        }
+        let etcd = Etcd::start()?;
+        let mut cluster = Cluster::start_on_etcd(&etcd.endpoint, extra)?;
+        cluster.etcd = Some(etcd);
+        Ok(cluster)
+    }
+
+    /// Starts a kernel whose apiserver stores in the etcd at `endpoint` (`http://127.0.0.1:P`).
+    pub fn start_on_etcd(endpoint: &str, extra: &str) -> Result<Cluster> {
+        Cluster::start_with(&format!(
+            "storage = \"etcd\"\netcd_endpoints = [\"{endpoint}\"]\n{extra}"
+        ))
+    }
+
+    fn start_with(extra: &str) -> Result<Cluster> {
         let port = free_port()?;
         let config = format!(
             "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
@@ -472,6 +494,7 @@ impl Cluster {
             kubeconfig,
             api: format!("http://127.0.0.1:{port}"),
             cache: tempfile::tempdir()?,
+            etcd: None,
         })
     }
 
@@ -482,6 +505,7 @@ impl Cluster {
             kubeconfig,
             api,
             cache,
+            etcd,
         } = self;
         let kernel = kernel.kill_and_restart()?;
         Ok(Cluster {
@@ -489,6 +513,7 @@ impl Cluster {
             kubeconfig,
             api,
             cache,
+            etcd,
         })
     }
 
@@ -574,5 +599,125 @@ impl Cluster {
         let mut resp = agent().run(req)?;
         let body = resp.body_mut().read_to_string()?;
         Ok((resp.status().as_u16(), body))
+    }
+}
+
+/// The store e2e clusters use: `etcd` when `KUBERNEL_TEST_STORAGE=etcd` or when the
+/// running test binary's name starts with `etcd_` (so `tests/etcd_conformance.rs` can
+/// run other test files' scenarios on etcd), else `embedded`.
+pub fn test_storage() -> &'static str {
+    let by_env = std::env::var("KUBERNEL_TEST_STORAGE").is_ok_and(|s| s == "etcd");
+    let by_binary = std::env::current_exe().is_ok_and(|exe| {
+        exe.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("etcd_"))
+    });
+    if by_env || by_binary {
+        "etcd"
+    } else {
+        "embedded"
+    }
+}
+
+/// Where tests find the etcd server (Debian's `etcd-server`, installed by `scripts/setup`).
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+
+/// A single-member etcd on free loopback ports with a temporary data directory.
+/// Killed when dropped; [`Etcd::stop`] and [`Etcd::restart`] simulate an outage.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    /// Client URL, `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers `/health`.
+    pub fn start() -> Result<Etcd> {
+        if !Path::new(ETCD_BIN).exists() {
+            bail!("{ETCD_BIN} is missing: run scripts/setup (it installs etcd-server)");
+        }
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir()?,
+            client_port,
+            peer_port,
+            endpoint: format!("http://127.0.0.1:{client_port}"),
+        };
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    /// Kills etcd with SIGKILL (its data stays for [`Etcd::restart`]).
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts etcd again on the same ports and data, after [`Etcd::stop`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// Everything etcd logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let client = self.endpoint.clone();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))?;
+        let child = Command::new(ETCD_BIN)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {ETCD_BIN}"))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let health = format!("http://127.0.0.1:{}/health", self.client_port);
+        loop {
+            let healthy = agent()
+                .get(&health)
+                .call()
+                .ok()
+                .and_then(|mut resp| resp.body_mut().read_to_string().ok())
+                .is_some_and(|body| body.contains("true"));
+            if healthy {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("etcd exited with {status} during start:\n{}", self.logs());
+            }
+            if Instant::now() > deadline {
+                bail!("etcd {client} not healthy within 20 s:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.stop();
     }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubernel_apiserver::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use kubernel_apiserver::store::embedded::EmbeddedStore;
+use kubernel_apiserver::store::CacheOptions;
 use kubernel_apiserver::store::{ListOptions, Store};
 use serde_json::{json, Value};
 
@@ -67,7 +68,7 @@ fn quantile_us(sorted: &[Duration], q: f64) -> f64 {
 async fn main() -> Result<(), Box<dyn Error>> {
     let base = std::env::var_os("STORE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = tempfile::tempdir_in(&base)?;
-    let store = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?);
+    let store = Arc::new(EmbeddedStore::open(dir.path(), CacheOptions::default())?);
     let size = serde_json::to_vec(&pod("ns0", "pod-000000"))?.len();
     println!(
         "store_bench: {CREATES} creates of {size}-byte pods from {TASKS} tasks in {}",
@@ -161,7 +162,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let stats = store.stats();
     drop(store);
     let begun = Instant::now();
-    let reopened = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?;
+    let reopened = EmbeddedStore::open(dir.path(), CacheOptions::default())?;
     println!(
         "reopen: {} keys at revision {} in {:.0} ms; file {:.1} MB",
         reopened.stats().keys,

@@ -1,6 +1,8 @@
 //! The apiserver plugin's `[plugin.config]` settings.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -36,6 +38,42 @@ pub struct ApiServerConfig {
     /// stopped heartbeating) before it is evicted, unless the pod tolerates that taint
     /// itself (`--default-unreachable-toleration-seconds`).
     pub default_unreachable_toleration_seconds: i64,
+    /// Where objects are stored (`--storage-backend`): `"embedded"` (the default: a
+    /// durable file in the data dir, nothing to install) or `"etcd"` (etcd v3 at
+    /// `etcd_endpoints`; several apiservers may share one etcd).
+    pub storage: Storage,
+    /// Client URLs of the etcd members (`--etcd-servers`), e.g.
+    /// `["http://127.0.0.1:2379"]`; `https://` URLs use the TLS files below.
+    pub etcd_endpoints: Vec<String>,
+    /// PEM CA bundle that signed etcd's serving certificate (`--etcd-cafile`).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM client certificate for etcd, when it checks client certificates (`--etcd-certfile`).
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM key of `etcd_cert_file` (`--etcd-keyfile`).
+    pub etcd_key_file: Option<PathBuf>,
+    /// Prefix of every etcd key of this cluster (`--etcd-prefix`): a pod is at
+    /// `/registry/pods/<namespace>/<name>`.
+    pub etcd_prefix: String,
+    /// How often the apiserver compacts etcd's history, up to the revision it saw one
+    /// interval before (`--etcd-compaction-interval`, e.g. `"5m"`, `"10s"`); `"0s"`
+    /// leaves compaction to others. Watches from a compacted revision get 410 Gone.
+    #[serde(with = "humantime_serde")]
+    pub etcd_compaction_interval: Duration,
+    /// Longest wait for one etcd request, e.g. `"5s"`; past it the API request fails
+    /// with 503 (while etcd is unreachable, reads fail at once).
+    #[serde(with = "humantime_serde")]
+    pub etcd_request_timeout: Duration,
+}
+
+/// The storage backend of the apiserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// The embedded store in the data dir.
+    #[default]
+    Embedded,
+    /// etcd v3.
+    Etcd,
 }
 
 impl Default for ApiServerConfig {
@@ -52,6 +90,14 @@ impl Default for ApiServerConfig {
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            storage: Storage::Embedded,
+            etcd_endpoints: Vec::new(),
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_prefix: "/registry".into(),
+            etcd_compaction_interval: Duration::from_secs(5 * 60),
+            etcd_request_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -92,7 +92,7 @@ impl Plugin for ApiServer {
 
     fn ready(&self) -> Result<(), String> {
         match &self.server {
-            Some(_) => Ok(()),
+            Some(server) => server.ready(),
             None => Err("not serving".into()),
         }
     }

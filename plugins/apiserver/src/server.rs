@@ -12,11 +12,13 @@ use serde_json::json;
 use kubernel_api::rest::{ApiRequest, ApiResponse};
 
 use crate::config::ApiServerConfig;
+use crate::config::Storage;
 use crate::handlers::{dispatch, ApiState};
 use crate::metrics::Metrics;
 use crate::status::ApiError;
-use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::{EtcdOptions, EtcdStore, EtcdTls};
+use crate::store::{CacheOptions, Store};
 
 /// Namespaces every cluster has.
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -48,17 +50,24 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| format!("starting the apiserver runtime: {e}"))?;
-        let options = EmbeddedOptions {
+        let options = CacheOptions {
             history_revisions: config.history_revisions,
             history_age: Duration::from_secs(config.history_seconds),
-            ..EmbeddedOptions::default()
+            ..CacheOptions::default()
         };
         let dir = ctx.data_dir().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&dir, options)
-                .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?,
-        );
+        let store: Arc<dyn Store> = match config.storage {
+            Storage::Embedded => Arc::new(
+                EmbeddedStore::open(&dir, options)
+                    .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?,
+            ),
+            Storage::Etcd => Arc::new(
+                runtime
+                    .block_on(EtcdStore::connect(etcd_options(&config, options)))
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
         runtime.block_on(ensure_namespaces(store.as_ref()))?;
         let addr = SocketAddr::new(config.bind_address, config.secure_port);
         let listener = runtime
@@ -171,7 +180,7 @@ impl Server {
         let stats = self.state.store.stats();
         m.revision.set(stats.revision as i64);
         m.db_size
-            .with_label_values(&["embedded"])
+            .with_label_values(&[&stats.storage_cluster_id])
             .set(stats.db_size_bytes as i64);
         for (resource, count) in self.state.store.count_by_resource() {
             m.storage_objects
@@ -180,11 +189,32 @@ impl Server {
         }
     }
 
+    /// Whether the apiserver can serve: its store answers (for `/readyz`).
+    pub fn ready(&self) -> Result<(), String> {
+        self.state.store.health().map_err(|e| e.to_string())
+    }
+
     /// Stops serving: ends watches, closes the listener and releases the store.
     pub fn stop(self, deadline: Duration) {
         self.shutdown.cancel();
         drop(self.state);
         self.runtime.shutdown_timeout(deadline);
+    }
+}
+
+/// The etcd backend's settings from the apiserver's config.
+fn etcd_options(config: &ApiServerConfig, cache: CacheOptions) -> EtcdOptions {
+    EtcdOptions {
+        endpoints: config.etcd_endpoints.clone(),
+        prefix: config.etcd_prefix.clone(),
+        tls: EtcdTls {
+            ca_file: config.etcd_ca_file.clone(),
+            cert_file: config.etcd_cert_file.clone(),
+            key_file: config.etcd_key_file.clone(),
+        },
+        request_timeout: config.etcd_request_timeout,
+        compaction_interval: config.etcd_compaction_interval,
+        cache,
     }
 }
 

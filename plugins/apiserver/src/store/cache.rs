@@ -1,29 +1,50 @@
-//! The embedded store's memory: current objects, the event history window and the watchers.
+//! The watch cache every backend serves reads from: current objects, the event history window and the watchers.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::EmbeddedOptions;
-use crate::store::{
-    Event, EventType, ListOptions, ListResult, Revision, StoreError, Stored, Watch,
-};
+use super::{Event, EventType, ListOptions, ListResult, Revision, StoreError, Stored, Watch};
 
-/// Everything reads are served from. The commit thread is its only writer: it
-/// applies each batch after the batch is on disk.
+/// Limits of the watch cache: how much history watches may resume from, and how
+/// far behind a watcher may fall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Most events kept for watches to start from (older revisions are compacted).
+    pub history_revisions: usize,
+    /// Oldest event kept for watches to start from.
+    pub history_age: Duration,
+    /// Events a watcher may have unread before it is closed (its client re-watches).
+    pub watcher_buffer: usize,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            history_revisions: 10_000,
+            history_age: Duration::from_secs(5 * 60),
+            watcher_buffer: 1024,
+        }
+    }
+}
+
+/// Everything reads are served from. One writer feeds it, in revision order: the
+/// embedded store's commit thread after each batch is on disk, or the etcd
+/// backend's watch of its key prefix.
 ///
-/// Invariant: `compacted + history.len() == revision`, and the history holds one
-/// event per revision in `compacted + 1 ..= revision`.
+/// Invariant: the history holds every event with a revision in
+/// `compacted + 1 ..= revision`, oldest first. Revisions are increasing but need
+/// not be consecutive (etcd spends revisions on keys outside the prefix).
 pub(super) struct Cache {
     /// Current objects by key.
     objects: BTreeMap<Arc<str>, Stored>,
     /// Number of keys per resource (key part before the first `/`).
     per_resource: BTreeMap<String, usize>,
-    /// Revision of the last applied write.
+    /// Revision the cache is current at.
     revision: Revision,
     /// Revision before the oldest event kept.
     compacted: Revision,
@@ -32,13 +53,15 @@ pub(super) struct Cache {
     /// Live watchers.
     watchers: Vec<Watcher>,
     /// History and watcher limits.
-    options: EmbeddedOptions,
+    options: CacheOptions,
 }
 
 /// One registered watch.
 struct Watcher {
     /// Key prefix it watches.
     prefix: String,
+    /// It gets the events after this revision only.
+    after: Revision,
     /// Where its events go.
     tx: mpsc::Sender<Event>,
 }
@@ -49,21 +72,19 @@ impl Cache {
     pub(super) fn new(
         objects: BTreeMap<Arc<str>, Stored>,
         revision: Revision,
-        options: EmbeddedOptions,
+        options: CacheOptions,
     ) -> Cache {
-        let mut per_resource = BTreeMap::new();
-        for key in objects.keys() {
-            *per_resource.entry(resource_of(key).to_owned()).or_insert(0) += 1;
-        }
-        Cache {
-            objects,
-            per_resource,
+        let mut cache = Cache {
+            objects: BTreeMap::new(),
+            per_resource: BTreeMap::new(),
             revision,
             compacted: revision,
             history: VecDeque::new(),
             watchers: Vec::new(),
             options,
-        }
+        };
+        cache.replace(objects, revision);
+        cache
     }
 
     /// Reads one key.
@@ -71,7 +92,7 @@ impl Cache {
         self.objects.get(key).cloned()
     }
 
-    /// Revision of the last applied write.
+    /// Revision the cache is current at.
     pub(super) fn revision(&self) -> Revision {
         self.revision
     }
@@ -123,10 +144,15 @@ impl Cache {
 
     /// Starts a watch of `prefix` after `from`: the kept events after it, and a
     /// watcher for the events applied from now on.
+    ///
+    /// `reached` is the newest revision the backend is known to have reached: a
+    /// watch may start up to it even before the cache has applied that far (a
+    /// client read the revision from another apiserver of the same etcd).
     pub(super) fn watch(
         &mut self,
         prefix: &str,
         from: Revision,
+        reached: Revision,
         now: Instant,
     ) -> Result<Watch, StoreError> {
         self.trim(now);
@@ -136,15 +162,16 @@ impl Cache {
                 compacted: self.compacted,
             });
         }
-        if from > self.revision {
+        let current = self.revision.max(reached);
+        if from > current {
             return Err(StoreError::FutureRevision {
                 requested: from,
-                current: self.revision,
+                current,
             });
         }
-        let skip = usize::try_from(from - self.compacted)
-            .unwrap_or(usize::MAX)
-            .min(self.history.len());
+        let skip = self
+            .history
+            .partition_point(|(_, event)| event.revision <= from);
         let backlog = self
             .history
             .range(skip..)
@@ -155,13 +182,14 @@ impl Cache {
         let (tx, events) = mpsc::channel(self.options.watcher_buffer.max(1));
         self.watchers.push(Watcher {
             prefix: prefix.to_owned(),
+            after: from,
             tx,
         });
         Ok(Watch { backlog, events })
     }
 
-    /// Applies committed events (consecutive revisions after the current one):
-    /// updates the objects, appends to the history and delivers to watchers.
+    /// Applies events (increasing revisions after the current one): updates the
+    /// objects, appends to the history and delivers to watchers.
     pub(super) fn apply(&mut self, events: &[Event], now: Instant) {
         for event in events {
             let key = &event.object.key;
@@ -191,9 +219,52 @@ impl Cache {
         self.deliver(events);
     }
 
+    /// Records that nothing under the cache's keys changed up to `revision` (an
+    /// etcd progress notification): lists and watches may use it from now on.
+    pub(super) fn advance(&mut self, revision: Revision) {
+        self.revision = self.revision.max(revision);
+    }
+
+    /// Forgets the events up to `revision` (the backend compacted its history there):
+    /// watches from before it answer [`StoreError::Compacted`].
+    pub(super) fn compact(&mut self, revision: Revision) {
+        let revision = revision.min(self.revision);
+        while self
+            .history
+            .front()
+            .is_some_and(|(_, event)| event.revision <= revision)
+        {
+            self.history.pop_front();
+        }
+        self.compacted = self.compacted.max(revision);
+    }
+
+    /// Replaces every object with `objects` read at `revision` (a re-list after the
+    /// events since the cache's revision were compacted away): the history is
+    /// dropped and every watcher closed, so their clients re-watch and get a 410.
+    pub(super) fn reset(&mut self, objects: BTreeMap<Arc<str>, Stored>, revision: Revision) {
+        self.close_watchers();
+        self.history.clear();
+        self.replace(objects, revision);
+    }
+
     /// Closes every watcher (their receivers end).
     pub(super) fn close_watchers(&mut self) {
         self.watchers.clear();
+    }
+
+    /// Sets the objects and their counts, current and compacted at `revision`.
+    fn replace(&mut self, objects: BTreeMap<Arc<str>, Stored>, revision: Revision) {
+        self.per_resource.clear();
+        for key in objects.keys() {
+            *self
+                .per_resource
+                .entry(resource_of(key).to_owned())
+                .or_insert(0) += 1;
+        }
+        self.objects = objects;
+        self.revision = revision;
+        self.compacted = revision;
     }
 
     /// Drops the oldest events beyond the count or age limit.
@@ -216,7 +287,10 @@ impl Cache {
             if watcher.tx.is_closed() {
                 return false;
             }
-            for event in events.iter().filter(|event| event.object.key.starts_with(&watcher.prefix)) {
+            let mine = |event: &&Event| {
+                event.revision > watcher.after && event.object.key.starts_with(&watcher.prefix)
+            };
+            for event in events.iter().filter(mine) {
                 if let Err(err) = watcher.tx.try_send(event.clone()) {
                     let reason = match err {
                         mpsc::error::TrySendError::Full(_) => "too far behind",
@@ -248,216 +322,106 @@ fn resource_of(key: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
-    use std::time::Duration;
+    use std::collections::BTreeMap;
+    use std::time::Instant;
 
-    use super::super::tests::{create, open_temp, pod};
-    use super::super::EmbeddedOptions;
-    use crate::store::{Event, EventType, Revision, Store, StoreError, Watch};
+    use super::{Cache, CacheOptions};
+    use crate::store::tests::pod;
+    use crate::store::{stored, Event, EventType, Revision, StoreError};
 
-    /// Receives events until one at `last` (or a timeout), returning their revisions.
-    async fn revisions_until(watch: &mut Watch, last: Revision) -> Vec<Revision> {
-        let mut seen: Vec<Revision> = watch.backlog.iter().map(|event| event.revision).collect();
-        while seen.last().is_none_or(|revision| *revision < last) {
-            let next = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
-            match next.expect("events arrive in time") {
-                Some(event) => seen.push(event.revision),
-                None => panic!("watch closed after {seen:?}"),
-            }
+    /// An event creating `key` at `revision`.
+    fn added(key: &str, revision: Revision) -> Event {
+        Event {
+            revision,
+            kind: EventType::Added,
+            object: stored(&key.into(), pod(key), revision, revision).expect("stored"),
+            prev: None,
         }
-        seen
     }
 
-    #[tokio::test]
-    async fn watch_should_return_backlog_then_live_events_in_order() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        create(&store, "pods/default/a", "a").await;
-        create(&store, "nodes/n1", "n1").await;
-        create(&store, "pods/default/b", "b").await;
-        let mut watch = store.watch("pods/", 1).expect("watch");
-        assert_eq!(
-            watch.backlog.iter().map(|e| e.revision).collect::<Vec<_>>(),
-            vec![3]
+    fn revisions(events: &[Event]) -> Vec<Revision> {
+        events.iter().map(|event| event.revision).collect()
+    }
+
+    #[test]
+    fn cache_should_forget_watchers_whose_receiver_is_dropped() {
+        let now = Instant::now();
+        let mut cache = Cache::new(BTreeMap::new(), 0, CacheOptions::default());
+        drop(cache.watch("pods/", 0, 0, now).expect("watch"));
+        let _kept = cache.watch("nodes/", 0, 0, now).expect("watch nodes");
+        assert_eq!(cache.watchers(), 2);
+        cache.apply(&[added("nodes/n1", 1)], now);
+        assert_eq!(cache.watchers(), 1);
+    }
+
+    #[test]
+    fn cache_should_serve_watches_across_revision_gaps_and_progress() {
+        let now = Instant::now();
+        let mut cache = Cache::new(BTreeMap::new(), 1, CacheOptions::default());
+        cache.apply(
+            &[added("pods/a", 3), added("pods/b", 7), added("pods/c", 9)],
+            now,
         );
-        store
-            .update("pods/default/a", pod("a"), Some(1))
-            .await
-            .expect("update a");
-        create(&store, "nodes/n2", "n2").await;
-        store
-            .delete("pods/default/b", None)
-            .await
-            .expect("delete b");
-        let live: Vec<Event> = vec![
-            watch.events.recv().await.expect("event 4"),
-            watch.events.recv().await.expect("event 6"),
-        ];
-        assert_eq!(
-            live.iter()
-                .map(|e| (e.revision, e.kind))
-                .collect::<Vec<_>>(),
-            vec![(4, EventType::Modified), (6, EventType::Deleted)]
-        );
-        assert!(watch.events.try_recv().is_err());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn watch_should_miss_and_repeat_nothing_while_writes_race_with_registration() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        let store = Arc::new(store);
-        let mut writers = Vec::new();
-        for task in 0..8 {
-            let store = store.clone();
-            writers.push(tokio::spawn(async move {
-                let mut pods = Vec::new();
-                for i in 0..100 {
-                    let key = format!("pods/ns{task}/p{i}");
-                    pods.push(
-                        store
-                            .create(&key, pod(&key))
-                            .await
-                            .expect("create pod")
-                            .mod_revision,
-                    );
-                    if i % 2 == 0 {
-                        let key = format!("configmaps/ns{task}/c{i}");
-                        create(&store, &key, &key).await;
-                    }
-                }
-                pods
-            }));
-        }
-        let mut watches = Vec::new();
-        for round in 0..20u64 {
-            let from = store.revision().saturating_sub(round % 7);
-            watches.push((from, store.watch("pods/", from).expect("watch")));
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let mut pods = BTreeSet::new();
-        for writer in writers {
-            pods.extend(writer.await.expect("writer"));
-        }
-        let last = *pods.last().expect("some pods");
-        for (from, mut watch) in watches {
-            let seen = revisions_until(&mut watch, last).await;
-            let expected: Vec<Revision> = pods.range(from + 1..).copied().collect();
-            assert_eq!(seen, expected, "watch from {from}");
-        }
-    }
-
-    #[tokio::test]
-    async fn watch_should_answer_compacted_once_history_is_trimmed_by_count() {
-        let options = EmbeddedOptions {
-            history_revisions: 5,
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store) = open_temp(options);
-        for i in 0..10 {
-            create(&store, &format!("pods/default/p{i}"), "p").await;
-        }
-        assert!(matches!(
-            store.watch("pods/", 4),
-            Err(StoreError::Compacted {
-                requested: 4,
-                compacted: 5
-            })
-        ));
-        let watch = store.watch("pods/", 5).expect("watch from compacted");
-        assert_eq!(
-            watch.backlog.iter().map(|e| e.revision).collect::<Vec<_>>(),
-            vec![6, 7, 8, 9, 10]
-        );
-        assert_eq!(store.stats().compacted, 5);
-    }
-
-    #[tokio::test]
-    async fn watch_should_answer_compacted_once_history_is_trimmed_by_age() {
-        let options = EmbeddedOptions {
-            history_age: Duration::from_millis(20),
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store) = open_temp(options);
-        for i in 0..3 {
-            create(&store, &format!("pods/default/p{i}"), "p").await;
-        }
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(matches!(
-            store.watch("pods/", 0),
-            Err(StoreError::Compacted {
-                requested: 0,
-                compacted: 3
-            })
-        ));
-        assert!(store
-            .watch("pods/", 3)
-            .expect("watch from now")
+        let watch = cache.watch("pods/", 5, 9, now).expect("watch from a gap");
+        assert_eq!(revisions(&watch.backlog), [7, 9]);
+        cache.advance(12);
+        assert_eq!(cache.list(&Default::default()).revision, 12);
+        assert!(cache
+            .watch("pods/", 12, 12, now)
+            .expect("watch")
             .backlog
             .is_empty());
-    }
-
-    #[tokio::test]
-    async fn watch_should_refuse_a_future_revision() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        create(&store, "pods/default/a", "a").await;
         assert!(matches!(
-            store.watch("pods/", 2),
+            cache.watch("pods/", 13, 12, now),
             Err(StoreError::FutureRevision {
-                requested: 2,
-                current: 1
+                requested: 13,
+                current: 12
             })
         ));
+        let mut ahead = cache
+            .watch("pods/", 15, 20, now)
+            .expect("watch ahead of the cache");
+        cache.apply(&[added("pods/d", 14), added("pods/e", 16)], now);
+        assert_eq!(
+            ahead.events.try_recv().map(|event| event.revision).ok(),
+            Some(16)
+        );
+        assert!(ahead.events.try_recv().is_err());
     }
 
-    #[tokio::test]
-    async fn watch_should_report_a_delete_at_the_delete_revision() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        create(&store, "pods/default/a", "a").await;
-        store
-            .update("pods/default/a", pod("a"), None)
-            .await
-            .expect("update");
-        let mut watch = store.watch("pods/", 2).expect("watch");
-        store
-            .delete("pods/default/a", Some(2))
-            .await
-            .expect("delete");
-        let event = watch.events.recv().await.expect("delete event");
-        assert_eq!((event.revision, event.kind), (3, EventType::Deleted));
-        assert_eq!(event.object.mod_revision, 3);
-        assert_eq!(event.object.create_revision, 1);
-        assert_eq!(event.object.object["metadata"]["resourceVersion"], "3");
-        let json: serde_json::Value = serde_json::from_slice(&event.object.json).expect("json");
-        assert_eq!(json["metadata"]["resourceVersion"], "3");
-        assert_eq!(event.prev.expect("prev").mod_revision, 2);
-    }
-
-    #[tokio::test]
-    async fn watch_should_close_a_watcher_that_falls_behind() {
-        let options = EmbeddedOptions {
-            watcher_buffer: 2,
-            ..EmbeddedOptions::default()
-        };
-        let (_dir, store) = open_temp(options);
-        let mut watch = store.watch("pods/", 0).expect("watch");
-        let mut other = store.watch("nodes/", 0).expect("watch nodes");
-        for i in 0..5 {
-            create(&store, &format!("pods/default/p{i}"), "p").await;
-        }
-        assert_eq!(watch.events.recv().await.map(|e| e.revision), Some(1));
-        assert_eq!(watch.events.recv().await.map(|e| e.revision), Some(2));
-        assert!(watch.events.recv().await.is_none());
-        create(&store, "nodes/n1", "n1").await;
-        assert_eq!(other.events.recv().await.map(|e| e.revision), Some(6));
-    }
-
-    #[tokio::test]
-    async fn watch_should_forget_watchers_whose_receiver_is_dropped() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        drop(store.watch("pods/", 0).expect("watch"));
-        let _kept = store.watch("nodes/", 0).expect("watch nodes");
-        assert_eq!(store.watchers(), 2);
-        store.create("nodes/n1", pod("n1")).await.expect("create");
-        assert_eq!(store.watchers(), 1);
+    #[test]
+    fn cache_should_answer_compacted_below_a_backend_compaction_and_close_watchers_on_reset() {
+        let now = Instant::now();
+        let mut cache = Cache::new(BTreeMap::new(), 0, CacheOptions::default());
+        let events: Vec<Event> = (1..=4).map(|r| added(&format!("pods/p{r}"), r)).collect();
+        cache.apply(&events, now);
+        cache.compact(2);
+        assert!(matches!(
+            cache.watch("pods/", 1, 4, now),
+            Err(StoreError::Compacted {
+                requested: 1,
+                compacted: 2
+            })
+        ));
+        let mut watch = cache
+            .watch("pods/", 2, 4, now)
+            .expect("watch from the compaction");
+        assert_eq!(revisions(&watch.backlog), [3, 4]);
+        let objects = BTreeMap::from([(events[0].object.key.clone(), events[0].object.clone())]);
+        cache.reset(objects, 10);
+        assert!(watch.events.try_recv().is_err());
+        assert!(watch.events.is_closed());
+        assert_eq!(
+            (cache.len(), cache.revision(), cache.compacted()),
+            (1, 10, 10)
+        );
+        assert_eq!(cache.count_by_resource(), [("pods".to_owned(), 1)]);
+        assert!(matches!(
+            cache.watch("pods/", 4, 10, now),
+            Err(StoreError::Compacted {
+                requested: 4,
+                compacted: 10
+            })
+        ));
     }
 }

@@ -6,7 +6,6 @@
 //! and only then applies it to memory, the history window and the watchers. Reads
 //! never touch the disk.
 
-mod cache;
 mod commit;
 mod disk;
 
@@ -14,41 +13,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::RwLock;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use self::cache::Cache;
 use self::commit::{Op, Request};
 use self::disk::Disk;
-use super::{ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored, Watch};
+use super::cache::Cache;
+use super::{
+    CacheOptions, ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored, Watch,
+};
 
 /// Writes that may wait for the commit thread before writers wait to queue.
 const QUEUE: usize = 4 * commit::MAX_BATCH;
-
-/// Tuning of an [`EmbeddedStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EmbeddedOptions {
-    /// Most events kept for watches to start from (older revisions are compacted).
-    pub history_revisions: usize,
-    /// Oldest event kept for watches to start from.
-    pub history_age: Duration,
-    /// Events a watcher may have unread before it is closed (its client re-watches).
-    pub watcher_buffer: usize,
-}
-
-impl Default for EmbeddedOptions {
-    fn default() -> Self {
-        EmbeddedOptions {
-            history_revisions: 10_000,
-            history_age: Duration::from_secs(5 * 60),
-            watcher_buffer: 1024,
-        }
-    }
-}
 
 /// The embedded, durable [`Store`]: one redb file plus an in-memory copy of it.
 ///
@@ -81,7 +61,7 @@ impl EmbeddedStore {
     ///
     /// Fails with [`StoreError::Unavailable`] when the directory or file cannot be
     /// used (including when another store has it open).
-    pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore, StoreError> {
+    pub fn open(dir: &Path, options: CacheOptions) -> Result<EmbeddedStore, StoreError> {
         let (disk, loaded) = Disk::open(dir)?;
         let path = dir.join(disk::FILE_NAME);
         info!(path = %path.display(), keys = loaded.objects.len(), revision = loaded.revision, "embedded store opened");
@@ -162,10 +142,9 @@ impl Store for EmbeddedStore {
     }
 
     fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {
-        self.shared
-            .cache
-            .write()
-            .watch(prefix, from, Instant::now())
+        let mut cache = self.shared.cache.write();
+        let reached = cache.revision();
+        cache.watch(prefix, from, reached, Instant::now())
     }
 
     fn revision(&self) -> Revision {
@@ -187,6 +166,7 @@ impl Store for EmbeddedStore {
             compacted,
             db_size_bytes,
             keys,
+            storage_cluster_id: "embedded".into(),
         }
     }
 }
@@ -202,214 +182,5 @@ impl Drop for EmbeddedStore {
         }
         self.shared.cache.write().close_watchers();
         info!(path = %self.path.display(), "embedded store closed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::{json, Value};
-
-    use super::{EmbeddedOptions, EmbeddedStore};
-    use crate::store::{ListOptions, Store, StoreError, Stored};
-
-    /// A minimal pod-like object named `name`.
-    pub(super) fn pod(name: &str) -> Value {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": {}})
-    }
-
-    /// Creates `pod(name)` at `key`, failing the test naming the key on an error.
-    pub(super) async fn create(store: &EmbeddedStore, key: &str, name: &str) -> Stored {
-        store
-            .create(key, pod(name))
-            .await
-            .unwrap_or_else(|e| panic!("create {key}: {e}"))
-    }
-
-    /// A store in a fresh temporary directory (kept alive by the returned guard).
-    pub(super) fn open_temp(options: EmbeddedOptions) -> (tempfile::TempDir, EmbeddedStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(dir.path(), options).expect("open store");
-        (dir, store)
-    }
-
-    fn keys(
-        store: &EmbeddedStore,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: Option<usize>,
-    ) -> (Vec<String>, usize) {
-        let opts = ListOptions {
-            prefix: prefix.into(),
-            start_after: start_after.map(Into::into),
-            limit,
-        };
-        let page = store.list(&opts).expect("list");
-        (
-            page.items.iter().map(|item| item.key.to_string()).collect(),
-            page.remaining,
-        )
-    }
-
-    #[tokio::test]
-    async fn embedded_store_should_count_one_revision_per_write() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        assert_eq!(store.revision(), 0);
-        let created = create(&store, "pods/default/a", "a").await;
-        assert_eq!((created.create_revision, created.mod_revision), (1, 1));
-        assert_eq!(created.object["metadata"]["resourceVersion"], "1");
-        let updated = store
-            .update("pods/default/a", pod("a"), None)
-            .await
-            .expect("update");
-        assert_eq!((updated.create_revision, updated.mod_revision), (1, 2));
-        let json: Value = serde_json::from_slice(&updated.json).expect("json");
-        assert_eq!(json["metadata"]["resourceVersion"], "2");
-        create(&store, "pods/default/b", "b").await;
-        let deleted = store.delete("pods/default/a", None).await.expect("delete");
-        assert_eq!(deleted.mod_revision, 4);
-        assert_eq!(deleted.object["metadata"]["resourceVersion"], "4");
-        assert_eq!(store.revision(), 4);
-    }
-
-    #[tokio::test]
-    async fn embedded_store_should_refuse_writes_that_do_not_apply_without_spending_a_revision() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        create(&store, "pods/default/a", "a").await;
-        assert!(matches!(
-            store.create("pods/default/a", pod("a")).await,
-            Err(StoreError::AlreadyExists { key }) if key == "pods/default/a"
-        ));
-        assert!(matches!(
-            store.update("pods/default/x", pod("x"), None).await,
-            Err(StoreError::NotFound { key }) if key == "pods/default/x"
-        ));
-        assert!(matches!(
-            store.delete("pods/default/x", None).await,
-            Err(StoreError::NotFound { .. })
-        ));
-        assert!(matches!(
-            store.create("pods/default/c", json!([1])).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            store
-                .create("pods/default/c", json!({"metadata": "no"}))
-                .await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            store.create("", pod("c")).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert_eq!(store.revision(), 1);
-        assert_eq!(
-            store
-                .create("pods/default/c", pod("c"))
-                .await
-                .expect("create c")
-                .mod_revision,
-            2
-        );
-    }
-
-    #[tokio::test]
-    async fn embedded_store_should_compare_and_swap_on_the_mod_revision() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        create(&store, "pods/default/a", "a").await;
-        store
-            .update("pods/default/a", pod("a"), Some(1))
-            .await
-            .expect("update at 1");
-        assert!(matches!(
-            store.update("pods/default/a", pod("a"), Some(1)).await,
-            Err(StoreError::Conflict {
-                expected: 1,
-                actual: 2,
-                ..
-            })
-        ));
-        assert!(matches!(
-            store.delete("pods/default/a", Some(1)).await,
-            Err(StoreError::Conflict {
-                expected: 1,
-                actual: 2,
-                ..
-            })
-        ));
-        store
-            .delete("pods/default/a", Some(2))
-            .await
-            .expect("delete at 2");
-        assert!(store.get("pods/default/a").expect("get").is_none());
-        assert_eq!(store.revision(), 3);
-    }
-
-    #[tokio::test]
-    async fn embedded_store_should_list_pages_in_key_order() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        for name in ["e", "a", "d", "b", "c"] {
-            create(&store, &format!("pods/ns1/{name}"), name).await;
-        }
-        create(&store, "pods/ns0/z", "z").await;
-        create(&store, "pods/ns2/a", "a").await;
-        create(&store, "services/ns1/a", "a").await;
-        assert_eq!(
-            keys(&store, "pods/ns1/", None, Some(2)),
-            (vec!["pods/ns1/a".into(), "pods/ns1/b".into()], 3)
-        );
-        assert_eq!(
-            keys(&store, "pods/ns1/", Some("pods/ns1/b"), Some(2)),
-            (vec!["pods/ns1/c".into(), "pods/ns1/d".into()], 1)
-        );
-        assert_eq!(
-            keys(&store, "pods/ns1/", Some("pods/ns1/d"), Some(2)),
-            (vec!["pods/ns1/e".into()], 0)
-        );
-        assert_eq!(
-            keys(&store, "pods/ns1/", Some("pods/ns1/e"), None),
-            (vec![], 0)
-        );
-        assert_eq!(
-            keys(&store, "pods/ns1/", Some("pods/ns0/z"), Some(0))
-                .0
-                .len(),
-            5
-        );
-        assert_eq!(keys(&store, "pods/", None, None).0.len(), 7);
-        assert_eq!(
-            keys(&store, "", None, Some(1)),
-            (vec!["pods/ns0/z".into()], 7)
-        );
-        let page = store
-            .list(&ListOptions {
-                prefix: "pods/".into(),
-                ..ListOptions::default()
-            })
-            .expect("list");
-        assert_eq!(page.revision, 8);
-    }
-
-    #[tokio::test]
-    async fn embedded_store_should_count_keys_per_resource() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        for key in ["pods/a/1", "pods/b/2", "nodes/n1", "deployments.apps/a/d"] {
-            store.create(key, pod("x")).await.expect("create");
-        }
-        store.delete("nodes/n1", None).await.expect("delete");
-        assert_eq!(
-            store.count_by_resource(),
-            vec![("deployments.apps".into(), 1), ("pods".into(), 2)]
-        );
-        let stats = store.stats();
-        assert_eq!((stats.revision, stats.compacted, stats.keys), (5, 0, 3));
-        assert!(stats.db_size_bytes > 0);
-    }
-
-    #[tokio::test]
-    async fn embedded_store_should_close_watches_when_dropped() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
-        let mut watch = store.watch("pods/", 0).expect("watch");
-        drop(store);
-        assert!(watch.events.recv().await.is_none());
     }
 }

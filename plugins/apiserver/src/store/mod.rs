@@ -10,13 +10,20 @@
 //! Keys are laid out as Kubernetes lays them out in etcd, without the prefix:
 //! `pods/<namespace>/<name>`, `nodes/<name>`, `deployments.apps/<ns>/<name>`... so
 //! a list of one namespace is a prefix range and the etcd backend is a thin adapter.
+//! Both backends serve reads, lists and watches from the same in-memory watch cache.
 
+mod cache;
 pub mod embedded;
+pub mod etcd;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
+
+pub use self::cache::CacheOptions;
 
 /// A store revision: 1 for the first write, then one more per write.
 pub type Revision = u64;
@@ -153,6 +160,9 @@ pub struct StoreStats {
     pub db_size_bytes: u64,
     /// Number of keys.
     pub keys: usize,
+    /// Which database: `embedded`, or the etcd cluster's id (the
+    /// `storage_cluster_id` label of `apiserver_storage_db_total_size_in_bytes`).
+    pub storage_cluster_id: String,
 }
 
 /// A revisioned key-value store of JSON objects with etcd's semantics.
@@ -193,4 +203,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counters for metrics.
     fn stats(&self) -> StoreStats;
+
+    /// Whether the store can serve requests now (`/readyz`); the error says why not.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// `object` as stored at `mod_revision`: `metadata.resourceVersion` set, serialized.
+fn stored(
+    key: &Arc<str>,
+    mut object: Value,
+    create_revision: Revision,
+    mod_revision: Revision,
+) -> Result<Stored, StoreError> {
+    let metadata = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("{key}: not a JSON object with a metadata object"))
+        })?;
+    metadata.insert(
+        "resourceVersion".into(),
+        Value::String(mod_revision.to_string()),
+    );
+    let json =
+        serde_json::to_vec(&object).map_err(|err| StoreError::Invalid(format!("{key}: {err}")))?;
+    Ok(Stored {
+        key: key.clone(),
+        object: Arc::new(object),
+        json: Bytes::from(json),
+        create_revision,
+        mod_revision,
+    })
 }

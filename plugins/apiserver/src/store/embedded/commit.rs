@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, trace};
 
-use super::cache::Cache;
 use super::disk::Disk;
 use super::Shared;
-use crate::store::{Event, EventType, Revision, StoreError, Stored};
+use crate::store::cache::Cache;
+use crate::store::{stored, Event, EventType, Revision, StoreError, Stored};
 
 /// At most this many writes share one disk commit (one fsync).
 pub(super) const MAX_BATCH: usize = 1000;
@@ -199,34 +198,6 @@ fn existing(
     }
 }
 
-/// `object` as stored at `mod_revision`: `metadata.resourceVersion` set, serialized.
-fn stored(
-    key: &Arc<str>,
-    mut object: Value,
-    create_revision: Revision,
-    mod_revision: Revision,
-) -> Result<Stored, StoreError> {
-    let metadata = object
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| {
-            StoreError::Invalid(format!("{key}: not a JSON object with a metadata object"))
-        })?;
-    metadata.insert(
-        "resourceVersion".into(),
-        Value::String(mod_revision.to_string()),
-    );
-    let json =
-        serde_json::to_vec(&object).map_err(|err| StoreError::Invalid(format!("{key}: {err}")))?;
-    Ok(Stored {
-        key: key.clone(),
-        object: Arc::new(object),
-        json: Bytes::from(json),
-        create_revision,
-        mod_revision,
-    })
-}
-
 /// The error of a write made while the store closes.
 pub(super) fn shutting_down() -> StoreError {
     StoreError::Unavailable("the embedded store is shut down".into())
@@ -242,12 +213,19 @@ mod tests {
     use serde_json::json;
     use tokio::sync::{mpsc, oneshot};
 
-    use super::super::cache::Cache;
     use super::super::disk::Disk;
-    use super::super::tests::{open_temp, pod};
-    use super::super::{EmbeddedOptions, Shared};
+    use super::super::{EmbeddedStore, Shared};
     use super::{plan, run, Op, Request};
-    use crate::store::{Revision, Store, StoreError};
+    use crate::store::cache::Cache;
+    use crate::store::tests::pod;
+    use crate::store::{CacheOptions, Revision, Store, StoreError};
+
+    /// A store in a fresh temporary directory (kept alive by the returned guard).
+    fn open_temp() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path(), CacheOptions::default()).expect("open store");
+        (dir, store)
+    }
 
     fn request(key: &str, op: Op) -> Request {
         let (reply, _) = oneshot::channel();
@@ -260,7 +238,7 @@ mod tests {
 
     #[test]
     fn plan_should_check_each_write_against_earlier_writes_of_its_batch() {
-        let cache = Cache::new(BTreeMap::new(), 7, EmbeddedOptions::default());
+        let cache = Cache::new(BTreeMap::new(), 7, CacheOptions::default());
         let requests = vec![
             request("pods/a", Op::Create(pod("a"))),
             request("pods/a", Op::Create(pod("a"))),
@@ -298,7 +276,7 @@ mod tests {
             cache: RwLock::new(Cache::new(
                 loaded.objects,
                 loaded.revision,
-                EmbeddedOptions::default(),
+                CacheOptions::default(),
             )),
             batches: AtomicU64::new(0),
             stopping: AtomicBool::new(true),
@@ -323,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn commit_should_group_a_burst_of_concurrent_creates_with_distinct_revisions() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
+        let (_dir, store) = open_temp();
         let store = Arc::new(store);
         let tasks: Vec<_> = (0..32)
             .map(|task| {
@@ -367,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn commit_should_let_one_of_racing_creates_of_a_key_win_and_spend_one_revision() {
-        let (_dir, store) = open_temp(EmbeddedOptions::default());
+        let (_dir, store) = open_temp();
         let store = Arc::new(store);
         let racers: Vec<_> = (0..16)
             .map(|_| {

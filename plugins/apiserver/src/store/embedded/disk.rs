@@ -158,8 +158,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::super::tests::pod;
-    use super::super::{EmbeddedOptions, EmbeddedStore};
+    use super::super::EmbeddedStore;
+    use crate::store::tests::pod;
+    use crate::store::CacheOptions;
     use crate::store::{ListOptions, Store, StoreError};
 
     /// Tells the test binary it runs as the writer that the kill test kills.
@@ -172,7 +173,7 @@ mod tests {
     async fn reopen_should_keep_every_object_and_the_revision() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+            let store = EmbeddedStore::open(dir.path(), CacheOptions::default()).expect("open");
             for i in 0..20 {
                 store
                     .create(&format!("pods/default/p{i:02}"), pod("p"))
@@ -188,7 +189,7 @@ mod tests {
                 .await
                 .expect("delete");
         }
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen");
+        let store = EmbeddedStore::open(dir.path(), CacheOptions::default()).expect("reopen");
         assert_eq!(store.revision(), 22);
         let list = store
             .list(&ListOptions {
@@ -218,9 +219,9 @@ mod tests {
     #[test]
     fn open_should_refuse_a_directory_already_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("open");
+        let _store = EmbeddedStore::open(dir.path(), CacheOptions::default()).expect("open");
         assert!(matches!(
-            EmbeddedStore::open(dir.path(), EmbeddedOptions::default()),
+            EmbeddedStore::open(dir.path(), CacheOptions::default()),
             Err(StoreError::Unavailable(_))
         ));
     }
@@ -239,9 +240,8 @@ mod tests {
             .build()
             .expect("runtime");
         runtime.block_on(async move {
-            let store = Arc::new(
-                EmbeddedStore::open(dir.as_ref(), EmbeddedOptions::default()).expect("open"),
-            );
+            let store =
+                Arc::new(EmbeddedStore::open(dir.as_ref(), CacheOptions::default()).expect("open"));
             let writers: Vec<_> = (0..8)
                 .map(|task| {
                     let store = store.clone();
@@ -317,7 +317,7 @@ mod tests {
         acked.extend(lines.try_iter());
 
         let store =
-            EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).expect("reopen after kill");
+            EmbeddedStore::open(dir.path(), CacheOptions::default()).expect("reopen after kill");
         let missing: Vec<&String> = acked
             .iter()
             .filter(|key| store.get(key).ok().flatten().is_none())

@@ -1,0 +1,532 @@
+//! The etcd v3 backend: objects live in etcd under a key prefix; reads, lists and watches are served from the watch cache that one etcd watch of the prefix feeds.
+//!
+//! Writes are etcd transactions: a create compares the key's `create_revision`
+//! with 0, an update or delete its `mod_revision` with the expected one, so the
+//! revision etcd gives the write is the object's `resourceVersion`. A write returns
+//! once this apiserver's cache has applied it, so reads through the same apiserver
+//! see it. While etcd is unreachable, reads and new watches fail at once with
+//! [`StoreError::Unavailable`] and writes within the request timeout; open watches
+//! stay registered and resume when the feed is re-established from the cache's
+//! revision (or close, for a clean 410 and re-list, if etcd compacted it meanwhile).
+
+mod codec;
+mod feed;
+mod upkeep;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, KvClient,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use self::codec::Prefix;
+use super::cache::Cache;
+use super::{
+    stored, CacheOptions, ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored,
+    Watch,
+};
+
+/// Where and how to reach etcd, and the watch cache's limits.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// Client URLs of the etcd members (`http://127.0.0.1:2379`, `https://...`).
+    pub endpoints: Vec<String>,
+    /// Key prefix of this cluster's objects (`/registry`).
+    pub prefix: String,
+    /// Client TLS files, for `https://` endpoints.
+    pub tls: EtcdTls,
+    /// Longest wait for one etcd request (and for connecting).
+    pub request_timeout: Duration,
+    /// Time between compactions of etcd's history; zero for none.
+    pub compaction_interval: Duration,
+    /// Limits of the watch cache.
+    pub cache: CacheOptions,
+}
+
+/// Client TLS files (PEM) for `https://` etcd endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    /// CA bundle that signed etcd's serving certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, when etcd checks client certificates.
+    pub cert_file: Option<PathBuf>,
+    /// Key of the client certificate.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Connecting to etcd failed. Config errors will fail the same way again; the
+/// others may pass once etcd is reachable.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    /// `storage = "etcd"` without endpoints.
+    #[error("config: key etcd_endpoints: empty; storage = \"etcd\" needs at least one endpoint")]
+    NoEndpoints,
+    /// A TLS file cannot be read.
+    #[error("config: key {key}: {path}: {source}")]
+    TlsFile {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// Only one of the client certificate and its key is given.
+    #[error("config: keys etcd_cert_file and etcd_key_file go together; only {given} is set")]
+    HalfIdentity {
+        /// The key that is set.
+        given: &'static str,
+    },
+    /// etcd refused or failed a request.
+    #[error("etcd {endpoints}: {what}: {reason}")]
+    Request {
+        /// The endpoints.
+        endpoints: String,
+        /// What was asked (`connect`, `create pods/default/a`, ...).
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// The etcd-backed [`Store`]. Dropping it stops its tasks and closes every watch.
+pub struct EtcdStore {
+    /// State shared with the feed and upkeep tasks.
+    shared: Arc<Shared>,
+    /// Client for transactions.
+    kv: KvClient,
+    /// Key prefix in etcd.
+    prefix: Prefix,
+    /// The feed, health check and compaction tasks.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the store and its tasks share.
+struct Shared {
+    /// Objects, history and watchers, fed by the etcd watch.
+    cache: RwLock<Cache>,
+    /// Revision the cache has applied, for writes waiting to be readable.
+    applied: watch::Sender<Revision>,
+    /// Newest revision seen in any etcd answer (the cache may lag behind it).
+    reached: AtomicU64,
+    /// Why the feed or the health check is failing; both `None` when healthy.
+    health: Mutex<Health>,
+    /// Size of etcd's database, bytes, from the last health check.
+    db_size: AtomicU64,
+    /// etcd's cluster id.
+    cluster_id: AtomicU64,
+    /// The endpoints, for messages.
+    endpoints: String,
+    /// Longest wait for one etcd request.
+    request_timeout: Duration,
+}
+
+/// Why the store cannot serve, if it cannot.
+#[derive(Debug, Default)]
+struct Health {
+    /// The etcd watch feeding the cache is down (the cache may be stale).
+    feed: Option<String>,
+    /// The last health check failed.
+    check: Option<String>,
+}
+
+impl EtcdStore {
+    /// Connects to etcd, loads every object under the prefix into the cache and
+    /// starts following it. Must run inside a tokio runtime, which then runs the
+    /// store's tasks.
+    pub async fn connect(options: EtcdOptions) -> Result<EtcdStore, EtcdError> {
+        if options.endpoints.is_empty() {
+            return Err(EtcdError::NoEndpoints);
+        }
+        let endpoints = options.endpoints.join(",");
+        let timeout = options.request_timeout;
+        let mut connect = ConnectOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), timeout);
+        if let Some(tls) = tls(&options.tls)? {
+            connect = connect.with_tls(tls);
+        }
+        let failed = |what: &str, reason: String| EtcdError::Request {
+            endpoints: endpoints.clone(),
+            what: what.to_owned(),
+            reason,
+        };
+        let client =
+            tokio::time::timeout(timeout, Client::connect(&options.endpoints, Some(connect)))
+                .await
+                .map_err(|_| failed("connect", format!("no answer within {timeout:?}")))?
+                .map_err(|err| failed("connect", describe(&err)))?;
+        let prefix = Prefix::new(&options.prefix);
+        let loaded = feed::load(&mut client.kv_client(), &prefix, timeout)
+            .await
+            .map_err(|reason| failed(&format!("list {}", prefix.as_str()), reason))?;
+        info!(etcd = %endpoints, prefix = prefix.as_str(), keys = loaded.objects.len(), revision = loaded.revision, "etcd store connected");
+        let shared = Arc::new(Shared {
+            cache: RwLock::new(Cache::new(loaded.objects, loaded.revision, options.cache)),
+            applied: watch::Sender::new(loaded.revision),
+            reached: AtomicU64::new(loaded.revision),
+            health: Mutex::new(Health::default()),
+            db_size: AtomicU64::new(0),
+            cluster_id: AtomicU64::new(loaded.cluster_id),
+            endpoints,
+            request_timeout: timeout,
+        });
+        let mut tasks = vec![
+            tokio::spawn(feed::run(shared.clone(), client.clone(), prefix.clone())),
+            tokio::spawn(upkeep::check_health(shared.clone(), client.clone())),
+        ];
+        if !options.compaction_interval.is_zero() {
+            tasks.push(tokio::spawn(upkeep::compact(
+                shared.clone(),
+                client.kv_client(),
+                options.compaction_interval,
+            )));
+        }
+        Ok(EtcdStore {
+            shared,
+            kv: client.kv_client(),
+            prefix,
+            tasks,
+        })
+    }
+
+    /// Runs one transaction on `key` within the request timeout.
+    async fn txn(&self, verb: &str, key: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::Invalid("empty key".into()));
+        }
+        let mut kv = self.kv.clone();
+        let timeout = self.shared.request_timeout;
+        let reason = match tokio::time::timeout(timeout, kv.txn(txn)).await {
+            Ok(Ok(response)) => {
+                if let Some(header) = response.header() {
+                    self.shared.reach(codec::revision(header.revision()));
+                }
+                return Ok(response);
+            }
+            Ok(Err(err)) => describe(&err),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        Err(self.shared.unavailable(&format!("{verb} {key}"), reason))
+    }
+
+    /// The object written at `mod_revision`, once the cache has applied that revision
+    /// (so reads through this apiserver see it), or the request timeout has passed.
+    async fn written(
+        &self,
+        key: &str,
+        object: Value,
+        create_revision: Revision,
+        mod_revision: Revision,
+    ) -> Result<Stored, StoreError> {
+        let stored = stored(&Arc::from(key), object, create_revision, mod_revision)?;
+        self.wait_applied(mod_revision).await;
+        Ok(stored)
+    }
+
+    /// Waits until the cache has applied `revision`, unless the feed is down (the
+    /// write is durable in etcd; the cache catches up when the feed is back).
+    async fn wait_applied(&self, revision: Revision) {
+        if self.shared.health.lock().feed.is_some() {
+            return;
+        }
+        let mut applied = self.shared.applied.subscribe();
+        let timeout = self.shared.request_timeout;
+        let caught_up = applied.wait_for(|applied| *applied >= revision);
+        if tokio::time::timeout(timeout, caught_up).await.is_err() {
+            warn!(etcd = %self.shared.endpoints, revision, "the watch cache did not apply a write within the request timeout");
+        }
+    }
+}
+
+/// The etcd key-value pair a transaction's first operation answered.
+fn first_kv(response: &TxnResponse) -> Option<etcd_client::KeyValue> {
+    match response.op_responses().into_iter().next()? {
+        TxnOpResponse::Put(put) => put.prev_key().cloned(),
+        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+        TxnOpResponse::Delete(delete) => delete.prev_kvs().first().cloned(),
+        TxnOpResponse::Txn(_) => None,
+    }
+}
+
+/// The revision of a transaction: the write's revision when it succeeded.
+fn txn_revision(response: &TxnResponse) -> Revision {
+    response
+        .header()
+        .map_or(0, |header| codec::revision(header.revision()))
+}
+
+/// The condition of an update or delete: the expected mod revision, or that the key exists.
+fn expectation(etcd_key: &str, expected: Option<Revision>) -> Compare {
+    match expected {
+        Some(expected) => Compare::mod_revision(etcd_key, CompareOp::Equal, codec::raw(expected)),
+        None => Compare::create_revision(etcd_key, CompareOp::Greater, 0),
+    }
+}
+
+/// Why an update or delete of `key` expecting `expected` did not apply, from the
+/// key's current state read in the same transaction.
+fn refused(
+    key: &str,
+    expected: Option<Revision>,
+    current: Option<etcd_client::KeyValue>,
+) -> StoreError {
+    match (current, expected) {
+        (Some(current), Some(expected)) => StoreError::Conflict {
+            key: key.to_owned(),
+            expected,
+            actual: codec::revision(current.mod_revision()),
+        },
+        _ => StoreError::NotFound {
+            key: key.to_owned(),
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn create(&self, key: &str, mut object: Value) -> Result<Stored, StoreError> {
+        let value = codec::encode(key, &mut object)?;
+        let etcd_key = self.prefix.etcd_key(key);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                etcd_key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(etcd_key, value, None)]);
+        let response = self.txn("create", key, txn).await?;
+        if !response.succeeded() {
+            return Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            });
+        }
+        let revision = txn_revision(&response);
+        self.written(key, object, revision, revision).await
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        mut object: Value,
+        expected: Option<Revision>,
+    ) -> Result<Stored, StoreError> {
+        let value = codec::encode(key, &mut object)?;
+        let etcd_key = self.prefix.etcd_key(key);
+        let txn = Txn::new()
+            .when([expectation(&etcd_key, expected)])
+            .and_then([TxnOp::put(
+                etcd_key.as_str(),
+                value,
+                Some(PutOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
+        let response = self.txn("update", key, txn).await?;
+        let previous = first_kv(&response);
+        if !response.succeeded() {
+            return Err(refused(key, expected, previous));
+        }
+        let revision = txn_revision(&response);
+        let created = previous.map_or(revision, |kv| codec::revision(kv.create_revision()));
+        self.written(key, object, created, revision).await
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError> {
+        let etcd_key = self.prefix.etcd_key(key);
+        let txn = Txn::new()
+            .when([expectation(&etcd_key, expected)])
+            .and_then([TxnOp::delete(
+                etcd_key.as_str(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
+        let response = self.txn("delete", key, txn).await?;
+        let previous = first_kv(&response);
+        if !response.succeeded() {
+            return Err(refused(key, expected, previous));
+        }
+        let previous = previous.ok_or_else(|| StoreError::NotFound {
+            key: key.to_owned(),
+        })?;
+        let revision = txn_revision(&response);
+        let deleted = codec::decode(
+            Arc::from(key),
+            previous.value(),
+            codec::revision(previous.create_revision()),
+            revision,
+        )?;
+        self.wait_applied(revision).await;
+        Ok(deleted)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {
+        self.shared.available()?;
+        Ok(self.shared.cache.read().get(key))
+    }
+
+    fn list(&self, opts: &ListOptions) -> Result<ListResult, StoreError> {
+        self.shared.available()?;
+        Ok(self.shared.cache.read().list(opts))
+    }
+
+    fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {
+        self.shared.available()?;
+        let reached = self.shared.reached.load(Ordering::Acquire);
+        self.shared
+            .cache
+            .write()
+            .watch(prefix, from, reached, Instant::now())
+    }
+
+    fn revision(&self) -> Revision {
+        self.shared.cache.read().revision()
+    }
+
+    fn count_by_resource(&self) -> Vec<(String, usize)> {
+        self.shared.cache.read().count_by_resource()
+    }
+
+    fn stats(&self) -> StoreStats {
+        let cache = self.shared.cache.read();
+        StoreStats {
+            revision: cache.revision(),
+            compacted: cache.compacted(),
+            db_size_bytes: self.shared.db_size.load(Ordering::Relaxed),
+            keys: cache.len(),
+            storage_cluster_id: format!("{:x}", self.shared.cluster_id.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.shared.available()
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.shared.cache.write().close_watchers();
+        info!(etcd = %self.shared.endpoints, "etcd store closed");
+    }
+}
+
+impl Shared {
+    /// `Ok` when the feed is live and the last health check passed.
+    fn available(&self) -> Result<(), StoreError> {
+        let health = self.health.lock();
+        match health.feed.as_ref().or(health.check.as_ref()) {
+            None => Ok(()),
+            Some(reason) => Err(StoreError::Unavailable(format!(
+                "etcd {}: {reason}",
+                self.endpoints
+            ))),
+        }
+    }
+
+    /// Records the feed's state; logs changes.
+    fn set_feed(&self, down: Option<String>) {
+        let mut health = self.health.lock();
+        match (&health.feed, &down) {
+            (None, Some(reason)) => {
+                warn!(etcd = %self.endpoints, reason = %reason, "etcd watch feed lost; reads answer 503 until it is back")
+            }
+            (Some(_), None) => info!(etcd = %self.endpoints, "etcd watch feed live again"),
+            _ => {}
+        }
+        health.feed = down;
+    }
+
+    /// Records the health check's outcome; logs changes.
+    fn set_check(&self, failing: Option<String>) {
+        let mut health = self.health.lock();
+        match (&health.check, &failing) {
+            (None, Some(reason)) => {
+                warn!(etcd = %self.endpoints, reason = %reason, "etcd health check failing")
+            }
+            (Some(_), None) => info!(etcd = %self.endpoints, "etcd healthy again"),
+            _ => {}
+        }
+        health.check = failing;
+    }
+
+    /// Notes that etcd answered at `revision`.
+    fn reach(&self, revision: Revision) {
+        self.reached.fetch_max(revision, Ordering::AcqRel);
+    }
+
+    /// The error of a failed request about `what`.
+    fn unavailable(&self, what: &str, reason: String) -> StoreError {
+        StoreError::Unavailable(
+            EtcdError::Request {
+                endpoints: self.endpoints.clone(),
+                what: what.to_owned(),
+                reason,
+            }
+            .to_string(),
+        )
+    }
+}
+
+/// The TLS settings of the given files; `None` when no file is given.
+fn tls(files: &EtcdTls) -> Result<Option<TlsOptions>, EtcdError> {
+    if files.ca_file.is_none() && files.cert_file.is_none() && files.key_file.is_none() {
+        return Ok(None);
+    }
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &files.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read("etcd_ca_file", ca)?));
+    }
+    match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(
+                read("etcd_cert_file", cert)?,
+                read("etcd_key_file", key)?,
+            ));
+        }
+        (Some(_), None) => {
+            return Err(EtcdError::HalfIdentity {
+                given: "etcd_cert_file",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(EtcdError::HalfIdentity {
+                given: "etcd_key_file",
+            })
+        }
+        (None, None) => {}
+    }
+    Ok(Some(tls))
+}
+
+/// Reads the file a config key names.
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|source| EtcdError::TlsFile {
+        key,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A short description of an etcd client error: the gRPC message, without the
+/// status' debug dump.
+fn describe(err: &etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {
+            status.message().to_owned()
+        }
+        etcd_client::Error::GRpcStatus(status) => format!("{:?}", status.code()),
+        other => other.to_string(),
+    }
+}

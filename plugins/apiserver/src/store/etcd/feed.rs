@@ -1,0 +1,292 @@
+//! The watch cache's feed: every object under the prefix read at one revision, page by page, then one etcd watch of the prefix from there on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, EventType as EtcdEventType, GetOptions, KvClient, WatchOptions, WatchResponse,
+};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::codec::{self, Prefix};
+use super::{describe, Shared};
+use crate::store::cache::Cache;
+use crate::store::{stored, Event, EventType, Revision, Stored};
+
+/// Keys read per range request when loading.
+const PAGE: i64 = 500;
+
+/// How often the feed asks etcd for a progress notification (the revision etcd
+/// has reached with no more events for the prefix). It keeps the cache's revision
+/// current for lists and bookmarks, and shows the watch stream is alive.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// First and longest wait between attempts to re-establish the feed.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
+/// The objects under a prefix at one revision.
+pub(super) struct Loaded {
+    /// Objects by store key.
+    pub objects: BTreeMap<Arc<str>, Stored>,
+    /// The revision they were read at.
+    pub revision: Revision,
+    /// etcd's cluster id.
+    pub cluster_id: u64,
+}
+
+/// Reads every object under `prefix` at one revision, `PAGE` keys per request.
+/// Values that are not stored objects are skipped with a warning. The error says
+/// why etcd did not answer.
+pub(super) async fn load(
+    kv: &mut KvClient,
+    prefix: &Prefix,
+    timeout: Duration,
+) -> Result<Loaded, String> {
+    let mut objects = BTreeMap::new();
+    let mut revision = 0;
+    let mut cluster_id = 0;
+    let mut start = prefix.as_str().as_bytes().to_vec();
+    loop {
+        let options = GetOptions::new()
+            .with_range(prefix.range_end())
+            .with_limit(PAGE)
+            .with_revision(codec::raw(revision));
+        let page = match tokio::time::timeout(timeout, kv.get(start.clone(), Some(options))).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(err)) => return Err(describe(&err)),
+            Err(_) => return Err(format!("no answer within {timeout:?}")),
+        };
+        if let Some(header) = page.header().filter(|_| revision == 0) {
+            revision = codec::revision(header.revision());
+            cluster_id = header.cluster_id();
+        }
+        for kv in page.kvs() {
+            let Some(key) = prefix.store_key(kv.key()) else {
+                continue;
+            };
+            let create = codec::revision(kv.create_revision());
+            let modified = codec::revision(kv.mod_revision());
+            match codec::decode(key.clone(), kv.value(), create, modified) {
+                Ok(stored) => {
+                    objects.insert(key, stored);
+                }
+                Err(err) => {
+                    warn!(key = %key, error = %err, "skipping an etcd value that is not a stored object")
+                }
+            }
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    Ok(Loaded {
+        objects,
+        revision,
+        cluster_id,
+    })
+}
+
+/// How following the watch ended.
+enum Ended {
+    /// etcd compacted the revision the cache needs next: re-list.
+    Compacted(Revision),
+    /// The stream failed or could not be opened.
+    Failed(String),
+}
+
+/// Follows the prefix for as long as the store lives: watches from the cache's
+/// revision, re-establishes the watch after failures (with backoff), and re-lists
+/// when the revision it needs was compacted.
+pub(super) async fn run(shared: Arc<Shared>, client: Client, prefix: Prefix) {
+    let mut backoff = BACKOFF.0;
+    loop {
+        let started = Instant::now();
+        let from = shared.cache.read().revision();
+        let reason = match follow(&shared, &client, &prefix, from).await {
+            Ended::Failed(reason) => reason,
+            Ended::Compacted(compacted) => {
+                shared.set_feed(Some(format!(
+                    "re-listing: revision {from} was compacted (at {compacted})"
+                )));
+                match load(&mut client.kv_client(), &prefix, shared.request_timeout).await {
+                    Ok(loaded) => {
+                        info!(etcd = %shared.endpoints, keys = loaded.objects.len(), revision = loaded.revision, "watch cache re-listed; its watchers were closed");
+                        shared.cache.write().reset(loaded.objects, loaded.revision);
+                        shared.applied.send_replace(loaded.revision);
+                        backoff = BACKOFF.0;
+                        continue;
+                    }
+                    Err(reason) => format!("re-listing {}: {reason}", prefix.as_str()),
+                }
+            }
+        };
+        shared.set_feed(Some(reason));
+        if started.elapsed() > BACKOFF.1 {
+            backoff = BACKOFF.0;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// Watches the prefix after `from` until the stream ends. The feed is live (reads
+/// are served) from etcd's first progress notification on, when the cache has
+/// caught up with every event etcd had.
+async fn follow(shared: &Shared, client: &Client, prefix: &Prefix, from: Revision) -> Ended {
+    let options = WatchOptions::new()
+        .with_range(prefix.range_end())
+        .with_start_revision(codec::raw(from + 1))
+        .with_progress_notify();
+    let timeout = shared.request_timeout;
+    let mut watch_client = client.watch_client();
+    let stream =
+        match tokio::time::timeout(timeout, watch_client.watch(prefix.as_str(), Some(options)))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                return Ended::Failed(format!("watch {}: {}", prefix.as_str(), describe(&err)))
+            }
+            Err(_) => {
+                return Ended::Failed(format!(
+                    "watch {}: no answer within {timeout:?}",
+                    prefix.as_str()
+                ))
+            }
+        };
+    let (mut requests, mut responses) = stream.split();
+    let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            message = responses.message() => {
+                heard = Instant::now();
+                match message {
+                    Ok(Some(response)) => {
+                        if let Some(ended) = handle(shared, prefix, &response) {
+                            return ended;
+                        }
+                    }
+                    Ok(None) => return Ended::Failed("the watch stream ended".into()),
+                    Err(err) => return Ended::Failed(format!("watch {}: {}", prefix.as_str(), describe(&err))),
+                }
+            }
+            _ = progress.tick() => {
+                if heard.elapsed() > timeout + PROGRESS_INTERVAL {
+                    return Ended::Failed(format!("watch {}: no answer within {timeout:?}", prefix.as_str()));
+                }
+                if let Err(err) = requests.request_progress().await {
+                    return Ended::Failed(format!("watch {}: {}", prefix.as_str(), describe(&err)));
+                }
+            }
+        }
+    }
+}
+
+/// Applies one watch response to the cache; `Some` when the watch ended.
+fn handle(shared: &Shared, prefix: &Prefix, response: &WatchResponse) -> Option<Ended> {
+    if response.canceled() {
+        let compacted = codec::revision(response.compact_revision());
+        return Some(if compacted > 0 {
+            Ended::Compacted(compacted)
+        } else {
+            Ended::Failed(format!(
+                "etcd cancelled the watch: {}",
+                response.cancel_reason()
+            ))
+        });
+    }
+    if response.created() {
+        debug!(etcd = %shared.endpoints, prefix = prefix.as_str(), "etcd watch created");
+        return None;
+    }
+    let applied = if response.events().is_empty() {
+        // A progress notification: no event for the prefix up to this revision.
+        let revision = response
+            .header()
+            .map_or(0, |h| codec::revision(h.revision()));
+        shared.cache.write().advance(revision);
+        revision
+    } else {
+        let mut cache = shared.cache.write();
+        let events = convert(&cache, prefix, response.events());
+        cache.apply(&events, Instant::now());
+        let last = response
+            .events()
+            .iter()
+            .filter_map(|e| e.kv())
+            .map(|kv| codec::revision(kv.mod_revision()))
+            .max()
+            .unwrap_or(0);
+        cache.advance(last);
+        cache.revision()
+    };
+    shared.reach(applied);
+    shared
+        .applied
+        .send_modify(|current| *current = (*current).max(applied));
+    if response.events().is_empty() {
+        shared.set_feed(None);
+    }
+    None
+}
+
+/// The store events of a batch of etcd events, given the cache's state before them.
+fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<Event> {
+    let mut written: HashMap<Arc<str>, Option<Stored>> = HashMap::new();
+    let mut events = Vec::with_capacity(batch.len());
+    for event in batch {
+        let Some(kv) = event.kv() else { continue };
+        let Some(key) = prefix.store_key(kv.key()) else {
+            continue;
+        };
+        let revision = codec::revision(kv.mod_revision());
+        let prev = match written.get(&key) {
+            Some(current) => current.clone(),
+            None => cache.get(&key),
+        };
+        let converted = match event.event_type() {
+            EtcdEventType::Put => {
+                let create = codec::revision(kv.create_revision());
+                codec::decode(key.clone(), kv.value(), create, revision).map(|object| Event {
+                    revision,
+                    kind: if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
+                    object,
+                    prev,
+                })
+            }
+            EtcdEventType::Delete => {
+                // Unknown to the cache (its value was skipped): nothing to report.
+                let Some(prev) = prev else { continue };
+                let last = Value::clone(&prev.object);
+                stored(&key, last, prev.create_revision, revision).map(|object| Event {
+                    revision,
+                    kind: EventType::Deleted,
+                    object,
+                    prev: Some(prev),
+                })
+            }
+        };
+        match converted {
+            Ok(event) => {
+                let after = (event.kind != EventType::Deleted).then(|| event.object.clone());
+                written.insert(key, after);
+                events.push(event);
+            }
+            Err(err) => {
+                warn!(key = %key, revision, error = %err, "skipping an etcd event whose value is not a stored object")
+            }
+        }
+    }
+    events
+}
