@@ -165,28 +165,47 @@ impl<K: ObjectResource> Api<K> {
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = String::new();
-            params.append(&mut query);
-            if params.limit > 0 {
-                push(&mut query, "limit", &params.limit.to_string());
-            }
-            if let Some(t) = &token {
-                push(&mut query, "continue", t);
-            }
-            let path = format!("{}{query}", self.collection());
-            let bytes = self.client.send("GET", &path, None).await?;
-            let page: RawList<K> = self.decode("list", &bytes)?;
+            let (page, next) = self.list_page(params, token.as_deref()).await?;
             items.extend(page.items);
-            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
+            match next {
                 Some(t) => token = Some(t),
                 None => {
                     return Ok(ObjectList {
                         items,
-                        resource_version: page.metadata.resource_version,
+                        resource_version: page.resource_version,
                     })
                 }
             }
         }
+    }
+
+    /// Lists one page (`params.limit` objects, all when 0) from `continue_token` (the
+    /// first page when `None`); returns it and the token of the next page, `None` after
+    /// the last. Lets a caller handle a large list without holding all of it.
+    pub async fn list_page(
+        &self,
+        params: &ListParams,
+        continue_token: Option<&str>,
+    ) -> Result<(ObjectList<K>, Option<String>), ClientError> {
+        let mut query = String::new();
+        params.append(&mut query);
+        if params.limit > 0 {
+            push(&mut query, "limit", &params.limit.to_string());
+        }
+        if let Some(t) = continue_token {
+            push(&mut query, "continue", t);
+        }
+        let path = format!("{}{query}", self.collection());
+        let bytes = self.client.send("GET", &path, None).await?;
+        let page: RawList<K> = self.decode("list", &bytes)?;
+        let next = page.metadata.continue_token.filter(|t| !t.is_empty());
+        Ok((
+            ObjectList {
+                items: page.items,
+                resource_version: page.metadata.resource_version,
+            },
+            next,
+        ))
     }
 
     /// Creates `object` (in this API's namespace for namespaced types).

@@ -15,7 +15,7 @@ mod params;
 mod watch;
 mod workqueue;
 
-pub use api::{Api, ObjectResource};
+pub use api::{Api, ObjectList, ObjectResource};
 pub use backoff::Backoff;
 pub use client::Client;
 pub use config::ClientConfig;
