@@ -28,33 +28,99 @@ pub struct Placement<'a> {
     pub runtime: &'a str,
 }
 
-/// The `status` of `pod` given its sandbox and containers, observed at `now`.
+/// One container of a pod's spec, as far as its status needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFacts {
+    /// Container name.
+    pub name: Box<str>,
+    /// Image reference.
+    pub image: Box<str>,
+}
+
+/// One condition a pod already has: its type, status and transition time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionFacts {
+    /// `Ready`, `PodScheduled`, ...
+    pub kind: Box<str>,
+    /// `True`, `False` or `Unknown`.
+    pub status: Box<str>,
+    /// `lastTransitionTime`.
+    pub since: Option<Timestamp>,
+}
+
+/// The little of a Pod its status is built from (kept instead of the whole object).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFacts {
+    /// `spec.hostNetwork`.
+    pub host_network: bool,
+    /// `status.startTime`, once set.
+    pub start_time: Option<Timestamp>,
+    /// `spec.initContainers`.
+    pub init_containers: Box<[ContainerFacts]>,
+    /// `spec.containers`.
+    pub containers: Box<[ContainerFacts]>,
+    /// `status.conditions`.
+    pub conditions: Box<[ConditionFacts]>,
+}
+
+impl PodFacts {
+    /// Extracts the facts from `pod`.
+    pub fn of(pod: &Pod) -> PodFacts {
+        let spec = pod.spec.as_ref();
+        let containers = |list: Option<&[Container]>| -> Box<[ContainerFacts]> {
+            list.unwrap_or_default()
+                .iter()
+                .map(|c| ContainerFacts {
+                    name: c.name.as_str().into(),
+                    image: c.image.as_deref().unwrap_or_default().into(),
+                })
+                .collect()
+        };
+        let status = pod.status.as_ref();
+        PodFacts {
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            start_time: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            init_containers: containers(spec.and_then(|s| s.init_containers.as_deref())),
+            containers: containers(spec.map(|s| s.containers.as_slice())),
+            conditions: status
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| ConditionFacts {
+                    kind: c.type_.as_str().into(),
+                    status: c.status.as_str().into(),
+                    since: c.last_transition_time.as_ref().map(|t| t.0),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The `status` of a pod given its facts, sandbox and containers, observed at `now`.
 pub fn pod_status(
-    pod: &Pod,
+    pod: &PodFacts,
     at: Placement<'_>,
     sandbox: &SandboxStatus,
     containers: &[ContainerStatus],
     now: Timestamp,
 ) -> Value {
-    let spec = pod.spec.as_ref();
-    let init: &[Container] = spec
-        .and_then(|s| s.init_containers.as_deref())
-        .unwrap_or_default();
-    let main: &[Container] = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
     let find = |name: &str| containers.iter().find(|c| c.name == name);
-    let init_statuses: Vec<Value> = init
+    let init_statuses: Vec<Value> = pod
+        .init_containers
         .iter()
         .map(|c| container_status(c, find(&c.name), at.runtime))
         .collect();
-    let main_statuses: Vec<Value> = main
+    let main_statuses: Vec<Value> = pod
+        .containers
         .iter()
         .map(|c| container_status(c, find(&c.name), at.runtime))
         .collect();
-    let initialized = init.iter().all(|c| {
+    let initialized = pod.init_containers.iter().all(|c| {
         find(&c.name).is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == Some(0))
     });
-    let all_running = !main.is_empty()
-        && main
+    let all_running = !pod.containers.is_empty()
+        && pod
+            .containers
             .iter()
             .all(|c| find(&c.name).is_some_and(|s| s.state == ContainerState::Running));
     let phase = if initialized && all_running {
@@ -62,35 +128,27 @@ pub fn pod_status(
     } else {
         "Pending"
     };
-    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
     let host_ip = at.host_ip.to_string();
-    let pod_ip = match (host_network, sandbox.ip) {
+    let pod_ip = match (pod.host_network, sandbox.ip) {
         (false, Some(ip)) => ip.to_string(),
         _ => host_ip.clone(),
     };
-    let now = k8s_time(now);
-    let existing = pod.status.as_ref().and_then(|s| s.conditions.as_deref());
     let condition = |kind: &str, ok: bool| {
         let status = if ok { "True" } else { "False" };
         // A condition keeps its transition time while its status stays the same.
-        let since = existing
-            .and_then(|cs| cs.iter().find(|c| c.type_ == kind && c.status == status))
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| k8s_time(t.0))
-            .unwrap_or_else(|| now.clone());
+        let since = pod
+            .conditions
+            .iter()
+            .find(|c| &*c.kind == kind && &*c.status == status)
+            .and_then(|c| c.since)
+            .unwrap_or(now);
         json!({
             "type": kind,
             "status": status,
             "lastProbeTime": null,
-            "lastTransitionTime": since,
+            "lastTransitionTime": k8s_time(since),
         })
     };
-    let start = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.start_time.as_ref())
-        .map(|t| k8s_time(t.0))
-        .unwrap_or_else(|| k8s_time(sandbox.created_at));
     let mut status = json!({
         "phase": phase,
         "conditions": [
@@ -104,7 +162,7 @@ pub fn pod_status(
         "hostIPs": [{"ip": host_ip}],
         "podIP": pod_ip,
         "podIPs": [{"ip": pod_ip}],
-        "startTime": start,
+        "startTime": k8s_time(pod.start_time.unwrap_or(sandbox.created_at)),
         "containerStatuses": main_statuses,
     });
     if !init_statuses.is_empty() {
@@ -113,11 +171,10 @@ pub fn pod_status(
     status
 }
 
-fn container_status(spec: &Container, seen: Option<&ContainerStatus>, runtime: &str) -> Value {
-    let image = spec.image.as_deref().unwrap_or_default();
+fn container_status(spec: &ContainerFacts, seen: Option<&ContainerStatus>, runtime: &str) -> Value {
     let mut out = json!({
-        "name": spec.name,
-        "image": image,
+        "name": &*spec.name,
+        "image": &*spec.image,
         "imageID": "",
         "ready": false,
         "started": false,
@@ -204,7 +261,13 @@ mod tests {
             container("init", ContainerState::Exited),
             container("web", ContainerState::Running),
         ];
-        let s = pod_status(&pod(), AT, &sandbox(), &containers, Timestamp::now());
+        let s = pod_status(
+            &PodFacts::of(&pod()),
+            AT,
+            &sandbox(),
+            &containers,
+            Timestamp::now(),
+        );
         assert_eq!(s["phase"], "Running");
         assert_eq!(s["podIP"], "10.128.0.2");
         assert_eq!(s["hostIP"], "10.200.0.1");
@@ -241,7 +304,7 @@ mod tests {
             container("web", ContainerState::Running),
         ];
         let now = Timestamp::from_second(1_700_000_000).expect("time");
-        let s = pod_status(&p, AT, &sandbox(), &containers, now);
+        let s = pod_status(&PodFacts::of(&p), AT, &sandbox(), &containers, now);
         let since = |kind: &str| {
             s["conditions"]
                 .as_array()
@@ -256,7 +319,7 @@ mod tests {
     #[test]
     fn pod_status_should_stay_pending_while_a_container_is_missing() {
         let s = pod_status(
-            &pod(),
+            &PodFacts::of(&pod()),
             AT,
             &sandbox(),
             &[container("init", ContainerState::Exited)],

@@ -4,20 +4,24 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kubernel_client::{Api, Backoff, CancellationToken, ListParams, ObjectResource, WatchEvent};
+use kubernel_client::{
+    Api, Backoff, CancellationToken, ClientError, ListParams, ObjectResource, WatchEvent,
+};
 
 /// What the watch loop saw.
 #[derive(Debug)]
 pub enum Seen<K> {
-    /// A full list (at start and after every relist): these objects exist now.
-    Listed(Vec<K>),
+    /// One page of a full list (at start and after every relist): these objects exist.
+    Page(Vec<K>),
+    /// The full list is complete: objects not in any of its pages are gone.
+    Listed,
     /// An object was added or changed.
     Applied(K),
     /// An object was deleted; its last state.
     Deleted(K),
 }
 
-/// Lists then watches `api` with `params` until `shutdown`, relisting when the watch's
+/// Lists (in pages of `params.limit`) then watches `api` with `params` until `shutdown`, relisting when the watch's
 /// revision expires (410 Gone) and backing off after failures; `on` runs for every event.
 pub async fn run<K: ObjectResource>(
     api: Api<K>,
@@ -27,14 +31,14 @@ pub async fn run<K: ObjectResource>(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     while !shutdown.is_cancelled() {
-        let list = tokio::select! {
+        let listed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            list = api.list(&params) => list,
+            listed = list(&api, &params, &mut on) => listed,
         };
-        let mut revision = match list {
-            Ok(list) => {
-                on(Seen::Listed(list.items));
-                list.resource_version
+        let mut revision = match listed {
+            Ok(revision) => {
+                on(Seen::Listed);
+                revision
             }
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -63,6 +67,23 @@ pub async fn run<K: ObjectResource>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Lists page by page, handing each page over as it arrives; returns the list's revision.
+async fn list<K: ObjectResource>(
+    api: &Api<K>,
+    params: &ListParams,
+    on: &mut (impl FnMut(Seen<K>) + Send),
+) -> Result<String, ClientError> {
+    let mut token: Option<String> = None;
+    loop {
+        let (page, next) = api.list_page(params, token.as_deref()).await?;
+        on(Seen::Page(page.items));
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok(page.resource_version),
         }
     }
 }

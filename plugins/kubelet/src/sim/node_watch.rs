@@ -15,19 +15,20 @@ use crate::watcher::{self, Seen};
 /// Lists and watches the nodes labelled `kubernel.io/sim=true` until shutdown.
 pub(super) async fn run(shared: Arc<Shared>) {
     let api: Api<Node> = Api::all(shared.client.clone());
-    let params = ListParams::default().labels(&format!("{SIM_LABEL}=true"));
+    let params = ListParams {
+        limit: 500,
+        ..ListParams::default().labels(&format!("{SIM_LABEL}=true"))
+    };
     let s = shared.clone();
+    let mut listed = HashSet::new();
     watcher::run(api, params, shared.shutdown.clone(), move |seen| match seen {
-        Seen::Listed(nodes) => {
-            let mut listed = HashSet::new();
-            for node in &nodes {
-                if let Some(i) = observe(&s, node) {
-                    listed.insert(i);
-                }
-            }
+        Seen::Page(nodes) => listed.extend(nodes.iter().filter_map(|n| observe(&s, n))),
+        Seen::Listed => {
+            // Nodes missing from the list carry no annotation any more.
             for i in (0..s.fleet.count()).filter(|i| !listed.contains(i)) {
                 resume_if(&s, i, s.fleet.set_annotation_paused(i, false));
             }
+            listed.clear();
         }
         Seen::Applied(node) => {
             observe(&s, &node);

@@ -20,9 +20,10 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::fleet::Fleet;
 use super::Shared;
 use crate::metrics::Operation;
-use crate::pod_status::{pod_status, Placement};
+use crate::pod_status::{pod_status, Placement, PodFacts};
 use crate::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, RuntimeError, SandboxId};
 use crate::watcher::{self, Seen};
 
@@ -61,9 +62,59 @@ impl SyncError {
 /// The latest state of a pod, waiting for a worker.
 enum Observed {
     /// The pod exists in this state.
-    Present(Box<Pod>),
+    Present(Box<PodView>),
     /// The pod with this uid is gone.
     Gone { uid: String },
+}
+
+/// Where a pod is in its life, as far as the sim kubelet cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not (yet) reported running.
+    Pending,
+    /// Reported running.
+    Running,
+    /// `Succeeded` or `Failed`: nothing runs any more.
+    Finished,
+}
+
+/// The little of a watched Pod the sim kubelet keeps until a worker syncs it.
+struct PodView {
+    uid: Box<str>,
+    node: u32,
+    deleting: bool,
+    phase: Phase,
+    pod_ip: Option<Ipv4Addr>,
+    facts: PodFacts,
+}
+
+impl PodView {
+    /// The view of `pod` if it is bound to one of `fleet`'s nodes.
+    fn of(pod: &Pod, fleet: &Fleet) -> Option<PodView> {
+        let node = fleet.index_of(node_of(pod))?;
+        let status = pod.status.as_ref();
+        let phase = match status.and_then(|s| s.phase.as_deref()) {
+            Some("Running") => Phase::Running,
+            Some("Succeeded" | "Failed") => Phase::Finished,
+            _ => Phase::Pending,
+        };
+        Some(PodView {
+            uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
+            node,
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            phase,
+            pod_ip: status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok()),
+            facts: PodFacts::of(pod),
+        })
+    }
+
+    /// True when the pod is reported running as we run it (our own status coming back).
+    fn reported_as(&self, ip: Option<Ipv4Addr>) -> bool {
+        self.phase == Phase::Running
+            && (self.facts.host_network || (ip.is_some() && ip == self.pod_ip))
+    }
 }
 
 struct Pending {
@@ -132,16 +183,22 @@ pub(super) async fn run(
         ..ListParams::default().fields("spec.nodeName!=")
     };
     let p = pods.clone();
+    let mut listed = HashSet::new();
     watcher::run(
         api,
         params,
         shared.shutdown.clone(),
         move |seen| match seen {
-            Seen::Listed(list) => p.listed(list, None),
-            Seen::Applied(pod) => {
-                if p.shared.fleet.index_of(node_of(&pod)).is_some() {
-                    p.offer(key_of(&pod), Observed::Present(Box::new(pod)));
+            Seen::Page(page) => {
+                for pod in page {
+                    if let Some(key) = p.applied(&pod) {
+                        listed.insert(key);
+                    }
                 }
+            }
+            Seen::Listed => p.listed(std::mem::take(&mut listed), None),
+            Seen::Applied(pod) => {
+                p.applied(&pod);
             }
             Seen::Deleted(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -178,18 +235,26 @@ impl Pods {
         self.queue.add(key);
     }
 
-    /// A full list of the pods (of every node, or of `only` one): sync each, and stop
-    /// those we run that are no longer listed.
-    fn listed(&self, list: Vec<Pod>, only: Option<u32>) {
-        let mut present = HashSet::new();
-        for pod in list {
-            if self.shared.fleet.index_of(node_of(&pod)).is_none() {
-                continue;
-            }
-            let key = key_of(&pod);
-            present.insert(key.clone());
-            self.offer(key, Observed::Present(Box::new(pod)));
+    /// A watched pod: hands it to the workers if it is on one of our nodes and is not
+    /// just our own status coming back; returns its key if it is ours.
+    fn applied(&self, pod: &Pod) -> Option<Arc<str>> {
+        let view = PodView::of(pod, &self.shared.fleet)?;
+        let key = key_of(pod);
+        let echo = !view.deleting
+            && self
+                .running
+                .lock()
+                .get(&key)
+                .is_some_and(|r| r.uid == view.uid && view.reported_as(r.ip));
+        if !echo {
+            self.offer(key.clone(), Observed::Present(Box::new(view)));
         }
+        Some(key)
+    }
+
+    /// A full list ended: stop the pods we run (on every node, or on node `only`) that
+    /// it did not hold.
+    fn listed(&self, present: HashSet<Arc<str>>, only: Option<u32>) {
         let gone: Vec<(Arc<str>, String)> = self
             .running
             .lock()
@@ -208,7 +273,14 @@ impl Pods {
         let params =
             ListParams::default().fields(&format!("spec.nodeName={}", self.shared.fleet.name(i)));
         match self.shared.limited(api.list(&params)).await {
-            Ok(list) => self.listed(list.items, Some(i)),
+            Ok(list) => {
+                let present = list
+                    .items
+                    .iter()
+                    .filter_map(|pod| self.applied(pod))
+                    .collect();
+                self.listed(present, Some(i));
+            }
             Err(e) => {
                 tracing::warn!(node = %self.shared.fleet.name(i), error = %e, "listing the pods of a resumed node failed")
             }
@@ -252,76 +324,57 @@ impl Pods {
             }
             Observed::Present(pod) => pod,
         };
-        let Some(node) = self.shared.fleet.index_of(node_of(pod)) else {
-            return Ok(());
-        };
-        if self.shared.fleet.is_paused(node) {
+        if self.shared.fleet.is_paused(pod.node) {
             return Ok(());
         }
         let started = Instant::now();
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let status = pod.status.as_ref();
-        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or_default();
-        let known = self.running.lock().get(key).map(|r| (*r.uid == *uid, r.ip));
-        if pod.metadata.deletion_timestamp.is_some() {
+        let metrics = &self.shared.metrics;
+        let known = self
+            .running
+            .lock()
+            .get(key)
+            .map(|r| (r.uid == pod.uid, r.ip));
+        if pod.deleting {
             if known.is_some() {
                 self.kill(key).await?;
             }
-            self.finish_deletion(key, pod, uid).await?;
-            self.shared
-                .metrics
-                .observe_worker(Operation::Kill, started.elapsed().as_secs_f64());
+            self.finish_deletion(key, &pod.uid).await?;
+            metrics.observe_worker(Operation::Kill, started.elapsed().as_secs_f64());
             return Ok(());
         }
-        if matches!(phase, "Succeeded" | "Failed") {
+        if pod.phase == Phase::Finished {
             if known.is_some() {
                 self.kill(key).await?;
             }
             return Ok(());
         }
-        let reported_ip: Option<Ipv4Addr> = status
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok());
-        let host_network = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
         match known {
             Some((true, ip)) => {
-                if phase == "Running" && (host_network || (ip.is_some() && ip == reported_ip)) {
+                if pod.reported_as(ip) {
                     return Ok(());
                 }
-                self.report(key, pod, node).await?;
-                self.shared
-                    .metrics
-                    .observe_worker(Operation::Sync, started.elapsed().as_secs_f64());
+                self.report(key, pod).await?;
+                metrics.observe_worker(Operation::Sync, started.elapsed().as_secs_f64());
             }
             Some((false, _)) | None => {
                 if known.is_some() {
                     self.kill(key).await?;
                 }
-                let adopting = phase == "Running" && (host_network || reported_ip.is_some());
+                // Reported running but unknown to us: this kubelet restarted; adopt the
+                // pod, keeping its address.
+                let adopting =
+                    pod.phase == Phase::Running && (pod.facts.host_network || pod.pod_ip.is_some());
                 let ip = self
-                    .start(key, pod, node, reported_ip.filter(|_| adopting))
+                    .start(key, pod, pod.pod_ip.filter(|_| adopting))
                     .await?;
-                if adopting && (host_network || ip == reported_ip) {
-                    self.shared
-                        .metrics
-                        .restarted_pods
-                        .with_label_values(&["false"])
-                        .inc();
-                    self.shared
-                        .metrics
-                        .observe_worker(Operation::Sync, started.elapsed().as_secs_f64());
+                if adopting && pod.reported_as(ip) {
+                    metrics.restarted_pods.with_label_values(&["false"]).inc();
+                    metrics.observe_worker(Operation::Sync, started.elapsed().as_secs_f64());
                     return Ok(());
                 }
-                self.report(key, pod, node).await?;
-                self.shared
-                    .metrics
-                    .observe_worker(Operation::Create, started.elapsed().as_secs_f64());
-                self.shared
-                    .metrics
+                self.report(key, pod).await?;
+                metrics.observe_worker(Operation::Create, started.elapsed().as_secs_f64());
+                metrics
                     .pod_start_duration
                     .observe(p.first_seen.elapsed().as_secs_f64());
             }
@@ -330,12 +383,11 @@ impl Pods {
     }
 
     /// Starts `pod`'s sandbox, runs its init containers to completion and starts its
-    /// containers; returns the pod's address.
+    /// containers (with no command: nothing is executed); returns the pod's address.
     async fn start(
         &self,
         key: &Arc<str>,
-        pod: &Pod,
-        node: u32,
+        pod: &PodView,
         previous_ip: Option<Ipv4Addr>,
     ) -> Result<Option<Ipv4Addr>, SyncError> {
         let rt = &self.shared.runtime;
@@ -343,43 +395,26 @@ impl Pods {
             pod: key.clone(),
             source,
         };
-        let spec = pod.spec.as_ref();
+        let (namespace, name) = key.split_once('/').unwrap_or_default();
         let config = PodSandboxConfig {
-            name: pod.metadata.name.as_deref().unwrap_or_default(),
-            namespace: pod.metadata.namespace.as_deref().unwrap_or_default(),
-            uid: pod.metadata.uid.as_deref().unwrap_or_default(),
-            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
-            pod_cidr: self.shared.fleet.pod_cidr(node),
+            name,
+            namespace,
+            uid: &pod.uid,
+            host_network: pod.facts.host_network,
+            pod_cidr: self.shared.fleet.pod_cidr(pod.node),
             previous_ip,
         };
         let sandbox = rt.run_pod_sandbox(&config).await.map_err(err)?;
-        let containers = |init: bool| {
-            spec.and_then(|s| {
-                if init {
-                    s.init_containers.as_deref()
-                } else {
-                    Some(s.containers.as_slice())
-                }
-            })
-            .unwrap_or_default()
-        };
-        for (init, c) in containers(true)
-            .iter()
-            .map(|c| (true, c))
-            .chain(containers(false).iter().map(|c| (false, c)))
-        {
-            let id = rt
-                .create_container(
-                    &sandbox,
-                    &ContainerConfig {
-                        name: &c.name,
-                        image: c.image.as_deref().unwrap_or_default(),
-                        command: c.command.as_deref().unwrap_or_default(),
-                        args: c.args.as_deref().unwrap_or_default(),
-                    },
-                )
-                .await
-                .map_err(err)?;
+        let init = pod.facts.init_containers.iter().map(|c| (true, c));
+        let main = pod.facts.containers.iter().map(|c| (false, c));
+        for (init, c) in init.chain(main) {
+            let config = ContainerConfig {
+                name: &c.name,
+                image: &c.image,
+                command: &[],
+                args: &[],
+            };
+            let id = rt.create_container(&sandbox, &config).await.map_err(err)?;
             rt.start_container(&id).await.map_err(err)?;
             if init {
                 // A simulated init container completes as soon as it starts.
@@ -389,19 +424,20 @@ impl Pods {
         let status = rt.pod_sandbox_status(&sandbox).await.map_err(err)?;
         let m = &self.shared.metrics;
         m.running_pods.inc();
+        let count = |list: &[_]| i64::try_from(list.len()).unwrap_or(i64::MAX);
         m.add_containers(
             ContainerState::Running.label(),
-            containers(false).len() as i64,
+            count(&pod.facts.containers),
         );
         m.add_containers(
             ContainerState::Exited.label(),
-            containers(true).len() as i64,
+            count(&pod.facts.init_containers),
         );
         self.running.lock().insert(
             key.clone(),
             Running {
-                uid: config.uid.into(),
-                node,
+                uid: pod.uid.clone(),
+                node: pod.node,
                 sandbox,
                 ip: status.ip,
             },
@@ -410,7 +446,7 @@ impl Pods {
     }
 
     /// Posts the status of `pod` (which we run) from what the runtime reports.
-    async fn report(&self, key: &Arc<str>, pod: &Pod, node: u32) -> Result<(), SyncError> {
+    async fn report(&self, key: &Arc<str>, pod: &PodView) -> Result<(), SyncError> {
         let Some(sandbox) = self.running.lock().get(key).map(|r| r.sandbox.clone()) else {
             return Ok(());
         };
@@ -422,10 +458,10 @@ impl Pods {
         let sandbox = rt.pod_sandbox_status(&sandbox).await.map_err(err)?;
         let containers = rt.list_containers(Some(&sandbox.id)).await.map_err(err)?;
         let at = Placement {
-            host_ip: self.shared.fleet.host_ip(node),
+            host_ip: self.shared.fleet.host_ip(pod.node),
             runtime: rt.name(),
         };
-        let status = pod_status(pod, at, &sandbox, &containers, Timestamp::now());
+        let status = pod_status(&pod.facts, at, &sandbox, &containers, Timestamp::now());
         let (ns, name) = key.split_once('/').unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), ns);
         let patch = Patch::Strategic(json!({ "status": status }));
@@ -465,9 +501,8 @@ impl Pods {
 
     /// Finishes a graceful deletion: the pod's containers are stopped, so delete it at once
     /// (grace period 0), only if it is still the same pod (uid precondition).
-    async fn finish_deletion(&self, key: &Arc<str>, pod: &Pod, uid: &str) -> Result<(), SyncError> {
-        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
+    async fn finish_deletion(&self, key: &Arc<str>, uid: &str) -> Result<(), SyncError> {
+        let (ns, name) = key.split_once('/').unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), ns);
         let params = DeleteParams {
             grace_period_seconds: Some(0),
