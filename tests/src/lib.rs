@@ -705,7 +705,11 @@ impl Etcd {
             if healthy {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("etcd exited with {status} during start:\n{}", self.logs());
             }
             if Instant::now() > deadline {
@@ -720,4 +724,50 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Polls `cond` every 50 ms until it holds, failing after `timeout` with `what`
+/// and the last error `cond` returned.
+pub fn eventually(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = format!(": {e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}{last}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Opens a long-running GET (a watch) at `url` and sends each line of its body, as
+/// it arrives, to the returned channel, which closes when the response ends.
+pub fn stream_lines(url: &str) -> Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let resp = agent.get(url).call()?;
+    if resp.status() != 200 {
+        bail!("GET {url}: {}", resp.status());
+    }
+    let reader = std::io::BufReader::new(resp.into_body().into_reader());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(std::result::Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }

@@ -11,10 +11,11 @@
 
 mod codec;
 mod feed;
+mod shared;
 mod upkeep;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,12 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, KvClient,
     PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
-use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use self::codec::Prefix;
-use super::cache::Cache;
+use self::shared::Shared;
 use super::{
     stored, CacheOptions, ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored,
     Watch,
@@ -110,35 +109,6 @@ pub struct EtcdStore {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// What the store and its tasks share.
-struct Shared {
-    /// Objects, history and watchers, fed by the etcd watch.
-    cache: RwLock<Cache>,
-    /// Revision the cache has applied, for writes waiting to be readable.
-    applied: watch::Sender<Revision>,
-    /// Newest revision seen in any etcd answer (the cache may lag behind it).
-    reached: AtomicU64,
-    /// Why the feed or the health check is failing; both `None` when healthy.
-    health: Mutex<Health>,
-    /// Size of etcd's database, bytes, from the last health check.
-    db_size: AtomicU64,
-    /// etcd's cluster id.
-    cluster_id: AtomicU64,
-    /// The endpoints, for messages.
-    endpoints: String,
-    /// Longest wait for one etcd request.
-    request_timeout: Duration,
-}
-
-/// Why the store cannot serve, if it cannot.
-#[derive(Debug, Default)]
-struct Health {
-    /// The etcd watch feeding the cache is down (the cache may be stale).
-    feed: Option<String>,
-    /// The last health check failed.
-    check: Option<String>,
-}
-
 impl EtcdStore {
     /// Connects to etcd, loads every object under the prefix into the cache and
     /// starts following it. Must run inside a tokio runtime, which then runs the
@@ -171,16 +141,7 @@ impl EtcdStore {
             .await
             .map_err(|reason| failed(&format!("list {}", prefix.as_str()), reason))?;
         info!(etcd = %endpoints, prefix = prefix.as_str(), keys = loaded.objects.len(), revision = loaded.revision, "etcd store connected");
-        let shared = Arc::new(Shared {
-            cache: RwLock::new(Cache::new(loaded.objects, loaded.revision, options.cache)),
-            applied: watch::Sender::new(loaded.revision),
-            reached: AtomicU64::new(loaded.revision),
-            health: Mutex::new(Health::default()),
-            db_size: AtomicU64::new(0),
-            cluster_id: AtomicU64::new(loaded.cluster_id),
-            endpoints,
-            request_timeout: timeout,
-        });
+        let shared = Arc::new(Shared::new(loaded, options.cache, endpoints, timeout));
         let mut tasks = vec![
             tokio::spawn(feed::run(shared.clone(), client.clone(), prefix.clone())),
             tokio::spawn(upkeep::check_health(shared.clone(), client.clone())),
@@ -237,7 +198,7 @@ impl EtcdStore {
     /// Waits until the cache has applied `revision`, unless the feed is down (the
     /// write is durable in etcd; the cache catches up when the feed is back).
     async fn wait_applied(&self, revision: Revision) {
-        if self.shared.health.lock().feed.is_some() {
+        if !self.shared.feed_live() {
             return;
         }
         let mut applied = self.shared.applied.subscribe();
@@ -419,63 +380,6 @@ impl Drop for EtcdStore {
         }
         self.shared.cache.write().close_watchers();
         info!(etcd = %self.shared.endpoints, "etcd store closed");
-    }
-}
-
-impl Shared {
-    /// `Ok` when the feed is live and the last health check passed.
-    fn available(&self) -> Result<(), StoreError> {
-        let health = self.health.lock();
-        match health.feed.as_ref().or(health.check.as_ref()) {
-            None => Ok(()),
-            Some(reason) => Err(StoreError::Unavailable(format!(
-                "etcd {}: {reason}",
-                self.endpoints
-            ))),
-        }
-    }
-
-    /// Records the feed's state; logs changes.
-    fn set_feed(&self, down: Option<String>) {
-        let mut health = self.health.lock();
-        match (&health.feed, &down) {
-            (None, Some(reason)) => {
-                warn!(etcd = %self.endpoints, reason = %reason, "etcd watch feed lost; reads answer 503 until it is back")
-            }
-            (Some(_), None) => info!(etcd = %self.endpoints, "etcd watch feed live again"),
-            _ => {}
-        }
-        health.feed = down;
-    }
-
-    /// Records the health check's outcome; logs changes.
-    fn set_check(&self, failing: Option<String>) {
-        let mut health = self.health.lock();
-        match (&health.check, &failing) {
-            (None, Some(reason)) => {
-                warn!(etcd = %self.endpoints, reason = %reason, "etcd health check failing")
-            }
-            (Some(_), None) => info!(etcd = %self.endpoints, "etcd healthy again"),
-            _ => {}
-        }
-        health.check = failing;
-    }
-
-    /// Notes that etcd answered at `revision`.
-    fn reach(&self, revision: Revision) {
-        self.reached.fetch_max(revision, Ordering::AcqRel);
-    }
-
-    /// The error of a failed request about `what`.
-    fn unavailable(&self, what: &str, reason: String) -> StoreError {
-        StoreError::Unavailable(
-            EtcdError::Request {
-                endpoints: self.endpoints.clone(),
-                what: what.to_owned(),
-                reason,
-            }
-            .to_string(),
-        )
     }
 }
 

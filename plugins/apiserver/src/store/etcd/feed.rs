@@ -290,3 +290,64 @@ fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<
     }
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use etcd_client::Client;
+
+    use super::super::codec::Prefix;
+    use super::super::shared::Shared;
+    use super::{load, run};
+    use crate::store::tests::pod;
+    use crate::store::{CacheOptions, StoreError};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn feed_should_re_list_and_close_watchers_when_its_revision_was_compacted() {
+        let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
+            .await
+            .expect("etcd start task")
+            .expect("start etcd");
+        let client = Client::connect([etcd.endpoint.as_str()], None)
+            .await
+            .expect("connect");
+        let mut kv = client.kv_client();
+        let prefix = Prefix::new("/registry");
+        let put = |name: &str| (prefix.etcd_key(&format!("pods/default/{name}")), pod(name).to_string());
+        let (key, value) = put("a");
+        kv.put(key, value, None).await.expect("put a");
+        let timeout = Duration::from_secs(3);
+        let loaded = load(&mut kv, &prefix, timeout).await.expect("load");
+        let before = loaded.revision;
+        let shared = Arc::new(Shared::new(
+            loaded,
+            CacheOptions::default(),
+            etcd.endpoint.clone(),
+            timeout,
+        ));
+        let mut watch = shared
+            .cache
+            .write()
+            .watch("pods/", before, before, Instant::now())
+            .expect("watch");
+        for name in ["b", "c"] {
+            let (key, value) = put(name);
+            kv.put(key, value, None).await.expect("put");
+        }
+        let latest = kv.get("x", None).await.expect("get").header().map_or(0, |h| h.revision());
+        kv.compact(latest, None).await.expect("compact");
+        let feed = tokio::spawn(run(shared.clone(), client.clone(), prefix.clone()));
+        let closed = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
+        assert!(closed.expect("watch closed in time").is_none());
+        {
+            let cache = shared.cache.read();
+            assert_eq!(cache.len(), 3);
+            assert!(cache.revision() >= super::codec::revision(latest));
+        }
+        let stale = shared.cache.write().watch("pods/", before, before, Instant::now());
+        assert!(matches!(stale, Err(StoreError::Compacted { .. })), "{:?}", stale.err());
+        feed.abort();
+    }
+}
