@@ -672,6 +672,20 @@ impl Etcd {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
+    /// Freezes etcd with SIGSTOP: connections stay open and nothing answers (a hung member).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "STOP");
+        }
+    }
+
+    /// Thaws etcd after [`Etcd::pause`] with SIGCONT.
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "CONT");
+        }
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let client = self.endpoint.clone();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);

@@ -84,3 +84,44 @@ fn apiserver_should_answer_503_while_etcd_is_down_and_recover_with_its_watches()
     assert_eq!(status, 201, "{body}");
     wait_event(&watch, "ADDED", "after")
 }
+
+#[test]
+fn apiserver_should_answer_503_within_the_request_timeout_while_etcd_hangs() -> Result<()> {
+    let etcd = Etcd::start()?;
+    let c = Cluster::start_on_etcd(&etcd.endpoint, "etcd_request_timeout = \"2s\"\n")?;
+    let (_, list) = c.get(CONFIGMAPS)?;
+    let list: Value = serde_json::from_str(&list)?;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    let watch = stream_lines(&format!(
+        "{}{CONFIGMAPS}?watch=true&resourceVersion={rv}&timeoutSeconds=120",
+        c.api
+    ))?;
+
+    etcd.pause();
+    // The harness' HTTP client gives up after 30 s: a hung request fails the test.
+    let (status, body) = c.send(
+        "POST",
+        CONFIGMAPS,
+        "application/json",
+        configmap("hung").as_bytes(),
+    )?;
+    assert_eq!(status, 503, "a write fails at the request timeout: {body}");
+    eventually(Duration::from_secs(20), "reads and /readyz to fail", || {
+        Ok(c.get(CONFIGMAPS)?.0 == 503 && c.kernel.get("/readyz")?.0 != 200)
+    })?;
+
+    etcd.resume();
+    eventually(
+        Duration::from_secs(30),
+        "reads and /readyz to recover",
+        || Ok(c.get(CONFIGMAPS)?.0 == 200 && c.kernel.get("/readyz")?.0 == 200),
+    )?;
+    let (status, body) = c.send(
+        "POST",
+        CONFIGMAPS,
+        "application/json",
+        configmap("thawed").as_bytes(),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    wait_event(&watch, "ADDED", "thawed")
+}
