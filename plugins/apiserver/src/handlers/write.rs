@@ -297,7 +297,8 @@ async fn replace(
         && new
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_none_or(|f| f.is_empty());
+            .is_none_or(|f| f.is_empty())
+        && !has_spec_finalizers(r.kind, &new);
     let started = Instant::now();
     let result = if finished {
         state
@@ -694,6 +695,16 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError>
     })
 }
 
+/// True for a Namespace whose `spec.finalizers` (the Namespace controller's
+/// `kubernetes`) are not all gone: it stays Terminating until they are.
+fn has_spec_finalizers(kind: &str, object: &Value) -> bool {
+    kind == "Namespace"
+        && object
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+}
+
 /// True when some stored object names `uid` in its ownerReferences.
 fn has_dependents(state: &ApiState, uid: &str) -> bool {
     if uid.is_empty() {
@@ -771,7 +782,7 @@ async fn delete(
             .unwrap_or(30)
     });
     let graceful = bound && grace > 0;
-    if finalizers.is_empty() && !graceful {
+    if finalizers.is_empty() && !graceful && !has_spec_finalizers(r.kind, object) {
         if dry_run {
             return Ok(json(200, "application/json", current.json.clone()));
         }
@@ -802,6 +813,9 @@ async fn delete(
         json!(if graceful { grace } else { 0 }),
     );
     md.insert("finalizers".into(), Value::Array(finalizers));
+    if r.kind == "Namespace" {
+        new["status"]["phase"] = json!("Terminating");
+    }
     if dry_run {
         return Ok(json(202, "application/json", new.to_string()));
     }
