@@ -2,15 +2,21 @@
 
 pub mod config;
 pub mod controller;
+pub mod deployment;
 pub mod expectations;
+pub mod garbagecollector;
 pub mod informers;
 pub mod manager;
 pub mod metrics;
+pub mod namespace;
+pub mod nodelifecycle;
 pub mod owners;
 mod plugin;
 pub mod pods;
 pub mod replicaset;
 pub mod selector;
+pub mod serviceaccount;
+pub mod tainteviction;
 
 pub use plugin::ControllerManager;
 

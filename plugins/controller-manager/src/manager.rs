@@ -15,7 +15,10 @@ use prometheus::Registry;
 use crate::config::ControllerManagerConfig;
 use crate::informers::Informers;
 use crate::metrics::Metrics;
-use crate::replicaset;
+use crate::{
+    deployment, garbagecollector, namespace, nodelifecycle, replicaset, serviceaccount,
+    tainteviction,
+};
 
 /// Starts one controller: subscribes to informers and spawns its workers.
 type Starter = fn(&ControllerContext, &mut Informers);
@@ -146,7 +149,15 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 1] = [("replicaset-controller", replicaset::start)];
+        let starters: [(&str, Starter); 7] = [
+            ("replicaset-controller", replicaset::start),
+            ("deployment-controller", deployment::start),
+            ("garbage-collector-controller", garbagecollector::start),
+            ("namespace-controller", namespace::start),
+            ("serviceaccount-controller", serviceaccount::start),
+            ("node-lifecycle-controller", nodelifecycle::start),
+            ("taint-eviction-controller", tainteviction::start),
+        ];
         for (name, start) in starters {
             if self.config.enabled(name) {
                 start(&ctx, &mut informers);
