@@ -1,0 +1,490 @@
+//! The scheduler core: cache + queue + profiles, fed with events, asked for one decision at a time.
+//!
+//! The I/O layer (informers, HTTP, events) drives it:
+//! 1. feed node and pod events: [`Scheduler::on_node_add`] ... [`Scheduler::on_pod_delete`];
+//! 2. call [`Scheduler::schedule_one`]: a [`ScheduleOutcome`];
+//! 3. for `Scheduled`, run the binding cycle: [`Scheduler::pre_bind`],
+//!    [`Scheduler::bind`] (write the `Binding` itself on `Delegated`), then
+//!    [`Scheduler::finish_binding`] with the result — binding cycles may run
+//!    concurrently with scheduling, the token carries their state;
+//! 4. call [`Scheduler::flush`] about once a second.
+//!
+//! Time is passed in (`now`), never read, except to measure durations for metrics.
+
+mod cycle;
+mod outcome;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+pub use cycle::{num_feasible_nodes_to_find, select_host, Rng, NO_NODES_AVAILABLE};
+pub use outcome::{BindOutcome, ScheduleOutcome, ScheduledPod, ScoreRecord, UnschedulablePod};
+
+use crate::cache::{Cache, CacheError};
+use crate::config::SchedulerConfig;
+use crate::framework::{ClusterEvent, Code, CycleState, Registry, Status};
+use crate::metrics::Metrics;
+use crate::pod_info::{PodError, PodInfo};
+use crate::profile::{build_profiles, BuildError, Profile};
+use crate::queue::SchedulingQueue;
+use cycle::{schedule_pod, CycleContext, Failure};
+
+/// One cycle in this many records per-plugin durations (upstream samples 10 %).
+pub const PLUGIN_METRICS_SAMPLE_EVERY: u64 = 10;
+
+/// Why the scheduler refused an event or a configuration.
+///
+/// Build errors and bad objects do not go away on retry; cache errors mean the
+/// events arrived out of order and the object should be re-listed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// A profile could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A pod has an invalid field.
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    /// The cache refused the change.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Metrics could not be registered.
+    #[error("registering scheduler metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A plugin whose configuration changed in [`Scheduler::reconfigure`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapReport {
+    /// Profile.
+    pub profile: String,
+    /// Plugin.
+    pub plugin: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+}
+
+/// The scheduler's pure core.
+pub struct Scheduler {
+    cache: Cache,
+    queue: SchedulingQueue,
+    profiles: Vec<Profile>,
+    by_name: HashMap<String, usize>,
+    metrics: Metrics,
+    next_start: usize,
+    rng: Rng,
+    cycles: u64,
+}
+
+impl Scheduler {
+    /// Builds the profiles of `config` from `registry`, registering metrics into `prom`.
+    pub fn new(
+        config: &SchedulerConfig,
+        registry: &Registry,
+        prom: &prometheus::Registry,
+    ) -> Result<Self, SchedulerError> {
+        let metrics = Metrics::new(prom)?;
+        let profiles = build_profiles(config, registry, &metrics)?;
+        let sort = profiles
+            .first()
+            .map(|p| p.framework.queue_sort.clone())
+            .ok_or_else(|| BuildError {
+                profile: String::new(),
+                plugin: None,
+                message: "no profiles".into(),
+            })?;
+        let by_name = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.framework.profile().to_string(), i))
+            .collect();
+        Ok(Scheduler {
+            cache: Cache::new(),
+            queue: SchedulingQueue::new(sort, Some(metrics.clone())),
+            profiles,
+            by_name,
+            metrics,
+            next_start: 0,
+            rng: Rng::new(0x5eed),
+            cycles: 0,
+        })
+    }
+
+    /// Seeds the tie-breaking generator (for reproducible tests and benchmarks).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = Rng::new(seed);
+        self
+    }
+
+    /// Rebuilds every profile from `config` and `registry` (hot swap). On error the
+    /// running profiles stay. Changed plugins are counted in
+    /// `kubernel_scheduler_plugin_swaps_total` and returned.
+    pub fn reconfigure(
+        &mut self,
+        config: &SchedulerConfig,
+        registry: &Registry,
+    ) -> Result<Vec<SwapReport>, SchedulerError> {
+        let profiles = match build_profiles(config, registry, &self.metrics) {
+            Ok(p) => p,
+            Err(e) => {
+                let plugin = e.plugin.clone().unwrap_or_else(|| "*".into());
+                self.metrics
+                    .plugin_swaps
+                    .with_label_values(&[&e.profile, &plugin, "failure"])
+                    .inc();
+                return Err(e.into());
+            }
+        };
+        let mut reports = Vec::new();
+        for p in &profiles {
+            let name = p.framework.profile().to_string();
+            let old = self
+                .by_name
+                .get(&name)
+                .map(|&i| &self.profiles[i].identities);
+            for (plugin, id) in &p.identities {
+                let change = match old.and_then(|o| o.get(plugin)) {
+                    None => "added",
+                    Some(o) if o != id => "changed",
+                    Some(_) => continue,
+                };
+                reports.push(SwapReport {
+                    profile: name.clone(),
+                    plugin: plugin.clone(),
+                    change,
+                });
+            }
+            for plugin in old
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .filter(|k| !p.identities.contains_key(*k))
+            {
+                reports.push(SwapReport {
+                    profile: name.clone(),
+                    plugin: plugin.clone(),
+                    change: "removed",
+                });
+            }
+        }
+        for r in &reports {
+            self.metrics
+                .plugin_swaps
+                .with_label_values(&[&r.profile, &r.plugin, "success"])
+                .inc();
+        }
+        if let Some(first) = profiles.first() {
+            self.queue.set_sort(first.framework.queue_sort.clone());
+        }
+        self.by_name = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.framework.profile().to_string(), i))
+            .collect();
+        self.profiles = profiles;
+        Ok(reports)
+    }
+
+    fn move_on(&mut self, event: ClusterEvent, now: Instant) {
+        let (profiles, by_name) = (&self.profiles, &self.by_name);
+        self.queue.move_on_event(event, now, |q| {
+            by_name.get(&q.pod.scheduler_name).is_none_or(|&i| {
+                profiles[i]
+                    .framework
+                    .interested(&q.unschedulable_plugins, event)
+            })
+        });
+    }
+
+    /// A node was added (informer add).
+    pub fn on_node_add(&mut self, node: Arc<Node>, now: Instant) -> Result<(), SchedulerError> {
+        self.cache.upsert_node(node)?;
+        self.move_on(ClusterEvent::NodeAdd, now);
+        Ok(())
+    }
+
+    /// A node changed (informer update).
+    pub fn on_node_update(&mut self, node: Arc<Node>, now: Instant) -> Result<(), SchedulerError> {
+        self.cache.upsert_node(node)?;
+        self.move_on(ClusterEvent::NodeUpdate, now);
+        Ok(())
+    }
+
+    /// A node was deleted.
+    pub fn on_node_delete(&mut self, name: &str, now: Instant) -> Result<(), SchedulerError> {
+        self.cache.remove_node(name)?;
+        self.move_on(ClusterEvent::NodeDelete, now);
+        Ok(())
+    }
+
+    /// Whether a profile schedules pods with this `spec.schedulerName`.
+    pub fn is_responsible(&self, scheduler_name: &str) -> bool {
+        self.by_name.contains_key(scheduler_name)
+    }
+
+    /// A pod was added: bound pods go to the cache (confirming an assumed pod),
+    /// unbound pods of our profiles to the queue, others are ignored.
+    pub fn on_pod_add(&mut self, pod: Arc<Pod>, now: Instant) -> Result<(), SchedulerError> {
+        let info = Arc::new(PodInfo::new(pod)?);
+        if info.node_name.is_some() {
+            self.queue.delete(&info.uid);
+            let was_assumed = self.cache.is_assumed(&info.uid);
+            self.cache.add_pod(info)?;
+            if !was_assumed {
+                self.move_on(ClusterEvent::AssignedPodAdd, now);
+            }
+        } else if self.is_responsible(&info.scheduler_name) && !self.cache.contains_pod(&info.uid) {
+            self.queue.add(info, now);
+        }
+        Ok(())
+    }
+
+    /// A pod changed.
+    pub fn on_pod_update(&mut self, pod: Arc<Pod>, now: Instant) -> Result<(), SchedulerError> {
+        let info = Arc::new(PodInfo::new(pod)?);
+        if info.node_name.is_some() {
+            let known = self.cache.contains_pod(&info.uid) && !self.cache.is_assumed(&info.uid);
+            self.queue.delete(&info.uid);
+            self.cache.add_pod(info)?;
+            let event = if known {
+                ClusterEvent::AssignedPodUpdate
+            } else {
+                ClusterEvent::AssignedPodAdd
+            };
+            self.move_on(event, now);
+        } else if self.cache.is_assumed(&info.uid) {
+            // Its binding is in flight; the bound version will follow.
+        } else if self.is_responsible(&info.scheduler_name) {
+            self.queue.update(info, now);
+        } else {
+            self.queue.delete(&info.uid);
+        }
+        Ok(())
+    }
+
+    /// A pod was deleted.
+    pub fn on_pod_delete(&mut self, uid: &str, now: Instant) {
+        self.queue.delete(uid);
+        let bound = self.cache.contains_pod(uid) && !self.cache.is_assumed(uid);
+        if self.cache.remove_pod(uid).is_some() && bound {
+            self.move_on(ClusterEvent::AssignedPodDelete, now);
+        }
+    }
+
+    /// Releases expired backoffs and pods parked too long; call about once a second.
+    pub fn flush(&mut self, now: Instant) {
+        self.queue.flush_backoff(now);
+        self.queue.flush_unschedulable(now);
+    }
+
+    /// When the next backoff expires (for the I/O layer's timer).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.queue.next_backoff_expiry()
+    }
+
+    /// The cache (read-only).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The queue (read-only).
+    pub fn queue(&self) -> &SchedulingQueue {
+        &self.queue
+    }
+
+    /// The profiles' scheduler names.
+    pub fn profile_names(&self) -> Vec<&str> {
+        self.profiles
+            .iter()
+            .map(|p| p.framework.profile())
+            .collect()
+    }
+
+    fn record_attempt(&self, result: &str, profile: &str, started: Instant) {
+        self.metrics
+            .schedule_attempts
+            .with_label_values(&[result, profile])
+            .inc();
+        self.metrics
+            .attempt_duration
+            .with_label_values(&[result, profile])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Pops the next pod and runs one scheduling cycle; `None` when no pod is ready.
+    pub fn schedule_one(&mut self, now: Instant) -> Option<ScheduleOutcome> {
+        loop {
+            let q = self.queue.pop(now)?;
+            let pod = q.pod.clone();
+            let Some(&pi) = self.by_name.get(&pod.scheduler_name) else {
+                self.queue.delete(&pod.uid);
+                continue;
+            };
+            if pod.terminating || self.cache.contains_pod(&pod.uid) {
+                self.queue.delete(&pod.uid);
+                continue;
+            }
+            let started = Instant::now();
+            let fw = self.profiles[pi].framework.clone();
+            self.cache.refresh_columns();
+            self.cycles += 1;
+            let mut state = CycleState::new();
+            state.record_plugin_metrics = self.cycles.is_multiple_of(PLUGIN_METRICS_SAMPLE_EVERY);
+            let ctx = CycleContext {
+                cache: &self.cache,
+                next_start: &mut self.next_start,
+                rng: &mut self.rng,
+            };
+            let profile = fw.profile().to_string();
+            let placement = match schedule_pod(&fw, ctx, &mut state, &pod) {
+                Ok(p) => p,
+                Err(Failure::Error(s)) => return Some(self.fail(q, &profile, started, s, now)),
+                Err(Failure::Unschedulable {
+                    message,
+                    reasons,
+                    plugins,
+                    nominated,
+                    victims,
+                }) => {
+                    let mut q = q;
+                    q.unschedulable_plugins = plugins;
+                    self.queue.requeue(q, false, now);
+                    self.record_attempt("unschedulable", &profile, started);
+                    return Some(ScheduleOutcome::Unschedulable(UnschedulablePod {
+                        pod,
+                        profile,
+                        message,
+                        reasons,
+                        nominated_node: nominated,
+                        victims,
+                    }));
+                }
+            };
+            let node = self.cache.node(placement.slot).name.clone();
+            if let Err(e) = self.cache.assume_pod(pod.clone(), &node) {
+                return Some(self.fail(q, &profile, started, Status::error(e.to_string()), now));
+            }
+            let s = fw.run_reserve(&mut state, &pod, &node);
+            if !s.is_success() {
+                let _ = self.cache.forget_pod(&pod.uid);
+                return Some(self.fail(q, &profile, started, s, now));
+            }
+            let (s, wait) = fw.run_permit(&mut state, &pod, &node);
+            if s.is_rejected() || s.code() == Code::Error {
+                fw.run_unreserve(&mut state, &pod, &node);
+                let _ = self.cache.forget_pod(&pod.uid);
+                if s.code() == Code::Error {
+                    return Some(self.fail(q, &profile, started, s, now));
+                }
+                self.queue.requeue(q, false, now);
+                self.record_attempt("unschedulable", &profile, started);
+                return Some(ScheduleOutcome::Unschedulable(UnschedulablePod {
+                    pod,
+                    profile,
+                    message: s.message(),
+                    reasons: Default::default(),
+                    nominated_node: None,
+                    victims: Vec::new(),
+                }));
+            }
+            return Some(ScheduleOutcome::Scheduled(Box::new(ScheduledPod {
+                pod,
+                node,
+                profile,
+                evaluated_nodes: placement.evaluated,
+                feasible_nodes: placement.feasible,
+                scores: placement.scores,
+                permit_wait: (s.code() == Code::Wait).then_some(wait),
+                state,
+                queued: q,
+                framework: fw,
+                started,
+            })));
+        }
+    }
+
+    fn fail(
+        &mut self,
+        q: crate::framework::QueuedPodInfo,
+        profile: &str,
+        started: Instant,
+        s: Status,
+        now: Instant,
+    ) -> ScheduleOutcome {
+        let pod = q.pod.clone();
+        self.queue.requeue(q, true, now);
+        self.record_attempt("error", profile, started);
+        tracing::warn!(pod = %pod.key(), profile, error = %s, "scheduling attempt failed");
+        ScheduleOutcome::Error {
+            pod,
+            profile: profile.to_string(),
+            message: s.message(),
+        }
+    }
+
+    /// Runs the PreBind plugins of a scheduled pod.
+    pub fn pre_bind(&self, sp: &mut ScheduledPod) -> Status {
+        sp.framework.run_pre_bind(&mut sp.state, &sp.pod, &sp.node)
+    }
+
+    /// Runs the Bind plugins; `Delegated` means the I/O layer writes the `Binding`.
+    pub fn bind(&self, sp: &mut ScheduledPod) -> BindOutcome {
+        let s = sp.framework.run_bind(&mut sp.state, &sp.pod, &sp.node);
+        match s.code() {
+            Code::Skip => BindOutcome::Delegated,
+            Code::Success => BindOutcome::Bound,
+            _ => BindOutcome::Failed(s),
+        }
+    }
+
+    /// Ends a binding cycle: on success runs PostBind and counts the pod as
+    /// scheduled (the cache confirms it when the bound pod arrives); on failure
+    /// unreserves, forgets the assumed pod and requeues it with backoff.
+    pub fn finish_binding(
+        &mut self,
+        mut sp: ScheduledPod,
+        result: Result<(), String>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(()) => {
+                sp.framework.run_post_bind(&sp.state, &sp.pod, &sp.node);
+                self.queue.done(&sp.pod.uid);
+                self.record_attempt("scheduled", &sp.profile, sp.started);
+                let attempts = sp.queued.attempts.to_string();
+                self.metrics
+                    .sli_duration
+                    .with_label_values(&[&attempts])
+                    .observe(
+                        now.saturating_duration_since(sp.queued.first_seen)
+                            .as_secs_f64(),
+                    );
+            }
+            Err(message) => {
+                sp.framework.run_unreserve(&mut sp.state, &sp.pod, &sp.node);
+                if self.cache.is_assumed(&sp.pod.uid) {
+                    let _ = self.cache.forget_pod(&sp.pod.uid);
+                }
+                tracing::warn!(pod = %sp.pod.key(), node = %sp.node, error = %message, "binding failed");
+                let profile = sp.profile.clone();
+                self.fail(sp.queued, &profile, sp.started, Status::error(message), now);
+            }
+        }
+    }
+
+    /// Ends a binding cycle whose Permit wait was denied or timed out: the pod is
+    /// forgotten and parked as unschedulable.
+    pub fn reject(&mut self, mut sp: ScheduledPod, message: &str, now: Instant) {
+        sp.framework.run_unreserve(&mut sp.state, &sp.pod, &sp.node);
+        if self.cache.is_assumed(&sp.pod.uid) {
+            let _ = self.cache.forget_pod(&sp.pod.uid);
+        }
+        tracing::info!(pod = %sp.pod.key(), reason = message, "permit rejected");
+        self.queue.requeue(sp.queued, false, now);
+        self.record_attempt("unschedulable", &sp.profile, sp.started);
+    }
+}
+
+#[cfg(test)]
+mod tests;

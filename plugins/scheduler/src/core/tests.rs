@@ -1,0 +1,382 @@
+//! Scheduler core scenarios: what a user of the cluster would see, minus the API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::framework::{Plugin, PluginInstance, ScorePlugin};
+use crate::plugins::in_tree_registry;
+use crate::testing::{NodeBuilder, PodBuilder};
+
+fn scheduler(config: &str) -> Scheduler {
+    scheduler_with(config, in_tree_registry())
+}
+
+fn scheduler_with(config: &str, registry: Registry) -> Scheduler {
+    let c = SchedulerConfig::from_toml(config, "test.toml").expect("config");
+    Scheduler::new(&c, &registry, &prometheus::Registry::new())
+        .expect("scheduler")
+        .with_seed(1)
+}
+
+fn add_node(s: &mut Scheduler, b: NodeBuilder, now: Instant) {
+    s.on_node_add(Arc::new(b.build()), now).expect("node");
+}
+
+fn add_pod(s: &mut Scheduler, b: PodBuilder, now: Instant) {
+    s.on_pod_add(Arc::new(b.pod()), now).expect("pod");
+}
+
+/// Schedules one pod and completes its binding as the API would; returns the node.
+fn schedule_and_bind(s: &mut Scheduler, now: Instant) -> Result<String, String> {
+    match s.schedule_one(now) {
+        Some(ScheduleOutcome::Scheduled(mut sp)) => {
+            assert!(s.pre_bind(&mut sp).is_success());
+            assert_eq!(s.bind(&mut sp), BindOutcome::Delegated);
+            let node = sp.node.clone();
+            let mut bound = (*sp.pod.pod).clone();
+            if let Some(spec) = bound.spec.as_mut() {
+                spec.node_name = Some(node.clone());
+            }
+            s.finish_binding(*sp, Ok(()), now);
+            s.on_pod_add(Arc::new(bound), now).expect("bound pod");
+            Ok(node)
+        }
+        Some(ScheduleOutcome::Unschedulable(u)) => Err(u.message),
+        Some(ScheduleOutcome::Error { message, .. }) => Err(format!("error: {message}")),
+        None => Err("nothing to schedule".into()),
+    }
+}
+
+#[test]
+fn schedule_one_should_place_the_pod_on_the_node_that_fits() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("small").cpu("1"), t);
+    add_node(&mut s, NodeBuilder::new("big").cpu("8"), t);
+    add_pod(&mut s, PodBuilder::new("p").cpu("2"), t);
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("big"));
+    assert!(!s.cache().is_assumed("p"));
+    assert_eq!(s.cache().pod_node("p"), Some("big"));
+    assert!(s.queue().is_empty());
+}
+
+#[test]
+fn failed_scheduling_message_should_match_kube_scheduler() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    for i in 0..3 {
+        let n = format!("busy{i}");
+        add_node(&mut s, NodeBuilder::new(&n).cpu("2"), t);
+        add_pod(
+            &mut s,
+            PodBuilder::new(&format!("x{i}")).cpu("1500m").node(&n),
+            t,
+        );
+    }
+    for i in 0..2 {
+        add_node(
+            &mut s,
+            NodeBuilder::new(&format!("gpu{i}")).taint("dedicated", "gpu", "NoSchedule"),
+            t,
+        );
+    }
+    add_pod(&mut s, PodBuilder::new("p").cpu("1"), t);
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert_eq!(
+        u.message,
+        "0/5 nodes are available: 2 node(s) had untolerated taint {dedicated: gpu}, 3 Insufficient cpu. \
+         preemption: 0/5 nodes are available: 2 Preemption is not helpful for scheduling, \
+         3 No preemption victims found for incoming pod.."
+    );
+    assert_eq!(u.reasons["NodeResourcesFit"]["Insufficient cpu"], 3);
+    assert_eq!(
+        u.reasons["TaintToleration"]["node(s) had untolerated taint {dedicated: gpu}"],
+        2
+    );
+    assert_eq!(
+        s.queue().location("p"),
+        Some(crate::queue::Location::Unschedulable)
+    );
+}
+
+#[test]
+fn an_unschedulable_pod_should_schedule_when_a_node_appears() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1").cpu("1"), t);
+    add_pod(&mut s, PodBuilder::new("p").cpu("2"), t);
+    assert!(schedule_and_bind(&mut s, t).is_err());
+    assert!(s.schedule_one(t + Duration::from_secs(30)).is_none());
+    // A node change that adds nothing relevant still moves it (NodeResourcesFit cares about node updates).
+    add_node(
+        &mut s,
+        NodeBuilder::new("n2").cpu("4"),
+        t + Duration::from_secs(30),
+    );
+    assert_eq!(
+        schedule_and_bind(&mut s, t + Duration::from_secs(30)).as_deref(),
+        Ok("n2")
+    );
+}
+
+#[test]
+fn a_taint_rejection_should_not_move_on_an_unrelated_pod_delete() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(
+        &mut s,
+        NodeBuilder::new("n1").taint("k", "v", "NoSchedule"),
+        t,
+    );
+    add_pod(
+        &mut s,
+        PodBuilder::new("other")
+            .node("n1")
+            .toleration("k", "Exists", "", ""),
+        t,
+    );
+    add_pod(&mut s, PodBuilder::new("p"), t);
+    assert!(schedule_and_bind(&mut s, t).is_err());
+    s.on_pod_delete("other", t);
+    assert_eq!(
+        s.queue().location("p"),
+        Some(crate::queue::Location::Unschedulable)
+    );
+}
+
+#[test]
+fn preemption_should_nominate_a_node_and_name_the_victims() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("low").cpu("2").priority(1).node("n1"),
+        t,
+    );
+    add_pod(&mut s, PodBuilder::new("high").cpu("2").priority(100), t);
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert_eq!(u.nominated_node.as_deref(), Some("n1"));
+    assert_eq!(
+        u.victims
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["low"]
+    );
+    assert_eq!(u.message, "0/1 nodes are available: 1 Insufficient cpu.");
+    // The I/O layer deletes the victim; the preemptor is retried and lands.
+    s.on_pod_delete("low", t);
+    let later = t + Duration::from_secs(1);
+    assert_eq!(schedule_and_bind(&mut s, later).as_deref(), Ok("n1"));
+}
+
+#[test]
+fn assumed_pods_should_count_before_the_binding_is_confirmed() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_node(&mut s, NodeBuilder::new("n2").cpu("2"), t);
+    add_pod(&mut s, PodBuilder::new("a").cpu("1500m"), t);
+    add_pod(&mut s, PodBuilder::new("b").cpu("1500m"), t);
+    let first = match s.schedule_one(t) {
+        Some(ScheduleOutcome::Scheduled(sp)) => sp,
+        other => panic!("{other:?}"),
+    };
+    let second = match s.schedule_one(t) {
+        Some(ScheduleOutcome::Scheduled(sp)) => sp,
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(first.node, second.node);
+}
+
+#[test]
+fn a_failed_binding_should_forget_the_pod_and_retry_it_after_backoff() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1"), t);
+    add_pod(&mut s, PodBuilder::new("p"), t);
+    let Some(ScheduleOutcome::Scheduled(sp)) = s.schedule_one(t) else {
+        panic!("expected scheduled")
+    };
+    assert!(s.cache().is_assumed("p"));
+    s.finish_binding(*sp, Err("409 Conflict".into()), t);
+    assert!(!s.cache().contains_pod("p"));
+    assert_eq!(
+        s.queue().location("p"),
+        Some(crate::queue::Location::Backoff)
+    );
+    assert!(s.schedule_one(t + Duration::from_millis(500)).is_none());
+    assert_eq!(
+        schedule_and_bind(&mut s, t + Duration::from_secs(1)).as_deref(),
+        Ok("n1")
+    );
+}
+
+#[test]
+fn two_profiles_should_schedule_their_own_pods() {
+    let t = Instant::now();
+    let config = r#"
+        [[profiles]]
+        scheduler_name = "default-scheduler"
+        [[profiles]]
+        scheduler_name = "binpack"
+        [[profiles.plugin_config]]
+        name = "NodeResourcesFit"
+        args = { scoring_strategy = { type = "MostAllocated" } }
+    "#;
+    let mut s = scheduler(config);
+    add_node(&mut s, NodeBuilder::new("empty").cpu("4").memory("4Gi"), t);
+    add_node(&mut s, NodeBuilder::new("half").cpu("4").memory("4Gi"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("x").cpu("2").memory("2Gi").node("half"),
+        t,
+    );
+    add_pod(&mut s, PodBuilder::new("spread").cpu("1").memory("1Gi"), t);
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("empty"));
+    add_pod(
+        &mut s,
+        PodBuilder::new("pack")
+            .cpu("1")
+            .memory("1Gi")
+            .scheduler("binpack"),
+        t,
+    );
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("half"));
+    add_pod(
+        &mut s,
+        PodBuilder::new("theirs").scheduler("someone-else"),
+        t,
+    );
+    assert!(s.queue().is_empty());
+}
+
+#[test]
+fn percentage_of_nodes_to_score_should_limit_and_rotate_the_nodes_evaluated() {
+    let t = Instant::now();
+    let mut s = scheduler("percentage_of_nodes_to_score = 50");
+    for i in 0..300 {
+        add_node(&mut s, NodeBuilder::new(&format!("n{i:03}")), t);
+    }
+    for i in 0..2 {
+        add_pod(&mut s, PodBuilder::new(&format!("p{i}")), t);
+    }
+    for _ in 0..2 {
+        let Some(ScheduleOutcome::Scheduled(sp)) = s.schedule_one(t) else {
+            panic!("expected scheduled")
+        };
+        assert_eq!((sp.evaluated_nodes, sp.feasible_nodes), (150, 150));
+    }
+    assert_eq!(s.next_start, 0, "rotated through all 300 nodes");
+}
+
+#[test]
+fn record_scores_should_return_every_plugins_scores() {
+    let t = Instant::now();
+    let mut s = scheduler("[[profiles]]\nrecord_scores = true");
+    add_node(&mut s, NodeBuilder::new("n1"), t);
+    add_node(&mut s, NodeBuilder::new("n2").cpu("8"), t);
+    add_pod(&mut s, PodBuilder::new("p").cpu("1").memory("1Gi"), t);
+    let Some(ScheduleOutcome::Scheduled(sp)) = s.schedule_one(t) else {
+        panic!("expected scheduled")
+    };
+    let rec = sp.scores.expect("scores");
+    assert_eq!(rec.normalized["TaintToleration"]["n1"], 100);
+    assert_eq!(rec.weighted["TaintToleration"]["n1"], 300);
+    assert!(rec.total["n2"] > rec.total["n1"], "{rec:?}");
+}
+
+/// A scorer that returns an out-of-range score.
+struct Broken;
+
+impl Plugin for Broken {
+    fn name(&self) -> &str {
+        "Broken"
+    }
+}
+
+impl ScorePlugin for Broken {
+    fn score(
+        &self,
+        _: &CycleState,
+        _: &PodInfo,
+        _: &crate::cache::NodeInfo,
+    ) -> Result<i64, Status> {
+        Ok(250)
+    }
+}
+
+#[test]
+fn an_out_of_range_score_should_fail_the_attempt_and_name_the_plugin() {
+    let t = Instant::now();
+    let mut registry = in_tree_registry();
+    registry
+        .register(
+            "Broken",
+            Arc::new(|_, _| Ok(PluginInstance::new("Broken").score(Arc::new(Broken)))),
+        )
+        .expect("register");
+    let mut s = scheduler_with(
+        "[[profiles]]\nplugins.score.enabled = [{ name = \"Broken\" }]",
+        registry,
+    );
+    add_node(&mut s, NodeBuilder::new("n1"), t);
+    add_node(&mut s, NodeBuilder::new("n2"), t);
+    add_pod(&mut s, PodBuilder::new("p"), t);
+    let err = schedule_and_bind(&mut s, t).expect_err("error");
+    assert_eq!(
+        err,
+        "error: plugin \"Broken\" returns an invalid score 250, it should in the range of [0, 100] after normalizing"
+    );
+    assert_eq!(
+        s.queue().location("p"),
+        Some(crate::queue::Location::Backoff)
+    );
+}
+
+#[test]
+fn reconfigure_should_report_changed_plugins_and_keep_the_old_profile_on_error() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1"), t);
+    let registry = in_tree_registry();
+    let next = SchedulerConfig::from_toml(
+        "[[profiles]]\nplugins.score.enabled = [{ name = \"NodeResourcesFit\", weight = 5 }]",
+        "next.toml",
+    )
+    .expect("config");
+    let reports = s.reconfigure(&next, &registry).expect("swap");
+    assert_eq!(
+        reports,
+        vec![SwapReport {
+            profile: "default-scheduler".into(),
+            plugin: "NodeResourcesFit".into(),
+            change: "changed"
+        }]
+    );
+    let bad = SchedulerConfig::from_toml(
+        "[[profiles]]\nplugins.score.enabled = [{ name = \"Nope\" }]",
+        "bad.toml",
+    )
+    .expect("config");
+    assert!(s.reconfigure(&bad, &registry).is_err());
+    add_pod(&mut s, PodBuilder::new("p"), t);
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("n1"));
+}
+
+#[test]
+fn no_nodes_should_be_reported_like_kube_scheduler() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_pod(&mut s, PodBuilder::new("p"), t);
+    assert_eq!(
+        schedule_and_bind(&mut s, t),
+        Err(NO_NODES_AVAILABLE.to_string())
+    );
+}

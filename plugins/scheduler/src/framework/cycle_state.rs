@@ -1,0 +1,66 @@
+//! `CycleState`: data plugins share within one pod's scheduling and binding cycle.
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use super::Status;
+
+/// Per-cycle storage: PreFilter/PreScore results read by Filter/Score, keyed by name.
+///
+/// Keys are `'static` strings, by convention `"<Point><Plugin>"` (e.g.
+/// `"PreFilterNodePorts"`), so plugins do not collide.
+#[derive(Default)]
+pub struct CycleState {
+    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    /// Bit `i` set: filter plugin `i` returned Skip at PreFilter.
+    pub(crate) skip_filter: u64,
+    /// Bit `i` set: score plugin `i` returned Skip at PreScore.
+    pub(crate) skip_score: u64,
+    /// Whether this cycle records per-plugin durations (sampled).
+    pub(crate) record_plugin_metrics: bool,
+}
+
+impl std::fmt::Debug for CycleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CycleState")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl CycleState {
+    /// An empty state.
+    pub fn new() -> Self {
+        CycleState::default()
+    }
+
+    /// Stores `value` under `key`, replacing any previous value.
+    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
+        self.data.insert(key, Box::new(value));
+    }
+
+    /// The value under `key`, if it exists and has type `T`.
+    pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
+        self.data.get(key).and_then(|v| v.downcast_ref())
+    }
+
+    /// Like [`CycleState::read`], or an Error status naming the missing key.
+    pub fn get<T: Any + Send + Sync>(&self, key: &'static str) -> Result<&T, Status> {
+        self.read(key)
+            .ok_or_else(|| Status::error(format!("reading {key:?} from cycleState: not found")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycle_state_should_return_values_by_key_and_type() {
+        let mut s = CycleState::new();
+        s.write("PreFilterX", 7u32);
+        assert_eq!(s.read::<u32>("PreFilterX"), Some(&7));
+        assert_eq!(s.read::<i64>("PreFilterX"), None);
+        assert!(s.get::<u32>("Other").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! DefaultPreemption (PostFilter): find lower-priority victims on one node so the pod fits.
+//!
+//! For each node where preemption might help (its filter status is Unschedulable,
+//! not UnschedulableAndUnresolvable): remove every pod of lower priority, check the
+//! pod fits, then add victims back from the most important down while it still
+//! fits. Among candidates, pick the node with the lowest highest-victim priority,
+//! then the lowest priority sum, then the fewest victims. The I/O layer deletes
+//! the victims and sets `status.nominatedNodeName`. PodDisruptionBudgets and
+//! nominated pods are not considered.
+
+use std::sync::Arc;
+
+use crate::cache::NodeInfo;
+use crate::framework::*;
+use crate::pod_info::PodInfo;
+
+/// Plugin name.
+pub const NAME: &str = "DefaultPreemption";
+
+/// Reason for nodes where removing pods cannot help.
+pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
+/// Reason for nodes without lower-priority pods.
+pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+
+/// Fewest candidate nodes searched (`minCandidateNodesAbsolute`).
+const MIN_CANDIDATES_ABSOLUTE: usize = 100;
+/// Share of nodes searched for candidates, percent (`minCandidateNodesPercentage`).
+const MIN_CANDIDATES_PERCENTAGE: usize = 10;
+
+/// The default preemption plugin.
+#[derive(Debug, Default)]
+pub struct DefaultPreemption;
+
+impl Plugin for DefaultPreemption {
+    fn name(&self) -> &str {
+        NAME
+    }
+}
+
+/// A node where preemption works, and the pods to evict there.
+struct Candidate {
+    node: String,
+    victims: Vec<Arc<PodInfo>>,
+}
+
+impl Candidate {
+    /// Upstream ordering keys: highest victim priority, priority sum (offset so that
+    /// every victim adds a positive amount), number of victims.
+    fn rank(&self) -> (i64, i64, usize) {
+        let highest = self
+            .victims
+            .iter()
+            .map(|v| i64::from(v.priority))
+            .max()
+            .unwrap_or(i64::MIN);
+        let sum = self
+            .victims
+            .iter()
+            .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
+            .sum();
+        (highest, sum, self.victims.len())
+    }
+}
+
+/// Victims on one node, or the status saying why there are none.
+fn select_victims(
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    filters: &dyn FilterRunner,
+) -> Result<Vec<Arc<PodInfo>>, Status> {
+    let mut trial = node.clone();
+    let mut potential: Vec<Arc<PodInfo>> = node
+        .pods
+        .iter()
+        .filter(|p| p.priority < pod.priority)
+        .cloned()
+        .collect();
+    if potential.is_empty() {
+        return Err(Status::unresolvable(NO_VICTIMS));
+    }
+    for v in &potential {
+        trial.remove_pod(&v.uid);
+    }
+    let fits = filters.run_filters(state, pod, &trial);
+    if !fits.is_success() {
+        return Err(fits);
+    }
+    // Most important first: they are the first to be given their place back.
+    potential.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.uid.cmp(&b.uid)));
+    let mut victims = Vec::new();
+    for v in potential {
+        trial.add_pod(v.clone());
+        if !filters.run_filters(state, pod, &trial).is_success() {
+            trial.remove_pod(&v.uid);
+            victims.push(v);
+        }
+    }
+    Ok(victims)
+}
+
+impl PostFilterPlugin for DefaultPreemption {
+    fn post_filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        nodes: &NodeSnapshot<'_>,
+        statuses: &NodeStatusMap,
+        filters: &dyn FilterRunner,
+    ) -> (Option<PostFilterResult>, Status) {
+        if pod.never_preempts {
+            return (
+                None,
+                Status::unschedulable("preemption: not eligible due to preemptionPolicy=Never."),
+            );
+        }
+        let all = nodes.slots();
+        let wanted = (all.len() * MIN_CANDIDATES_PERCENTAGE / 100)
+            .max(MIN_CANDIDATES_ABSOLUTE)
+            .min(all.len());
+        let mut candidates = Vec::new();
+        let mut node_statuses: Vec<Status> = Vec::new();
+        for &slot in all {
+            if candidates.len() >= wanted {
+                break;
+            }
+            if statuses.get(slot).code() == Code::UnschedulableAndUnresolvable {
+                continue;
+            }
+            let node = nodes.node(slot);
+            match select_victims(state, pod, node, filters) {
+                Ok(victims) if !victims.is_empty() => candidates.push(Candidate {
+                    node: node.name.clone(),
+                    victims,
+                }),
+                Ok(_) => node_statuses.push(Status::error(format!(
+                    "expected at least one victim pod on node {:?}",
+                    node.name
+                ))),
+                Err(s) => node_statuses.push(s),
+            }
+        }
+        let Some(best) = candidates.into_iter().min_by_key(Candidate::rank) else {
+            let absent = all.len() - node_statuses.len();
+            let mut err = FitError::new(all.len(), node_statuses.iter());
+            if absent > 0 {
+                err.reasons.insert(NOT_HELPFUL.to_string(), absent);
+            }
+            return (None, Status::unschedulable(format!("preemption: {err}")));
+        };
+        let result = PostFilterResult {
+            nominated_node: Some(best.node),
+            victims: best.victims,
+        };
+        (Some(result), Status::success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::plugins::node_resources::Fit;
+    use crate::testing::{NodeBuilder, PodBuilder};
+
+    struct Fits(Fit);
+
+    impl FilterRunner for Fits {
+        fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+            self.0.filter(state, pod, node)
+        }
+    }
+
+    /// n1 runs two 1-CPU pods of priority 1 and 5, n2 one 2-CPU pod of priority 3; 2 CPUs each.
+    fn cluster() -> Cache {
+        let mut c = Cache::new();
+        for n in ["n1", "n2"] {
+            c.upsert_node(Arc::new(NodeBuilder::new(n).cpu("2").build()))
+                .expect("node");
+        }
+        for (p, prio, cpu, n) in [
+            ("a", 1, "1", "n1"),
+            ("b", 5, "1", "n1"),
+            ("c", 3, "2", "n2"),
+        ] {
+            c.add_pod(Arc::new(
+                PodBuilder::new(p).priority(prio).cpu(cpu).node(n).build(),
+            ))
+            .expect("pod");
+        }
+        c
+    }
+
+    fn run(c: &Cache, pod: &PodInfo) -> (Option<PostFilterResult>, Status) {
+        let snap = NodeSnapshot::new(c);
+        let fits = Fits(Fit::new(&None).expect("fit"));
+        let statuses = NodeStatusMap {
+            statuses: snap
+                .slots()
+                .iter()
+                .map(|&s| (s, Status::unschedulable("Insufficient cpu")))
+                .collect(),
+            absent: Status::unresolvable(NOT_HELPFUL),
+        };
+        DefaultPreemption.post_filter(&CycleState::new(), pod, &snap, &statuses, &fits)
+    }
+
+    #[test]
+    fn post_filter_should_pick_the_node_with_the_least_important_victims() {
+        let c = cluster();
+        // Needs 1 CPU at priority 10: n1 frees it by evicting `a` (priority 1), n2 by
+        // evicting `c` (priority 3); n1's highest victim priority is lower.
+        let (r, s) = run(&c, &PodBuilder::new("p").priority(10).cpu("1").build());
+        assert!(s.is_success(), "{s}");
+        let r = r.expect("result");
+        assert_eq!(r.nominated_node.as_deref(), Some("n1"));
+        assert_eq!(
+            r.victims
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a"]
+        );
+    }
+
+    #[test]
+    fn post_filter_should_explain_why_no_node_helps() {
+        let c = cluster();
+        // Priority 2: only `a` (1 CPU) is lower on n1, too little for 2 CPUs; none on n2.
+        let (r, s) = run(&c, &PodBuilder::new("p").priority(2).cpu("2").build());
+        assert!(r.is_none());
+        assert_eq!(
+            s.message(),
+            "preemption: 0/2 nodes are available: 1 Insufficient cpu, 1 No preemption victims found for incoming pod."
+        );
+        let never = PodBuilder::new("q").priority(10).build();
+        let mut never_info = never;
+        never_info.never_preempts = true;
+        assert_eq!(
+            run(&c, &never_info).1.message(),
+            "preemption: not eligible due to preemptionPolicy=Never."
+        );
+    }
+}
