@@ -627,26 +627,56 @@ pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub struct Etcd {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    client_port: u16,
     peer_port: u16,
-    /// Client URL, `http://127.0.0.1:<port>`.
+    /// Port of the plain-HTTP `/health` endpoint (`--listen-metrics-urls`).
+    health_port: u16,
+    /// Client URL, `http://127.0.0.1:<port>` (`https://` with [`Etcd::start_tls`]).
     pub endpoint: String,
+    /// The client's TLS files, when started with [`Etcd::start_tls`].
+    pub tls: Option<EtcdClientTls>,
+}
+
+/// PEM files a client needs for an etcd started with [`Etcd::start_tls`].
+pub struct EtcdClientTls {
+    /// The CA that signed etcd's serving certificate and the client's.
+    pub ca_file: PathBuf,
+    /// The client certificate.
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers `/health`.
     pub fn start() -> Result<Etcd> {
+        Etcd::launch(false)
+    }
+
+    /// Starts etcd serving clients over TLS and requiring a client certificate,
+    /// with a throwaway CA, server and client certificate made by `openssl`.
+    pub fn start_tls() -> Result<Etcd> {
+        Etcd::launch(true)
+    }
+
+    fn launch(tls: bool) -> Result<Etcd> {
         if !Path::new(ETCD_BIN).exists() {
             bail!("{ETCD_BIN} is missing: run scripts/setup (it installs etcd-server)");
         }
         let client_port = free_port()?;
-        let peer_port = free_port()?;
+        let scheme = if tls { "https" } else { "http" };
+        let dir = tempfile::tempdir()?;
+        let tls = if tls {
+            Some(make_certificates(&dir.path().join("tls"))?)
+        } else {
+            None
+        };
         let mut etcd = Etcd {
             child: None,
-            dir: tempfile::tempdir()?,
-            client_port,
-            peer_port,
-            endpoint: format!("http://127.0.0.1:{client_port}"),
+            dir,
+            peer_port: free_port()?,
+            health_port: free_port()?,
+            endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
+            tls,
         };
         etcd.spawn()?;
         Ok(etcd)
@@ -693,7 +723,9 @@ impl Etcd {
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))?;
-        let child = Command::new(ETCD_BIN)
+        let health = format!("http://127.0.0.1:{}", self.health_port);
+        let mut command = Command::new(ETCD_BIN);
+        command
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
@@ -701,6 +733,19 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("default={peer}")])
+            .args(["--listen-metrics-urls", &health]);
+        if self.tls.is_some() {
+            let tls = self.dir.path().join("tls");
+            command
+                .arg("--trusted-ca-file")
+                .arg(tls.join("ca.crt"))
+                .arg("--cert-file")
+                .arg(tls.join("server.crt"))
+                .arg("--key-file")
+                .arg(tls.join("server.key"))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -708,7 +753,7 @@ impl Etcd {
             .with_context(|| format!("spawning {ETCD_BIN}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let health = format!("http://127.0.0.1:{}/health", self.client_port);
+        let health = format!("{health}/health");
         loop {
             let healthy = agent()
                 .get(&health)
@@ -738,6 +783,111 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate in `dir`
+/// with `openssl`; returns the client's files.
+fn make_certificates(dir: &Path) -> Result<EtcdClientTls> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+    let steps: [&[&str]; 5] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kubernel-test-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=etcd",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=kubernel",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "client.ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(EtcdClientTls {
+        ca_file: dir.join("ca.crt"),
+        cert_file: dir.join("client.crt"),
+        key_file: dir.join("client.key"),
+    })
 }
 
 /// Polls `cond` every 50 ms until it holds, failing after `timeout` with `what`

@@ -212,7 +212,7 @@ impl Cache {
                     }
                 }
             }
-            self.revision = event.revision;
+            self.revision = self.revision.max(event.revision);
             self.history.push_back((now, event.clone()));
         }
         self.trim(now);

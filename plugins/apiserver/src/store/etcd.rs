@@ -12,6 +12,8 @@
 mod codec;
 mod feed;
 mod shared;
+#[cfg(test)]
+mod tests;
 mod upkeep;
 
 use std::path::{Path, PathBuf};

@@ -163,13 +163,14 @@ async fn follow(shared: &Shared, client: &Client, prefix: &Prefix, from: Revisio
     let (mut requests, mut responses) = stream.split();
     let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
     let mut heard = Instant::now();
+    let mut pending = None;
     loop {
         tokio::select! {
             message = responses.message() => {
                 heard = Instant::now();
                 match message {
                     Ok(Some(response)) => {
-                        if let Some(ended) = handle(shared, prefix, &response) {
+                        if let Some(ended) = handle(shared, prefix, &response, &mut pending) {
                             return ended;
                         }
                     }
@@ -190,7 +191,16 @@ async fn follow(shared: &Shared, client: &Client, prefix: &Prefix, from: Revisio
 }
 
 /// Applies one watch response to the cache; `Some` when the watch ended.
-fn handle(shared: &Shared, prefix: &Prefix, response: &WatchResponse) -> Option<Ended> {
+///
+/// A progress notification's revision is applied at the next one: etcd before
+/// 3.4.25/3.5.8 may report a revision whose events are still on their way
+/// (etcd-io/etcd#15220), and a second later they have arrived. `pending` holds it.
+fn handle(
+    shared: &Shared,
+    prefix: &Prefix,
+    response: &WatchResponse,
+    pending: &mut Option<Revision>,
+) -> Option<Ended> {
     if response.canceled() {
         let compacted = codec::revision(response.compact_revision());
         return Some(if compacted > 0 {
@@ -206,34 +216,35 @@ fn handle(shared: &Shared, prefix: &Prefix, response: &WatchResponse) -> Option<
         debug!(etcd = %shared.endpoints, prefix = prefix.as_str(), "etcd watch created");
         return None;
     }
-    let applied = if response.events().is_empty() {
+    if response.events().is_empty() {
         // A progress notification: no event for the prefix up to this revision.
         let revision = response
             .header()
             .map_or(0, |h| codec::revision(h.revision()));
-        shared.cache.write().advance(revision);
-        revision
-    } else {
+        shared.reach(revision);
+        if let Some(settled) = pending.replace(revision) {
+            shared.cache.write().advance(settled);
+        }
+        shared.set_feed(None);
+        return None;
+    }
+    let last = response
+        .events()
+        .iter()
+        .filter_map(|e| e.kv())
+        .map(|kv| codec::revision(kv.mod_revision()))
+        .max()
+        .unwrap_or(0);
+    {
         let mut cache = shared.cache.write();
         let events = convert(&cache, prefix, response.events());
         cache.apply(&events, Instant::now());
-        let last = response
-            .events()
-            .iter()
-            .filter_map(|e| e.kv())
-            .map(|kv| codec::revision(kv.mod_revision()))
-            .max()
-            .unwrap_or(0);
         cache.advance(last);
-        cache.revision()
-    };
-    shared.reach(applied);
+    }
+    shared.reach(last);
     shared
         .applied
-        .send_modify(|current| *current = (*current).max(applied));
-    if response.events().is_empty() {
-        shared.set_feed(None);
-    }
+        .send_modify(|applied| *applied = (*applied).max(last));
     None
 }
 
@@ -315,7 +326,12 @@ mod tests {
             .expect("connect");
         let mut kv = client.kv_client();
         let prefix = Prefix::new("/registry");
-        let put = |name: &str| (prefix.etcd_key(&format!("pods/default/{name}")), pod(name).to_string());
+        let put = |name: &str| {
+            (
+                prefix.etcd_key(&format!("pods/default/{name}")),
+                pod(name).to_string(),
+            )
+        };
         let (key, value) = put("a");
         kv.put(key, value, None).await.expect("put a");
         let timeout = Duration::from_secs(3);
@@ -336,7 +352,12 @@ mod tests {
             let (key, value) = put(name);
             kv.put(key, value, None).await.expect("put");
         }
-        let latest = kv.get("x", None).await.expect("get").header().map_or(0, |h| h.revision());
+        let latest = kv
+            .get("x", None)
+            .await
+            .expect("get")
+            .header()
+            .map_or(0, |h| h.revision());
         kv.compact(latest, None).await.expect("compact");
         let feed = tokio::spawn(run(shared.clone(), client.clone(), prefix.clone()));
         let closed = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
@@ -346,8 +367,15 @@ mod tests {
             assert_eq!(cache.len(), 3);
             assert!(cache.revision() >= super::codec::revision(latest));
         }
-        let stale = shared.cache.write().watch("pods/", before, before, Instant::now());
-        assert!(matches!(stale, Err(StoreError::Compacted { .. })), "{:?}", stale.err());
+        let stale = shared
+            .cache
+            .write()
+            .watch("pods/", before, before, Instant::now());
+        assert!(
+            matches!(stale, Err(StoreError::Compacted { .. })),
+            "{:?}",
+            stale.err()
+        );
         feed.abort();
     }
 }
