@@ -1,7 +1,9 @@
 //! The container runtime interface the kubelet drives, shaped like the CRI: pod sandboxes
 //! (a pod's shared network/identity) holding containers, each created, started, stopped and
-//! removed by id, with status and list calls; implementations: [`sim::SimRuntime`].
+//! removed by id, with status and list calls; implementations: [`sim::SimRuntime`] and
+//! [`process::ProcessRuntime`].
 
+pub mod process;
 pub mod sim;
 
 use std::net::Ipv4Addr;
@@ -76,6 +78,10 @@ pub struct ContainerConfig<'a> {
     pub command: &'a [String],
     /// Arguments (`args`).
     pub args: &'a [String],
+    /// Environment variables, resolved (`env`, `envFrom`).
+    pub env: &'a [(String, String)],
+    /// Working directory (`workingDir`); `None`: the runtime's default.
+    pub working_dir: Option<&'a str>,
 }
 
 /// Whether a sandbox is up.

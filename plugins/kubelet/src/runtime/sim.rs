@@ -385,6 +385,8 @@ mod tests {
             image: "pause",
             command: &[],
             args: &[],
+            env: &[],
+            working_dir: None,
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod fleet;
 mod heartbeat;
 mod node_watch;
+mod pod_view;
 mod pods;
 mod register;
 

@@ -20,10 +20,10 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::fleet::Fleet;
+use super::pod_view::{key_of, Phase, PodView};
 use super::Shared;
 use crate::metrics::Operation;
-use crate::pod_status::{pod_status, Placement, PodFacts};
+use crate::pod_status::{pod_status, Placement};
 use crate::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, RuntimeError, SandboxId};
 use crate::watcher::{self, Seen};
 
@@ -67,56 +67,6 @@ enum Observed {
     Gone { uid: String },
 }
 
-/// Where a pod is in its life, as far as the sim kubelet cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Not (yet) reported running.
-    Pending,
-    /// Reported running.
-    Running,
-    /// `Succeeded` or `Failed`: nothing runs any more.
-    Finished,
-}
-
-/// The little of a watched Pod the sim kubelet keeps until a worker syncs it.
-struct PodView {
-    uid: Box<str>,
-    node: u32,
-    deleting: bool,
-    phase: Phase,
-    pod_ip: Option<Ipv4Addr>,
-    facts: PodFacts,
-}
-
-impl PodView {
-    /// The view of `pod` if it is bound to one of `fleet`'s nodes.
-    fn of(pod: &Pod, fleet: &Fleet) -> Option<PodView> {
-        let node = fleet.index_of(node_of(pod))?;
-        let status = pod.status.as_ref();
-        let phase = match status.and_then(|s| s.phase.as_deref()) {
-            Some("Running") => Phase::Running,
-            Some("Succeeded" | "Failed") => Phase::Finished,
-            _ => Phase::Pending,
-        };
-        Some(PodView {
-            uid: pod.metadata.uid.as_deref().unwrap_or_default().into(),
-            node,
-            deleting: pod.metadata.deletion_timestamp.is_some(),
-            phase,
-            pod_ip: status
-                .and_then(|s| s.pod_ip.as_deref())
-                .and_then(|ip| ip.parse().ok()),
-            facts: PodFacts::of(pod),
-        })
-    }
-
-    /// True when the pod is reported running as we run it (our own status coming back).
-    fn reported_as(&self, ip: Option<Ipv4Addr>) -> bool {
-        self.phase == Phase::Running
-            && (self.facts.host_network || (ip.is_some() && ip == self.pod_ip))
-    }
-}
-
 struct Pending {
     observed: Observed,
     first_seen: Instant,
@@ -135,19 +85,6 @@ struct Pods {
     queue: WorkQueue<Arc<str>>,
     pending: Mutex<HashMap<Arc<str>, Pending>>,
     running: Mutex<HashMap<Arc<str>, Running>>,
-}
-
-fn key_of(pod: &Pod) -> Arc<str> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    format!("{ns}/{name}").into()
-}
-
-fn node_of(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .unwrap_or_default()
 }
 
 /// Watches bound pods and syncs those on our nodes with `max_in_flight` workers, until
@@ -413,6 +350,8 @@ impl Pods {
                 image: &c.image,
                 command: &[],
                 args: &[],
+                env: &[],
+                working_dir: None,
             };
             let id = rt.create_container(&sandbox, &config).await.map_err(err)?;
             rt.start_container(&id).await.map_err(err)?;
