@@ -14,6 +14,25 @@ use crate::Client;
 /// Most distinct (object, reason, message) triples remembered for folding repeats.
 const MAX_REMEMBERED: usize = 4096;
 
+/// The object's name as the start of a valid Event name (a DNS subdomain):
+/// lowercase, other characters than `a-z0-9.-` replaced by `-`.
+fn event_name_prefix(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
+            _ => '-',
+        })
+        .take(200)
+        .collect();
+    let trimmed = cleaned.trim_matches(|c| c == '-' || c == '.');
+    if trimmed.is_empty() {
+        "object".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
 /// (object uid or name, reason, message): what makes two Events the same.
 type RepeatKey = (String, String, String);
 
@@ -61,7 +80,7 @@ impl EventRecorder {
         let (type_, reason, message) = (type_.to_string(), reason.to_string(), message.to_string());
         tokio::spawn(async move {
             if let Err(e) = this.write(&object, &type_, &reason, &message).await {
-                tracing::debug!(reason = %reason, error = %e, "event not recorded");
+                tracing::warn!(reason = %reason, error = %e, "event not recorded");
             }
         });
     }
@@ -105,7 +124,7 @@ impl EventRecorder {
         }
         let name = format!(
             "{}.{:x}",
-            object.name.as_deref().unwrap_or("object"),
+            event_name_prefix(object.name.as_deref().unwrap_or("object")),
             jiff::Timestamp::now().as_nanosecond()
         );
         let event = json!({
@@ -137,5 +156,18 @@ impl EventRecorder {
         }
         seen.insert(key, (ns, name, 1));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_should_be_valid_dns_subdomains() {
+        assert_eq!(event_name_prefix("Binpack"), "binpack");
+        assert_eq!(event_name_prefix("web-0"), "web-0");
+        assert_eq!(event_name_prefix("a_b:c"), "a-b-c");
+        assert_eq!(event_name_prefix("__"), "object");
     }
 }

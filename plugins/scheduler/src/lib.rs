@@ -11,12 +11,21 @@ pub mod external;
 pub mod framework;
 pub mod metrics;
 pub mod parallel;
+pub mod plugin;
 pub mod plugins;
 pub mod pod_info;
 pub mod profile;
 pub mod queue;
 pub mod resources;
+mod run;
 pub mod selectors;
 pub mod testing;
 
 pub use crate::core::{ScheduleOutcome, Scheduler};
+
+kubernel_sdk::export_plugin!(
+    plugin::SchedulerPlugin,
+    name = "scheduler",
+    kind = "scheduler",
+    state_version = 1
+);
