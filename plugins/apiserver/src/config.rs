@@ -15,6 +15,13 @@ pub struct ApiServerConfig {
     pub bind_address: IpAddr,
     /// Port of the API (kube-apiserver's `--secure-port`).
     pub secure_port: u16,
+    /// IPv4 CIDR that Services get their cluster IPs from (`--service-cluster-ip-range`),
+    /// from /12 to /30. Its first address is the `kubernetes` Service's; a Service may
+    /// ask for any free address of it in `spec.clusterIP`.
+    pub service_cluster_ip_range: crate::allocator::ServiceCidr,
+    /// Ports that `NodePort` and `LoadBalancer` Services get their node ports from
+    /// (`--service-node-port-range`), `"first-last"` inclusive.
+    pub service_node_port_range: crate::allocator::PortRange,
     /// Most read-only requests served at once; more get 429 (`--max-requests-inflight`).
     pub max_requests_inflight: usize,
     /// Most mutating requests served at once (`--max-mutating-requests-inflight`).
@@ -81,6 +88,8 @@ impl Default for ApiServerConfig {
         ApiServerConfig {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             secure_port: 6443,
+            service_cluster_ip_range: crate::allocator::ServiceCidr::default(),
+            service_node_port_range: crate::allocator::PortRange::default(),
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             max_request_body_bytes: 3 * 1024 * 1024,

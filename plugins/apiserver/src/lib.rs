@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admission;
+pub mod allocator;
 pub mod config;
 pub mod discovery;
 mod handlers;
