@@ -127,6 +127,7 @@ pub(super) fn validate_service(object: &Value, causes: &mut Vec<Cause>) {
 fn validate_ports(ports: &[Value], kind: &str, causes: &mut Vec<Cause>) {
     let mut names = BTreeSet::new();
     let mut pairs = BTreeSet::new();
+    let mut node_ports = BTreeSet::new();
     for (i, port) in ports.iter().enumerate() {
         let p = index("spec.ports", i);
         let name = str_of(port, "name");
@@ -185,6 +186,9 @@ fn validate_ports(ports: &[Value], kind: &str, causes: &mut Vec<Cause>) {
                     .iter()
                     .map(|m| Cause::invalid(child(&p, "nodePort"), &json!(node_port), m)),
             );
+            if !node_ports.insert((str_of(port, "protocol"), node_port)) {
+                causes.push(Cause::duplicate(child(&p, "nodePort"), &json!(node_port)));
+            }
         }
         let protocol = str_of(port, "protocol");
         if !pairs.insert((number, protocol)) {
@@ -296,6 +300,19 @@ mod tests {
             json!({"type": "ClusterIP", "sessionAffinity": "None", "ports": [port(80, "a"), port(80, "b")]}),
         );
         assert_eq!(got, vec!["spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}"]);
+    }
+
+    #[test]
+    fn node_ports_should_be_unique_per_protocol() {
+        let with = |name: &str, protocol: &str, port: i64| json!({"port": port, "name": name, "protocol": protocol, "targetPort": port, "nodePort": 30053});
+        let spec =
+            |ports: Value| json!({"type": "NodePort", "sessionAffinity": "None", "ports": ports});
+        let shared = spec(json!([with("dns", "UDP", 53), with("dns-tcp", "TCP", 53)]));
+        assert!(texts(shared).is_empty());
+        assert_eq!(
+            texts(spec(json!([with("a", "UDP", 53), with("b", "UDP", 54)]))),
+            vec!["spec.ports[1].nodePort: Duplicate value: 30053"]
+        );
     }
 
     #[test]
