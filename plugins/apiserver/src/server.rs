@@ -76,6 +76,9 @@ impl Server {
         let addr = listener.local_addr().unwrap_or(addr);
         let shutdown = ctx.shutdown_signal().child_token();
         let state = Arc::new(ApiState::new(store, metrics, config, shutdown.clone()));
+        runtime
+            .block_on(crate::allocator::start(&state, addr))
+            .map_err(|e| format!("service allocations: {e}"))?;
         let router = axum::Router::new()
             .fallback(dispatch)
             .with_state(state.clone());

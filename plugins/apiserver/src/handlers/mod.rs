@@ -19,6 +19,7 @@ use axum::response::Response;
 use kubernel_sdk::CancellationToken;
 use tokio::sync::Semaphore;
 
+use crate::allocator::ServiceAllocator;
 use crate::config::ApiServerConfig;
 use crate::metrics::Metrics;
 use crate::negotiate::{self, json};
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub config: ApiServerConfig,
     /// Cancelled when the apiserver stops: ends watches.
     pub shutdown: CancellationToken,
+    /// Cluster IPs and node ports held by Services.
+    pub services: ServiceAllocator,
     readonly: Semaphore,
     mutating: Semaphore,
     decoders: Semaphore,
@@ -54,6 +57,10 @@ impl ApiState {
             readonly: Semaphore::new(config.max_requests_inflight.max(1)),
             mutating: Semaphore::new(config.max_mutating_requests_inflight.max(1)),
             decoders: Semaphore::new(decoder_threads()),
+            services: ServiceAllocator::new(
+                config.service_cluster_ip_range,
+                config.service_node_port_range,
+            ),
             store,
             metrics,
             config,

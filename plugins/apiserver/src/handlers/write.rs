@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::read::{fetch, page, Filter};
 use super::{observe_storage, ApiState, Query};
 use crate::admission::{self, selector, FieldValidation};
+use crate::allocator;
 use crate::negotiate::json;
 use crate::objects::{self, meta_str, metadata_mut};
 use crate::patch::{self, PatchType};
@@ -185,6 +186,7 @@ async fn create(
     let started = Instant::now();
     admission::validate_create(r, &object)?;
     observe_admission(state, "create", started);
+    let allocated = state.services.allocate_create(&named, &mut object)?;
     if dry_run {
         return Ok(with_warnings(
             json(201, "application/json", object.to_string()),
@@ -198,8 +200,10 @@ async fn create(
         .await
         .map_err(|e| store_error(info, &name, e));
     observe_storage(state, "create", r, started);
+    let stored = stored?;
+    allocated.commit();
     Ok(with_warnings(
-        json(201, "application/json", stored?.json),
+        json(201, "application/json", stored.json),
         &warnings,
     ))
 }
@@ -285,10 +289,14 @@ async fn replace(
             ),
         ));
     }
+    allocator::prepare_update(info, &current.object, &mut new);
     objects::prepare_update(info, &current.object, &mut new, has_status(r))?;
     let started = Instant::now();
     admission::validate_update(r, &current.object, &new)?;
     observe_admission(state, "update", started);
+    let allocated = state
+        .services
+        .allocate_update(info, &current.object, &mut new)?;
     if dry_run {
         return Ok(json(200, "application/json", new.to_string()));
     }
@@ -313,6 +321,11 @@ async fn replace(
     };
     observe_storage(state, "update", r, started);
     let stored = result.map_err(|e| store_error(info, &info.name, e))?;
+    if finished {
+        allocated.commit_delete();
+    } else {
+        allocated.commit();
+    }
     Ok(json(200, "application/json", stored.json))
 }
 
@@ -794,6 +807,7 @@ async fn delete(
             .map_err(|e| store_error(info, &info.name, e));
         observe_storage(state, "delete", r, started);
         let deleted = deleted?;
+        state.services.release(info, &deleted.object);
         return Ok(if matches!(r.kind, "Pod" | "Service") {
             json(200, "application/json", deleted.json)
         } else {
