@@ -3,6 +3,8 @@
 pub mod config;
 pub mod controller;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod informers;
@@ -16,6 +18,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod selector;
 pub mod serviceaccount;
+pub mod services;
 pub mod tainteviction;
 
 pub use plugin::ControllerManager;

@@ -16,8 +16,8 @@ use crate::config::ControllerManagerConfig;
 use crate::informers::Informers;
 use crate::metrics::Metrics;
 use crate::{
-    deployment, garbagecollector, namespace, nodelifecycle, replicaset, serviceaccount,
-    tainteviction,
+    deployment, endpoints, endpointslice, garbagecollector, namespace, nodelifecycle, replicaset,
+    serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -149,7 +149,7 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 7] = [
+        let starters: [(&str, Starter); 9] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
@@ -157,6 +157,8 @@ impl Manager {
             ("serviceaccount-controller", serviceaccount::start),
             ("node-lifecycle-controller", nodelifecycle::start),
             ("taint-eviction-controller", tainteviction::start),
+            ("endpoints-controller", endpoints::start),
+            ("endpointslice-controller", endpointslice::start),
         ];
         for (name, start) in starters {
             if self.config.enabled(name) {
