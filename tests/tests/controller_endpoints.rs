@@ -1,7 +1,7 @@
 //! A user exposes pods with a Service: the controller-manager keeps its Endpoints
 //! and EndpointSlice equal to the ready and not-ready pods it selects, follows pod
-//! deletions, removes both with the Service, and leaves the Endpoints of a
-//! selector-less Service alone.
+//! readiness and deletion, removes both with the Service or its selector, and
+//! leaves the user's Endpoints of a selector-less Service alone.
 
 mod controller_support;
 
@@ -23,6 +23,16 @@ spec:
   - name: http
     port: 80
     targetPort: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: other
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
 ---
 apiVersion: v1
 kind: Service
@@ -71,7 +81,12 @@ fn json(c: &Cluster, args: &[&str]) -> Result<Value> {
 
 /// `(ready addresses, not-ready addresses, ports)` of the Endpoints `web`.
 fn endpoints(c: &Cluster) -> Result<(usize, usize, Vec<i64>)> {
-    let ep = json(c, &["endpoints", "web"])?;
+    endpoints_of(c, "web")
+}
+
+/// `(ready addresses, not-ready addresses, ports)` of the Endpoints `service`.
+fn endpoints_of(c: &Cluster, service: &str) -> Result<(usize, usize, Vec<i64>)> {
+    let ep = json(c, &["endpoints", service])?;
     let subsets = ep["subsets"].as_array().cloned().unwrap_or_default();
     let count = |field: &str| {
         subsets
@@ -89,14 +104,15 @@ fn endpoints(c: &Cluster) -> Result<(usize, usize, Vec<i64>)> {
 
 /// The managed EndpointSlices of `web`.
 fn slices(c: &Cluster) -> Result<Vec<Value>> {
-    let list = json(
-        c,
-        &[
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=web,endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io",
-        ],
-    )?;
+    slices_of(c, "web")
+}
+
+/// The managed EndpointSlices of `service`.
+fn slices_of(c: &Cluster, service: &str) -> Result<Vec<Value>> {
+    let selector = format!(
+        "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io"
+    );
+    let list = json(c, &["endpointslices", "-l", &selector])?;
     Ok(list["items"].as_array().cloned().unwrap_or_default())
 }
 
@@ -180,14 +196,46 @@ fn service_endpoints_should_follow_pod_readiness_and_deletion() -> Result<()> {
     assert_eq!(endpoint["conditions"]["ready"], false, "{slice}");
     assert!(endpoint["nodeName"].is_string(), "{slice}");
 
-    c.ok(&["delete", "pod", "web-1"])?;
+    c.ok(&[
+        "patch",
+        "pod",
+        "web-2",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
+    ])?;
     wait_for(
-        "Endpoints web with 1 ready and 1 not-ready address",
+        "Endpoints web with web-2 not ready",
         Duration::from_secs(30),
         || {
             let seen = endpoints(&c)?;
             Ok((
-                (seen == (1, 1, vec![8080])).then_some(()),
+                (seen == (1, 2, vec![8080])).then_some(()),
+                format!("{seen:?}"),
+            ))
+        },
+    )?;
+    wait_for(
+        "EndpointSlice of web with web-2 not ready",
+        Duration::from_secs(30),
+        || {
+            let seen = slice_readiness(&c)?;
+            Ok((
+                (seen == [false, false, true]).then_some(()),
+                format!("{seen:?}"),
+            ))
+        },
+    )?;
+
+    c.ok(&["delete", "pod", "web-1"])?;
+    wait_for(
+        "Endpoints web with 2 not-ready addresses",
+        Duration::from_secs(30),
+        || {
+            let seen = endpoints(&c)?;
+            Ok((
+                (seen == (0, 2, vec![8080])).then_some(()),
                 format!("{seen:?}"),
             ))
         },
@@ -197,7 +245,37 @@ fn service_endpoints_should_follow_pod_readiness_and_deletion() -> Result<()> {
         Duration::from_secs(30),
         || {
             let seen = slice_readiness(&c)?;
-            Ok(((seen == [false, true]).then_some(()), format!("{seen:?}")))
+            Ok(((seen == [false, false]).then_some(()), format!("{seen:?}")))
+        },
+    )?;
+
+    wait_for(
+        "Endpoints and EndpointSlice of other",
+        Duration::from_secs(30),
+        || {
+            let seen = (endpoints_of(&c, "other")?, slices_of(&c, "other")?.len());
+            Ok((
+                (seen == ((0, 2, vec![80]), 1)).then_some(()),
+                format!("{seen:?}"),
+            ))
+        },
+    )?;
+    c.ok(&[
+        "patch",
+        "service",
+        "other",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/selector"}]"#,
+    ])?;
+    wait_for(
+        "other, without a selector, has no managed Endpoints or EndpointSlice",
+        Duration::from_secs(30),
+        || {
+            let eps = c.ok(&["get", "endpoints", "-o", "name"])?;
+            let left = slices_of(&c, "other")?.len();
+            let gone = !eps.lines().any(|l| l.trim() == "endpoints/other") && left == 0;
+            Ok((gone.then_some(()), format!("{eps:?}, {left} slices")))
         },
     )?;
 

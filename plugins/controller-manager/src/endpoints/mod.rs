@@ -187,7 +187,10 @@ impl EndpointsController {
                 tracing::debug!(service = %key, "endpoints updated");
                 Ok(Action::AwaitChange)
             }
-            Err(e) if e.is_not_found() && current.is_none() => Ok(Action::AwaitChange),
+            // The namespace is going away (404 or 403 on create).
+            Err(e) if current.is_none() && (e.is_not_found() || e.code() == Some(403)) => {
+                Ok(Action::AwaitChange)
+            }
             Err(e) => Err(err(e)),
         }
     }
