@@ -9,8 +9,6 @@
 //! Zone counts include every node of the zone, not only the candidates.
 //! Arguments: `{ label = "..." }`.
 
-use std::collections::HashMap;
-
 use kubernel_scheduler_sdk::{export_scheduler_plugin, Cycle, Plugin, ScorePlugin};
 
 /// Default label whose values are the spreading domains.
@@ -54,21 +52,31 @@ impl ScorePlugin for ZoneSpread {
     fn score(&self, c: &Cycle<'_>, scores: &mut [i64]) -> Result<(), String> {
         let key = c.lookup(&self.label);
         let zone_of = |node: u32| key.and_then(|k| c.nodes.label(node, k));
-        let per_node: HashMap<u32, u32> = c.pod.group.iter().map(|g| (g.node, g.count)).collect();
-        let mut per_zone: HashMap<u32, u32> = HashMap::new();
+        // Counts per node index, and per zone (few zones: a short list beats a map).
+        let mut per_node = vec![0u32; c.nodes.len()];
+        let mut per_zone: Vec<(u32, u32)> = Vec::new();
         for g in c.pod.group {
+            if let Some(n) = per_node.get_mut(g.node as usize) {
+                *n += g.count;
+            }
             if let Some(z) = zone_of(g.node) {
-                *per_zone.entry(z).or_default() += g.count;
+                match per_zone.iter_mut().find(|(id, _)| *id == z) {
+                    Some((_, n)) => *n += g.count,
+                    None => per_zone.push((z, g.count)),
+                }
             }
         }
-        let count = |n: &u32| per_node.get(n).copied().unwrap_or(0);
+        let count = |n: &u32| per_node.get(*n as usize).copied().unwrap_or(0);
         let max_node = c.candidates.iter().map(count).max().unwrap_or(0);
-        let max_zone = per_zone.values().copied().max().unwrap_or(0);
+        let max_zone = per_zone.iter().map(|(_, n)| *n).max().unwrap_or(0);
         for (score, node) in scores.iter_mut().zip(c.candidates) {
             let mut s = spread_score(max_node, count(node));
             if let Some(z) = zone_of(*node) {
-                let zone = spread_score(max_zone, per_zone.get(&z).copied().unwrap_or(0));
-                s = s * (1.0 - ZONE_WEIGHTING) + zone * ZONE_WEIGHTING;
+                let in_zone = per_zone
+                    .iter()
+                    .find(|(id, _)| *id == z)
+                    .map_or(0, |(_, n)| *n);
+                s = s * (1.0 - ZONE_WEIGHTING) + spread_score(max_zone, in_zone) * ZONE_WEIGHTING;
             }
             *score = s as i64;
         }

@@ -288,6 +288,20 @@ impl ExternalLibrary {
         })
     }
 
+    /// Wraps a descriptor compiled into this process (tests of the adapter without `dlopen`).
+    #[cfg(test)]
+    pub(crate) fn from_static(desc: &'static Descriptor) -> Arc<ExternalLibrary> {
+        let lib: libloading::Library = libloading::os::unix::Library::this().into();
+        Arc::new(ExternalLibrary {
+            _lib: ManuallyDrop::new(lib),
+            desc,
+            path: PathBuf::from("(in process)"),
+            plugin_name: desc.name.to_string_lossy(),
+            version: desc.version.to_string_lossy(),
+            rustc: desc.rustc_version.to_string_lossy(),
+        })
+    }
+
     /// Whether the plugin implements Filter.
     pub fn has_filter(&self) -> bool {
         self.desc.points & point::FILTER != 0

@@ -276,7 +276,7 @@ impl FilterPlugin for ExternalPlugin {
         pod: &PodInfo,
         nodes: &NodeSnapshot<'_>,
         slots: &[u32],
-        out: &mut [Status],
+        failed: &mut Vec<(usize, Status)>,
     ) {
         let cache = nodes.cache();
         let mut verdicts = vec![Verdict::default(); slots.len()];
@@ -289,12 +289,15 @@ impl FilterPlugin for ExternalPlugin {
             slots,
             &mut verdicts,
         );
-        for ((o, &slot), v) in out.iter_mut().zip(slots).zip(verdicts) {
-            *o = if s.is_success() {
-                self.verdict(&nodes.node(slot).name, v)
-            } else {
-                s.clone()
-            };
+        if !s.is_success() {
+            // The call failed as a whole: one error fails the cycle.
+            failed.push((0, s));
+            return;
+        }
+        for (i, (&slot, v)) in slots.iter().zip(verdicts).enumerate() {
+            if v.code != Verdict::PASS {
+                failed.push((i, self.verdict(&nodes.node(slot).name, v)));
+            }
         }
     }
 

@@ -51,17 +51,21 @@ pub trait FilterPlugin: Plugin {
     /// Checks one node.
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
 
-    /// Checks many nodes: `out[i]` is the status for `slots[i]`, all Success on entry.
+    /// Checks many nodes: pushes `(i, status)` for each `slots[i]` that does not pass,
+    /// in increasing `i` (nodes not pushed pass).
     fn filter_batch(
         &self,
         state: &CycleState,
         pod: &PodInfo,
         nodes: &NodeSnapshot<'_>,
         slots: &[u32],
-        out: &mut [Status],
+        failed: &mut Vec<(usize, Status)>,
     ) {
-        for (o, &slot) in out.iter_mut().zip(slots) {
-            *o = self.filter(state, pod, nodes.node(slot));
+        for (i, &slot) in slots.iter().enumerate() {
+            let s = self.filter(state, pod, nodes.node(slot));
+            if !s.is_success() && !s.is_skip() {
+                failed.push((i, s));
+            }
         }
     }
 

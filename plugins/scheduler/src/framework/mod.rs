@@ -5,6 +5,7 @@
 //! UnschedulableAndUnresolvable, Error, Wait, Skip), per-cycle [`CycleState`], a
 //! [`Registry`] of factories by name, and a [`Framework`] per profile that runs them.
 
+mod binding;
 mod cycle_state;
 mod fit_error;
 mod interface;

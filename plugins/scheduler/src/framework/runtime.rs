@@ -208,21 +208,23 @@ impl Framework {
     ) -> Result<FilterOutcome, Status> {
         let mut current = slots.to_vec();
         let mut failed = Vec::new();
-        let mut statuses = Vec::new();
+        let mut rejected: Vec<(usize, Status)> = Vec::new();
         for (i, p) in self.filter.iter().enumerate() {
             if bit(state.skip_filter, i) || current.is_empty() {
                 continue;
             }
-            statuses.clear();
-            statuses.resize(current.len(), Status::success());
+            rejected.clear();
             self.time_plugin(state, p.name(), Point::Filter, || {
-                p.filter_batch(state, pod, nodes, &current, &mut statuses);
+                p.filter_batch(state, pod, nodes, &current, &mut rejected);
                 ((), Code::Success)
             });
-            let mut next = Vec::with_capacity(current.len());
-            for (&slot, s) in current.iter().zip(statuses.drain(..)) {
+            if rejected.is_empty() {
+                continue;
+            }
+            let mut keep = vec![true; current.len()];
+            for (at, s) in rejected.drain(..) {
                 match s.code() {
-                    Code::Success | Code::Skip => next.push(slot),
+                    Code::Success | Code::Skip => {}
                     Code::Error | Code::Wait => {
                         return Err(Status::error(format!(
                             "running {:?} filter plugin: {}",
@@ -231,10 +233,16 @@ impl Framework {
                         ))
                         .with_plugin(p.name()))
                     }
-                    _ => failed.push((slot, s.with_plugin(p.name()))),
+                    _ => {
+                        if let (Some(k), Some(&slot)) = (keep.get_mut(at), current.get(at)) {
+                            *k = false;
+                            failed.push((slot, s.with_plugin(p.name())));
+                        }
+                    }
                 }
             }
-            current = next;
+            let mut flags = keep.into_iter();
+            current.retain(|_| flags.next().unwrap_or(true));
         }
         Ok(FilterOutcome {
             feasible: current,
@@ -403,138 +411,6 @@ impl Framework {
             }
         }
         Ok(table)
-    }
-
-    /// Runs Reserve plugins; on failure runs Unreserve on all of them and returns the failure.
-    pub fn run_reserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
-        let start = Instant::now();
-        let mut outcome = Status::success();
-        for p in &self.reserve {
-            let s = p.reserve(state, pod, node);
-            if !s.is_success() {
-                outcome = Status::error(format!(
-                    "running Reserve plugin {:?}: {}",
-                    p.name(),
-                    s.message()
-                ))
-                .with_plugin(p.name());
-                break;
-            }
-        }
-        if !outcome.is_success() {
-            self.run_unreserve(state, pod, node);
-        }
-        self.timers
-            .observe(Point::Reserve, outcome.code(), start.elapsed());
-        outcome
-    }
-
-    /// Runs Unreserve of every Reserve plugin, in reverse order.
-    pub fn run_unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str) {
-        for p in self.reserve.iter().rev() {
-            p.unreserve(state, pod, node);
-        }
-    }
-
-    /// Runs Permit plugins: Success, Unschedulable (denied), Error, or Wait with the longest timeout.
-    pub fn run_permit(
-        &self,
-        state: &mut CycleState,
-        pod: &PodInfo,
-        node: &str,
-    ) -> (Status, Duration) {
-        let start = Instant::now();
-        let mut wait: Option<Duration> = None;
-        let mut outcome = Status::success();
-        for p in &self.permit {
-            let (s, timeout) = p.permit(state, pod, node);
-            match s.code() {
-                Code::Success | Code::Skip => {}
-                Code::Wait => {
-                    wait = Some(wait.unwrap_or_default().max(timeout.min(MAX_PERMIT_WAIT)))
-                }
-                c if s.is_rejected() => {
-                    outcome = Status::with_reasons(
-                        c,
-                        s.reasons().map(|r| r.to_string().into()).collect(),
-                    )
-                    .with_plugin(p.name());
-                    break;
-                }
-                _ => {
-                    outcome = Status::error(format!(
-                        "running Permit plugin {:?}: {}",
-                        p.name(),
-                        s.message()
-                    ))
-                    .with_plugin(p.name());
-                    break;
-                }
-            }
-        }
-        let result = match (outcome.is_success(), wait) {
-            (true, Some(timeout)) => (Status::new(Code::Wait, "waiting on permit"), timeout),
-            _ => (outcome, Duration::ZERO),
-        };
-        self.timers
-            .observe(Point::Permit, result.0.code(), start.elapsed());
-        result
-    }
-
-    /// Runs PreBind plugins; the first failure is returned.
-    pub fn run_pre_bind(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
-        let start = Instant::now();
-        let mut outcome = Status::success();
-        for p in &self.pre_bind {
-            let s = p.pre_bind(state, pod, node);
-            if !s.is_success() && !s.is_skip() {
-                outcome = Status::error(format!(
-                    "running PreBind plugin {:?}: {}",
-                    p.name(),
-                    s.message()
-                ))
-                .with_plugin(p.name());
-                break;
-            }
-        }
-        self.timers
-            .observe(Point::PreBind, outcome.code(), start.elapsed());
-        outcome
-    }
-
-    /// Runs Bind plugins until one does not Skip; Skip when all skip.
-    pub fn run_bind(&self, state: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
-        let start = Instant::now();
-        let mut outcome = Status::skip();
-        for p in &self.bind {
-            let s = p.bind(state, pod, node);
-            if !s.is_skip() {
-                outcome = if s.is_success() {
-                    s
-                } else {
-                    Status::error(format!(
-                        "running Bind plugin {:?}: {}",
-                        p.name(),
-                        s.message()
-                    ))
-                }
-                .with_plugin(p.name());
-                break;
-            }
-        }
-        self.timers
-            .observe(Point::Bind, outcome.code(), start.elapsed());
-        outcome
-    }
-
-    /// Runs PostBind plugins.
-    pub fn run_post_bind(&self, state: &CycleState, pod: &PodInfo, node: &str) {
-        let start = Instant::now();
-        for p in &self.post_bind {
-            p.post_bind(state, pod, node);
-        }
-        self.timers
-            .observe(Point::PostBind, Code::Success, start.elapsed());
     }
 }
 
