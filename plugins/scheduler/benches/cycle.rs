@@ -4,8 +4,8 @@
 //! nodes x 10,000 pods (like scheduler_perf's SchedulingBasic), with the default
 //! profile and with each example `.so` scorer added to it, so that the cost of the
 //! plugin boundary is visible. No API, no I/O: `schedule_one`, then the binding is
-//! confirmed in memory. Printed, not asserted. Arguments: `--nodes N --pods M`
-//! (repeatable `--nodes`) to run other sizes.
+//! confirmed in memory. Printed, not asserted. Arguments: `--nodes N` (repeatable),
+//! `--pods M`, `--percentage P` (percentage_of_nodes_to_score), `--parallelism T`.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -57,15 +57,23 @@ struct Run {
     wall: Duration,
 }
 
-fn config_for(scorer: Option<(&str, &Path)>) -> String {
-    match scorer {
+/// Options from the command line.
+struct Options {
+    nodes: Vec<usize>,
+    pods: usize,
+    global: String,
+}
+
+fn config_for(global: &str, scorer: Option<(&str, &Path)>) -> String {
+    let profile = match scorer {
         None => String::new(),
         Some((name, path)) => format!(
             "[[profiles]]\nplugins.score.enabled = [{{ name = {name:?}, weight = 1 }}]\n\
              [[external_plugins]]\nname = {name:?}\npath = {:?}\n",
             path.display().to_string()
         ),
-    }
+    };
+    format!("{global}{profile}")
 }
 
 fn run(nodes: usize, pods: usize, config: &str, scratch: &Path) -> Result<Run, Box<dyn Error>> {
@@ -123,12 +131,23 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-fn args() -> (Vec<usize>, usize) {
+fn args() -> Options {
     let mut nodes = Vec::new();
     let mut pods = 10_000;
+    let mut global = String::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--percentage" | "--parallelism" => {
+                let key = if a == "--percentage" {
+                    "percentage_of_nodes_to_score"
+                } else {
+                    "parallelism"
+                };
+                if let Some(v) = it.next().and_then(|v| v.parse::<u32>().ok()) {
+                    global.push_str(&format!("{key} = {v}\n"));
+                }
+            }
             "--nodes" => nodes.extend(it.next().and_then(|v| v.parse::<usize>().ok())),
             "--pods" => pods = it.next().and_then(|v| v.parse().ok()).unwrap_or(pods),
             _ => {}
@@ -137,11 +156,19 @@ fn args() -> (Vec<usize>, usize) {
     if nodes.is_empty() {
         nodes = vec![1000, 5000];
     }
-    (nodes, pods)
+    Options {
+        nodes,
+        pods,
+        global,
+    }
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let (sizes, pods) = args();
+    let Options {
+        nodes: sizes,
+        pods,
+        global,
+    } = args();
     let binpack = example("kubernel-scheduler-binpack")?;
     let spread = example("kubernel-scheduler-zone-spread")?;
     let scratch = std::env::temp_dir().join(format!("kubernel-sched-bench-{}", std::process::id()));
@@ -150,7 +177,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("default+Binpack.so", Some(("Binpack", &binpack))),
         ("default+ZoneSpread.so", Some(("ZoneSpread", &spread))),
     ];
-    println!("scheduling cycle, in memory, {pods} pods (target: 10,000 pods/s at 1,000 nodes)");
+    println!(
+        "scheduling cycle, in memory, {pods} pods (target: 10,000 pods/s at 1,000 nodes) {}",
+        global.replace('\n', " ")
+    );
     println!(
         "{:>6}  {:<22} {:>13} {:>12} {:>9} {:>9} {:>9}",
         "nodes", "profile", "cycle pods/s", "loop pods/s", "p50 µs", "p99 µs", "vs default"
@@ -158,7 +188,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for &nodes in &sizes {
         let mut base = None;
         for (label, scorer) in &profiles {
-            let r = run(nodes, pods, &config_for(*scorer), &scratch)?;
+            let r = run(nodes, pods, &config_for(&global, *scorer), &scratch)?;
             let mut sorted = r.cycle.clone();
             sorted.sort();
             let total: Duration = r.cycle.iter().sum();

@@ -227,7 +227,10 @@ pub fn build_profile(
         events,
         percentage_of_nodes_to_score: percentage,
         record_scores: profile.record_scores,
-        parallelism: global.parallelism,
+        // More threads than cores only adds spawning cost.
+        parallelism: global
+            .parallelism
+            .min(std::thread::available_parallelism().map_or(1, |n| n.get())),
         timers: metrics.point_timers(&name),
         metrics: metrics.clone(),
     };

@@ -380,3 +380,23 @@ fn no_nodes_should_be_reported_like_kube_scheduler() {
         Err(NO_NODES_AVAILABLE.to_string())
     );
 }
+
+#[test]
+fn large_batches_should_be_filtered_and_scored_on_several_threads() {
+    let t = Instant::now();
+    // 100 % of 2,500 nodes with 2 threads: chunks above MIN_NODES_PER_THREAD run in parallel.
+    let mut s = scheduler("percentage_of_nodes_to_score = 100\nparallelism = 2");
+    for i in 0..2500 {
+        let cpu = if i == 1777 { "64" } else { "4" };
+        let mut b = NodeBuilder::new(&format!("n{i:04}")).cpu(cpu);
+        if i % 500 == 0 {
+            b = b.taint("k", "v", "NoSchedule");
+        }
+        add_node(&mut s, b, t);
+    }
+    add_pod(&mut s, PodBuilder::new("p").cpu("3"), t);
+    let Some(ScheduleOutcome::Scheduled(sp)) = s.schedule_one(t) else { panic!("expected scheduled") };
+    assert_eq!((sp.evaluated_nodes, sp.feasible_nodes), (2500, 2495));
+    // LeastAllocated prefers the 64-CPU node by far.
+    assert_eq!(sp.node, "n1777");
+}
