@@ -221,7 +221,7 @@ fn deployment_whose_selector_misses_its_template_should_be_refused() -> Result<(
     let (status, _, err) = c.kubectl_stdin(&["apply", "-f", "-"], &bad)?;
     assert!(!status.success());
     assert!(
-        err.contains("selector does not match template labels"),
+        err.contains("`selector` does not match template `labels`"),
         "{err}"
     );
     Ok(())
