@@ -362,7 +362,7 @@ impl Strings {
 
 /// Everything one plugin call sees: all nodes, the candidates, the pod, the strings.
 ///
-/// Built by the host with [`crate::host::CycleInputBuilder`]; the output array of the
+/// Built by the host with [`crate::host::cycle_input`]; the output array of the
 /// call has `candidates_len` entries, one per candidate, in candidate order.
 #[repr(C)]
 pub struct CycleInput<'a> {

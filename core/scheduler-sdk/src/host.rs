@@ -64,7 +64,7 @@ pub struct PodData<'a> {
     pub group: &'a [GroupCount],
 }
 
-/// The columns or counts given to [`cycle_input`] do not agree.
+/// The columns or counts given to [`cycle_input`] do not agree (a host bug: retrying does not help).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayoutError(pub String);
 

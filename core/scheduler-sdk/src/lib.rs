@@ -8,6 +8,18 @@
 //! filter verdict per candidate. Nothing is serialised per node and nothing
 //! allocated by one side is freed by the other.
 //!
+//! Score is called once per scheduling cycle with every feasible node. Filter is
+//! called once per batch of candidates: one batch per cycle, plus more when
+//! rejected nodes leave fewer feasible nodes than the cycle needs.
+//!
+//! What the host passes, per call: all nodes as columns indexed by a stable node
+//! index (allocatable and requested CPU/memory/pods, requests with the 100m/200 MiB
+//! scoring defaults, interned labels sorted by key id, taints), the candidate node
+//! indices, the pod (requests, priority, labels as strings) and its *group*: the
+//! nodes running pods of the same controller (else the same namespace and labels)
+//! with their counts. String ids resolve through [`Cycle::lookup`] and
+//! [`Cycle::string`]. A plugin instance must be `Send + Sync`: calls may overlap.
+//!
 //! This SDK is separate from the component ABI (`kubernel-abi`): it is a
 //! scheduler-internal extension point, versioned on its own.
 //!

@@ -51,6 +51,8 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
 pub const DEFAULT_PARALLELISM: usize = 16;
 
 /// The configuration is invalid; the message names the file and the key.
+///
+/// Retrying does not help until the file is fixed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{source_name}: {message}")]
 pub struct ConfigError {

@@ -395,7 +395,9 @@ fn large_batches_should_be_filtered_and_scored_on_several_threads() {
         add_node(&mut s, b, t);
     }
     add_pod(&mut s, PodBuilder::new("p").cpu("3"), t);
-    let Some(ScheduleOutcome::Scheduled(sp)) = s.schedule_one(t) else { panic!("expected scheduled") };
+    let Some(ScheduleOutcome::Scheduled(sp)) = s.schedule_one(t) else {
+        panic!("expected scheduled")
+    };
     assert_eq!((sp.evaluated_nodes, sp.feasible_nodes), (2500, 2495));
     // LeastAllocated prefers the 64-CPU node by far.
     assert_eq!(sp.node, "n1777");

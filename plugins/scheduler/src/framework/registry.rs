@@ -154,7 +154,7 @@ impl PluginInstance {
 pub type Factory =
     Arc<dyn Fn(&PluginArgs, &FactoryContext) -> Result<PluginInstance, PluginError> + Send + Sync>;
 
-/// The registry was asked to register a name twice.
+/// The registry was asked to register a name twice; the first registration stands.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("plugin {0:?} is already registered")]
 pub struct DuplicatePlugin(pub String);
