@@ -529,13 +529,22 @@ mod tests {
             "SIGKILLed after the timeout"
         );
         let mut left = String::from("?");
-        for _ in 0..50 {
-            let group = Command::new("pgrep")
-                .arg("-g")
-                .arg(pid.to_string())
+        // Killed members may linger as zombies until PID 1 reaps them (slow in
+        // some VMs): only live members count.
+        for _ in 0..150 {
+            let ps = Command::new("ps")
+                .args(["-e", "-o", "pid=,pgid=,stat="])
                 .output()
-                .expect("pgrep");
-            left = String::from_utf8_lossy(&group.stdout).into_owned();
+                .expect("ps");
+            left = String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() == 3 && f[1] == pid.to_string() && !f[2].starts_with('Z'))
+                        .then(|| f[0].to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
             if left.is_empty() {
                 break;
             }
