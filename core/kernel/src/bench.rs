@@ -23,14 +23,6 @@ pub struct SchedulerBench {
     pub timeout: Duration,
 }
 
-fn new_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -152,7 +144,7 @@ path = "libkubernel_scheduler.so"
         .spawn()
         .map_err(|e| format!("starting the cluster: {e}"))?;
     let mut cluster = ChildCluster(child);
-    let agent = new_agent();
+    let agent = crate::cli::agent();
     let api = format!("http://127.0.0.1:{api_port}");
     let fail = |cluster: &mut ChildCluster, e: String| {
         let exited = matches!(cluster.0.try_wait(), Ok(Some(_)));
@@ -245,7 +237,7 @@ path = "libkubernel_scheduler.so"
             let url = format!("{api}/api/v1/namespaces/bench/pods");
             let total = opts.pods;
             std::thread::spawn(move || {
-                let agent = new_agent();
+                let agent = crate::cli::agent();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= total {

@@ -29,7 +29,8 @@ pub fn admin_base(flag: Option<String>, data_dir: &Path) -> String {
     }
 }
 
-fn agent() -> ureq::Agent {
+/// An HTTP agent for the admin endpoint and the benchmarks: statuses are answers, not errors.
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(60)))
