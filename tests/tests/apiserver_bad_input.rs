@@ -8,12 +8,15 @@ fn status_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
+/// (method, path, content type, body, expected code, expected reason).
+type Case<'a> = (&'a str, String, &'a str, Vec<u8>, u16, &'a str);
+
 #[test]
 fn malformed_requests_should_get_4xx_statuses() -> Result<()> {
     let c = Cluster::start("")?;
     let pods = "/api/v1/namespaces/default/pods";
     let long_name = "a".repeat(254);
-    let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("POST", pods.into(), "application/json", b"{not json".to_vec(), 400, "BadRequest"),
         ("POST", pods.into(), "application/yaml", b"kind: [unclosed".to_vec(), 400, "BadRequest"),
         ("POST", pods.into(), "application/json", br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"x"}}"#.to_vec(), 400, "BadRequest"),

@@ -3,10 +3,10 @@
 //! a scoring plugin enabled and its `.so` swapped while the cluster runs.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-use kubernel_e2e::{component_entry, component_lib, kubernel, Cluster};
+use anyhow::Result;
+use kubernel_e2e::{component_entry, component_lib, eventually, kubernel, Cluster};
 use serde_json::Value;
 
 const NODES: usize = 4;
@@ -34,19 +34,13 @@ fn pods(c: &Cluster) -> Result<Vec<Value>> {
     Ok(list["items"].as_array().cloned().unwrap_or_default())
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if cond()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("timed out waiting for {what}")
+/// Waits up to 30 s for `cond` (the harness's `eventually`).
+fn wait_for(what: &str, cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    eventually(Duration::from_secs(30), what, cond)
 }
 
 fn node_of(c: &Cluster, name: &str) -> Result<String> {
-    Ok(c.ok(&["get", "pod", name, "-o", "jsonpath={.spec.nodeName}"])?)
+    c.ok(&["get", "pod", name, "-o", "jsonpath={.spec.nodeName}"])
 }
 
 fn wait_nodes(c: &Cluster) -> Result<()> {

@@ -8,8 +8,11 @@ use std::time::Duration;
 use anyhow::Result;
 use kubernel_e2e::{kernel_section, plugin_entry, Kernel};
 
+/// (path, body) of one OTLP/HTTP post.
+type Post = (String, Vec<u8>);
+
 /// Accepts OTLP/HTTP posts on loopback and forwards (path, body) of each.
-fn collector() -> Result<(String, mpsc::Receiver<(String, Vec<u8>)>)> {
+fn collector() -> Result<(String, mpsc::Receiver<Post>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = mpsc::channel();
