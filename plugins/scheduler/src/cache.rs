@@ -78,6 +78,10 @@ pub struct Cache {
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
     columns: Columns,
+    /// Unbound pods nominated to a node by preemption, by node name.
+    nominated: HashMap<String, Vec<Arc<PodInfo>>>,
+    /// The node each nominated pod is nominated to, by uid.
+    nominated_to: HashMap<String, String>,
 }
 
 impl Cache {
@@ -305,6 +309,53 @@ impl Cache {
             self.columns
                 .refresh_tables(slots.iter().map(|s| s.used.then_some(&s.info)));
         }
+    }
+
+    /// Records that `pod` (unbound) is nominated to `node`, replacing an earlier nomination.
+    ///
+    /// Filters count nominated pods of equal or higher priority on their node
+    /// (upstream's nominator, `RunFilterPluginsWithNominatedPods`).
+    pub fn add_nominated(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.remove_nominated(&pod.uid);
+        self.nominated_to.insert(pod.uid.clone(), node.to_string());
+        self.nominated
+            .entry(node.to_string())
+            .or_default()
+            .push(pod);
+    }
+
+    /// Drops the nomination of pod `uid` (bound, deleted, or nominated elsewhere).
+    pub fn remove_nominated(&mut self, uid: &str) -> Option<String> {
+        let node = self.nominated_to.remove(uid)?;
+        if let Some(pods) = self.nominated.get_mut(&node) {
+            pods.retain(|p| p.uid != uid);
+            if pods.is_empty() {
+                self.nominated.remove(&node);
+            }
+        }
+        Some(node)
+    }
+
+    /// Replaces the nominated pod's object, keeping its node.
+    pub fn update_nominated(&mut self, pod: Arc<PodInfo>) {
+        if let Some(node) = self.nominated_to.get(&pod.uid).cloned() {
+            self.add_nominated(pod, &node);
+        }
+    }
+
+    /// Pods nominated to `node`.
+    pub fn nominated_pods(&self, node: &str) -> &[Arc<PodInfo>] {
+        self.nominated.get(node).map_or(&[], Vec::as_slice)
+    }
+
+    /// The node pod `uid` is nominated to.
+    pub fn nominated_node(&self, uid: &str) -> Option<&str> {
+        self.nominated_to.get(uid).map(String::as_str)
+    }
+
+    /// Whether any pod is nominated (lets cycles skip the second filter pass).
+    pub fn has_nominated(&self) -> bool {
+        !self.nominated_to.is_empty()
     }
 
     /// The columnar view for out-of-tree plugins (fresh after [`Cache::refresh_columns`]).

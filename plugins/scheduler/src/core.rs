@@ -229,12 +229,16 @@ impl Scheduler {
         let info = Arc::new(PodInfo::new(pod)?);
         if info.node_name.is_some() {
             self.queue.delete(&info.uid);
+            self.cache.remove_nominated(&info.uid);
             let was_assumed = self.cache.is_assumed(&info.uid);
             self.cache.add_pod(info)?;
             if !was_assumed {
                 self.move_on(ClusterEvent::AssignedPodAdd, now);
             }
         } else if self.is_responsible(&info.scheduler_name) && !self.cache.contains_pod(&info.uid) {
+            if let Some(node) = &info.nominated_node {
+                self.cache.add_nominated(info.clone(), node);
+            }
             self.queue.add(info, now);
         }
         Ok(())
@@ -246,6 +250,7 @@ impl Scheduler {
         if info.node_name.is_some() {
             let known = self.cache.contains_pod(&info.uid) && !self.cache.is_assumed(&info.uid);
             self.queue.delete(&info.uid);
+            self.cache.remove_nominated(&info.uid);
             self.cache.add_pod(info)?;
             let event = if known {
                 ClusterEvent::AssignedPodUpdate
@@ -256,8 +261,15 @@ impl Scheduler {
         } else if self.cache.is_assumed(&info.uid) {
             // Its binding is in flight; the bound version will follow.
         } else if self.is_responsible(&info.scheduler_name) {
+            // An update without a nominated node keeps the one preemption just chose
+            // (its status patch may still be in flight), as upstream's nominator does.
+            match &info.nominated_node {
+                Some(node) => self.cache.add_nominated(info.clone(), node),
+                None => self.cache.update_nominated(info.clone()),
+            }
             self.queue.update(info, now);
         } else {
+            self.cache.remove_nominated(&info.uid);
             self.queue.delete(&info.uid);
         }
         Ok(())
@@ -266,6 +278,7 @@ impl Scheduler {
     /// A pod was deleted.
     pub fn on_pod_delete(&mut self, uid: &str, now: Instant) {
         self.queue.delete(uid);
+        self.cache.remove_nominated(uid);
         let bound = self.cache.contains_pod(uid) && !self.cache.is_assumed(uid);
         if self.cache.remove_pod(uid).is_some() && bound {
             self.move_on(ClusterEvent::AssignedPodDelete, now);
@@ -347,6 +360,9 @@ impl Scheduler {
                     nominated,
                     victims,
                 }) => {
+                    if let Some(node) = &nominated {
+                        self.cache.add_nominated(pod.clone(), node);
+                    }
                     let mut q = q;
                     q.unschedulable_plugins = plugins;
                     self.queue.requeue(q, false, now);
@@ -365,6 +381,7 @@ impl Scheduler {
             if let Err(e) = self.cache.assume_pod(pod.clone(), &node) {
                 return Some(self.fail(q, &profile, started, Status::error(e.to_string()), now));
             }
+            self.cache.remove_nominated(&pod.uid);
             let s = fw.run_reserve(&mut state, &pod, &node);
             if !s.is_success() {
                 let _ = self.cache.forget_pod(&pod.uid);

@@ -118,6 +118,8 @@ pub struct PodInfo {
     pub scheduler_name: String,
     /// `spec.nodeName`, when bound.
     pub node_name: Option<String>,
+    /// `status.nominatedNodeName`: the node preemption made room on.
+    pub nominated_node: Option<String>,
     /// Effective requests.
     pub requests: Resource,
     /// CPU request with unset container requests counted as 100m.
@@ -273,6 +275,11 @@ impl PodInfo {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.into()),
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
+            nominated_node: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty()),
             non_zero_milli_cpu: non_zero.milli_cpu,
             non_zero_memory: non_zero.memory,
             requests,

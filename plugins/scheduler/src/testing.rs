@@ -104,6 +104,23 @@ impl PodBuilder {
         self
     }
 
+    /// Sets `status.nominatedNodeName` (a pod that preempted on that node).
+    pub fn nominated(mut self, node: &str) -> Self {
+        self.pod
+            .status
+            .get_or_insert_with(Default::default)
+            .nominated_node_name = Some(node.into());
+        self
+    }
+
+    /// Sets `metadata.deletionTimestamp` (a terminating pod).
+    pub fn terminating(mut self) -> Self {
+        self.pod.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        self
+    }
+
     /// Adds a TCP host port.
     pub fn host_port(mut self, port: i32) -> Self {
         self.spec().containers[0]

@@ -130,6 +130,26 @@ pub(crate) fn schedule_pod(
         .and_then(|r| r.node_names)
         .map(|names| names.iter().filter_map(|n| ctx.cache.slot_of(n)).collect());
     let all: &[u32] = narrowed.as_deref().unwrap_or(snap.slots());
+    // Upstream `evaluateNominatedNode`: a pod nominated by preemption tries its node first.
+    let nominated = pod
+        .nominated_node
+        .as_deref()
+        .or_else(|| ctx.cache.nominated_node(&pod.uid))
+        .and_then(|n| ctx.cache.slot_of(n))
+        .filter(|s| narrowed.is_none() || all.contains(s));
+    if let Some(slot) = nominated {
+        let out = fw
+            .filter_nodes(state, pod, &snap, &[slot])
+            .map_err(Failure::Error)?;
+        if let Some(&slot) = out.feasible.first() {
+            return Ok(Placement {
+                slot,
+                evaluated: 1,
+                feasible: 1,
+                scores: None,
+            });
+        }
+    }
     let len = all.len();
     let to_find = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, len);
     let start = if len == 0 { 0 } else { *ctx.next_start % len };

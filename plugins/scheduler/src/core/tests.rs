@@ -402,3 +402,111 @@ fn large_batches_should_be_filtered_and_scored_on_several_threads() {
     // LeastAllocated prefers the 64-CPU node by far.
     assert_eq!(sp.node, "n1777");
 }
+
+/// n1 (2 CPU) runs `low` (priority 1, 2 CPU); `high` (priority 100, 2 CPU) preempts it
+/// and is nominated to n1.
+fn preempted(s: &mut Scheduler, t: Instant) {
+    add_node(s, NodeBuilder::new("n1").cpu("2"), t);
+    add_pod(s, PodBuilder::new("low").cpu("2").priority(1).node("n1"), t);
+    add_pod(s, PodBuilder::new("high").cpu("2").priority(100), t);
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert_eq!(u.nominated_node.as_deref(), Some("n1"));
+    assert_eq!(s.cache().nominated_node("high"), Some("n1"));
+}
+
+#[test]
+fn a_nominated_pod_should_keep_its_room_from_pods_of_lower_priority_only() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    preempted(&mut s, t);
+    s.on_pod_delete("low", t);
+    // n1 is empty now, n2 has 1 CPU. `high` waits out its backoff; `mid` (priority 50)
+    // comes first and would prefer the emptier n1, but n1 is kept for `high`.
+    add_node(&mut s, NodeBuilder::new("n2").cpu("1"), t);
+    add_pod(&mut s, PodBuilder::new("mid").cpu("1").priority(50), t);
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("n2"));
+    // n2 is full: a second lower-priority pod fits nowhere, and says why.
+    add_pod(&mut s, PodBuilder::new("mid2").cpu("1").priority(50), t);
+    assert_eq!(
+        schedule_and_bind(&mut s, t),
+        Err(
+            "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: \
+             2 No preemption victims found for incoming pod.."
+                .into()
+        )
+    );
+    // A pod of higher priority than the nominated one ignores the nomination.
+    add_pod(&mut s, PodBuilder::new("top").cpu("1").priority(200), t);
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("n1"));
+    // Once `top` leaves, `high` lands on its nominated node and the nomination ends.
+    s.on_pod_delete("top", t);
+    s.on_pod_delete("mid2", t);
+    let later = t + Duration::from_secs(2);
+    s.flush(later);
+    assert_eq!(schedule_and_bind(&mut s, later).as_deref(), Ok("n1"));
+    assert_eq!(s.cache().nominated_node("high"), None);
+    assert!(!s.cache().has_nominated());
+}
+
+#[test]
+fn a_nomination_from_the_api_should_count_and_survive_an_update_without_it() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_node(&mut s, NodeBuilder::new("n2").cpu("1"), t);
+    // A pod nominated by a previous scheduler (its status says so), still in backoff.
+    add_pod(
+        &mut s,
+        PodBuilder::new("high")
+            .cpu("2")
+            .priority(100)
+            .nominated("n1"),
+        t,
+    );
+    assert_eq!(s.cache().nominated_node("high"), Some("n1"));
+    s.on_pod_update(
+        Arc::new(PodBuilder::new("high").cpu("2").priority(100).pod()),
+        t,
+    )
+    .expect("update");
+    assert_eq!(s.cache().nominated_node("high"), Some("n1"));
+    // `high` pops first (priority) and takes its node; then `mid` goes to n2.
+    add_pod(&mut s, PodBuilder::new("mid").cpu("1").priority(50), t);
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("n1"));
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("n2"));
+}
+
+#[test]
+fn a_nominated_pod_should_not_preempt_again_while_its_victim_terminates() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    preempted(&mut s, t);
+    // The victim's deletion started: it still holds its CPU.
+    s.on_pod_update(
+        Arc::new(
+            PodBuilder::new("low")
+                .cpu("2")
+                .priority(1)
+                .node("n1")
+                .terminating()
+                .pod(),
+        ),
+        t,
+    )
+    .expect("update");
+    let later = t + Duration::from_secs(2);
+    s.flush(later);
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(later) else {
+        panic!("expected unschedulable")
+    };
+    assert!(u.victims.is_empty());
+    assert_eq!(u.nominated_node, None);
+    assert_eq!(
+        u.message,
+        "0/1 nodes are available: 1 Insufficient cpu. \
+         preemption: not eligible due to a terminating pod on the nominated node.."
+    );
+    assert_eq!(s.cache().nominated_node("high"), Some("n1"));
+}

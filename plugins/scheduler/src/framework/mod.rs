@@ -23,7 +23,10 @@ pub use interface::{
 pub use registry::{
     DuplicatePlugin, Factory, FactoryContext, PluginArgs, PluginError, PluginInstance, Registry,
 };
-pub use runtime::{FilterOutcome, Framework, ScoreTable, MAX_PERMIT_WAIT, MIN_NODES_PER_THREAD};
+pub use runtime::{
+    nominated_for, run_filters_with_nominated, FilterOutcome, Framework, ScoreTable,
+    MAX_PERMIT_WAIT, MIN_NODES_PER_THREAD,
+};
 pub use status::{Code, Status};
 pub use types::{
     ClusterEvent, FilterRunner, NodeSnapshot, NodeStatusMap, PostFilterResult, PreFilterResult,

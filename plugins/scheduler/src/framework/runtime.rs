@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::interface::*;
 use super::*;
-use crate::cache::NodeInfo;
+use crate::cache::{Cache, NodeInfo};
 use crate::metrics::{Metrics, Point, PointTimers};
 use crate::parallel::map_chunks;
 use crate::pod_info::PodInfo;
@@ -194,9 +194,45 @@ impl Framework {
                 Err(e) => result = Err(e),
             }
         }
+        if result.is_ok() && nodes.cache().has_nominated() {
+            result = self.filter_with_nominated(state, pod, nodes, &mut out);
+        }
         let code = result.as_ref().map_or(Code::Error, |_| Code::Success);
         self.timers.observe(Point::Filter, code, start.elapsed());
         result.map(|_| out)
+    }
+
+    /// The first pass of upstream's `RunFilterPluginsWithNominatedPods`: a node that
+    /// passed the filters is rejected when it does not also fit with the pods
+    /// nominated to it of equal or higher priority.
+    fn filter_with_nominated(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        nodes: &NodeSnapshot<'_>,
+        out: &mut FilterOutcome,
+    ) -> Result<(), Status> {
+        let mut keep = Vec::with_capacity(out.feasible.len());
+        for slot in out.feasible.drain(..) {
+            let node = nodes.node(slot);
+            let nominated = nominated_for(nodes.cache(), pod, &node.name);
+            if nominated.is_empty() {
+                keep.push(slot);
+                continue;
+            }
+            let mut with = node.clone();
+            for p in nominated {
+                with.add_pod(p);
+            }
+            let s = self.run_filters(state, pod, &with);
+            match s.code() {
+                Code::Success | Code::Skip => keep.push(slot),
+                Code::Error | Code::Wait => return Err(s),
+                _ => out.failed.push((slot, s)),
+            }
+        }
+        out.feasible = keep;
+        Ok(())
     }
 
     fn filter_chunk(
@@ -412,6 +448,39 @@ impl Framework {
         }
         Ok(table)
     }
+}
+
+/// Pods nominated to `node` that `pod` must leave room for: the others of equal
+/// or higher priority (upstream `addGENominatedPods`).
+pub fn nominated_for(cache: &Cache, pod: &PodInfo, node: &str) -> Vec<Arc<PodInfo>> {
+    cache
+        .nominated_pods(node)
+        .iter()
+        .filter(|p| p.uid != pod.uid && p.priority >= pod.priority)
+        .cloned()
+        .collect()
+}
+
+/// Upstream `RunFilterPluginsWithNominatedPods`: the filters must pass both with
+/// `nominated` added to the node and without them (pod affinity may need them gone).
+pub fn run_filters_with_nominated(
+    filters: &dyn FilterRunner,
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    nominated: &[Arc<PodInfo>],
+) -> Status {
+    if !nominated.is_empty() {
+        let mut with = node.clone();
+        for p in nominated {
+            with.add_pod(p.clone());
+        }
+        let s = filters.run_filters(state, pod, &with);
+        if !s.is_success() {
+            return s;
+        }
+    }
+    filters.run_filters(state, pod, node)
 }
 
 impl FilterRunner for Framework {

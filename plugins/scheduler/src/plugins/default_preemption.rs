@@ -5,8 +5,9 @@
 //! pod fits, then add victims back from the most important down while it still
 //! fits. Among candidates, pick the node with the lowest highest-victim priority,
 //! then the lowest priority sum, then the fewest victims. The I/O layer deletes
-//! the victims and sets `status.nominatedNodeName`. PodDisruptionBudgets and
-//! nominated pods are not considered.
+//! the victims and sets `status.nominatedNodeName`. Pods nominated to a node with
+//! equal or higher priority keep their room there (the filters run with them),
+//! and a nominated pod whose victims are still terminating does not preempt again.
 
 use std::sync::Arc;
 
@@ -21,6 +22,10 @@ pub const NAME: &str = "DefaultPreemption";
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 /// Reason for nodes without lower-priority pods.
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
+
+/// Message for a nominated pod whose victims are still terminating.
+pub const NOT_ELIGIBLE_TERMINATING: &str =
+    "preemption: not eligible due to a terminating pod on the nominated node.";
 
 /// Fewest candidate nodes searched (`minCandidateNodesAbsolute`).
 const MIN_CANDIDATES_ABSOLUTE: usize = 100;
@@ -67,6 +72,7 @@ fn select_victims(
     state: &CycleState,
     pod: &PodInfo,
     node: &NodeInfo,
+    nominated: &[Arc<PodInfo>],
     filters: &dyn FilterRunner,
 ) -> Result<Vec<Arc<PodInfo>>, Status> {
     let mut trial = node.clone();
@@ -82,7 +88,7 @@ fn select_victims(
     for v in &potential {
         trial.remove_pod(&v.uid);
     }
-    let fits = filters.run_filters(state, pod, &trial);
+    let fits = run_filters_with_nominated(filters, state, pod, &trial, nominated);
     if !fits.is_success() {
         return Err(fits);
     }
@@ -91,12 +97,36 @@ fn select_victims(
     let mut victims = Vec::new();
     for v in potential {
         trial.add_pod(v.clone());
-        if !filters.run_filters(state, pod, &trial).is_success() {
+        if !run_filters_with_nominated(filters, state, pod, &trial, nominated).is_success() {
             trial.remove_pod(&v.uid);
             victims.push(v);
         }
     }
     Ok(victims)
+}
+
+/// Upstream `PodEligibleToPreemptOthers`: a pod already nominated to a node where a
+/// lower-priority pod is still terminating waits for it instead of preempting more.
+fn not_eligible(
+    pod: &PodInfo,
+    nodes: &NodeSnapshot<'_>,
+    statuses: &NodeStatusMap,
+) -> Option<String> {
+    let cache = nodes.cache();
+    let node = pod
+        .nominated_node
+        .as_deref()
+        .or_else(|| cache.nominated_node(&pod.uid))?;
+    let slot = cache.slot_of(node)?;
+    if statuses.get(slot).code() == Code::UnschedulableAndUnresolvable {
+        return None;
+    }
+    cache
+        .node(slot)
+        .pods
+        .iter()
+        .any(|p| p.priority < pod.priority && p.terminating)
+        .then(|| NOT_ELIGIBLE_TERMINATING.to_string())
 }
 
 impl PostFilterPlugin for DefaultPreemption {
@@ -114,6 +144,9 @@ impl PostFilterPlugin for DefaultPreemption {
                 Status::unschedulable("preemption: not eligible due to preemptionPolicy=Never."),
             );
         }
+        if let Some(message) = not_eligible(pod, nodes, statuses) {
+            return (None, Status::unschedulable(message));
+        }
         let all = nodes.slots();
         let wanted = (all.len() * MIN_CANDIDATES_PERCENTAGE / 100)
             .max(MIN_CANDIDATES_ABSOLUTE)
@@ -128,7 +161,8 @@ impl PostFilterPlugin for DefaultPreemption {
                 continue;
             }
             let node = nodes.node(slot);
-            match select_victims(state, pod, node, filters) {
+            let nominated = nominated_for(nodes.cache(), pod, &node.name);
+            match select_victims(state, pod, node, &nominated, filters) {
                 Ok(victims) if !victims.is_empty() => candidates.push(Candidate {
                     node: node.name.clone(),
                     victims,
