@@ -5,6 +5,7 @@ pub mod codec;
 pub mod echo;
 pub mod kernel;
 mod message;
+pub mod quota;
 pub mod resources;
 pub mod rest;
 

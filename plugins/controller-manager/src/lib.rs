@@ -16,6 +16,7 @@ pub mod owners;
 mod plugin;
 pub mod pods;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod selector;
 pub mod serviceaccount;
 pub mod services;

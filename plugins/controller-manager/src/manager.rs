@@ -17,7 +17,7 @@ use crate::informers::Informers;
 use crate::metrics::Metrics;
 use crate::{
     deployment, endpoints, endpointslice, garbagecollector, namespace, nodelifecycle, replicaset,
-    serviceaccount, tainteviction,
+    resourcequota, serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -149,7 +149,7 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 9] = [
+        let starters: [(&str, Starter); 10] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
@@ -159,6 +159,7 @@ impl Manager {
             ("taint-eviction-controller", tainteviction::start),
             ("endpoints-controller", endpoints::start),
             ("endpointslice-controller", endpointslice::start),
+            ("resourcequota-controller", resourcequota::start),
         ];
         for (name, start) in starters {
             if self.config.enabled(name) {

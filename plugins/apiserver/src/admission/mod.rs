@@ -18,6 +18,7 @@ mod pod;
 mod pod_defaults;
 mod pod_update;
 mod quantity;
+pub mod quota;
 mod render;
 mod resources;
 pub mod selector;

@@ -186,6 +186,10 @@ async fn create(
     let started = Instant::now();
     admission::validate_create(r, &object)?;
     observe_admission(state, "create", started);
+    if r.namespaced {
+        admission::quota::charge(state.store.as_ref(), r, &info.namespace, &object, dry_run)
+            .await?;
+    }
     let allocated = state.services.allocate_create(&named, &mut object)?;
     if dry_run {
         return Ok(with_warnings(
