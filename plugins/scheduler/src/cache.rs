@@ -21,6 +21,7 @@ use kubernel_scheduler_sdk::GroupCount;
 pub use columns::{Columns, Interner};
 pub use node_info::NodeInfo;
 
+use crate::pdb::PdbInfo;
 use crate::pod_info::PodInfo;
 use crate::resources::QuantityError;
 
@@ -82,6 +83,9 @@ pub struct Cache {
     nominated: HashMap<String, Vec<Arc<PodInfo>>>,
     /// The node each nominated pod is nominated to, by uid.
     nominated_to: HashMap<String, String>,
+    /// PodDisruptionBudgets by `namespace/name`, and the same in a list for preemption.
+    pdbs: HashMap<String, Arc<PdbInfo>>,
+    pdb_list: Vec<Arc<PdbInfo>>,
 }
 
 impl Cache {
@@ -356,6 +360,26 @@ impl Cache {
     /// Whether any pod is nominated (lets cycles skip the second filter pass).
     pub fn has_nominated(&self) -> bool {
         !self.nominated_to.is_empty()
+    }
+
+    /// Adds or replaces a PodDisruptionBudget.
+    pub fn upsert_pdb(&mut self, pdb: PdbInfo) {
+        self.pdbs.insert(pdb.key(), Arc::new(pdb));
+        self.pdb_list = self.pdbs.values().cloned().collect();
+        self.pdb_list.sort_by_key(|p| p.key());
+    }
+
+    /// Removes the PodDisruptionBudget `namespace/name`.
+    pub fn remove_pdb(&mut self, key: &str) {
+        if self.pdbs.remove(key).is_some() {
+            self.pdb_list = self.pdbs.values().cloned().collect();
+            self.pdb_list.sort_by_key(|p| p.key());
+        }
+    }
+
+    /// Every PodDisruptionBudget, sorted by `namespace/name`.
+    pub fn pdbs(&self) -> &[Arc<PdbInfo>] {
+        &self.pdb_list
     }
 
     /// The columnar view for out-of-tree plugins (fresh after [`Cache::refresh_columns`]).

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 pub use cycle::{num_feasible_nodes_to_find, select_host, Rng, NO_NODES_AVAILABLE};
 pub use outcome::{BindOutcome, ScheduleOutcome, ScheduledPod, ScoreRecord, UnschedulablePod};
@@ -27,6 +28,7 @@ use crate::cache::{Cache, CacheError};
 use crate::config::SchedulerConfig;
 use crate::framework::{ClusterEvent, Code, CycleState, Registry, Status};
 use crate::metrics::Metrics;
+use crate::pdb::PdbInfo;
 use crate::pod_info::{PodError, PodInfo};
 use crate::profile::{build_profiles, BuildError, Profile};
 use crate::queue::SchedulingQueue;
@@ -216,6 +218,16 @@ impl Scheduler {
         self.cache.remove_node(name)?;
         self.move_on(ClusterEvent::NodeDelete, now);
         Ok(())
+    }
+
+    /// A PodDisruptionBudget was added or changed (preemption prefers victims it allows).
+    pub fn on_pdb_upsert(&mut self, pdb: &PodDisruptionBudget) {
+        self.cache.upsert_pdb(PdbInfo::new(pdb));
+    }
+
+    /// A PodDisruptionBudget was deleted.
+    pub fn on_pdb_delete(&mut self, namespace: &str, name: &str) {
+        self.cache.remove_pdb(&format!("{namespace}/{name}"));
     }
 
     /// Whether a profile schedules pods with this `spec.schedulerName`.

@@ -11,6 +11,7 @@ pub mod external;
 pub mod framework;
 pub mod metrics;
 pub mod parallel;
+pub mod pdb;
 pub mod plugin;
 pub mod plugins;
 pub mod pod_info;

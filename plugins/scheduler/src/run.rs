@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kubernel_client::{
     Api, CancellationToken, Change, Client, ClientMetrics, DeleteParams, EventRecorder, Informer,
     LeaderElection, LeaderElectionConfig, ListParams, Patch,
@@ -196,7 +197,8 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "kubernel".into())
 }
 
-/// Starts the node and pod informers and the task that feeds their changes to the core.
+/// Starts the node, pod and PodDisruptionBudget informers and the task that feeds
+/// their changes to the core.
 fn spawn_informers(shared: &Arc<Shared>, client: &Client, shutdown: &CancellationToken) {
     let (_nodes, mut node_changes) = Informer::start(
         Api::<Node>::all(client.clone()),
@@ -208,13 +210,30 @@ fn spawn_informers(shared: &Arc<Shared>, client: &Client, shutdown: &Cancellatio
         ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
         shutdown.clone(),
     );
+    let (_pdbs, mut pdb_changes) = Informer::start(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        ListParams::default(),
+        shutdown.clone(),
+    );
     let shared = shared.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let (mut nodes_synced, mut pods_synced) = (false, false);
+        let (mut nodes_synced, mut pods_synced, mut pdbs_synced) = (false, false, false);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                change = pdb_changes.recv() => {
+                    let Some(change) = change else { return };
+                    let mut core = shared.engine.core.lock();
+                    match change {
+                        Change::Added(p) | Change::Updated { new: p, .. } => core.on_pdb_upsert(&p),
+                        Change::Deleted(p) => core.on_pdb_delete(
+                            p.metadata.namespace.as_deref().unwrap_or("default"),
+                            p.metadata.name.as_deref().unwrap_or_default(),
+                        ),
+                        Change::Synced => pdbs_synced = true,
+                    }
+                }
                 change = node_changes.recv() => {
                     let Some(change) = change else { return };
                     let now = Instant::now();
@@ -247,7 +266,11 @@ fn spawn_informers(shared: &Arc<Shared>, client: &Client, shutdown: &Cancellatio
                     }
                 }
             }
-            if nodes_synced && pods_synced && !shared.synced.swap(true, Ordering::SeqCst) {
+            if nodes_synced
+                && pods_synced
+                && pdbs_synced
+                && !shared.synced.swap(true, Ordering::SeqCst)
+            {
                 tracing::info!("scheduler caches synced");
             }
             shared.wake();

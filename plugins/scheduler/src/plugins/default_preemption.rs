@@ -3,16 +3,21 @@
 //! For each node where preemption might help (its filter status is Unschedulable,
 //! not UnschedulableAndUnresolvable): remove every pod of lower priority, check the
 //! pod fits, then add victims back from the most important down while it still
-//! fits. Among candidates, pick the node with the lowest highest-victim priority,
-//! then the lowest priority sum, then the fewest victims. The I/O layer deletes
+//! fits. Among candidates, pick the node with the fewest PodDisruptionBudget
+//! violations, then the lowest highest-victim priority, then the lowest priority
+//! sum, then the fewest victims. The I/O layer deletes
 //! the victims and sets `status.nominatedNodeName`. Pods nominated to a node with
 //! equal or higher priority keep their room there (the filters run with them),
 //! and a nominated pod whose victims are still terminating does not preempt again.
+//! PodDisruptionBudgets: on each node the victims a budget protects are given
+//! their place back first, and the node with the fewest budget violations wins
+//! (upstream `selectVictimsOnNode` and `pickOneNodeForPreemption`).
 
 use std::sync::Arc;
 
 use crate::cache::NodeInfo;
 use crate::framework::*;
+use crate::pdb::{split_by_pdb_violation, PdbInfo};
 use crate::pod_info::PodInfo;
 
 /// Plugin name.
@@ -46,12 +51,14 @@ impl Plugin for DefaultPreemption {
 struct Candidate {
     node: String,
     victims: Vec<Arc<PodInfo>>,
+    pdb_violations: usize,
 }
 
 impl Candidate {
-    /// Upstream ordering keys: highest victim priority, priority sum (offset so that
-    /// every victim adds a positive amount), number of victims.
-    fn rank(&self) -> (i64, i64, usize) {
+    /// Upstream `pickOneNodeForPreemption` keys: fewest PodDisruptionBudget
+    /// violations, lowest highest victim priority, lowest priority sum (offset so
+    /// that every victim adds a positive amount), fewest victims.
+    fn rank(&self) -> (usize, i64, i64, usize) {
         let highest = self
             .victims
             .iter()
@@ -63,18 +70,20 @@ impl Candidate {
             .iter()
             .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
             .sum();
-        (highest, sum, self.victims.len())
+        (self.pdb_violations, highest, sum, self.victims.len())
     }
 }
 
-/// Victims on one node, or the status saying why there are none.
+/// Victims on one node and how many of them violate a PodDisruptionBudget, or the
+/// status saying why there are none (upstream `SelectVictimsOnNode`).
 fn select_victims(
     state: &CycleState,
     pod: &PodInfo,
     node: &NodeInfo,
     nominated: &[Arc<PodInfo>],
+    pdbs: &[Arc<PdbInfo>],
     filters: &dyn FilterRunner,
-) -> Result<Vec<Arc<PodInfo>>, Status> {
+) -> Result<(Vec<Arc<PodInfo>>, usize), Status> {
     let mut trial = node.clone();
     let mut potential: Vec<Arc<PodInfo>> = node
         .pods
@@ -92,17 +101,27 @@ fn select_victims(
     if !fits.is_success() {
         return Err(fits);
     }
-    // Most important first: they are the first to be given their place back.
+    // Most important first: they are the first to be given their place back; pods
+    // a budget protects before the others.
     potential.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.uid.cmp(&b.uid)));
+    let (violating, other) = split_by_pdb_violation(potential, pdbs);
     let mut victims = Vec::new();
-    for v in potential {
+    let mut violations = 0;
+    for (v, violates) in violating
+        .into_iter()
+        .map(|v| (v, true))
+        .chain(other.into_iter().map(|v| (v, false)))
+    {
         trial.add_pod(v.clone());
         if !run_filters_with_nominated(filters, state, pod, &trial, nominated).is_success() {
             trial.remove_pod(&v.uid);
             victims.push(v);
+            violations += usize::from(violates);
         }
     }
-    Ok(victims)
+    // Upstream keeps the victims most important first.
+    victims.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.uid.cmp(&b.uid)));
+    Ok((victims, violations))
 }
 
 /// Upstream `PodEligibleToPreemptOthers`: a pod already nominated to a node where a
@@ -148,6 +167,7 @@ impl PostFilterPlugin for DefaultPreemption {
             return (None, Status::unschedulable(message));
         }
         let all = nodes.slots();
+        let pdbs = nodes.cache().pdbs();
         let wanted = (all.len() * MIN_CANDIDATES_PERCENTAGE / 100)
             .max(MIN_CANDIDATES_ABSOLUTE)
             .min(all.len());
@@ -162,11 +182,14 @@ impl PostFilterPlugin for DefaultPreemption {
             }
             let node = nodes.node(slot);
             let nominated = nominated_for(nodes.cache(), pod, &node.name);
-            match select_victims(state, pod, node, &nominated, filters) {
-                Ok(victims) if !victims.is_empty() => candidates.push(Candidate {
-                    node: node.name.clone(),
-                    victims,
-                }),
+            match select_victims(state, pod, node, &nominated, pdbs, filters) {
+                Ok((victims, pdb_violations)) if !victims.is_empty() => {
+                    candidates.push(Candidate {
+                        node: node.name.clone(),
+                        victims,
+                        pdb_violations,
+                    })
+                }
                 Ok(_) => node_statuses.push(Status::error(format!(
                     "expected at least one victim pod on node {:?}",
                     node.name
@@ -218,11 +241,84 @@ mod tests {
             ("c", 3, "2", "n2"),
         ] {
             c.add_pod(Arc::new(
-                PodBuilder::new(p).priority(prio).cpu(cpu).node(n).build(),
+                PodBuilder::new(p)
+                    .priority(prio)
+                    .cpu(cpu)
+                    .node(n)
+                    .label("app", p)
+                    .build(),
             ))
             .expect("pod");
         }
         c
+    }
+
+    /// A budget over pods with `app` in `apps`, allowing `allowed` disruptions.
+    fn pdb(name: &str, apps: &[&str], allowed: i32) -> PdbInfo {
+        let selector = if apps.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({"matchExpressions": [{"key": "app", "operator": "In", "values": apps}]})
+        };
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"selector": selector},
+                "status": {"disruptionsAllowed": allowed, "currentHealthy": 1,
+                           "desiredHealthy": 1, "expectedPods": 1},
+            }))
+            .expect("pdb");
+        PdbInfo::new(&pdb)
+    }
+
+    fn outcome(c: &Cache) -> (String, Vec<String>) {
+        let (r, s) = run(c, &PodBuilder::new("p").priority(10).cpu("1").build());
+        assert!(s.is_success(), "{s}");
+        let r = r.expect("result");
+        (
+            r.nominated_node.unwrap_or_default(),
+            r.victims.iter().map(|v| v.name.clone()).collect(),
+        )
+    }
+
+    #[test]
+    fn post_filter_should_prefer_victims_no_disruption_budget_protects() {
+        let victims = |node: &str, v: &[&str]| {
+            (
+                node.to_string(),
+                v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        // No budget: n1, evicting `a` (the least important).
+        let mut c = cluster();
+        assert_eq!(outcome(&c), victims("n1", &["a"]));
+        // `a` protected (0 disruptions allowed): on n1 `a` gets its place back first
+        // and `b` goes instead (priority 5), so n2 (victim priority 3) is better.
+        c.upsert_pdb(pdb("protect-a", &["a"], 0));
+        assert_eq!(outcome(&c), victims("n2", &["c"]));
+        // `a` and `c` protected: n1 evicts `b` without violating, n2 would violate.
+        c.upsert_pdb(pdb("protect-a", &["a", "c"], 0));
+        assert_eq!(outcome(&c), victims("n1", &["b"]));
+        // One disruption allowed: evicting `a` no longer violates; back to `a`.
+        c.upsert_pdb(pdb("protect-a", &["a", "c"], 1));
+        assert_eq!(outcome(&c), victims("n1", &["a"]));
+        // A budget whose selector is empty protects nothing, as upstream.
+        c.remove_pdb("default/protect-a");
+        c.upsert_pdb(pdb("empty", &[], 0));
+        assert_eq!(outcome(&c), victims("n1", &["a"]));
+    }
+
+    #[test]
+    fn post_filter_should_violate_a_budget_when_nothing_else_helps() {
+        let mut c = cluster();
+        c.upsert_pdb(pdb("all", &["a", "b", "c"], 0));
+        // 2 CPUs at priority 10: n1 must lose both of its pods, n2 its one; both
+        // violate, n2 fewer times.
+        let (r, s) = run(&c, &PodBuilder::new("p").priority(10).cpu("2").build());
+        assert!(s.is_success(), "{s}");
+        let r = r.expect("result");
+        assert_eq!(r.nominated_node.as_deref(), Some("n2"));
+        assert_eq!(r.victims.len(), 1);
     }
 
     fn run(c: &Cache, pod: &PodInfo) -> (Option<PostFilterResult>, Status) {
