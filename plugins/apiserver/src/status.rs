@@ -129,6 +129,8 @@ pub struct ApiError {
     pub causes: Vec<Cause>,
     /// `details.retryAfterSeconds` (and a `Retry-After` header).
     pub retry_after: Option<u32>,
+    /// `metadata.continue`: a token the client may continue an expired list with.
+    pub continue_token: String,
 }
 
 impl std::fmt::Display for ApiError {
@@ -150,6 +152,7 @@ impl ApiError {
             kind: String::new(),
             causes: Vec::new(),
             retry_after: None,
+            continue_token: String::new(),
         }
     }
 
@@ -232,6 +235,31 @@ impl ApiError {
     /// 410 Expired: `too old resource version: <requested> (<oldest>)`.
     pub fn expired(message: impl Into<String>) -> ApiError {
         ApiError::new(410, "Expired", message)
+    }
+
+    /// 410 Expired for a list continued at a compacted revision, with
+    /// `metadata.continue` set to `token` (which continues it inconsistently, at the
+    /// current revision), in upstream's words.
+    pub fn continue_expired(token: String) -> ApiError {
+        let mut e = ApiError::new(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.");
+        e.continue_token = token;
+        e
+    }
+
+    /// 504 Timeout: a read asked for a revision this apiserver has not reached yet.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        let mut e = ApiError::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        );
+        e.causes = vec![Cause {
+            reason: "ResourceVersionTooLarge",
+            message: "Too large resource version".into(),
+            field: String::new(),
+        }];
+        e.retry_after = Some(1);
+        e
     }
 
     /// 403 Forbidden.
@@ -327,6 +355,9 @@ impl ApiError {
         });
         if !details.is_empty() {
             status["details"] = Value::Object(details);
+        }
+        if !self.continue_token.is_empty() {
+            status["metadata"]["continue"] = json!(self.continue_token);
         }
         status
     }

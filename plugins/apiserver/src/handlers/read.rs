@@ -11,7 +11,7 @@ use crate::negotiate::{self, json, Output, TABLE_CONTENT_TYPE};
 use crate::request::RequestInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{ListOptions, Stored};
+use crate::store::{ListOptions, StoreError, Stored};
 
 /// Reads one object.
 pub fn get(
@@ -58,15 +58,19 @@ pub fn fetch(state: &ApiState, info: &RequestInfo) -> Result<Stored, ApiError> {
         .ok_or_else(|| ApiError::not_found(r.group, r.plural, &info.name))
 }
 
-/// A continue token: where the next page starts, at which revision the list began.
+/// A continue token, as upstream encodes it: base64 of
+/// `{"v":"meta.k8s.io/v1","rv":<revision>,"start":"<key>\u0000"}`. The later pages
+/// are read at `rv`, the revision of the first page; `rv` -1 (the token of an
+/// expired list's 410) continues at the current revision.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     v: String,
-    rv: u64,
+    rv: i64,
     start: String,
 }
 
-fn encode_continue(rv: u64, last_key: &str) -> String {
+/// The token continuing a list at `rv` (-1: the current revision) after `last_key`.
+fn encode_continue(rv: i64, last_key: &str) -> String {
     let token = ContinueToken {
         v: "meta.k8s.io/v1".into(),
         rv,
@@ -76,13 +80,25 @@ fn encode_continue(rv: u64, last_key: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
+    let bad = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
     let raw = base64::engine::general_purpose::STANDARD
         .decode(token)
-        .map_err(|_| bad())?;
-    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
+        .map_err(|_| bad(&format!("{token:?} is not base64")))?;
+    let t: ContinueToken = serde_json::from_slice(&raw)
+        .map_err(|_| bad(&format!("{token:?} is not a continue token")))?;
     if t.v != "meta.k8s.io/v1" {
-        return Err(bad());
+        return Err(bad(&format!(
+            "server does not recognize this encoded key version {:?}",
+            t.v
+        )));
+    }
+    if t.rv == 0 || t.rv < -1 {
+        return Err(bad(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
+    }
+    if t.start.is_empty() {
+        return Err(bad("encoded start key empty (version meta.k8s.io/v1)"));
     }
     Ok(t)
 }
@@ -141,14 +157,16 @@ pub fn page(
         })?,
     };
     let mut start_after = None;
-    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
+    // The revision every page of this list is read at: the first page's.
+    let mut at = None;
+    let token = query.get("continue").filter(|t| !t.is_empty());
+    if let Some(token) = token {
         let t = decode_continue(token)?;
-        let compacted = state.store.stats().compacted;
-        if t.rv < compacted {
-            return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
-        }
+        at = u64::try_from(t.rv).ok();
         start_after = Some(t.start.trim_end_matches('\u{0}').to_string());
     }
+    // Where an expired continuation resumes: this request's first key.
+    let resume = start_after.clone().unwrap_or_default();
     let prefix = info.collection_prefix();
     // A field selector on the name reads one key instead of the collection.
     if let (Some(name), true) = (
@@ -179,11 +197,27 @@ pub fn page(
             prefix: prefix.clone(),
             start_after: start_after.clone(),
             limit: Some(batch),
+            revision: at,
         };
         let started = std::time::Instant::now();
         let res = state.store.list(&opts);
         super::observe_storage(state, "list", info.resource, started);
-        let res = res.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let res = res.map_err(|e| match e {
+            StoreError::Compacted { .. } if token.is_some() => {
+                ApiError::continue_expired(encode_continue(-1, &resume))
+            }
+            StoreError::Compacted {
+                requested,
+                compacted,
+            } => ApiError::expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::too_large_resource_version(requested, current)
+            }
+            other => ApiError::unavailable(other.to_string()),
+        })?;
+        at = Some(res.revision);
         let scanned = res.items.len();
         let mut last_key = None;
         for (i, s) in res.items.into_iter().enumerate() {
@@ -200,7 +234,7 @@ pub fn page(
                     return Ok(Page {
                         items,
                         revision: res.revision,
-                        continue_token: encode_continue(res.revision, &last),
+                        continue_token: encode_continue(res.revision as i64, &last),
                         remaining: unfiltered.then_some(unscanned as i64),
                     });
                 }

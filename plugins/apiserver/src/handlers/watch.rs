@@ -55,6 +55,7 @@ pub fn watch(
                 prefix: prefix.clone(),
                 start_after: None,
                 limit: None,
+                revision: None,
             })
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
         let items: Vec<Value> = res

@@ -574,6 +574,7 @@ async fn check_disruption_budget(
             prefix,
             start_after: None,
             limit: None,
+            revision: None,
         })
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let matching: Vec<Stored> = budgets

@@ -120,25 +120,91 @@ impl Cache {
             .collect()
     }
 
-    /// One page of the keys under `opts.prefix`, after `opts.start_after`.
-    pub(super) fn list(&self, opts: &ListOptions) -> ListResult {
+    /// One page of the keys under `opts.prefix`, after `opts.start_after`, as they
+    /// are now or, with `opts.revision`, as they were at that revision.
+    ///
+    /// A past revision is rebuilt from the current objects by undoing the kept
+    /// events after it (each event carries the object before it), so it must still
+    /// be in the history window ([`StoreError::Compacted`] otherwise) and not be
+    /// ahead of the cache ([`StoreError::FutureRevision`]).
+    pub(super) fn list(&self, opts: &ListOptions, now: Instant) -> Result<ListResult, StoreError> {
         let prefix = opts.prefix.as_str();
         let start = match opts.start_after.as_deref() {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
         let limit = opts.limit.filter(|limit| *limit > 0).unwrap_or(usize::MAX);
-        let mut range = self
+        let current = self
             .objects
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(_, stored)| stored);
-        let items: Vec<Stored> = range.by_ref().take(limit).cloned().collect();
-        let remaining = range.count();
-        ListResult {
+            .map(|(key, stored)| (key.as_ref(), Some(stored)));
+        let at = match opts.revision {
+            Some(at) if at < self.revision => at,
+            Some(at) if at > self.revision => {
+                return Err(StoreError::FutureRevision {
+                    requested: at,
+                    current: self.revision,
+                })
+            }
+            _ => {
+                let (items, remaining) = page(current, limit);
+                return Ok(ListResult {
+                    items,
+                    revision: self.revision,
+                    remaining,
+                });
+            }
+        };
+        let compacted = self.horizon(now);
+        if at < compacted {
+            return Err(StoreError::Compacted {
+                requested: at,
+                compacted,
+            });
+        }
+        // The state at `at` of every key changed since: the object before the
+        // oldest later event (none when that event created it).
+        let mut undone: BTreeMap<&str, Option<&Stored>> = BTreeMap::new();
+        let after_start = |key: &str| match start {
+            Bound::Excluded(after) => key > after,
+            _ => true,
+        };
+        for (_, event) in self.history.iter().rev() {
+            if event.revision <= at {
+                break;
+            }
+            let key = event.object.key.as_ref();
+            if key.starts_with(prefix) && after_start(key) {
+                undone.insert(key, event.prev.as_ref());
+            }
+        }
+        let merged = Merge {
+            current: current.peekable(),
+            undone: undone.into_iter().peekable(),
+        };
+        let (items, remaining) = page(merged, limit);
+        Ok(ListResult {
             items,
-            revision: self.revision,
+            revision: at,
             remaining,
+        })
+    }
+
+    /// The revision before the oldest event a read may use now: [`Cache::compacted`],
+    /// or later when the oldest kept events are beyond the count or age limit and
+    /// will be trimmed at the next write.
+    fn horizon(&self, now: Instant) -> Revision {
+        let excess = self
+            .history
+            .len()
+            .saturating_sub(self.options.history_revisions);
+        let too_old = self.history.partition_point(|(at, _)| {
+            now.saturating_duration_since(*at) > self.options.history_age
+        });
+        match excess.max(too_old) {
+            0 => self.compacted,
+            trimmed => self.history[trimmed - 1].1.revision.max(self.compacted),
         }
     }
 
@@ -315,6 +381,48 @@ impl Cache {
     }
 }
 
+/// The first `limit` present objects of `entries` (in key order), and how many
+/// present objects follow them.
+fn page<'a>(
+    entries: impl Iterator<Item = (&'a str, Option<&'a Stored>)>,
+    limit: usize,
+) -> (Vec<Stored>, usize) {
+    let mut present = entries.filter_map(|(_, stored)| stored);
+    let items: Vec<Stored> = present.by_ref().take(limit).cloned().collect();
+    (items, present.count())
+}
+
+/// The keys of the current objects merged with the past state of the keys changed
+/// since, in key order: where a key is in both, its past state wins (`None` when
+/// it did not exist then).
+struct Merge<C: Iterator, U: Iterator> {
+    /// Current objects from the start key on.
+    current: std::iter::Peekable<C>,
+    /// Past states of the changed keys from the start key on.
+    undone: std::iter::Peekable<U>,
+}
+
+impl<'a, C, U> Iterator for Merge<C, U>
+where
+    C: Iterator<Item = (&'a str, Option<&'a Stored>)>,
+    U: Iterator<Item = (&'a str, Option<&'a Stored>)>,
+{
+    type Item = (&'a str, Option<&'a Stored>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match (self.current.peek(), self.undone.peek()) {
+            (Some((now, _)), Some((then, _))) if now < then => self.current.next(),
+            (Some((now, _)), Some((then, _))) if now == then => {
+                self.current.next();
+                self.undone.next()
+            }
+            (_, Some(_)) => self.undone.next(),
+            (Some(_), None) => self.current.next(),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The resource part of a key: what comes before the first `/`.
 fn resource_of(key: &str) -> &str {
     key.split('/').next().unwrap_or(key)
@@ -365,7 +473,10 @@ mod tests {
         let watch = cache.watch("pods/", 5, 9, now).expect("watch from a gap");
         assert_eq!(revisions(&watch.backlog), [7, 9]);
         cache.advance(12);
-        assert_eq!(cache.list(&Default::default()).revision, 12);
+        assert_eq!(
+            cache.list(&Default::default(), now).expect("list").revision,
+            12
+        );
         assert!(cache
             .watch("pods/", 12, 12, now)
             .expect("watch")

@@ -138,7 +138,7 @@ impl Store for EmbeddedStore {
     }
 
     fn list(&self, opts: &ListOptions) -> Result<ListResult, StoreError> {
-        Ok(self.shared.cache.read().list(opts))
+        self.shared.cache.read().list(opts, Instant::now())
     }
 
     fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {

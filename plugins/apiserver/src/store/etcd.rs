@@ -339,7 +339,7 @@ impl Store for EtcdStore {
 
     fn list(&self, opts: &ListOptions) -> Result<ListResult, StoreError> {
         self.shared.available()?;
-        Ok(self.shared.cache.read().list(opts))
+        self.shared.cache.read().list(opts, Instant::now())
     }
 
     fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {

@@ -2,8 +2,9 @@
 //!
 //! One global revision counts every write; a write's revision becomes the object's
 //! `metadata.resourceVersion` (the store sets it). Updates and deletes can compare
-//! and swap on the object's modification revision. Lists read the current state
-//! in key order with `limit`/`continue`. A watch delivers, in revision order, every
+//! and swap on the object's modification revision. Lists read the current state,
+//! or the state at a revision still in the history window, in key order with
+//! `limit`/`continue`. A watch delivers, in revision order, every
 //! event after a revision still in the history window; older revisions are
 //! compacted and answer [`StoreError::Compacted`] (HTTP 410 Expired).
 //!
@@ -127,6 +128,10 @@ pub struct ListOptions {
     pub start_after: Option<String>,
     /// At most this many items; `None` or 0 for all.
     pub limit: Option<usize>,
+    /// Read the keys as they were at this revision (a consistent snapshot for the
+    /// later pages of a paginated list); `None` for the current state. Fails with
+    /// [`StoreError::Compacted`] once the revision left the history window.
+    pub revision: Option<Revision>,
 }
 
 /// A page of [`Store::list`].
@@ -134,7 +139,7 @@ pub struct ListOptions {
 pub struct ListResult {
     /// Items in key order.
     pub items: Vec<Stored>,
-    /// The store revision the page was read at.
+    /// The store revision the page was read at (`ListOptions::revision` when given).
     pub revision: Revision,
     /// Items left after this page under the prefix (0 when this is the last page).
     pub remaining: usize,
@@ -189,7 +194,7 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, key: &str) -> Result<Option<Stored>, StoreError>;
 
-    /// Lists keys under a prefix, in key order.
+    /// Lists keys under a prefix, in key order, now or at `opts.revision`.
     fn list(&self, opts: &ListOptions) -> Result<ListResult, StoreError>;
 
     /// Watches keys under `prefix` for events with revision greater than `from`.

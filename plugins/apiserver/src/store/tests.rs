@@ -99,6 +99,7 @@ impl Harness {
             prefix: prefix.into(),
             start_after: start_after.map(Into::into),
             limit,
+            revision: None,
         };
         let page = self.store.list(&opts).expect("list");
         (
@@ -154,6 +155,8 @@ on_every_backend!(
     store_should_compare_and_swap_on_the_mod_revision,
     store_should_list_pages_in_key_order,
     store_should_count_keys_per_resource,
+    store_should_list_the_keys_as_they_were_at_a_past_revision,
+    store_should_answer_compacted_for_a_list_at_a_trimmed_revision,
     store_should_close_watches_when_dropped,
     watch_should_return_backlog_then_live_events_in_order,
     watch_should_miss_and_repeat_nothing_while_writes_race_with_registration,
@@ -313,6 +316,115 @@ async fn store_should_list_pages_in_key_order(backend: Backend) {
         })
         .expect("list");
     assert_eq!(h.relative([page.revision]), [8]);
+}
+
+/// `(name, resourceVersion)` of each item of the page of `prefix` after `start_after` at `revision`.
+fn names_at(
+    h: &Harness,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: Option<usize>,
+    revision: Revision,
+) -> (Vec<(String, String)>, usize, Revision) {
+    let page = h
+        .store
+        .list(&ListOptions {
+            prefix: prefix.into(),
+            start_after: start_after.map(Into::into),
+            limit,
+            revision: Some(revision),
+        })
+        .unwrap_or_else(|e| panic!("list {prefix} at {revision}: {e}"));
+    let items = page
+        .items
+        .iter()
+        .map(|item| {
+            (
+                item.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                item.object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    (items, page.remaining, page.revision)
+}
+
+async fn store_should_list_the_keys_as_they_were_at_a_past_revision(backend: Backend) {
+    let h = backend.open(CacheOptions::default()).await;
+    let mut versions = Vec::new();
+    for name in ["b", "c", "d", "e"] {
+        let created = h.create(&format!("pods/ns1/{name}"), name).await;
+        versions.push((name.to_owned(), created.mod_revision.to_string()));
+    }
+    h.create("pods/ns2/x", "x").await;
+    let snapshot = h.store.revision();
+    // Changes after the snapshot: a key before all, one between, a delete, an
+    // update, a delete then re-create, a key in another namespace.
+    h.create("pods/ns1/a", "a").await;
+    h.create("pods/ns1/cc", "cc").await;
+    h.store.delete("pods/ns1/b", None).await.expect("delete b");
+    let mut changed = pod("d");
+    changed["spec"] = json!({"nodeName": "n1"});
+    h.store
+        .update("pods/ns1/d", changed, None)
+        .await
+        .expect("update d");
+    h.store.delete("pods/ns1/e", None).await.expect("delete e");
+    h.create("pods/ns1/e", "e").await;
+    h.create("pods/ns0/y", "y").await;
+
+    let (all, remaining, revision) = names_at(&h, "pods/ns1/", None, None, snapshot);
+    assert_eq!((all, remaining, revision), (versions.clone(), 0, snapshot));
+    let (first, remaining, _) = names_at(&h, "pods/ns1/", None, Some(2), snapshot);
+    assert_eq!((first, remaining), (versions[..2].to_vec(), 2));
+    let (second, remaining, _) = names_at(&h, "pods/ns1/", Some("pods/ns1/c"), Some(1), snapshot);
+    assert_eq!((second, remaining), (versions[2..3].to_vec(), 1));
+    let (last, remaining, _) = names_at(&h, "pods/ns1/", Some("pods/ns1/d"), Some(5), snapshot);
+    assert_eq!((last, remaining), (versions[3..].to_vec(), 0));
+    let everything = names_at(&h, "pods/", None, None, snapshot).0;
+    assert_eq!(everything.len(), 5, "{everything:?}");
+
+    let now = names_at(&h, "pods/ns1/", None, None, h.store.revision()).0;
+    let names: Vec<&str> = now.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["a", "c", "cc", "d", "e"]);
+    let future = h.store.list(&ListOptions {
+        prefix: "pods/".into(),
+        revision: Some(h.store.revision() + 100),
+        ..ListOptions::default()
+    });
+    assert!(
+        matches!(future, Err(StoreError::FutureRevision { .. })),
+        "{:?}",
+        future.err()
+    );
+}
+
+async fn store_should_answer_compacted_for_a_list_at_a_trimmed_revision(backend: Backend) {
+    let options = CacheOptions {
+        history_revisions: 3,
+        ..CacheOptions::default()
+    };
+    let h = backend.open(options).await;
+    for i in 0..6 {
+        h.create(&format!("pods/default/p{i}"), "p").await;
+    }
+    let trimmed = h.store.list(&ListOptions {
+        prefix: "pods/".into(),
+        revision: Some(h.base + 2),
+        ..ListOptions::default()
+    });
+    assert!(
+        matches!(trimmed, Err(StoreError::Compacted { requested, compacted }) if requested == h.base + 2 && compacted == h.base + 3),
+        "{:?}",
+        trimmed.err()
+    );
+    let (kept, _, revision) = names_at(&h, "pods/", None, None, h.base + 3);
+    assert_eq!((kept.len(), revision), (3, h.base + 3));
 }
 
 async fn store_should_count_keys_per_resource(backend: Backend) {
