@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use kubernel_api::resources::table;
+use kubernel_api::resources::table::{self, IncludeObject};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, Sleep};
@@ -263,6 +263,26 @@ impl Drop for Running {
     }
 }
 
+/// Appends the watch line `{"type":"<kind>","object":<object>}` to `out`.
+fn frame(out: &mut Vec<u8>, kind: &str, object: &[u8]) {
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+}
+
+/// The [`crate::store::Encodings`] key of a Table encoding: what it includes of
+/// the object, and whether it carries the column definitions.
+fn table_encoding_key(include: IncludeObject, with_columns: bool) -> u8 {
+    let include = match include {
+        IncludeObject::None => 0,
+        IncludeObject::Metadata => 1,
+        IncludeObject::Object => 2,
+    };
+    include * 2 + u8::from(with_columns)
+}
+
 /// Turns store events into watch lines for one request.
 struct Encoder {
     output: Output,
@@ -281,27 +301,36 @@ impl Encoder {
         match self.output {
             Output::Json => self.line(kind, object.clone()),
             Output::Table(include) => {
-                let rv = object
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let mut t = table::table(
-                    self.info.resource,
-                    &[object],
-                    include,
-                    &rv,
-                    "",
-                    None,
-                    jiff::Timestamp::now(),
-                );
-                if self.columns_sent {
-                    t["columnDefinitions"] = json!([]);
-                }
+                let with_columns = !self.columns_sent;
                 self.columns_sent = true;
-                self.line(kind, t)
+                let t = self.table(object, include, with_columns);
+                let mut out = Vec::with_capacity(t.len() + 32);
+                frame(&mut out, kind, &t);
+                Bytes::from(out)
             }
         }
+    }
+
+    /// `object` as a one-row Table, with the column definitions or with `[]` (the
+    /// watcher has them from an earlier event).
+    fn table(&self, object: &Value, include: IncludeObject, with_columns: bool) -> Bytes {
+        let rv = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut t = table::table(
+            self.info.resource,
+            &[object],
+            include,
+            rv,
+            "",
+            None,
+            jiff::Timestamp::now(),
+        );
+        if !with_columns {
+            t["columnDefinitions"] = json!([]);
+        }
+        Bytes::from(t.to_string())
     }
 
     /// Appends the watch line for a store event to `out`, honouring selector
@@ -318,16 +347,19 @@ impl Encoder {
             EventType::Deleted if now || before => "DELETED",
             _ => return false,
         };
-        if self.output == Output::Json {
+        match self.output {
             // Framed around the stored object's bytes: no re-encoding per watcher.
-            out.extend_from_slice(b"{\"type\":\"");
-            out.extend_from_slice(kind.as_bytes());
-            out.extend_from_slice(b"\",\"object\":");
-            out.extend_from_slice(&ev.object.json);
-            out.extend_from_slice(b"}\n");
-        } else {
-            let line = self.object(kind, &ev.object.object);
-            out.extend_from_slice(&line);
+            Output::Json => frame(out, kind, &ev.object.json),
+            // Encoded once per event and format, shared by every Table watcher.
+            Output::Table(include) => {
+                let with_columns = !self.columns_sent;
+                self.columns_sent = true;
+                let key = table_encoding_key(include, with_columns);
+                let t = ev.encodings.get_or_insert_with(key, || {
+                    self.table(&ev.object.object, include, with_columns)
+                });
+                frame(out, kind, &t);
+            }
         }
         true
     }
@@ -340,5 +372,101 @@ impl Encoder {
             "metadata": { "resourceVersion": revision.to_string() }
         });
         self.line("BOOKMARK", object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubernel_api::resources::table::IncludeObject;
+    use serde_json::{json, Value};
+
+    use super::{Encoder, Filter};
+    use crate::negotiate::Output;
+    use crate::request::{RequestInfo, Verb};
+    use crate::selectors::{FieldSelector, LabelSelector};
+    use crate::store::{Event, EventType, Stored};
+
+    fn pods_watch(output: Output) -> Encoder {
+        let resource = kubernel_api::resources::find("", "v1", "pods").expect("pods resource");
+        Encoder {
+            output,
+            info: RequestInfo {
+                verb: Verb::Watch,
+                resource,
+                subresource: String::new(),
+                namespace: "default".into(),
+                name: String::new(),
+            },
+            columns_sent: false,
+        }
+    }
+
+    fn modified_pod(revision: u64) -> Event {
+        let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "resourceVersion": revision.to_string(), "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {"phase": "Running"}});
+        let stored = Stored {
+            key: "pods/default/p".into(),
+            json: serde_json::to_vec(&object).expect("json").into(),
+            object: object.into(),
+            create_revision: 1,
+            mod_revision: revision,
+        };
+        Event {
+            revision,
+            kind: EventType::Modified,
+            prev: Some(stored.clone()),
+            object: stored,
+            encodings: Default::default(),
+        }
+    }
+
+    fn lines(out: &[u8]) -> Vec<Value> {
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("watch line is JSON"))
+            .collect()
+    }
+
+    #[test]
+    fn table_watch_should_encode_an_event_once_for_every_watcher() {
+        let everything = Filter {
+            labels: LabelSelector::parse("").expect("labels"),
+            fields: FieldSelector::parse("", "Pod").expect("fields"),
+        };
+        let first = modified_pod(5);
+        let second = modified_pod(6);
+        let mut watchers: Vec<Encoder> = (0..50)
+            .map(|_| pods_watch(Output::Table(IncludeObject::Metadata)))
+            .collect();
+        let mut outputs = vec![Vec::new(); watchers.len()];
+        for (watcher, out) in watchers.iter_mut().zip(&mut outputs) {
+            assert!(watcher.event(&first, &everything, out));
+            assert!(watcher.event(&second, &everything, out));
+        }
+        // One encoding with the column definitions (each watcher's first event),
+        // one without (its later events): not one per watcher.
+        assert_eq!((first.encodings.len(), second.encodings.len()), (1, 1));
+        assert!(outputs.iter().all(|out| *out == outputs[0]));
+        let sent = lines(&outputs[0]);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0]["type"], "MODIFIED");
+        assert_eq!(sent[0]["object"]["kind"], "Table");
+        assert!(sent[0]["object"]["columnDefinitions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()));
+        assert_eq!(sent[1]["object"]["columnDefinitions"], json!([]));
+        assert_eq!(
+            sent[1]["object"]["rows"][0]["object"]["metadata"]["resourceVersion"],
+            "6"
+        );
+
+        // Another format of the same event is another encoding; JSON watches use
+        // the stored bytes and make none.
+        let mut full = pods_watch(Output::Table(IncludeObject::Object));
+        let mut out = Vec::new();
+        assert!(full.event(&second, &everything, &mut out));
+        assert_eq!(lines(&out)[0]["object"]["rows"][0]["object"]["kind"], "Pod");
+        let mut plain = pods_watch(Output::Json);
+        assert!(plain.event(&second, &everything, &mut Vec::new()));
+        assert_eq!(second.encodings.len(), 2);
     }
 }

@@ -243,7 +243,7 @@ impl Cache {
             .range(skip..)
             .map(|(_, event)| event)
             .filter(|event| event.object.key.starts_with(prefix))
-            .cloned()
+            .map(Event::unshared)
             .collect();
         let (tx, events) = mpsc::channel(self.options.watcher_buffer.max(1));
         self.watchers.push(Watcher {
@@ -279,7 +279,7 @@ impl Cache {
                 }
             }
             self.revision = self.revision.max(event.revision);
-            self.history.push_back((now, event.clone()));
+            self.history.push_back((now, event.unshared()));
         }
         self.trim(now);
         self.deliver(events);
@@ -444,6 +444,7 @@ mod tests {
             kind: EventType::Added,
             object: stored(&key.into(), pod(key), revision, revision).expect("stored"),
             prev: None,
+            encodings: Default::default(),
         }
     }
 

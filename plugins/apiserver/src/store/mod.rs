@@ -67,6 +67,50 @@ pub struct Event {
     pub object: Stored,
     /// The object before the change (updates and deletes).
     pub prev: Option<Stored>,
+    /// Encodings of this event made for its watchers, shared by every watcher it
+    /// is delivered to (upstream's `cachingObject`).
+    pub encodings: Encodings,
+}
+
+impl Event {
+    /// A copy that shares no [`Encodings`] with `self` (kept in the history, whose
+    /// events must not hold on to encodings once delivered).
+    pub fn unshared(&self) -> Event {
+        Event {
+            encodings: Encodings::default(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Encodings of one event, each made once by the first watcher that needs it and
+/// reused by the others: a watch of N clients encodes an event once per format,
+/// not N times. Keys are the encoder's own (the store does not read them).
+#[derive(Debug, Clone, Default)]
+pub struct Encodings(Arc<parking_lot::Mutex<Vec<(u8, Bytes)>>>);
+
+impl Encodings {
+    /// The encoding under `key`, made by `encode` if no watcher made it yet. Watchers
+    /// asking at once wait for the first one's `encode` instead of repeating it.
+    pub fn get_or_insert_with(&self, key: u8, encode: impl FnOnce() -> Bytes) -> Bytes {
+        let mut made = self.0.lock();
+        if let Some((_, bytes)) = made.iter().find(|(k, _)| *k == key) {
+            return bytes.clone();
+        }
+        let bytes = encode();
+        made.push((key, bytes.clone()));
+        bytes
+    }
+
+    /// Number of encodings made so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    /// Whether no encoding was made yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A store operation failed. `Unavailable` may succeed on retry; the others will

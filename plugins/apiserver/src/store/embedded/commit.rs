@@ -149,6 +149,7 @@ fn event(
                 kind: EventType::Added,
                 object,
                 prev: None,
+                encodings: Default::default(),
             })
         }
         Op::Update(object, expected) => {
@@ -159,6 +160,7 @@ fn event(
                 kind: EventType::Modified,
                 object,
                 prev: Some(prev),
+                encodings: Default::default(),
             })
         }
         Op::Delete(expected) => {
@@ -174,6 +176,7 @@ fn event(
                 kind: EventType::Deleted,
                 object,
                 prev: Some(prev),
+                encodings: Default::default(),
             })
         }
     }

@@ -274,6 +274,7 @@ fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<
                     },
                     object,
                     prev,
+                    encodings: Default::default(),
                 })
             }
             EtcdEventType::Delete => {
@@ -285,6 +286,7 @@ fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<
                     kind: EventType::Deleted,
                     object,
                     prev: Some(prev),
+                    encodings: Default::default(),
                 })
             }
         };
