@@ -26,7 +26,7 @@ pub use outcome::{BindOutcome, ScheduleOutcome, ScheduledPod, ScoreRecord, Unsch
 
 use crate::cache::{Cache, CacheError};
 use crate::config::SchedulerConfig;
-use crate::framework::{ClusterEvent, Code, CycleState, Registry, Status};
+use crate::framework::{ClusterEvent, Code, CycleState, Registry, Status, WaitingPod, WaitingPods};
 use crate::metrics::Metrics;
 use crate::pdb::PdbInfo;
 use crate::pod_info::{PodError, PodInfo};
@@ -78,6 +78,7 @@ pub struct Scheduler {
     next_start: usize,
     rng: Rng,
     cycles: u64,
+    waiting: Arc<WaitingPods>,
 }
 
 impl Scheduler {
@@ -88,7 +89,8 @@ impl Scheduler {
         prom: &prometheus::Registry,
     ) -> Result<Self, SchedulerError> {
         let metrics = Metrics::new(prom)?;
-        let profiles = build_profiles(config, registry, &metrics)?;
+        let waiting = WaitingPods::new();
+        let profiles = build_profiles(config, registry, &metrics, &waiting)?;
         let sort = profiles
             .first()
             .map(|p| p.framework.queue_sort.clone())
@@ -111,6 +113,7 @@ impl Scheduler {
             next_start: 0,
             rng: Rng::new(0x5eed),
             cycles: 0,
+            waiting,
         })
     }
 
@@ -128,7 +131,7 @@ impl Scheduler {
         config: &SchedulerConfig,
         registry: &Registry,
     ) -> Result<Vec<SwapReport>, SchedulerError> {
-        let profiles = match build_profiles(config, registry, &self.metrics) {
+        let profiles = match build_profiles(config, registry, &self.metrics, &self.waiting) {
             Ok(p) => p,
             Err(e) => {
                 let plugin = e.plugin.clone().unwrap_or_else(|| "*".into());
@@ -289,6 +292,8 @@ impl Scheduler {
 
     /// A pod was deleted.
     pub fn on_pod_delete(&mut self, uid: &str, now: Instant) {
+        // Upstream `RejectWaitingPod`: its binding cycle ends and forgets it.
+        self.waiting.reject(uid, "", "removed");
         self.queue.delete(uid);
         self.cache.remove_nominated(uid);
         let bound = self.cache.contains_pod(uid) && !self.cache.is_assumed(uid);
@@ -399,7 +404,7 @@ impl Scheduler {
                 let _ = self.cache.forget_pod(&pod.uid);
                 return Some(self.fail(q, &profile, started, s, now));
             }
-            let (s, wait) = fw.run_permit(&mut state, &pod, &node);
+            let (s, waits) = fw.run_permit(&mut state, &pod, &node);
             if s.is_rejected() || s.code() == Code::Error {
                 fw.run_unreserve(&mut state, &pod, &node);
                 let _ = self.cache.forget_pod(&pod.uid);
@@ -417,6 +422,13 @@ impl Scheduler {
                     victims: Vec::new(),
                 }));
             }
+            // Upstream adds the pod to the waiting map before the binding cycle starts, so
+            // a later pod's Permit may already allow it.
+            let waiting = (s.code() == Code::Wait).then(|| {
+                let wp = WaitingPod::new(pod.clone(), &node, waits, now);
+                self.waiting.add(wp.clone());
+                wp
+            });
             return Some(ScheduleOutcome::Scheduled(Box::new(ScheduledPod {
                 pod,
                 node,
@@ -424,7 +436,7 @@ impl Scheduler {
                 evaluated_nodes: placement.evaluated,
                 feasible_nodes: placement.feasible,
                 scores: placement.scores,
-                permit_wait: (s.code() == Code::Wait).then_some(wait),
+                waiting,
                 state,
                 queued: q,
                 framework: fw,
@@ -452,6 +464,11 @@ impl Scheduler {
         }
     }
 
+    /// Pods waiting on Permit (what Permit plugins get in their factory context).
+    pub fn waiting_pods(&self) -> &Arc<WaitingPods> {
+        &self.waiting
+    }
+
     /// Runs the PreBind plugins of a scheduled pod.
     pub fn pre_bind(&self, sp: &mut ScheduledPod) -> Status {
         sp.framework.run_pre_bind(&mut sp.state, &sp.pod, &sp.node)
@@ -476,6 +493,7 @@ impl Scheduler {
         result: Result<(), String>,
         now: Instant,
     ) {
+        self.waiting.remove(&sp.pod.uid);
         match result {
             Ok(()) => {
                 sp.framework.run_post_bind(&sp.state, &sp.pod, &sp.node);
@@ -504,13 +522,18 @@ impl Scheduler {
 
     /// Ends a binding cycle whose Permit wait was denied or timed out: the pod is
     /// forgotten and parked as unschedulable.
-    pub fn reject(&mut self, mut sp: ScheduledPod, message: &str, now: Instant) {
+    pub fn reject(&mut self, mut sp: ScheduledPod, status: &Status, now: Instant) {
+        self.waiting.remove(&sp.pod.uid);
         sp.framework.run_unreserve(&mut sp.state, &sp.pod, &sp.node);
-        if self.cache.is_assumed(&sp.pod.uid) {
-            let _ = self.cache.forget_pod(&sp.pod.uid);
+        if !self.cache.is_assumed(&sp.pod.uid) {
+            // Deleted while it waited: nothing to retry.
+            return;
         }
-        tracing::info!(pod = %sp.pod.key(), reason = message, "permit rejected");
-        self.queue.requeue(sp.queued, false, now);
+        let _ = self.cache.forget_pod(&sp.pod.uid);
+        tracing::info!(pod = %sp.pod.key(), reason = %status, "permit rejected");
+        let mut q = sp.queued;
+        q.unschedulable_plugins = status.plugin().map(String::from).into_iter().collect();
+        self.queue.requeue(q, false, now);
         self.record_attempt("unschedulable", &sp.profile, sp.started);
     }
 }

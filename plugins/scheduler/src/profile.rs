@@ -63,6 +63,7 @@ pub fn build_profile(
     profile: &ProfileConfig,
     registry: &Registry,
     metrics: &Metrics,
+    waiting_pods: &Arc<WaitingPods>,
 ) -> Result<Profile, BuildError> {
     let name = profile.scheduler_name.clone();
     let fail = |plugin: Option<&str>, message: String| BuildError {
@@ -88,6 +89,7 @@ pub fn build_profile(
     }
     let ctx = FactoryContext {
         profile: name.clone(),
+        waiting_pods: waiting_pods.clone(),
     };
     let mut instances: HashMap<&str, PluginInstance> = HashMap::new();
     let mut identities = BTreeMap::new();
@@ -245,11 +247,12 @@ pub fn build_profiles(
     config: &SchedulerConfig,
     registry: &Registry,
     metrics: &Metrics,
+    waiting_pods: &Arc<WaitingPods>,
 ) -> Result<Vec<Profile>, BuildError> {
     let profiles = config
         .profiles
         .iter()
-        .map(|p| build_profile(config, p, registry, metrics))
+        .map(|p| build_profile(config, p, registry, metrics, waiting_pods))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(first) = profiles.first() {
         let sort = first.framework.queue_sort.name().to_string();

@@ -153,6 +153,11 @@ impl Runner {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Pods waiting on Permit would hold their binding cycles until their timeouts.
+        let waiting = self.shared.engine.core.lock().waiting_pods().all();
+        for wp in waiting {
+            wp.reject("", "scheduler stopping");
+        }
         let until = Instant::now() + deadline;
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
@@ -326,6 +331,27 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
         let mut sp = *sp;
         let pod = sp.pod.clone();
         let node = sp.node.clone();
+        // Upstream `WaitOnPermit`: the pod stays assumed until every waiting Permit
+        // plugin allows it; a rejection or a timeout forgets it and parks it.
+        if let Some(wp) = sp.waiting.clone() {
+            let s = wp.wait().await;
+            if !s.is_success() {
+                let profile = sp.profile.clone();
+                shared.engine.core.lock().reject(sp, &s, Instant::now());
+                let u = UnschedulablePod {
+                    pod: pod.clone(),
+                    profile,
+                    message: s.message(),
+                    reasons: Default::default(),
+                    nominated_node: None,
+                    victims: Vec::new(),
+                };
+                report_unschedulable(&shared, &tokio::runtime::Handle::current(), u);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                shared.wake();
+                return;
+            }
+        }
         let (pre_bind, bind) = {
             let core = shared.engine.core.lock();
             let pre = core.pre_bind(&mut sp);

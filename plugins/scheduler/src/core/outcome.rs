@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::framework::{CycleState, Framework, QueuedPodInfo, Status};
+use crate::framework::{CycleState, Framework, QueuedPodInfo, Status, WaitingPod};
 use crate::pod_info::PodInfo;
 
 /// Per-plugin and total scores of every feasible node (profiles with `record_scores`).
@@ -39,8 +39,9 @@ pub struct ScheduledPod {
     pub feasible_nodes: usize,
     /// Scores, when the profile records them.
     pub scores: Option<ScoreRecord>,
-    /// Set when a Permit plugin asked to wait: the longest wait allowed.
-    pub permit_wait: Option<Duration>,
+    /// Set when a Permit plugin asked to wait: run [`WaitingPod::wait`] before PreBind,
+    /// and [`super::Scheduler::reject`] the pod unless it succeeds.
+    pub waiting: Option<Arc<WaitingPod>>,
     /// State shared with the binding cycle's plugins.
     pub state: CycleState,
     pub(crate) queued: QueuedPodInfo,

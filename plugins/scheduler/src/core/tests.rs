@@ -510,3 +510,152 @@ fn a_nominated_pod_should_not_preempt_again_while_its_victim_terminates() {
     );
     assert_eq!(s.cache().nominated_node("high"), Some("n1"));
 }
+
+/// A Permit plugin for gangs of two: the first pod labelled `gang` waits (for
+/// `timeout`), the second allows the one waiting with the same label value.
+struct Gang {
+    waiting: Arc<crate::framework::WaitingPods>,
+    timeout: Duration,
+}
+
+impl Plugin for Gang {
+    fn name(&self) -> &str {
+        "Gang"
+    }
+}
+
+impl crate::framework::PermitPlugin for Gang {
+    fn permit(&self, _: &mut CycleState, pod: &PodInfo, _: &str) -> (Status, Duration) {
+        let Some(gang) = pod.labels().get("gang") else {
+            return (Status::success(), Duration::ZERO);
+        };
+        let partner = self
+            .waiting
+            .all()
+            .into_iter()
+            .find(|w| w.pod().labels().get("gang") == Some(gang));
+        match partner {
+            Some(w) => {
+                w.allow("Gang");
+                (Status::success(), Duration::ZERO)
+            }
+            None => (
+                Status::new(Code::Wait, "waiting for the gang"),
+                self.timeout,
+            ),
+        }
+    }
+}
+
+fn gang_scheduler() -> Scheduler {
+    let mut registry = in_tree_registry();
+    registry
+        .register(
+            "Gang",
+            Arc::new(|_, ctx| {
+                let gang = Arc::new(Gang {
+                    waiting: ctx.waiting_pods.clone(),
+                    timeout: Duration::from_millis(50),
+                });
+                Ok(PluginInstance::new("Gang").permit(gang))
+            }),
+        )
+        .expect("register");
+    scheduler_with(
+        "[[profiles]]\nplugins.permit.enabled = [{ name = \"Gang\" }]",
+        registry,
+    )
+}
+
+fn scheduled(s: &mut Scheduler, now: Instant) -> Box<ScheduledPod> {
+    match s.schedule_one(now) {
+        Some(ScheduleOutcome::Scheduled(sp)) => sp,
+        other => panic!("expected a scheduled pod, got {other:?}"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_waiting_pod_should_stay_assumed_until_permit_allows_it() {
+    let t = Instant::now();
+    let mut s = gang_scheduler();
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_pod(&mut s, PodBuilder::new("a").cpu("1").label("gang", "g"), t);
+    add_pod(&mut s, PodBuilder::new("b").cpu("1").label("gang", "g"), t);
+    let a = scheduled(&mut s, t);
+    let wa = a.waiting.clone().expect("a waits");
+    assert_eq!(wa.pending_plugins(), vec!["Gang".to_string()]);
+    assert!(
+        s.cache().is_assumed("a"),
+        "a keeps its place while it waits"
+    );
+    assert_eq!(s.waiting_pods().len(), 1);
+    assert_eq!(wa.expire(t), None);
+    // b completes the gang: its Permit allows a, and b itself does not wait.
+    let b = scheduled(&mut s, t);
+    assert!(b.waiting.is_none());
+    assert_eq!(wa.expire(t).map(|s| s.code()), Some(Code::Success));
+    assert!(runtime().block_on(wa.wait()).is_success());
+    for sp in [a, b] {
+        s.finish_binding(*sp, Ok(()), t);
+    }
+    assert!(s.waiting_pods().is_empty());
+}
+
+#[test]
+fn a_waiting_pod_should_be_rejected_on_timeout_or_delete_and_forgotten() {
+    let t = Instant::now();
+    let mut s = gang_scheduler();
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("alone").cpu("1").label("gang", "x"),
+        t,
+    );
+    let sp = scheduled(&mut s, t);
+    let wp = sp.waiting.clone().expect("waits");
+    let started = Instant::now();
+    let status = runtime().block_on(wp.wait());
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(status.code(), Code::Unschedulable);
+    assert_eq!(status.plugin(), Some("Gang"));
+    assert_eq!(
+        status.message(),
+        "rejected due to timeout after waiting 50ms at plugin Gang"
+    );
+    s.reject(*sp, &status, t);
+    assert!(!s.cache().contains_pod("alone"), "forgotten");
+    assert!(s.waiting_pods().is_empty());
+    assert_eq!(
+        s.queue().location("alone"),
+        Some(crate::queue::Location::Unschedulable)
+    );
+
+    // A waiting pod that is deleted is rejected at once ("removed").
+    add_pod(
+        &mut s,
+        PodBuilder::new("gone").cpu("1").label("gang", "y"),
+        t,
+    );
+    let sp = scheduled(&mut s, t);
+    let wp = sp.waiting.clone().expect("waits");
+    s.on_pod_delete("gone", t);
+    let status = runtime().block_on(wp.wait());
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unschedulable, "removed".to_string())
+    );
+    s.reject(*sp, &status, t);
+    assert!(!s.cache().contains_pod("gone"));
+    assert_eq!(
+        s.queue().location("gone"),
+        None,
+        "a deleted pod is not retried"
+    );
+}

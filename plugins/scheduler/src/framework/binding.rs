@@ -39,23 +39,22 @@ impl Framework {
         }
     }
 
-    /// Runs Permit plugins: Success, Unschedulable (denied), Error, or Wait with the longest timeout.
+    /// Runs Permit plugins: Success, Unschedulable (denied), Error, or Wait with
+    /// each waiting plugin and its timeout (at most [`MAX_PERMIT_WAIT`]).
     pub fn run_permit(
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
         node: &str,
-    ) -> (Status, Duration) {
+    ) -> (Status, Vec<(String, Duration)>) {
         let start = Instant::now();
-        let mut wait: Option<Duration> = None;
+        let mut waits: Vec<(String, Duration)> = Vec::new();
         let mut outcome = Status::success();
         for p in &self.permit {
             let (s, timeout) = p.permit(state, pod, node);
             match s.code() {
                 Code::Success | Code::Skip => {}
-                Code::Wait => {
-                    wait = Some(wait.unwrap_or_default().max(timeout.min(MAX_PERMIT_WAIT)))
-                }
+                Code::Wait => waits.push((p.name().to_string(), timeout.min(MAX_PERMIT_WAIT))),
                 c if s.is_rejected() => {
                     outcome = Status::with_reasons(
                         c,
@@ -75,9 +74,10 @@ impl Framework {
                 }
             }
         }
-        let result = match (outcome.is_success(), wait) {
-            (true, Some(timeout)) => (Status::new(Code::Wait, "waiting on permit"), timeout),
-            _ => (outcome, Duration::ZERO),
+        let result = if outcome.is_success() && !waits.is_empty() {
+            (Status::new(Code::Wait, "waiting on permit"), waits)
+        } else {
+            (outcome, Vec::new())
         };
         self.timers
             .observe(Point::Permit, result.0.code(), start.elapsed());

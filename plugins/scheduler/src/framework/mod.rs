@@ -13,6 +13,7 @@ mod registry;
 mod runtime;
 mod status;
 mod types;
+mod waiting_pods;
 
 pub use cycle_state::CycleState;
 pub use fit_error::FitError;
@@ -32,3 +33,4 @@ pub use types::{
     ClusterEvent, FilterRunner, NodeSnapshot, NodeStatusMap, PostFilterResult, PreFilterResult,
     QueuedPodInfo, MAX_NODE_SCORE, MIN_NODE_SCORE,
 };
+pub use waiting_pods::{timeout_message, WaitingPod, WaitingPods};

@@ -14,6 +14,8 @@ pub type PluginArgs = Option<toml::Value>;
 pub struct FactoryContext {
     /// The profile's scheduler name.
     pub profile: String,
+    /// The scheduler's pods waiting on Permit (to allow or reject them).
+    pub waiting_pods: Arc<super::WaitingPods>,
 }
 
 /// A plugin could not be created; retrying the same configuration fails the same way.

@@ -198,6 +198,7 @@ mod tests {
         let r = in_tree_registry();
         let ctx = FactoryContext {
             profile: "p".into(),
+            waiting_pods: crate::framework::WaitingPods::new(),
         };
         for name in r.names() {
             if name == legacy::NODE_LABEL {

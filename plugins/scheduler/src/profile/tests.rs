@@ -6,7 +6,13 @@ use crate::plugins::in_tree_registry;
 fn build(text: &str) -> Result<Profile, BuildError> {
     let config = SchedulerConfig::from_toml(text, "test.toml").expect("config");
     let metrics = Metrics::new(&prometheus::Registry::new()).expect("metrics");
-    build_profile(&config, &config.profiles[0], &in_tree_registry(), &metrics)
+    build_profile(
+        &config,
+        &config.profiles[0],
+        &in_tree_registry(),
+        &metrics,
+        &crate::framework::WaitingPods::new(),
+    )
 }
 
 fn scores(p: &Profile) -> Vec<(String, i64)> {
