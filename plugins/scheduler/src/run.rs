@@ -2,6 +2,7 @@
 //! cycles one pod at a time, binding cycles write the `binding` subresource
 //! concurrently, Events and the `PodScheduled` condition say why.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ struct Shared {
     engine: Arc<Engine>,
     client: Client,
     events: EventRecorder,
+    recorders: parking_lot::Mutex<HashMap<String, EventRecorder>>,
+    host: String,
     in_flight: AtomicUsize,
     synced: AtomicBool,
     stopping: AtomicBool,
@@ -70,8 +73,24 @@ impl Shared {
         self.leader.as_ref().is_none_or(LeaderElection::is_leader)
     }
 
-    fn record(&self, object: ObjectReference, type_: &str, reason: &str, message: &str) {
-        self.events.record(object, type_, reason, message);
+    /// Records an Event as the profile's scheduler: upstream gives each profile its
+    /// own recorder, so `source.component` is the pod's `schedulerName`.
+    fn record(
+        &self,
+        profile: &str,
+        object: ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
+        let recorder = {
+            let mut by_profile = self.recorders.lock();
+            by_profile
+                .entry(profile.to_string())
+                .or_insert_with(|| EventRecorder::new(self.client.clone(), profile, &self.host))
+                .clone()
+        };
+        recorder.record(object, type_, reason, message);
     }
 }
 
@@ -121,6 +140,8 @@ impl Runner {
         let shared = Arc::new(Shared {
             engine,
             events: EventRecorder::new(client.clone(), "default-scheduler", &host),
+            recorders: parking_lot::Mutex::new(HashMap::new()),
+            host: host.clone(),
             client: client.clone(),
             in_flight: AtomicUsize::new(0),
             synced: AtomicBool::new(false),
@@ -183,6 +204,7 @@ impl Runner {
             ..ObjectReference::default()
         };
         self.shared
+            .events
             .record(object, "Normal", "PluginSwapped", message);
     }
 
@@ -312,8 +334,18 @@ fn scheduling_loop(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle) {
             }
             Some(ScheduleOutcome::Scheduled(sp)) => start_binding(shared, runtime, sp),
             Some(ScheduleOutcome::Unschedulable(u)) => report_unschedulable(shared, runtime, u),
-            Some(ScheduleOutcome::Error { pod, message, .. }) => {
-                shared.record(reference(&pod), "Warning", "FailedScheduling", &message);
+            Some(ScheduleOutcome::Error {
+                pod,
+                message,
+                profile,
+            }) => {
+                shared.record(
+                    &profile,
+                    reference(&pod),
+                    "Warning",
+                    "FailedScheduling",
+                    &message,
+                );
             }
         }
     }
@@ -331,16 +363,16 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
         let mut sp = *sp;
         let pod = sp.pod.clone();
         let node = sp.node.clone();
+        let profile = sp.profile.clone();
         // Upstream `WaitOnPermit`: the pod stays assumed until every waiting Permit
         // plugin allows it; a rejection or a timeout forgets it and parks it.
         if let Some(wp) = sp.waiting.clone() {
             let s = wp.wait().await;
             if !s.is_success() {
-                let profile = sp.profile.clone();
                 shared.engine.core.lock().reject(sp, &s, Instant::now());
                 let u = UnschedulablePod {
                     pod: pod.clone(),
-                    profile,
+                    profile: profile.clone(),
                     message: s.message(),
                     reasons: Default::default(),
                     nominated_node: None,
@@ -391,9 +423,15 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
             .lock()
             .finish_binding(sp, result, Instant::now());
         if ok {
-            shared.record(reference(&pod), "Normal", "Scheduled", &message);
+            shared.record(&profile, reference(&pod), "Normal", "Scheduled", &message);
         } else {
-            shared.record(reference(&pod), "Warning", "FailedScheduling", &message);
+            shared.record(
+                &profile,
+                reference(&pod),
+                "Warning",
+                "FailedScheduling",
+                &message,
+            );
         }
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         shared.wake();
@@ -433,7 +471,13 @@ fn report_unschedulable(
     runtime: &tokio::runtime::Handle,
     u: UnschedulablePod,
 ) {
-    shared.record(reference(&u.pod), "Warning", "FailedScheduling", &u.message);
+    shared.record(
+        &u.profile,
+        reference(&u.pod),
+        "Warning",
+        "FailedScheduling",
+        &u.message,
+    );
     let shared = shared.clone();
     runtime.spawn(async move {
         let pod = &u.pod;
@@ -446,10 +490,11 @@ fn report_unschedulable(
             };
             match victims.delete(&victim.name, &params).await {
                 Ok(_) => shared.record(
+                    &u.profile,
                     reference(victim),
                     "Normal",
                     "Preempted",
-                    &format!("Preempted by pod {} on node {}", pod.key(), u.nominated_node.as_deref().unwrap_or("")),
+                    &format!("Preempted by pod {} on node {}", pod.uid, u.nominated_node.as_deref().unwrap_or("")),
                 ),
                 Err(e) => tracing::warn!(victim = %victim.key(), error = %e, "preemption: victim not deleted"),
             }
