@@ -27,6 +27,8 @@ pub struct ConfigError {
 pub enum RuntimeKind {
     /// Simulated nodes (like KWOK): many Nodes in one plugin, pods "run" at once.
     Sim,
+    /// One real node: containers are host processes (images are not pulled).
+    Process,
 }
 
 /// A taint every simulated node carries.
@@ -54,8 +56,43 @@ pub struct TaintTemplate {
 #[serde(deny_unknown_fields)]
 pub struct KubeletConfig {
     /// Container runtime: `"sim"` simulates `nodes` nodes whose pods run at once
-    /// (no process is started, no address is ever contacted).
+    /// (no process is started, no address is ever contacted); `"process"` is one real
+    /// node whose containers are host processes.
     pub runtime: RuntimeKind,
+    /// Process: the Node's name (default: the host name, lowercased).
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Process: where pod directories (logs, volumes, state) live (default:
+    /// `<plugin data dir>/pods`).
+    #[serde(default)]
+    pub root_dir: Option<std::path::PathBuf>,
+    /// Process: the node's `InternalIP`, also every pod's IP until pods get their own
+    /// network namespace.
+    #[serde(default = "defaults::node_ip")]
+    pub node_ip: std::net::Ipv4Addr,
+    /// Process: address the kubelet API (logs, `/pods`, `/healthz`) listens on.
+    #[serde(default = "defaults::node_ip")]
+    pub address: std::net::Ipv4Addr,
+    /// Process: port of the kubelet API (upstream 10250; 0 picks a free port).
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    /// Process: how often the node status is checked and posted when it changed
+    /// (upstream `nodeStatusUpdateFrequency`: 10 s).
+    #[serde(
+        default = "defaults::node_status_update_frequency",
+        with = "humantime_serde"
+    )]
+    pub node_status_update_frequency: Duration,
+    /// Process: how often every pod worker syncs its pod even without a change (1 s).
+    #[serde(default = "defaults::pod_resync_interval", with = "humantime_serde")]
+    pub pod_resync_interval: Duration,
+    /// Process: first delay before restarting a crashed container (upstream 10 s); it
+    /// doubles at every crash up to `crash_loop_backoff_max`.
+    #[serde(default = "defaults::crash_loop_backoff", with = "humantime_serde")]
+    pub crash_loop_backoff: Duration,
+    /// Process: longest delay between two restarts of a crashing container (upstream 5 min).
+    #[serde(default = "defaults::crash_loop_backoff_max", with = "humantime_serde")]
+    pub crash_loop_backoff_max: Duration,
     /// How to reach the apiserver (default: the `admin.kubeconfig` the apiserver
     /// writes into the kernel's data dir).
     #[serde(default)]
@@ -92,12 +129,13 @@ pub struct KubeletConfig {
     /// Sim: `status.allocatable` entries that differ from `capacity` (the rest equal capacity).
     #[serde(default)]
     pub allocatable: BTreeMap<String, String>,
-    /// Sim: extra labels of every node. Always set as well: `kubernetes.io/hostname`,
+    /// Extra labels of every node (process: node-role labels such as
+    /// `node-role.kubernetes.io/control-plane = ""`). Sim: extra labels of every node. Always set as well: `kubernetes.io/hostname`,
     /// `kubernetes.io/os=linux`, `kubernetes.io/arch`, `kubernel.io/sim=true`, and
     /// `topology.kubernetes.io/zone` when `zones` is not empty.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Sim: taints of every node.
+    /// Taints of the node (process) or of every simulated node (sim).
     #[serde(default)]
     pub taints: Vec<TaintTemplate>,
     /// Sim: zones spread round-robin over the nodes as `topology.kubernetes.io/zone`
@@ -138,6 +176,24 @@ mod defaults {
         40
     }
     pub fn node_status_report_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn node_ip() -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::LOCALHOST
+    }
+    pub fn port() -> u16 {
+        10250
+    }
+    pub fn node_status_update_frequency() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn pod_resync_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn crash_loop_backoff() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn crash_loop_backoff_max() -> Duration {
         Duration::from_secs(300)
     }
     pub fn nodes() -> u32 {
@@ -190,6 +246,9 @@ impl KubeletConfig {
         if self.node_status_report_interval.is_zero() {
             return fail("node_status_report_interval", "must be more than 0s".into());
         }
+        if self.runtime == RuntimeKind::Process {
+            return self.validate_process();
+        }
         let subnets = self.cluster_cidr.subnet_count(NODE_CIDR_PREFIX);
         if u64::from(self.nodes) > subnets {
             return fail(
@@ -219,26 +278,69 @@ impl KubeletConfig {
                 ),
             );
         }
-        for t in &self.taints {
-            if !matches!(
-                t.effect.as_str(),
-                "NoSchedule" | "PreferNoSchedule" | "NoExecute"
-            ) {
-                return fail(
-                    "taints",
-                    format!(
-                        "taint {:?}: effect {:?} is not NoSchedule, PreferNoSchedule or NoExecute",
-                        t.key, t.effect
-                    ),
-                );
-            }
-        }
+        self.validate_taints()?;
         for (key, quantity) in self.capacity.iter().chain(&self.allocatable) {
             if quantity.trim().is_empty() {
                 return fail(
                     "capacity",
                     format!("resource {key:?} has an empty quantity"),
                 );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KubeletConfig {
+    fn validate_process(&self) -> Result<(), ConfigError> {
+        let fail = |key, message: String| Err(ConfigError { key, message });
+        if let Some(name) = &self.node_name {
+            if !is_dns_subdomain(name) {
+                return fail(
+                    "node_name",
+                    format!(
+                        "{name:?} is not a DNS subdomain (lowercase letters, digits, '-', '.')"
+                    ),
+                );
+            }
+        }
+        for (key, d) in [
+            (
+                "node_status_update_frequency",
+                self.node_status_update_frequency,
+            ),
+            ("pod_resync_interval", self.pod_resync_interval),
+            ("crash_loop_backoff", self.crash_loop_backoff),
+        ] {
+            if d.is_zero() {
+                return fail(key, "must be more than 0s".into());
+            }
+        }
+        if self.crash_loop_backoff_max < self.crash_loop_backoff {
+            return fail(
+                "crash_loop_backoff_max",
+                format!(
+                    "{:?} is shorter than crash_loop_backoff {:?}",
+                    self.crash_loop_backoff_max, self.crash_loop_backoff
+                ),
+            );
+        }
+        self.validate_taints()
+    }
+
+    fn validate_taints(&self) -> Result<(), ConfigError> {
+        for t in &self.taints {
+            if !matches!(
+                t.effect.as_str(),
+                "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+            ) {
+                return Err(ConfigError {
+                    key: "taints",
+                    message: format!(
+                        "taint {:?}: effect {:?} is not NoSchedule, PreferNoSchedule or NoExecute",
+                        t.key, t.effect
+                    ),
+                });
             }
         }
         Ok(())
@@ -301,6 +403,22 @@ mod tests {
         let err = c.validate().expect_err("bad prefix").to_string();
         assert!(
             err.contains("node_name_prefix") && err.contains("Sim_3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_should_default_every_process_key() {
+        let c = parse("runtime = \"process\"").expect("config");
+        assert_eq!(c.port, 10250);
+        assert_eq!(c.crash_loop_backoff, Duration::from_secs(10));
+        assert_eq!(c.crash_loop_backoff_max, Duration::from_secs(300));
+        assert_eq!(c.pod_resync_interval, Duration::from_secs(1));
+        c.validate().expect("defaults are valid");
+        let c = parse("runtime = \"process\"\nnode_name = \"My_Node\"").expect("config");
+        let err = c.validate().expect_err("bad name").to_string();
+        assert!(
+            err.contains("node_name") && err.contains("My_Node"),
             "{err}"
         );
     }

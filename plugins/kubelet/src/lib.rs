@@ -1,9 +1,11 @@
 //! The kubernel kubelet plugin: node agent with a CRI-shaped runtime interface; the `sim`
-//! runtime simulates thousands of nodes in one process for scheduler experiments.
+//! runtime simulates thousands of nodes in one process for scheduler experiments; the
+//! `process` runtime runs one real node whose containers are host processes.
 
 pub mod cidr;
 pub mod config;
 pub mod metrics;
+pub mod node;
 mod plugin;
 pub mod pod_status;
 pub mod runtime;

@@ -1,5 +1,8 @@
 //! The kubelet's metrics, with upstream kubelet names where they exist.
 //!
+//! The process runtime exports `kubelet_node_name{node}`, `kubelet_pleg_relist_duration_seconds`
+//! and `prober_probe_total{probe_type,result}` as well.
+//!
 //! The sim runtime does not export upstream's `kubelet_node_name{node}` (one series per
 //! simulated node is too many); it exports `kubernel_kubelet_sim_nodes` instead.
 //! `kubelet_evictions{eviction_signal}` stays empty: simulated nodes never come under
@@ -46,6 +49,12 @@ pub struct Metrics {
     pub restarted_pods: IntCounterVec,
     /// `kubelet_evictions{eviction_signal}`.
     pub evictions: IntCounterVec,
+    /// `kubelet_node_name{node}`: 1, labelled with the (process runtime's) node name.
+    pub node_name: IntGaugeVec,
+    /// `kubelet_pleg_relist_duration_seconds`: one listing of every runtime container.
+    pub pleg_relist_duration: Histogram,
+    /// `prober_probe_total{probe_type,result}`: probes run, by type and result.
+    pub probes: IntCounterVec,
     /// `kubernel_kubelet_sim_nodes`: simulated nodes registered.
     pub sim_nodes: IntGauge,
     /// `kubernel_kubelet_sim_paused_nodes`: simulated nodes whose kubelet is paused.
@@ -106,6 +115,26 @@ impl Metrics {
                 ),
                 &["eviction_signal"],
             )?,
+            node_name: IntGaugeVec::new(
+                Opts::new("kubelet_node_name", "The node's name. The count is always 1."),
+                &["node"],
+            )?,
+            pleg_relist_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubelet_pleg_relist_duration_seconds",
+                    "Duration in seconds for relisting pods in PLEG.",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                ]),
+            )?,
+            probes: IntCounterVec::new(
+                Opts::new(
+                    "prober_probe_total",
+                    "Cumulative number of a liveness, readiness or startup probe for a container by result.",
+                ),
+                &["probe_type", "result"],
+            )?,
             sim_nodes: IntGauge::new(
                 "kubernel_kubelet_sim_nodes",
                 "Number of simulated nodes this kubelet has registered",
@@ -135,6 +164,9 @@ impl Metrics {
         registry.register(Box::new(m.pod_worker_duration.clone()))?;
         registry.register(Box::new(m.restarted_pods.clone()))?;
         registry.register(Box::new(m.evictions.clone()))?;
+        registry.register(Box::new(m.node_name.clone()))?;
+        registry.register(Box::new(m.pleg_relist_duration.clone()))?;
+        registry.register(Box::new(m.probes.clone()))?;
         registry.register(Box::new(m.sim_nodes.clone()))?;
         registry.register(Box::new(m.sim_paused_nodes.clone()))?;
         registry.register(Box::new(m.lease_renewals.clone()))?;

@@ -9,6 +9,7 @@ use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 
 use crate::config::{KubeletConfig, RuntimeKind};
 use crate::metrics::Metrics;
+use crate::node::ProcessKubelet;
 use crate::runtime::sim::SimRuntime;
 use crate::sim::SimKubelet;
 
@@ -26,7 +27,13 @@ pub struct Kubelet {
 struct Running {
     runtime: tokio::runtime::Runtime,
     shutdown: CancellationToken,
-    sim: SimKubelet,
+    agent: Agent,
+}
+
+/// The node agent of the configured runtime.
+enum Agent {
+    Sim(SimKubelet),
+    Process(ProcessKubelet),
 }
 
 impl Kubelet {
@@ -45,27 +52,51 @@ impl Kubelet {
             .build()
             .map_err(|e| PluginError::failed(format!("starting the kubelet runtime: {e}")))?;
         let shutdown = self.ctx.shutdown_signal().child_token();
-        let sim = match self.config.runtime {
-            RuntimeKind::Sim => SimKubelet::start(
-                runtime.handle(),
-                self.config.clone(),
-                client,
-                Arc::new(SimRuntime::default()),
-                self.metrics.clone(),
-                Some(self.queue_metrics.clone()),
-                shutdown.clone(),
-            ),
+        let agent = match self.config.runtime {
+            RuntimeKind::Sim => {
+                tracing::info!(
+                    nodes = self.config.nodes,
+                    prefix = %self.config.node_name_prefix,
+                    "kubelet started (sim runtime)"
+                );
+                Agent::Sim(SimKubelet::start(
+                    runtime.handle(),
+                    self.config.clone(),
+                    client,
+                    Arc::new(SimRuntime::default()),
+                    self.metrics.clone(),
+                    Some(self.queue_metrics.clone()),
+                    shutdown.clone(),
+                ))
+            }
+            RuntimeKind::Process => {
+                let root = self
+                    .config
+                    .root_dir
+                    .clone()
+                    .unwrap_or_else(|| self.ctx.data_dir().join("pods"));
+                let agent = ProcessKubelet::start(
+                    runtime.handle(),
+                    self.config.clone(),
+                    client,
+                    root.clone(),
+                    self.metrics.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(PluginError::failed)?;
+                tracing::info!(
+                    node = %agent.node_name(),
+                    port = agent.port(),
+                    root = %root.display(),
+                    "kubelet started (process runtime)"
+                );
+                Agent::Process(agent)
+            }
         };
-        tracing::info!(
-            runtime = ?self.config.runtime,
-            nodes = self.config.nodes,
-            prefix = %self.config.node_name_prefix,
-            "kubelet started"
-        );
         self.running = Some(Running {
             runtime,
             shutdown,
-            sim,
+            agent,
         });
         Ok(())
     }
@@ -112,17 +143,25 @@ impl Plugin for Kubelet {
     }
 
     fn refresh_metrics(&mut self) {
-        if let Some(r) = &self.running {
-            r.sim.refresh_metrics();
+        if let Some(Running {
+            agent: Agent::Sim(sim),
+            ..
+        }) = &self.running
+        {
+            sim.refresh_metrics();
         }
     }
 
     fn ready(&self) -> Result<(), String> {
         match &self.running {
             None => Err("not running".into()),
-            Some(r) => match r.sim.registered() {
-                (done, all) if done >= all => Ok(()),
-                (done, all) => Err(format!("{done} of {all} simulated nodes registered")),
+            Some(r) => match &r.agent {
+                Agent::Sim(sim) => match sim.registered() {
+                    (done, all) if done >= all => Ok(()),
+                    (done, all) => Err(format!("{done} of {all} simulated nodes registered")),
+                },
+                Agent::Process(p) if p.registered() => Ok(()),
+                Agent::Process(p) => Err(format!("node {} not registered yet", p.node_name())),
             },
         }
     }

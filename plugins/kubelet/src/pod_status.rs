@@ -237,6 +237,8 @@ mod tests {
             } else {
                 String::new()
             },
+            message: String::new(),
+            log_path: None,
         }
     }
 

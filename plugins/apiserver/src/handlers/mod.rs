@@ -4,6 +4,7 @@
 //! authentication -> authorization -> admission (defaults, validation) -> storage.
 //! Authentication and authorization are permissive until the security issue fills them.
 
+mod log;
 mod read;
 mod watch;
 mod write;
@@ -267,6 +268,11 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    if info.verb == Verb::Get && info.subresource == "log" {
+        return log::proxy(state, info, query)
+            .await
+            .unwrap_or_else(|e| negotiate::error(&e));
+    }
     let permit = if info.verb == Verb::Watch {
         None
     } else {

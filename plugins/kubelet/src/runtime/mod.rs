@@ -4,9 +4,11 @@
 //! [`process::ProcessRuntime`].
 
 pub mod process;
+mod process_state;
 pub mod sim;
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -82,6 +84,19 @@ pub struct ContainerConfig<'a> {
     pub env: &'a [(String, String)],
     /// Working directory (`workingDir`); `None`: the runtime's default.
     pub working_dir: Option<&'a str>,
+    /// Host directories to show the container at a path (CRI `Mount`).
+    pub mounts: &'a [Mount],
+}
+
+/// A host path shown to a container at another path (CRI `Mount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The host directory or file.
+    pub host_path: PathBuf,
+    /// Where the container sees it (`volumeMounts[].mountPath`).
+    pub container_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 /// Whether a sandbox is up.
@@ -151,6 +166,10 @@ pub struct ContainerStatus {
     pub exit_code: Option<i32>,
     /// Why it is in this state (`Completed`, `Error`, `OOMKilled`, ...), may be empty.
     pub reason: String,
+    /// Human-readable detail of `reason` (why a start failed), may be empty.
+    pub message: String,
+    /// The file holding this container's output, if the runtime keeps one.
+    pub log_path: Option<PathBuf>,
 }
 
 /// A container runtime: sandboxes and containers, created, started, stopped, removed and

@@ -1,32 +1,49 @@
 //! The `process` runtime: a sandbox is a pod directory, a container is a host process
 //! (`command` + `args`, in its own process group) whose stdout and stderr go to
-//! `<pod dir>/<container>.log`. Images are recorded, never pulled; pods share the host's
-//! network. Stopping sends SIGTERM to the process group, then SIGKILL after the timeout;
-//! dropping the runtime kills every process group it started, so nothing is orphaned.
+//! `<pod dir>/<container>-<id>.log`. Images are recorded, never pulled; pods share the
+//! host's network. Stopping sends SIGTERM to the process group, then SIGKILL after the
+//! timeout; dropping the runtime kills every process group it started, so nothing is
+//! orphaned. Each sandbox's state is kept in `<pod dir>/sandbox.json`, so a kubelet that
+//! was killed finds its still-running processes again ([`ProcessRuntime::recover`]).
+//!
+//! Mounts: as root, a container with mounts runs in its own mount namespace
+//! (`unshare --mount --propagation private`) where each host directory is bind-mounted
+//! at its container path (created on the host when missing, empty). Without root the
+//! mounts are skipped with one warning: the files stay under the pod directory.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use parking_lot::Mutex;
 use rustix::process::{kill_process_group, Pid, Signal};
 
+use super::process_state::{self, ContainerRecord, SandboxRecord};
 use super::{
-    ContainerConfig, ContainerId, ContainerState, ContainerStatus, PodSandboxConfig, Runtime,
-    RuntimeError, SandboxId, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerId, ContainerState, ContainerStatus, Mount, PodSandboxConfig,
+    Runtime, RuntimeError, SandboxId, SandboxState, SandboxStatus,
 };
 
 /// Exit code and reason of a container whose process could not be started (as containerd).
 const START_ERROR: (i32, &str) = (128, "StartError");
 
+/// Exit code and reason of a re-adopted process that ended while it was not our child
+/// (its exit status went to PID 1), as upstream reports containers it lost track of.
+const UNKNOWN_EXIT: (i32, &str) = (137, "ContainerStatusUnknown");
+
 /// Host processes as containers; pod directories under `root`.
 pub struct ProcessRuntime {
     root: PathBuf,
     state: Mutex<State>,
+    /// Whether containers with mounts get a private mount namespace (running as root).
+    mount_namespaces: bool,
+    /// Whether the "mounts skipped" warning was logged already.
+    warned_mounts: AtomicBool,
 }
 
 #[derive(Default)]
@@ -37,6 +54,8 @@ struct State {
 }
 
 struct Sandbox {
+    namespace: String,
+    name: String,
     pod_uid: String,
     dir: PathBuf,
     created: Timestamp,
@@ -49,7 +68,8 @@ struct Proc {
     name: String,
     argv: Vec<String>,
     env: Vec<(String, String)>,
-    working_dir: PathBuf,
+    working_dir: Option<String>,
+    mounts: Vec<Mount>,
     log: PathBuf,
     state: ContainerState,
     created: Timestamp,
@@ -57,31 +77,66 @@ struct Proc {
     finished: Option<Timestamp>,
     exit_code: Option<i32>,
     reason: String,
+    message: String,
+    /// The process (and process group) id while it runs.
+    pid: Option<u32>,
+    /// `starttime` of the process (`/proc/<pid>/stat`), to recognise it after a restart.
+    start_ticks: Option<u64>,
+    /// Our child, unless the process was re-adopted after a kubelet restart.
     child: Option<Child>,
 }
 
 impl Proc {
-    /// Reaps the process if it exited.
+    /// Notices that the process exited: reaps our child, or sees an adopted one gone.
     fn poll(&mut self) {
-        let Some(child) = &mut self.child else { return };
-        if let Ok(Some(status)) = child.try_wait() {
-            let code = status
-                .code()
-                .or_else(|| status.signal().map(|s| 128 + s))
-                .unwrap_or(-1);
-            self.child = None;
-            self.state = ContainerState::Exited;
-            self.finished = Some(Timestamp::now());
-            self.exit_code = Some(code);
-            self.reason = if code == 0 { "Completed" } else { "Error" }.into();
+        if self.state != ContainerState::Running {
+            return;
+        }
+        if let Some(child) = &mut self.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                let code = status
+                    .code()
+                    .or_else(|| status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1);
+                self.exited(code, if code == 0 { "Completed" } else { "Error" });
+            }
+        } else if !self
+            .pid
+            .is_some_and(|pid| process_state::is_alive(pid, self.start_ticks))
+        {
+            self.exited(UNKNOWN_EXIT.0, UNKNOWN_EXIT.1);
+            self.message = "the process was re-adopted after a kubelet restart and its exit status went to PID 1".into();
         }
     }
 
+    fn exited(&mut self, code: i32, reason: &str) {
+        self.child = None;
+        self.pid = None;
+        self.state = ContainerState::Exited;
+        self.finished = Some(Timestamp::now());
+        self.exit_code = Some(code);
+        self.reason = reason.into();
+    }
+
     fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.child.as_ref().and_then(|c| pid_of(c.id())) {
+        if let Some(pid) = self.pid.and_then(pid_of) {
             if let Err(e) = kill_process_group(pid, signal) {
                 tracing::debug!(container = %self.name, ?signal, error = %e, "signalling the process group failed");
             }
+        }
+    }
+
+    /// SIGKILLs the process group and waits for our child; no effect once it exited.
+    fn kill_now(&mut self) {
+        if self.state != ContainerState::Running {
+            return;
+        }
+        self.signal(Signal::KILL);
+        if let Some(child) = &mut self.child {
+            let _ = child.wait();
+            self.poll();
+        } else {
+            self.exited(128 + 9, "Error");
         }
     }
 
@@ -96,8 +151,76 @@ impl Proc {
             finished_at: self.finished,
             exit_code: self.exit_code,
             reason: self.reason.clone(),
+            message: self.message.clone(),
+            log_path: Some(self.log.clone()),
         }
     }
+
+    fn record(&self, id: u64) -> ContainerRecord {
+        ContainerRecord {
+            id,
+            name: self.name.clone(),
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            working_dir: self.working_dir.clone(),
+            mounts: self
+                .mounts
+                .iter()
+                .map(|m| (m.host_path.clone(), m.container_path.clone(), m.read_only))
+                .collect(),
+            log: self.log.clone(),
+            state: self.state.label().to_string(),
+            created_ms: self.created.as_millisecond(),
+            started_ms: self.started.map(Timestamp::as_millisecond),
+            finished_ms: self.finished.map(Timestamp::as_millisecond),
+            exit_code: self.exit_code,
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        }
+    }
+
+    fn from_record(sandbox: u64, r: ContainerRecord) -> Proc {
+        let state = match r.state.as_str() {
+            "running" => ContainerState::Running,
+            "created" => ContainerState::Created,
+            _ => ContainerState::Exited,
+        };
+        let mut p = Proc {
+            sandbox,
+            name: r.name,
+            argv: r.argv,
+            env: r.env,
+            working_dir: r.working_dir,
+            mounts: r
+                .mounts
+                .into_iter()
+                .map(|(host_path, container_path, read_only)| Mount {
+                    host_path,
+                    container_path,
+                    read_only,
+                })
+                .collect(),
+            log: r.log,
+            state,
+            created: millis(r.created_ms),
+            started: r.started_ms.map(millis),
+            finished: r.finished_ms.map(millis),
+            exit_code: r.exit_code,
+            reason: r.reason,
+            message: r.message,
+            pid: r.pid,
+            start_ticks: r.start_ticks,
+            child: None,
+        };
+        p.poll();
+        p
+    }
+}
+
+fn millis(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 fn pid_of(id: u32) -> Option<Pid> {
@@ -122,13 +245,85 @@ fn not_found(what: &'static str, id: &str) -> RuntimeError {
     }
 }
 
+impl State {
+    /// Writes sandbox `key`'s state file; a failure is logged (the runtime keeps working,
+    /// only re-adoption after a crash would miss it).
+    fn persist(&self, key: u64) {
+        let Some(s) = self.sandboxes.get(&key) else {
+            return;
+        };
+        let record = SandboxRecord {
+            id: key,
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            uid: s.pod_uid.clone(),
+            created_ms: s.created.as_millisecond(),
+            ready: s.ready,
+            containers: s
+                .containers
+                .iter()
+                .filter_map(|c| self.containers.get(c).map(|p| p.record(*c)))
+                .collect(),
+        };
+        if let Err(e) = process_state::write(&s.dir, &record) {
+            tracing::warn!(dir = %s.dir.display(), error = %e, "writing the sandbox state failed");
+        }
+    }
+}
+
 impl ProcessRuntime {
-    /// A runtime keeping pod directories under `root`.
+    /// A runtime keeping pod directories under `root`, knowing no process yet.
     pub fn new(root: PathBuf) -> ProcessRuntime {
         ProcessRuntime {
             root,
             state: Mutex::new(State::default()),
+            mount_namespaces: rustix::process::geteuid().is_root(),
+            warned_mounts: AtomicBool::new(false),
         }
+    }
+
+    /// A runtime over `root` that knows the sandboxes and containers a previous instance
+    /// left there: processes still running (same pid and start time) are adopted, the
+    /// others are reported exited.
+    pub fn recover(root: PathBuf) -> ProcessRuntime {
+        let rt = ProcessRuntime::new(root);
+        let records = process_state::read_all(&rt.root);
+        let mut state = rt.state.lock();
+        for (dir, record) in records {
+            let key = record.id;
+            state.next_id = state.next_id.max(key);
+            let mut ids = Vec::new();
+            for c in record.containers {
+                state.next_id = state.next_id.max(c.id);
+                ids.push(c.id);
+                let id = c.id;
+                let p = Proc::from_record(key, c);
+                if p.state == ContainerState::Running {
+                    tracing::info!(container = %p.name, pid = ?p.pid, pod = %record.name, "re-adopted a running process");
+                }
+                state.containers.insert(id, p);
+            }
+            state.sandboxes.insert(
+                key,
+                Sandbox {
+                    namespace: record.namespace,
+                    name: record.name,
+                    pod_uid: record.uid,
+                    dir,
+                    created: millis(record.created_ms),
+                    ready: record.ready,
+                    containers: ids,
+                },
+            );
+            state.persist(key);
+        }
+        drop(state);
+        rt
+    }
+
+    /// The directory holding a pod's sandboxes (its volumes live in `volumes/` below it).
+    pub fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.root.join(format!("{namespace}_{name}_{uid}"))
     }
 
     /// SIGTERMs container `key`'s process group, waits up to `timeout`, then SIGKILLs it.
@@ -139,6 +334,9 @@ impl ProcessRuntime {
                 return;
             };
             p.poll();
+            if p.state != ContainerState::Running {
+                return;
+            }
             p.signal(Signal::TERM);
         }
         let deadline = Instant::now() + timeout;
@@ -149,30 +347,132 @@ impl ProcessRuntime {
                     return;
                 };
                 p.poll();
-                if p.child.is_none() {
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    p.signal(Signal::KILL);
-                    if let Some(child) = &mut p.child {
-                        let _ = child.wait();
-                    }
-                    p.poll();
+                if p.state != ContainerState::Running || Instant::now() >= deadline {
+                    p.kill_now();
+                    let sandbox = p.sandbox;
+                    state.persist(sandbox);
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    fn spawn(&self, p: &Proc, dir: &Path) -> Result<Child, String> {
+        let Some((program, args)) = p.argv.split_first() else {
+            return Err(format!(
+                "container {} has no command: the process runtime runs command and args as host processes and does not read images",
+                p.name
+            ));
+        };
+        let path_var = p
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        if !executable_exists(program, &path_var) {
+            return Err(if program.contains('/') {
+                format!("exec: {program:?}: stat {program}: no such file or directory")
+            } else {
+                format!("exec: {program:?}: executable file not found in $PATH")
+            });
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .map_err(|e| format!("log file {}: {e}", p.log.display()))?;
+        let err_log = log
+            .try_clone()
+            .map_err(|e| format!("log file {}: {e}", p.log.display()))?;
+        let mut cmd;
+        if !p.mounts.is_empty() && self.mount_namespaces {
+            cmd = Command::new("unshare");
+            cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+                .arg(mount_script(&p.mounts, p.working_dir.as_deref()))
+                .arg("kubernel-mounts")
+                .arg(program)
+                .args(args)
+                .current_dir(dir);
+        } else {
+            if !p.mounts.is_empty() && !self.warned_mounts.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "volumes are not mounted at their mountPath: the kubelet does not run as root, so containers get no mount namespace; the volume files stay under the pod directory"
+                );
+            }
+            cmd = Command::new(program);
+            cmd.args(args)
+                .current_dir(p.working_dir.as_deref().map_or(dir, Path::new));
+        }
+        cmd.env_clear()
+            .envs(p.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err_log))
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("exec: {program:?}: {e}"))
+    }
+}
+
+/// True when `program` names an executable file, directly or through `path_var`.
+fn executable_exists(program: &str, path_var: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return is_exec(Path::new(program));
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| is_exec(&Path::new(d).join(program)))
+}
+
+/// Quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The shell script run in the container's new mount namespace: bind-mount each host
+/// path at its container path, change to the working directory, exec the command.
+fn mount_script(mounts: &[Mount], working_dir: Option<&str>) -> String {
+    let mut script = String::from("set -e\n");
+    for m in mounts {
+        let target = sh_quote(&m.container_path);
+        let source = sh_quote(&m.host_path.to_string_lossy());
+        if m.host_path.is_dir() {
+            script.push_str(&format!("mkdir -p {target}\n"));
+        } else {
+            script.push_str(&format!(
+                "mkdir -p \"$(dirname {target})\"; [ -e {target} ] || : > {target}\n"
+            ));
+        }
+        script.push_str(&format!("mount --bind {source} {target}\n"));
+        if m.read_only {
+            script.push_str(&format!("mount -o remount,bind,ro {target}\n"));
+        }
+    }
+    if let Some(w) = working_dir {
+        script.push_str(&format!("cd {}\n", sh_quote(w)));
+    }
+    script.push_str("exec \"$@\"\n");
+    script
 }
 
 impl Drop for ProcessRuntime {
     fn drop(&mut self) {
-        for p in self.state.get_mut().containers.values_mut() {
-            p.signal(Signal::KILL);
-            if let Some(child) = &mut p.child {
-                let _ = child.wait();
-            }
+        let state = self.state.get_mut();
+        for p in state.containers.values_mut() {
+            p.kill_now();
+        }
+        let keys: Vec<u64> = state.sandboxes.keys().copied().collect();
+        for k in keys {
+            state.persist(k);
         }
     }
 }
@@ -191,10 +491,7 @@ impl Runtime for ProcessRuntime {
         &self,
         config: &PodSandboxConfig<'_>,
     ) -> Result<SandboxId, RuntimeError> {
-        let dir = self.root.join(format!(
-            "{}_{}_{}",
-            config.namespace, config.name, config.uid
-        ));
+        let dir = self.pod_dir(config.namespace, config.name, config.uid);
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Failed {
             op: format!("create pod directory {}", dir.display()),
             message: e.to_string(),
@@ -205,6 +502,8 @@ impl Runtime for ProcessRuntime {
         state.sandboxes.insert(
             id,
             Sandbox {
+                namespace: config.namespace.to_string(),
+                name: config.name.to_string(),
                 pod_uid: config.uid.to_string(),
                 dir,
                 created: Timestamp::now(),
@@ -212,17 +511,23 @@ impl Runtime for ProcessRuntime {
                 containers: Vec::new(),
             },
         );
+        state.persist(id);
         Ok(SandboxId(format_id(id)))
     }
 
     async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<(), RuntimeError> {
         let key = parse_id("sandbox", &id.0)?;
-        let containers = match self.state.lock().sandboxes.get_mut(&key) {
-            Some(s) => {
-                s.ready = false;
-                s.containers.clone()
-            }
-            None => return Ok(()),
+        let containers = {
+            let mut state = self.state.lock();
+            let containers = match state.sandboxes.get_mut(&key) {
+                Some(s) => {
+                    s.ready = false;
+                    s.containers.clone()
+                }
+                None => return Ok(()),
+            };
+            state.persist(key);
+            containers
         };
         for c in containers {
             self.stop(c, Duration::ZERO).await;
@@ -289,19 +594,22 @@ impl Runtime for ProcessRuntime {
             name: config.name.to_string(),
             argv: config.command.iter().chain(config.args).cloned().collect(),
             env: config.env.to_vec(),
-            working_dir: config
-                .working_dir
-                .map_or_else(|| s.dir.clone(), PathBuf::from),
-            log: s.dir.join(format!("{}.log", config.name)),
+            working_dir: config.working_dir.map(str::to_string),
+            mounts: config.mounts.to_vec(),
+            log: s.dir.join(format!("{}-{}.log", config.name, format_id(id))),
             state: ContainerState::Created,
             created: Timestamp::now(),
             started: None,
             finished: None,
             exit_code: None,
             reason: String::new(),
+            message: String::new(),
+            pid: None,
+            start_ticks: None,
             child: None,
         };
         state.containers.insert(id, proc);
+        state.persist(key);
         Ok(ContainerId(format_id(id)))
     }
 
@@ -310,7 +618,7 @@ impl Runtime for ProcessRuntime {
         let mut state = self.state.lock();
         let p = state
             .containers
-            .get_mut(&key)
+            .get(&key)
             .ok_or_else(|| not_found("container", &id.0))?;
         if p.state != ContainerState::Created {
             return Err(RuntimeError::Failed {
@@ -318,8 +626,20 @@ impl Runtime for ProcessRuntime {
                 message: format!("container {} is {}", id.0, p.state.label()),
             });
         }
-        match spawn(p) {
+        let dir = state
+            .sandboxes
+            .get(&p.sandbox)
+            .map(|s| s.dir.clone())
+            .unwrap_or_else(|| self.root.clone());
+        let spawned = self.spawn(p, &dir);
+        let Some(p) = state.containers.get_mut(&key) else {
+            return Err(not_found("container", &id.0));
+        };
+        let sandbox = p.sandbox;
+        let result = match spawned {
             Ok(child) => {
+                p.pid = Some(child.id());
+                p.start_ticks = process_state::start_ticks(child.id());
                 p.child = Some(child);
                 p.state = ContainerState::Running;
                 p.started = Some(Timestamp::now());
@@ -329,12 +649,15 @@ impl Runtime for ProcessRuntime {
                 p.state = ContainerState::Exited;
                 p.finished = Some(Timestamp::now());
                 (p.exit_code, p.reason) = (Some(START_ERROR.0), START_ERROR.1.into());
+                p.message = message.clone();
                 Err(RuntimeError::Failed {
                     op: format!("start container {}", p.name),
                     message,
                 })
             }
-        }
+        };
+        state.persist(sandbox);
+        result
     }
 
     async fn stop_container(
@@ -352,9 +675,16 @@ impl Runtime for ProcessRuntime {
         self.stop(key, Duration::ZERO).await;
         let mut state = self.state.lock();
         if let Some(p) = state.containers.remove(&key) {
+            if let Err(e) = std::fs::remove_file(&p.log) {
+                tracing::debug!(log = %p.log.display(), error = %e, "removing a container log failed");
+            }
+            let mut times = p.log.clone().into_os_string();
+            times.push(".times");
+            let _ = std::fs::remove_file(times);
             if let Some(s) = state.sandboxes.get_mut(&p.sandbox) {
                 s.containers.retain(|c| *c != key);
             }
+            state.persist(p.sandbox);
         }
         Ok(())
     }
@@ -366,8 +696,13 @@ impl Runtime for ProcessRuntime {
             .containers
             .get_mut(&key)
             .ok_or_else(|| not_found("container", &id.0))?;
+        let was = p.state;
         p.poll();
-        Ok(p.status(key))
+        let (status, sandbox, changed) = (p.status(key), p.sandbox, p.state != was);
+        if changed {
+            state.persist(sandbox);
+        }
+        Ok(status)
     }
 
     async fn list_containers(
@@ -376,15 +711,24 @@ impl Runtime for ProcessRuntime {
     ) -> Result<Vec<ContainerStatus>, RuntimeError> {
         let only = sandbox.map(|s| parse_id("sandbox", &s.0)).transpose()?;
         let mut state = self.state.lock();
-        Ok(state
+        let mut changed = Vec::new();
+        let list = state
             .containers
             .iter_mut()
             .filter(|(_, p)| only.is_none_or(|s| p.sandbox == s))
             .map(|(k, p)| {
+                let was = p.state;
                 p.poll();
+                if p.state != was {
+                    changed.push(p.sandbox);
+                }
                 p.status(*k)
             })
-            .collect())
+            .collect();
+        for s in changed {
+            state.persist(s);
+        }
+        Ok(list)
     }
 }
 
@@ -400,34 +744,6 @@ fn sandbox_status(key: u64, s: &Sandbox) -> SandboxStatus {
         created_at: s.created,
         ip: None,
     }
-}
-
-/// Starts the container's process in its own process group, output appended to its log.
-fn spawn(p: &Proc) -> Result<Child, String> {
-    let Some((program, args)) = p.argv.split_first() else {
-        return Err(format!(
-            "container {} has no command: the process runtime runs command and args as host processes and does not read images",
-            p.name
-        ));
-    };
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p.log)
-        .map_err(|e| format!("log file {}: {e}", p.log.display()))?;
-    let err_log = log
-        .try_clone()
-        .map_err(|e| format!("log file {}: {e}", p.log.display()))?;
-    Command::new(program)
-        .args(args)
-        .envs(p.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&p.working_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err_log))
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("{program:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -449,6 +765,13 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn path_env() -> Vec<(String, String)> {
+        vec![(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        )]
+    }
+
     async fn until_exited(rt: &ProcessRuntime, id: &ContainerId) -> ContainerStatus {
         for _ in 0..250 {
             let s = rt.container_status(id).await.expect("status");
@@ -467,7 +790,8 @@ mod tests {
         let s = rt.run_pod_sandbox(&sandbox("u1")).await.expect("sandbox");
         let command = strings(&["sh", "-c"]);
         let args = strings(&["echo \"hello $WHO from $(pwd)\"; exit 3"]);
-        let env = [("WHO".to_string(), "kubelet".to_string())];
+        let mut env = path_env();
+        env.push(("WHO".to_string(), "kubelet".to_string()));
         let config = ContainerConfig {
             name: "c",
             image: "busybox",
@@ -475,13 +799,15 @@ mod tests {
             args: &args,
             env: &env,
             working_dir: Some("/tmp"),
+            mounts: &[],
         };
         let c = rt.create_container(&s, &config).await.expect("create");
         rt.start_container(&c).await.expect("start");
         let status = until_exited(&rt, &c).await;
         assert_eq!(status.exit_code, Some(3));
         assert_eq!(status.reason, "Error");
-        let log = std::fs::read_to_string(dir.path().join("ns_p_u1/c.log")).expect("log");
+        let log_path = status.log_path.expect("a log file");
+        let log = std::fs::read_to_string(log_path).expect("log");
         assert_eq!(log, "hello kubelet from /tmp\n");
         rt.remove_pod_sandbox(&s).await.expect("remove");
         assert!(!dir.path().join("ns_p_u1").exists());
@@ -493,18 +819,25 @@ mod tests {
         let rt = ProcessRuntime::new(dir.path().to_path_buf());
         let s = rt.run_pod_sandbox(&sandbox("u2")).await.expect("sandbox");
         let command = strings(&["sh", "-c", "trap '' TERM; sleep 30 & echo ready; wait"]);
+        let env = path_env();
         let config = ContainerConfig {
             name: "stubborn",
             image: "busybox",
             command: &command,
             args: &[],
-            env: &[],
+            env: &env,
             working_dir: None,
+            mounts: &[],
         };
         let c = rt.create_container(&s, &config).await.expect("create");
         rt.start_container(&c).await.expect("start");
+        let log = rt
+            .container_status(&c)
+            .await
+            .expect("status")
+            .log_path
+            .expect("log path");
         // Stop only once the shell ignores SIGTERM.
-        let log = dir.path().join("ns_p_u2/stubborn.log");
         for _ in 0..250 {
             if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")) {
                 break;
@@ -558,22 +891,86 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let rt = ProcessRuntime::new(dir.path().to_path_buf());
         let s = rt.run_pod_sandbox(&sandbox("u3")).await.expect("sandbox");
-        let command = strings(&["/nonexistent/bin/server"]);
+        for (program, says) in [
+            ("/nonexistent/bin/server", "no such file or directory"),
+            ("no-such-server", "executable file not found in $PATH"),
+        ] {
+            let command = strings(&[program]);
+            let env = path_env();
+            let config = ContainerConfig {
+                name: "broken",
+                image: "busybox",
+                command: &command,
+                args: &[],
+                env: &env,
+                working_dir: None,
+                mounts: &[],
+            };
+            let c = rt.create_container(&s, &config).await.expect("create");
+            let err = rt.start_container(&c).await.expect_err("no such file");
+            assert!(err.to_string().contains(program), "{err}");
+            let status = rt.container_status(&c).await.expect("status");
+            assert_eq!(
+                (status.exit_code, status.reason.as_str()),
+                (Some(128), "StartError")
+            );
+            assert!(status.message.contains(says), "{}", status.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn process_runtime_should_readopt_processes_after_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = ProcessRuntime::new(dir.path().to_path_buf());
+        let s = rt.run_pod_sandbox(&sandbox("u4")).await.expect("sandbox");
+        let command = strings(&["sleep", "30"]);
+        let env = path_env();
         let config = ContainerConfig {
-            name: "broken",
+            name: "sleeper",
             image: "busybox",
             command: &command,
             args: &[],
-            env: &[],
+            env: &env,
             working_dir: None,
+            mounts: &[],
         };
         let c = rt.create_container(&s, &config).await.expect("create");
-        let err = rt.start_container(&c).await.expect_err("no such file");
-        assert!(err.to_string().contains("/nonexistent/bin/server"), "{err}");
-        let status = rt.container_status(&c).await.expect("status");
-        assert_eq!(
-            (status.exit_code, status.reason.as_str()),
-            (Some(128), "StartError")
+        rt.start_container(&c).await.expect("start");
+        // A second runtime over the same root (the kubelet restarted) finds the process.
+        let again = ProcessRuntime::recover(dir.path().to_path_buf());
+        let status = again.container_status(&c).await.expect("status");
+        assert_eq!(status.state, ContainerState::Running);
+        let sandboxes = again.list_pod_sandboxes().await.expect("list");
+        assert_eq!(sandboxes.len(), 1);
+        assert_eq!(sandboxes[0].pod_uid, "u4");
+        again
+            .stop_container(&c, Duration::from_secs(2))
+            .await
+            .expect("stop");
+        let status = again.container_status(&c).await.expect("status");
+        assert_eq!(status.state, ContainerState::Exited);
+        drop(again);
+        // The first runtime's child was killed through the adopted handle.
+        let status = until_exited(&rt, &c).await;
+        assert_eq!(status.exit_code, Some(128 + 15));
+    }
+
+    #[test]
+    fn mount_script_should_quote_paths() {
+        let mounts = [Mount {
+            host_path: PathBuf::from("/nonexistent/it's"),
+            container_path: "/etc/conf d".into(),
+            read_only: true,
+        }];
+        let script = mount_script(&mounts, Some("/w"));
+        assert!(
+            script.contains("mount --bind '/nonexistent/it'\\''s' '/etc/conf d'"),
+            "{script}"
         );
+        assert!(
+            script.contains("mount -o remount,bind,ro '/etc/conf d'"),
+            "{script}"
+        );
+        assert!(script.ends_with("cd '/w'\nexec \"$@\"\n"), "{script}");
     }
 }

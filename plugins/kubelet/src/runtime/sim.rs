@@ -145,6 +145,8 @@ impl State {
             } else {
                 String::new()
             },
+            message: String::new(),
+            log_path: None,
         })
     }
 
@@ -387,6 +389,7 @@ mod tests {
             args: &[],
             env: &[],
             working_dir: None,
+            mounts: &[],
         }
     }
 

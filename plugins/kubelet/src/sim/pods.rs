@@ -352,6 +352,7 @@ impl Pods {
                 args: &[],
                 env: &[],
                 working_dir: None,
+                mounts: &[],
             };
             let id = rt.create_container(&sandbox, &config).await.map_err(err)?;
             rt.start_container(&id).await.map_err(err)?;

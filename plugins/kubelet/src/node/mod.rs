@@ -1,0 +1,190 @@
+//! The process node agent: one real node whose containers are host processes. It
+//! registers the Node, keeps its Lease and status fresh from real readings, runs a
+//! worker per pod bound to it (containers, probes, volumes, restarts, status), relists
+//! the runtime every second for its metrics, and serves the kubelet API (logs).
+//!
+//! Pods share the host network: `podIP` is the node's address (pod network namespaces
+//! come with the networking issue). Images are recorded, never pulled.
+
+mod env;
+mod heartbeat;
+pub mod machine;
+mod pods;
+mod probes;
+mod server;
+mod status;
+mod volumes;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kubernel_client::{CancellationToken, Client, EventRecorder};
+use parking_lot::Mutex;
+
+use crate::config::KubeletConfig;
+use crate::metrics::Metrics;
+use crate::runtime::process::ProcessRuntime;
+use crate::runtime::{ContainerState, Runtime};
+
+/// How often log growth is time-stamped (the precision of `timestamps=true`).
+const LOG_MARK_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What every task of the node agent shares.
+pub(crate) struct Shared {
+    config: KubeletConfig,
+    client: Client,
+    node_name: String,
+    /// Where pod directories live.
+    root: PathBuf,
+    runtime: Arc<ProcessRuntime>,
+    metrics: Metrics,
+    recorder: EventRecorder,
+    shutdown: CancellationToken,
+    /// Port the kubelet API really listens on (known once bound).
+    port: AtomicU16,
+    /// Whether the Node is registered.
+    registered: AtomicBool,
+    /// Pod workers by `namespace/name`, for the kubelet API's `/pods`.
+    pods: Mutex<HashMap<String, k8s_openapi::api::core::v1::Pod>>,
+}
+
+impl Shared {
+    fn node_ref(&self) -> ObjectReference {
+        ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(self.node_name.clone()),
+            uid: Some(self.node_name.clone()),
+            ..ObjectReference::default()
+        }
+    }
+}
+
+/// A running process node agent; its tasks stop when the shutdown token is cancelled,
+/// and its processes are killed when the last handle to the runtime drops.
+pub struct ProcessKubelet {
+    shared: Arc<Shared>,
+}
+
+impl ProcessKubelet {
+    /// Starts the agent on `handle`: pod directories under `root`.
+    pub fn start(
+        handle: &tokio::runtime::Handle,
+        config: KubeletConfig,
+        client: Client,
+        root: PathBuf,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<ProcessKubelet, String> {
+        std::fs::create_dir_all(&root).map_err(|e| {
+            format!(
+                "kubelet: creating the pod directory root {}: {e}",
+                root.display()
+            )
+        })?;
+        let node_name = config.node_name.clone().unwrap_or_else(machine::hostname);
+        let runtime = Arc::new(ProcessRuntime::recover(root.clone()));
+        let recorder = EventRecorder::new(client.clone(), "kubelet", &node_name);
+        metrics.node_name.with_label_values(&[&node_name]).set(1);
+        if !rustix::process::geteuid().is_root() {
+            tracing::warn!("the kubelet does not run as root: volumes are not mounted at their mountPath and resource limits are not applied");
+        } else {
+            tracing::info!("resource limits (cgroups) are not applied by the process runtime yet");
+        }
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            node_name,
+            root,
+            runtime,
+            metrics,
+            recorder,
+            shutdown,
+            port: AtomicU16::new(0),
+            registered: AtomicBool::new(false),
+            pods: Mutex::new(HashMap::new()),
+        });
+        let listener = handle
+            .block_on(server::bind(&shared.config))
+            .map_err(|e| format!("kubelet API: {e}"))?;
+        shared.port.store(
+            listener.local_addr().map_or(0, |a| a.port()),
+            Ordering::Relaxed,
+        );
+        let s = shared.clone();
+        handle.spawn(server::serve(s, listener));
+        let s = shared.clone();
+        handle.spawn(async move {
+            heartbeat::register(&s).await;
+            if s.shutdown.is_cancelled() {
+                return;
+            }
+            tokio::spawn(heartbeat::renew_lease(s.clone()));
+            tokio::spawn(heartbeat::report_status(s.clone()));
+            tokio::spawn(relist(s.clone()));
+            tokio::spawn(server::watch_logs(s.clone(), LOG_MARK_PERIOD));
+            pods::run(s).await;
+        });
+        Ok(ProcessKubelet { shared })
+    }
+
+    /// Whether the Node is registered.
+    pub fn registered(&self) -> bool {
+        self.shared.registered.load(Ordering::Relaxed)
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> &str {
+        &self.shared.node_name
+    }
+
+    /// The port the kubelet API listens on.
+    pub fn port(&self) -> u16 {
+        self.shared.port.load(Ordering::Relaxed)
+    }
+}
+
+/// Lists every container of the runtime once per resync interval (the PLEG relist) and
+/// sets `kubelet_running_pods` and `kubelet_running_containers` from what it finds.
+async fn relist(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.config.pod_resync_interval);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let started = Instant::now();
+        let (Ok(sandboxes), Ok(containers)) = (
+            shared.runtime.list_pod_sandboxes().await,
+            shared.runtime.list_containers(None).await,
+        ) else {
+            continue;
+        };
+        shared
+            .metrics
+            .pleg_relist_duration
+            .observe(started.elapsed().as_secs_f64());
+        let m = &shared.metrics;
+        let running: std::collections::HashSet<_> = containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .map(|c| c.sandbox.clone())
+            .collect();
+        m.running_pods
+            .set(sandboxes.iter().filter(|s| running.contains(&s.id)).count() as i64);
+        for state in [
+            ContainerState::Created,
+            ContainerState::Running,
+            ContainerState::Exited,
+        ] {
+            let n = containers.iter().filter(|c| c.state == state).count();
+            m.running_containers
+                .with_label_values(&[state.label()])
+                .set(n as i64);
+        }
+    }
+}

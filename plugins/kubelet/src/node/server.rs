@@ -1,0 +1,484 @@
+//! The kubelet API (plain HTTP on `address:port` until the security issue brings TLS):
+//! `/healthz`, `/pods` (the pods bound to this node, as a PodList) and
+//! `/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`,
+//! `limitBytes`, `previous`, `timestamps` and `sinceSeconds`. The apiserver's `pods/log`
+//! proxies to the last one. Room is left for exec/attach/port-forward routes.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jiff::Timestamp;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
+
+use super::Shared;
+use crate::config::KubeletConfig;
+use crate::runtime::{ContainerState, ContainerStatus, Runtime};
+
+/// How often a followed log is checked for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// Binds the kubelet API's listener.
+pub(super) async fn bind(config: &KubeletConfig) -> std::io::Result<TcpListener> {
+    let addr = SocketAddr::from((config.address, config.port));
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding {addr}: {e}")))
+}
+
+/// Serves the kubelet API on `listener` until shutdown.
+pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let shutdown = shared.shutdown.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods))
+        .route("/containerLogs/{namespace}/{pod}/{container}", get(logs))
+        .with_state(shared);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "the kubelet API stopped");
+    }
+}
+
+async fn pods(State(shared): State<Arc<Shared>>) -> Response {
+    let items: Vec<_> = shared.pods.lock().values().cloned().collect();
+    let list =
+        serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
+    ([("content-type", "application/json")], list.to_string()).into_response()
+}
+
+fn text(code: StatusCode, message: String) -> Response {
+    (
+        code,
+        [("content-type", "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+/// Query parameters of `/containerLogs` (upstream `PodLogOptions`).
+#[derive(Debug, Default)]
+struct LogOptions {
+    follow: bool,
+    previous: bool,
+    timestamps: bool,
+    tail_lines: Option<usize>,
+    limit_bytes: Option<usize>,
+    since_seconds: Option<i64>,
+}
+
+fn parse_options(q: &HashMap<String, String>) -> Result<LogOptions, String> {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let number = |k: &str| -> Result<Option<i64>, String> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{k}: {v:?} is not an integer"))
+            })
+            .transpose()
+    };
+    let non_negative = |k: &str, v: Option<i64>| -> Result<Option<usize>, String> {
+        v.map(|n| usize::try_from(n).map_err(|_| format!("{k}: {n} must not be negative")))
+            .transpose()
+    };
+    Ok(LogOptions {
+        follow: flag("follow"),
+        previous: flag("previous"),
+        timestamps: flag("timestamps"),
+        tail_lines: non_negative("tailLines", number("tailLines")?)?,
+        limit_bytes: non_negative("limitBytes", number("limitBytes")?)?,
+        since_seconds: number("sinceSeconds")?,
+    })
+}
+
+/// The instance whose log is asked for: the newest, or the one before it (`previous`).
+async fn find(
+    shared: &Shared,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<ContainerStatus, (StatusCode, String)> {
+    let uid = shared
+        .pods
+        .lock()
+        .get(&format!("{ns}/{pod}"))
+        .and_then(|p| p.metadata.uid.clone())
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("pod {ns}/{pod} not found on node"),
+            )
+        })?;
+    let rt = &shared.runtime;
+    let mut instances = Vec::new();
+    for s in rt.list_pod_sandboxes().await.unwrap_or_default() {
+        if s.pod_uid == uid {
+            instances.extend(
+                rt.list_containers(Some(&s.id))
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.name == container),
+            );
+        }
+    }
+    instances.sort_by_key(|c| c.created_at);
+    let pick = if previous {
+        instances
+            .len()
+            .checked_sub(2)
+            .and_then(|i| instances.get(i))
+    } else {
+        instances.last()
+    };
+    pick.cloned().ok_or_else(|| {
+        if previous {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container {container:?} in pod {pod:?} not found"),
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"
+                ),
+            )
+        }
+    })
+}
+
+async fn logs(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let options = match parse_options(&query) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let instance = match find(&shared, &ns, &pod, &container, options.previous).await {
+        Ok(c) => c,
+        Err((code, message)) => return text(code, message),
+    };
+    let Some(path) = instance.log_path.clone() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("container {container:?} has no log file"),
+        );
+    };
+    let index = LineTimes::load(&path);
+    let mut content = match tokio::fs::read(&path).await {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading {}: {e}", path.display()),
+            )
+        }
+    };
+    let mut offset = content.len() as u64;
+    // Only complete lines are served now; a partial last line waits for its newline
+    // when following.
+    if options.follow {
+        if let Some(end) = content.iter().rposition(|b| *b == b'\n') {
+            content.truncate(end + 1);
+        } else {
+            content.clear();
+        }
+        offset = content.len() as u64;
+    }
+    let mut lines = split_lines(&content, 0);
+    if let Some(since) = options.since_seconds {
+        let from = Timestamp::now().as_second() - since;
+        lines.retain(|(end, _)| index.time_of(*end).as_second() >= from);
+    }
+    if let Some(n) = options.tail_lines {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let mut first = Vec::new();
+    for (end, line) in &lines {
+        render(
+            &mut first,
+            line,
+            options.timestamps.then(|| index.time_of(*end)),
+        );
+    }
+    if let Some(limit) = options.limit_bytes {
+        first.truncate(limit);
+    }
+    if !options.follow {
+        return (StatusCode::OK, [("content-type", "text/plain")], first).into_response();
+    }
+    let state = Follow {
+        shared,
+        path,
+        id: instance.id.clone(),
+        offset,
+        pending: Vec::new(),
+        first: Some(first),
+        timestamps: options.timestamps,
+        sent: 0,
+        limit: options.limit_bytes,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut f| async move {
+        let chunk = f.next().await?;
+        Some((Ok::<Bytes, std::io::Error>(Bytes::from(chunk)), f))
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// `(end offset, line with its newline)` for each complete line of `content`, whose
+/// first byte is at file offset `base`.
+fn split_lines(content: &[u8], base: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, b) in content.iter().enumerate() {
+        if *b == b'\n' {
+            out.push((base + i as u64 + 1, content[start..=i].to_vec()));
+            start = i + 1;
+        }
+    }
+    if start < content.len() {
+        out.push((base + content.len() as u64, content[start..].to_vec()));
+    }
+    out
+}
+
+fn render(out: &mut Vec<u8>, line: &[u8], time: Option<Timestamp>) {
+    if let Some(t) = time {
+        out.extend_from_slice(t.strftime("%Y-%m-%dT%H:%M:%S%.9fZ ").to_string().as_bytes());
+    }
+    out.extend_from_slice(line);
+}
+
+/// A followed log: what was sent, where reading goes on.
+struct Follow {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    id: crate::runtime::ContainerId,
+    offset: u64,
+    pending: Vec<u8>,
+    first: Option<Vec<u8>>,
+    timestamps: bool,
+    sent: usize,
+    limit: Option<usize>,
+    done: bool,
+}
+
+impl Follow {
+    /// The next chunk, or `None` when the container exited and everything was sent.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        if let Some(first) = self.first.take() {
+            self.sent += first.len();
+            if !first.is_empty() {
+                return Some(first);
+            }
+        }
+        loop {
+            if self.done || self.shared.shutdown.is_cancelled() {
+                return None;
+            }
+            if self.limit.is_some_and(|l| self.sent >= l) {
+                return None;
+            }
+            let exited = !matches!(
+                self.shared.runtime.container_status(&self.id).await,
+                Ok(s) if s.state == ContainerState::Running || s.state == ContainerState::Created
+            );
+            let fresh = self.read_more().await;
+            if exited {
+                // Last read after the exit: send what remains, partial line included.
+                self.done = true;
+                let mut rest = fresh;
+                rest.append(&mut self.pending);
+                let rest = self.stamp(rest);
+                return (!rest.is_empty()).then(|| self.cap(rest));
+            }
+            let mut all = std::mem::take(&mut self.pending);
+            all.extend_from_slice(&fresh);
+            let complete = all.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            self.pending = all.split_off(complete);
+            if !all.is_empty() {
+                let chunk = self.stamp(all);
+                return Some(self.cap(chunk));
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+
+    fn cap(&mut self, mut chunk: Vec<u8>) -> Vec<u8> {
+        if let Some(limit) = self.limit {
+            chunk.truncate(limit.saturating_sub(self.sent));
+        }
+        self.sent += chunk.len();
+        chunk
+    }
+
+    fn stamp(&self, lines: Vec<u8>) -> Vec<u8> {
+        if !self.timestamps {
+            return lines;
+        }
+        let mut out = Vec::with_capacity(lines.len() + 32);
+        let now = Timestamp::now();
+        for (_, line) in split_lines(&lines, 0) {
+            render(&mut out, &line, Some(now));
+        }
+        out
+    }
+
+    async fn read_more(&mut self) -> Vec<u8> {
+        let Ok(mut file) = tokio::fs::File::open(&self.path).await else {
+            return Vec::new();
+        };
+        if file.seek(SeekFrom::Start(self.offset)).await.is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        if let Ok(n) = file.read_to_end(&mut buf).await {
+            self.offset += n as u64;
+        }
+        buf
+    }
+}
+
+/// When each part of a log file was first seen by the kubelet: the process writes its
+/// log file directly (so it survives a kubelet restart), and the kubelet's log watcher
+/// records `(end offset, time)` pairs in `<log>.times` as the file grows. A line's time
+/// is that of the first pair at or past its end (precise to the watcher's period).
+pub(super) struct LineTimes {
+    marks: Vec<(u64, Timestamp)>,
+}
+
+impl LineTimes {
+    fn times_path(log: &std::path::Path) -> PathBuf {
+        let mut p = log.as_os_str().to_owned();
+        p.push(".times");
+        PathBuf::from(p)
+    }
+
+    /// Reads the marks of `log` (none when the file is missing).
+    pub(super) fn load(log: &std::path::Path) -> LineTimes {
+        let text = std::fs::read_to_string(Self::times_path(log)).unwrap_or_default();
+        let marks = text
+            .lines()
+            .filter_map(|l| {
+                let (off, ms) = l.split_once(' ')?;
+                Some((
+                    off.parse().ok()?,
+                    Timestamp::from_millisecond(ms.parse().ok()?).ok()?,
+                ))
+            })
+            .collect();
+        LineTimes { marks }
+    }
+
+    /// The time the byte before `end` was first seen (now when not seen yet).
+    pub(super) fn time_of(&self, end: u64) -> Timestamp {
+        let i = self.marks.partition_point(|(off, _)| *off < end);
+        self.marks.get(i).map_or_else(Timestamp::now, |(_, t)| *t)
+    }
+
+    /// Records that `log` is `len` bytes long now, if it grew since `last`.
+    pub(super) fn mark(log: &std::path::Path, last: u64, len: u64) {
+        if len <= last {
+            return;
+        }
+        use std::io::Write;
+        let line = format!("{len} {}\n", Timestamp::now().as_millisecond());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Self::times_path(log));
+        if let Ok(mut f) = file {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Marks the growth of every running container's log every `period` (see [`LineTimes`]).
+pub(super) async fn watch_logs(shared: Arc<Shared>, period: Duration) {
+    let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let containers = shared
+            .runtime
+            .list_containers(None)
+            .await
+            .unwrap_or_default();
+        let mut alive = HashMap::new();
+        for c in containers {
+            let Some(path) = c.log_path else { continue };
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let last = sizes.get(&path).copied().unwrap_or_else(|| {
+                // First look after a (re)start: continue from the last mark.
+                LineTimes::load(&path).marks.last().map_or(0, |(o, _)| *o)
+            });
+            LineTimes::mark(&path, last, len);
+            alive.insert(path, len.max(last));
+        }
+        sizes = alive;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_lines_should_keep_newlines_and_offsets() {
+        let lines = split_lines(b"a\nbc\nd", 10);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], (12, b"a\n".to_vec()));
+        assert_eq!(lines[1], (15, b"bc\n".to_vec()));
+        assert_eq!(lines[2], (16, b"d".to_vec()));
+    }
+
+    #[test]
+    fn line_times_should_date_a_line_by_the_first_mark_past_its_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("c.log");
+        std::fs::write(LineTimes::times_path(&log), "5 1000\n12 2000\n").expect("marks");
+        let t = LineTimes::load(&log);
+        assert_eq!(t.time_of(3).as_millisecond(), 1000);
+        assert_eq!(t.time_of(5).as_millisecond(), 1000);
+        assert_eq!(t.time_of(6).as_millisecond(), 2000);
+    }
+
+    #[test]
+    fn parse_options_should_refuse_bad_numbers() {
+        let mut q = HashMap::new();
+        q.insert("tailLines".to_string(), "-1".to_string());
+        assert!(parse_options(&q).is_err());
+        q.insert("tailLines".to_string(), "x".to_string());
+        assert!(parse_options(&q).is_err());
+        q.insert("tailLines".to_string(), "2".to_string());
+        q.insert("follow".to_string(), "true".to_string());
+        let o = parse_options(&q).expect("options");
+        assert_eq!((o.tail_lines, o.follow), (Some(2), true));
+    }
+}

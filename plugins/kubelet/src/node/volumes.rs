@@ -1,0 +1,368 @@
+//! Pod volumes, materialized under `<pod dir>/volumes/<kind>/<name>`: emptyDir (a plain
+//! directory, also for `medium: Memory`), hostPath (type-checked, created for
+//! `DirectoryOrCreate`/`FileOrCreate`), configMap, secret, downwardAPI and projected
+//! (files written from the API objects once, when the pod starts). Containers see them at
+//! their `mountPath` through the runtime's bind mounts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use kubernel_client::Client;
+
+use super::env;
+use crate::runtime::Mount;
+
+/// A volume could not be set up: the pod stays `ContainerCreating` with a `FailedMount`
+/// Event. Retrying helps once the cause is fixed (the object or path appears).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
+pub struct MountError {
+    /// The volume's name.
+    pub volume: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Sets up every volume of `pod` under `dir`; returns each volume's host path.
+pub async fn prepare(
+    client: &Client,
+    pod: &Pod,
+    dir: &Path,
+    node_ip: &str,
+) -> Result<HashMap<String, PathBuf>, MountError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut paths = HashMap::new();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default();
+    for v in volumes {
+        let fail = |message: String| MountError {
+            volume: v.name.clone(),
+            message,
+        };
+        let path = setup(client, pod, ns, dir, v, node_ip)
+            .await
+            .map_err(fail)?;
+        paths.insert(v.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+fn io(what: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", what.display())
+}
+
+async fn setup(
+    client: &Client,
+    pod: &Pod,
+    ns: &str,
+    dir: &Path,
+    v: &Volume,
+    node_ip: &str,
+) -> Result<PathBuf, String> {
+    let under = |kind: &str| dir.join("volumes").join(kind).join(&v.name);
+    if let Some(h) = &v.host_path {
+        return host_path(Path::new(&h.path), h.type_.as_deref().unwrap_or(""));
+    }
+    let target = if v.empty_dir.is_some() {
+        let p = under("empty-dir");
+        std::fs::create_dir_all(&p).map_err(io(&p))?;
+        return Ok(p);
+    } else if v.config_map.is_some() {
+        under("configmap")
+    } else if v.secret.is_some() {
+        under("secret")
+    } else if v.downward_api.is_some() {
+        under("downward-api")
+    } else if v.projected.is_some() {
+        under("projected")
+    } else {
+        return Err("volume type not supported by the process runtime (emptyDir, hostPath, configMap, secret, downwardAPI and projected are)".into());
+    };
+    let mut files: BTreeMap<String, (Vec<u8>, Option<i32>)> = BTreeMap::new();
+    if let Some(cm) = &v.config_map {
+        let data = env::config_map(client, ns, &cm.name)
+            .await
+            .map_err(|e| e.0)?;
+        match data {
+            Some(d) => project(
+                &mut files,
+                &d,
+                cm.items.as_deref(),
+                cm.default_mode,
+                "ConfigMap",
+                &cm.name,
+            )?,
+            None if cm.optional == Some(true) => {}
+            None => return Err(format!("configmap {:?} not found", cm.name)),
+        }
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let data = env::secret(client, ns, &name).await.map_err(|e| e.0)?;
+        match data {
+            Some(d) => project(
+                &mut files,
+                &d,
+                s.items.as_deref(),
+                s.default_mode,
+                "Secret",
+                &name,
+            )?,
+            None if s.optional == Some(true) => {}
+            None => return Err(format!("secret {name:?} not found")),
+        }
+    }
+    if let Some(d) = &v.downward_api {
+        for item in d.items.as_deref().unwrap_or_default() {
+            if let Some(f) = &item.field_ref {
+                let value = env::field_path(pod, &f.field_path, node_ip).map_err(|e| e.0)?;
+                files.insert(
+                    item.path.clone(),
+                    (value.into_bytes(), item.mode.or(d.default_mode)),
+                );
+            }
+        }
+    }
+    if let Some(p) = &v.projected {
+        for source in p.sources.as_deref().unwrap_or_default() {
+            if let Some(cm) = &source.config_map {
+                match env::config_map(client, ns, &cm.name)
+                    .await
+                    .map_err(|e| e.0)?
+                {
+                    Some(d) => project(
+                        &mut files,
+                        &d,
+                        cm.items.as_deref(),
+                        p.default_mode,
+                        "ConfigMap",
+                        &cm.name,
+                    )?,
+                    None if cm.optional == Some(true) => {}
+                    None => return Err(format!("configmap {:?} not found", cm.name)),
+                }
+            }
+            if let Some(s) = &source.secret {
+                match env::secret(client, ns, &s.name).await.map_err(|e| e.0)? {
+                    Some(d) => project(
+                        &mut files,
+                        &d,
+                        s.items.as_deref(),
+                        p.default_mode,
+                        "Secret",
+                        &s.name,
+                    )?,
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret {:?} not found", s.name)),
+                }
+            }
+            if let Some(d) = &source.downward_api {
+                for item in d.items.as_deref().unwrap_or_default() {
+                    if let Some(f) = &item.field_ref {
+                        let value =
+                            env::field_path(pod, &f.field_path, node_ip).map_err(|e| e.0)?;
+                        files.insert(
+                            item.path.clone(),
+                            (value.into_bytes(), item.mode.or(p.default_mode)),
+                        );
+                    }
+                }
+            }
+            if source.service_account_token.is_some() {
+                tracing::debug!(volume = %v.name, "serviceAccountToken projections are not written (no token issuer yet)");
+            }
+        }
+    }
+    write_files(&target, &files)?;
+    Ok(target)
+}
+
+/// Adds the keys of `data` (all, or the listed `items`) to `files`.
+fn project(
+    files: &mut BTreeMap<String, (Vec<u8>, Option<i32>)>,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: Option<i32>,
+    kind: &str,
+    name: &str,
+) -> Result<(), String> {
+    match items {
+        None => {
+            for (k, v) in data {
+                files.insert(k.clone(), (v.clone(), mode));
+            }
+        }
+        Some(items) => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(v) => {
+                        files.insert(item.path.clone(), (v.clone(), item.mode.or(mode)));
+                    }
+                    None => {
+                        return Err(format!(
+                            "configmap references non-existent config key: {} ({kind} {name})",
+                            item.key
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `files` (relative paths, no `..`) under `target`, replacing what was there.
+fn write_files(
+    target: &Path,
+    files: &BTreeMap<String, (Vec<u8>, Option<i32>)>,
+) -> Result<(), String> {
+    if target.exists() {
+        std::fs::remove_dir_all(target).map_err(io(target))?;
+    }
+    std::fs::create_dir_all(target).map_err(io(target))?;
+    for (rel, (bytes, mode)) in files {
+        if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+            return Err(format!(
+                "path {rel:?} must be relative and may not contain '..'"
+            ));
+        }
+        let path = target.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+        let mode = mode.unwrap_or(0o644) as u32 & 0o777;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// Checks (or creates) a hostPath of `kind` (upstream's `HostPathType`).
+fn host_path(path: &Path, kind: &str) -> Result<PathBuf, String> {
+    let meta = std::fs::metadata(path);
+    let shown = path.display();
+    match kind {
+        "" => {}
+        "DirectoryOrCreate" => {
+            if meta.is_err() {
+                std::fs::create_dir_all(path).map_err(io(path))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io(path))?;
+            } else if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                return Err(format!(
+                    "hostPath type check failed: {shown} is not a directory"
+                ));
+            }
+        }
+        "Directory" => {
+            if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                return Err(format!(
+                    "hostPath type check failed: {shown} is not a directory"
+                ));
+            }
+        }
+        "FileOrCreate" => {
+            if meta.is_err() {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                std::fs::write(path, b"").map_err(io(path))?;
+            } else if !meta.as_ref().is_ok_and(|m| m.is_file()) {
+                return Err(format!("hostPath type check failed: {shown} is not a file"));
+            }
+        }
+        "File" => {
+            if !meta.as_ref().is_ok_and(|m| m.is_file()) {
+                return Err(format!("hostPath type check failed: {shown} is not a file"));
+            }
+        }
+        "Socket" | "CharDevice" | "BlockDevice" => {
+            let ok = meta.as_ref().is_ok_and(|m| {
+                let t = m.file_type();
+                match kind {
+                    "Socket" => t.is_socket(),
+                    "CharDevice" => t.is_char_device(),
+                    _ => t.is_block_device(),
+                }
+            });
+            if !ok {
+                return Err(format!(
+                    "hostPath type check failed: {shown} is not a {kind}"
+                ));
+            }
+        }
+        other => {
+            return Err(format!(
+                "hostPath type {other:?} is not a known HostPathType"
+            ))
+        }
+    }
+    Ok(path.to_path_buf())
+}
+
+/// The runtime mounts of container `c` given the volumes' host paths.
+pub fn mounts(c: &Container, paths: &HashMap<String, PathBuf>) -> Result<Vec<Mount>, String> {
+    c.volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            let base = paths.get(&m.name).ok_or_else(|| {
+                format!(
+                    "volumeMount {:?}: no volume of that name in the pod",
+                    m.name
+                )
+            })?;
+            let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => base.join(sub),
+                None => base.clone(),
+            };
+            Ok(Mount {
+                host_path,
+                container_path: m.mount_path.clone(),
+                read_only: m.read_only == Some(true),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_path_should_check_and_create_by_type() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("a/b");
+        let err = host_path(&missing, "Directory").expect_err("missing directory");
+        assert!(err.contains("is not a directory"), "{err}");
+        host_path(&missing, "DirectoryOrCreate").expect("created");
+        assert!(missing.is_dir());
+        let file = dir.path().join("f");
+        host_path(&file, "FileOrCreate").expect("created");
+        assert!(file.is_file());
+        assert!(host_path(&missing, "File").is_err());
+        assert!(host_path(&missing, "Bogus").is_err());
+    }
+
+    #[test]
+    fn write_files_should_refuse_escaping_paths() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut files = BTreeMap::new();
+        files.insert("../x".to_string(), (b"x".to_vec(), None));
+        assert!(write_files(&dir.path().join("v"), &files).is_err());
+        files.clear();
+        files.insert("sub/k".to_string(), (b"v".to_vec(), Some(0o600)));
+        write_files(&dir.path().join("v"), &files).expect("written");
+        assert_eq!(
+            std::fs::read(dir.path().join("v/sub/k")).expect("file"),
+            b"v"
+        );
+    }
+}
