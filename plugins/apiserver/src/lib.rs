@@ -8,6 +8,7 @@ pub mod admission;
 pub mod allocator;
 pub mod config;
 pub mod discovery;
+pub mod fuzzing;
 mod handlers;
 pub mod metrics;
 pub mod negotiate;

@@ -59,6 +59,10 @@ pub enum YamlError {
     /// The body is not well-formed YAML.
     #[error("yaml: {0}")]
     Syntax(#[from] libyaml_safer::Error),
+    /// The YAML scanner gave up on the body (a construct its port of libyaml
+    /// leaves unhandled, such as a tag followed by `,` in a flow collection).
+    #[error("yaml: could not scan the body: {0}")]
+    Unscannable(String),
     /// The body is YAML that does not convert to JSON.
     #[error("{0}")]
     Decode(#[from] serde_yaml_ng::Error),
@@ -84,7 +88,17 @@ pub fn check(body: &[u8]) -> Result<(), YamlError> {
     let mut anchored: HashMap<String, usize> = HashMap::new();
     let mut values = 0usize;
     loop {
-        let event = parser.parse()?;
+        // libyaml-safer panics (a `todo`) on a few malformed inputs instead of
+        // returning an error: those bodies are refused like any other syntax error.
+        let event = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parser.parse()))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the scanner failed".into());
+                YamlError::Unscannable(why)
+            })??;
         let at = event.start_mark;
         match event.data {
             EventData::StreamEnd => return Ok(()),
@@ -162,6 +176,17 @@ mod tests {
             v.as_ref().and_then(|v| v.pointer("/data/x")),
             Some(&json!("{[{[ not flow ]}]}\n"))
         );
+    }
+
+    #[test]
+    fn check_should_refuse_a_tag_before_a_comma_in_a_flow_collection_instead_of_panicking() {
+        // Found by the stable fuzz test: libyaml-safer's scanner panics on it.
+        for body in ["[a, !canary, b]", "{k: !t,}", "[!!str,"] {
+            assert!(
+                matches!(check(body.as_bytes()), Err(YamlError::Unscannable(_))),
+                "{body}"
+            );
+        }
     }
 
     #[test]
