@@ -20,12 +20,17 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The directory holding the debug build of the binary and plugins.
+/// The directory holding the build of the binary and plugins: `target/debug` for the
+/// tests, `target/release` for the benchmarks (built with the release profile).
 pub fn build_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
-    target.join("debug")
+    target.join(if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    })
 }
 
 fn built(file: &str) -> PathBuf {
