@@ -2,9 +2,10 @@
 //! (`command` + `args`, in its own process group) whose stdout and stderr go to
 //! `<pod dir>/<container>-<id>.log`. Images are recorded, never pulled; pods share the
 //! host's network. Stopping sends SIGTERM to the process group, then SIGKILL after the
-//! timeout; dropping the runtime kills every process group it started, so nothing is
-//! orphaned. Each sandbox's state is kept in `<pod dir>/sandbox.json`, so a kubelet that
-//! was killed finds its still-running processes again ([`ProcessRuntime::recover`]).
+//! timeout; dropping the runtime (the kubelet stops) does the same to every process group
+//! it runs, with a 2 s grace, so nothing is orphaned. Each sandbox's state is kept in
+//! `<pod dir>/sandbox.json`, so a kubelet that was killed finds its still-running
+//! processes again ([`ProcessRuntime::recover`]).
 //!
 //! Mounts: as root, a container with mounts runs in its own mount namespace
 //! (`unshare --mount --propagation private`) where each host directory is bind-mounted
@@ -464,9 +465,29 @@ fn mount_script(mounts: &[Mount], working_dir: Option<&str>) -> String {
     script
 }
 
+/// How long processes get between SIGTERM and SIGKILL when the runtime is dropped (the
+/// kubelet stops).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for ProcessRuntime {
     fn drop(&mut self) {
         let state = self.state.get_mut();
+        for p in state.containers.values_mut() {
+            p.poll();
+            p.signal(Signal::TERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            let mut running = false;
+            for p in state.containers.values_mut() {
+                p.poll();
+                running |= p.state == ContainerState::Running;
+            }
+            if !running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for p in state.containers.values_mut() {
             p.kill_now();
         }
