@@ -2,7 +2,17 @@
 //!
 //! A request is the HTTP request a client would send, minus the connection: the
 //! apiserver runs it through the same handler chain as an HTTP request and
-//! answers the HTTP response. Watches are not carried yet; use HTTP for them.
+//! answers the HTTP response.
+//!
+//! A watch is an [`ApiWatch`] request with the path and query of an HTTP watch.
+//! Once answered 200, the apiserver sends the watch's lines to the requesting
+//! plugin's mailbox as [`ApiWatchEvents`] (each a chunk of the HTTP body:
+//! newline-delimited `{"type":...,"object":...}` lines), then one [`ApiWatchEnded`]
+//! when the watch ends: its `timeoutSeconds` passed, the watcher sent an
+//! [`ApiWatchStop`], the store dropped it (it fell too far behind), or the
+//! apiserver stopped. The watcher then re-watches from the last `resourceVersion`
+//! it saw, as over HTTP. Mailboxes are unbounded: a watcher that stops handling
+//! its messages should stop its watches.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,4 +49,68 @@ pub struct ApiResponse {
 impl Message for ApiRequest {
     const KIND: &'static str = "api.Request";
     type Reply = ApiResponse;
+}
+
+/// Starts a watch whose events the apiserver sends to the requesting plugin (`@apiserver`).
+///
+/// Answered with the HTTP status of the watch request: 200 and an empty body when
+/// it started, else the `Status` a client would get over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiWatch {
+    /// Chosen by the watcher, unique among its open watches; tags its events and its end.
+    pub id: String,
+    /// Path and query of the watch, as over HTTP, e.g.
+    /// `/api/v1/namespaces/default/pods?watch=true&resourceVersion=42&timeoutSeconds=300`
+    /// (`watch=true` is added when missing).
+    pub path: String,
+    /// `Accept` (empty for JSON events; `application/json;as=Table;v=v1;g=meta.k8s.io`
+    /// for Table events).
+    pub accept: String,
+}
+
+impl Message for ApiWatch {
+    const KIND: &'static str = "api.Watch";
+    type Reply = ApiResponse;
+}
+
+/// Lines of one bus watch, sent by the apiserver to the watcher, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiWatchEvents {
+    /// The watch's [`ApiWatch::id`].
+    pub id: String,
+    /// One or more watch lines, each `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":...}\n`.
+    pub lines: Vec<u8>,
+}
+
+impl Message for ApiWatchEvents {
+    const KIND: &'static str = "api.WatchEvents";
+    type Reply = ();
+}
+
+/// The last message of a bus watch, sent by the apiserver to the watcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiWatchEnded {
+    /// The watch's [`ApiWatch::id`].
+    pub id: String,
+    /// Why: `stopped` (an [`ApiWatchStop`]), or `closed` (its timeout passed, it
+    /// fell behind, or the apiserver is stopping: re-watch to go on).
+    pub reason: String,
+}
+
+impl Message for ApiWatchEnded {
+    const KIND: &'static str = "api.WatchEnded";
+    type Reply = ();
+}
+
+/// Stops a bus watch of the sending plugin (`@apiserver`); answers whether it was
+/// running. Its [`ApiWatchEnded`] follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiWatchStop {
+    /// The watch's [`ApiWatch::id`].
+    pub id: String,
+}
+
+impl Message for ApiWatchStop {
+    const KIND: &'static str = "api.WatchStop";
+    type Reply = bool;
 }

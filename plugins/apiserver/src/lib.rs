@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod bus_watch;
 pub mod config;
 pub mod discovery;
 pub mod fuzzing;
@@ -25,7 +26,7 @@ pub mod yaml;
 
 use std::time::Duration;
 
-use kubernel_sdk::api::rest::ApiRequest;
+use kubernel_sdk::api::rest::{ApiRequest, ApiWatch, ApiWatchStop};
 use kubernel_sdk::api::Message;
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 
@@ -70,6 +71,16 @@ impl Plugin for ApiServer {
             ApiRequest::KIND => msg.reply::<ApiRequest>(|req| match &self.server {
                 Some(server) => Ok(server.call(req)),
                 None => Err(PluginError::Failed("the apiserver is not serving".into())),
+            }),
+            ApiWatch::KIND => msg.reply::<ApiWatch>(|req| match &self.server {
+                Some(server) => Ok(server.watch(msg.from, req)),
+                None => Err(PluginError::Failed("the apiserver is not serving".into())),
+            }),
+            ApiWatchStop::KIND => msg.reply::<ApiWatchStop>(|req| {
+                Ok(self
+                    .server
+                    .as_ref()
+                    .is_some_and(|server| server.stop_watch(msg.from, &req.id)))
             }),
             other => Err(PluginError::UnknownKind(other.to_string())),
         }

@@ -9,7 +9,9 @@ use axum::serve::ListenerExt;
 use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
-use kubernel_api::rest::{ApiRequest, ApiResponse};
+use kubernel_api::rest::{ApiRequest, ApiResponse, ApiWatch};
+
+use crate::bus_watch::{self, BusWatches};
 
 use crate::config::ApiServerConfig;
 use crate::config::Storage;
@@ -29,6 +31,10 @@ pub struct Server {
     shutdown: CancellationToken,
     state: Arc<ApiState>,
     router: axum::Router,
+    /// The plugin's bus handle (bus watches send their events with it).
+    ctx: Context,
+    /// Watches over the bus, open until they end or are stopped.
+    bus_watches: BusWatches,
 }
 
 impl Server {
@@ -108,6 +114,8 @@ impl Server {
             shutdown,
             state,
             router,
+            ctx: ctx.clone(),
+            bus_watches: BusWatches::default(),
         })
     }
 
@@ -123,7 +131,9 @@ impl Server {
         if req.path.contains("watch=true") || req.path.contains("watch=1") {
             return failed(
                 400,
-                ApiError::bad_request("watch is not carried over the bus yet; watch over HTTP"),
+                ApiError::bad_request(
+                    "an api.Request cannot watch: send an api.Watch (its events come as api.WatchEvents messages)",
+                ),
             );
         }
         let mut builder = axum::http::Request::builder()
@@ -175,6 +185,25 @@ impl Server {
             ),
             Err(_) => failed(503, ApiError::unavailable("the apiserver is stopping")),
         }
+    }
+
+    /// Starts a watch over the bus for plugin `watcher` through the same handler
+    /// chain as HTTP watches; blocks the calling (plugin) thread until it started
+    /// or was refused. Its events go to `watcher`'s mailbox.
+    pub fn watch(&self, watcher: &str, req: ApiWatch) -> ApiResponse {
+        let start = bus_watch::Start {
+            router: self.router.clone(),
+            runtime: self.runtime.handle().clone(),
+            ctx: self.ctx.clone(),
+            watches: self.bus_watches.clone(),
+            limit: self.state.config.max_request_body_bytes,
+        };
+        bus_watch::start(start, watcher, req)
+    }
+
+    /// Stops bus watch `id` of plugin `watcher`; whether it was open.
+    pub fn stop_watch(&self, watcher: &str, id: &str) -> bool {
+        self.bus_watches.stop(watcher, id)
     }
 
     /// Refreshes the storage gauges (called before metrics are gathered).
