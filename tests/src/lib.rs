@@ -480,8 +480,15 @@ impl Cluster {
 
     /// Starts a kernel whose apiserver stores in the etcd at `endpoint` (`http://127.0.0.1:P`).
     pub fn start_on_etcd(endpoint: &str, extra: &str) -> Result<Cluster> {
+        Cluster::start_on_etcd_members(&[endpoint], extra)
+    }
+
+    /// Starts a kernel whose apiserver stores in the etcd cluster with these client URLs.
+    pub fn start_on_etcd_members(endpoints: &[&str], extra: &str) -> Result<Cluster> {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
         Cluster::start_with(&format!(
-            "storage = \"etcd\"\netcd_endpoints = [\"{endpoint}\"]\n{extra}"
+            "storage = \"etcd\"\netcd_endpoints = [{}]\n{extra}",
+            list.join(", ")
         ))
     }
 

@@ -170,15 +170,26 @@ impl EtcdStore {
         }
         let mut kv = self.kv.clone();
         let timeout = self.shared.request_timeout;
-        let reason = match tokio::time::timeout(timeout, kv.txn(txn)).await {
-            Ok(Ok(response)) => {
-                if let Some(header) = response.header() {
-                    self.shared.reach(codec::revision(header.revision()));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempts = 0;
+        let reason = loop {
+            attempts += 1;
+            match tokio::time::timeout_at(deadline, kv.txn(txn.clone())).await {
+                Ok(Ok(response)) => {
+                    if let Some(header) = response.header() {
+                        self.shared.reach(codec::revision(header.revision()));
+                    }
+                    return Ok(response);
                 }
-                return Ok(response);
+                // The client balances over every endpoint, a dead member's too: a
+                // request that could not even connect was never sent, so another
+                // member may take it.
+                Ok(Err(err)) if never_sent(&err) && attempts < 2 * self.shared.members() => {
+                    continue;
+                }
+                Ok(Err(err)) => break describe(&err),
+                Err(_) => break format!("no answer within {timeout:?}"),
             }
-            Ok(Err(err)) => describe(&err),
-            Err(_) => format!("no answer within {timeout:?}"),
         };
         Err(self.shared.unavailable(&format!("{verb} {key}"), reason))
     }
@@ -427,6 +438,29 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EtcdError> {
 
 /// A short description of an etcd client error: the gRPC message, without the
 /// status' debug dump.
+/// True when a request failed because no connection to the chosen member could be
+/// made (the request never left this process), so retrying it on another member is safe.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    let text = match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            if format!("{:?}", status.code()) != "Unavailable" {
+                return false;
+            }
+            format!("{status} {status:?}")
+        }
+        etcd_client::Error::TransportError(e) => format!("{e} {e:?}"),
+        _ => return false,
+    };
+    let text = text.to_ascii_lowercase();
+    [
+        "connect error",
+        "connection refused",
+        "error trying to connect",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
 fn describe(err: &etcd_client::Error) -> String {
     match err {
         etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {

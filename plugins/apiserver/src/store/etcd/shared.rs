@@ -109,6 +109,11 @@ impl Shared {
         self.reached.fetch_max(revision, Ordering::AcqRel);
     }
 
+    /// How many etcd members the client was given.
+    pub(super) fn members(&self) -> usize {
+        self.endpoints.split(',').count().max(1)
+    }
+
     /// The error of a failed request about `what`.
     pub(super) fn unavailable(&self, what: &str, reason: String) -> StoreError {
         StoreError::Unavailable(

@@ -8,7 +8,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, 
 use tracing::{debug, info, warn};
 
 use super::codec;
-use super::{describe, Shared};
+use super::{describe, never_sent, Shared};
 use crate::store::Revision;
 
 /// Time between health checks.
@@ -32,8 +32,18 @@ pub(super) async fn check_health(shared: Arc<Shared>, client: Client) {
     loop {
         ticks.tick().await;
         let mut kv = client.kv_client();
-        let read = kv.get(HEALTH_KEY, Some(GetOptions::new().with_count_only()));
-        match tokio::time::timeout(timeout, read).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let read = kv.get(HEALTH_KEY, Some(GetOptions::new().with_count_only()));
+            match tokio::time::timeout_at(deadline, read).await {
+                // A dead member among several: ask another one (see `never_sent`).
+                Ok(Err(err)) if never_sent(&err) && attempts < 2 * shared.members() => continue,
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(Ok(response)) => {
                 if let Some(header) = response.header() {
                     shared.reach(codec::revision(header.revision()));
