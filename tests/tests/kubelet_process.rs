@@ -761,3 +761,79 @@ fn bad_commands_and_closed_probe_ports_are_reported_not_crashed_on() -> Result<(
     })?;
     Ok(())
 }
+
+#[test]
+fn memory_and_cpu_limits_apply_and_oom_kills_are_reported() -> Result<()> {
+    let marker = Marker::new("limits");
+    let (mut cluster, _) = start("node-limits")?;
+    create(
+        &cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hog"},
+            "spec": {"nodeName": "node-limits", "restartPolicy": "Never", "containers": [{
+                "name": "c", "image": "python:3.12",
+                "command": ["python3", "-c", "x = bytearray(512 * 1024 * 1024); print(len(x))"],
+                "env": [marker.env()],
+                "resources": {"limits": {"memory": "64Mi"}},
+            }]},
+        }),
+    )?;
+    let p = wait_pod(&cluster, "hog", "Failed", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Failed"
+    })?;
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137, "{t}");
+
+    create(
+        &cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "capped"},
+            "spec": {"nodeName": "node-limits", "containers": [{
+                "name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                "env": [marker.env()],
+                "resources": {"limits": {"cpu": "250m", "memory": "32Mi"}},
+            }]},
+        }),
+    )?;
+    wait_pod(
+        &cluster,
+        "capped",
+        "Running",
+        Duration::from_secs(30),
+        |p| p["status"]["phase"] == "Running",
+    )?;
+    let (pid, _) = *marker
+        .processes()
+        .first()
+        .ok_or_else(|| anyhow!("no capped process"))?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let path_of = |controller: &str| {
+        cgroups.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+            list.split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+    };
+    let cpu = path_of("cpu").ok_or_else(|| anyhow!("no cpu cgroup: {cgroups}"))?;
+    let memory = path_of("memory").ok_or_else(|| anyhow!("no memory cgroup: {cgroups}"))?;
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us"))?;
+    assert_eq!(quota.trim(), "25000", "250m of a 100 ms period");
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes"
+    ))?;
+    assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    cluster.ok(&["delete", "pod", "capped", "--wait=false"])?;
+    eventually(Duration::from_secs(15), "no process left", || {
+        Ok(marker.processes().is_empty())
+    })?;
+    eventually(Duration::from_secs(5), "the cgroups removed", || {
+        Ok(!std::path::Path::new(&format!("/sys/fs/cgroup/cpu{cpu}")).exists())
+    })?;
+    cluster.kernel.terminate(Duration::from_secs(20))?;
+    Ok(())
+}

@@ -92,8 +92,6 @@ impl ProcessKubelet {
         metrics.node_name.with_label_values(&[&node_name]).set(1);
         if !rustix::process::geteuid().is_root() {
             tracing::warn!("the kubelet does not run as root: volumes are not mounted at their mountPath and resource limits are not applied");
-        } else {
-            tracing::info!("resource limits (cgroups) are not applied by the process runtime yet");
         }
         let shared = Arc::new(Shared {
             config,

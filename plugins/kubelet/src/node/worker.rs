@@ -22,6 +22,7 @@ use super::probes::{self, ProbeContext, Prober};
 use super::status::{self, ContainerView, Phase, PodView};
 use super::{env, volumes, Shared};
 use crate::metrics::Operation;
+use crate::runtime::cgroups::{self, Limits};
 use crate::runtime::{
     ContainerConfig, ContainerState, ContainerStatus, PodSandboxConfig, Runtime, SandboxId,
     SandboxState,
@@ -576,6 +577,7 @@ impl Worker {
             env: &env,
             working_dir: c.working_dir.as_deref(),
             mounts: &mounts,
+            limits: limits_of(c),
         };
         let id = match rt.create_container(&sandbox, &config).await {
             Ok(id) => id,
@@ -804,6 +806,16 @@ fn container_view<'a>(c: &'a Container, slots: &'a HashMap<String, Slot>) -> Con
             .map(|(r, m)| (r.as_str(), m.as_str())),
         started,
         ready,
+    }
+}
+
+/// The container's `resources.limits` for cpu and memory.
+fn limits_of(c: &Container) -> Limits {
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let get = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.as_str());
+    Limits {
+        memory_bytes: get("memory").and_then(cgroups::memory_bytes),
+        cpu_millis: get("cpu").and_then(cgroups::cpu_millis),
     }
 }
 

@@ -3,6 +3,7 @@
 //! removed by id, with status and list calls; implementations: [`sim::SimRuntime`] and
 //! [`process::ProcessRuntime`].
 
+pub mod cgroups;
 pub mod process;
 mod process_state;
 pub mod sim;
@@ -86,6 +87,8 @@ pub struct ContainerConfig<'a> {
     pub working_dir: Option<&'a str>,
     /// Host directories to show the container at a path (CRI `Mount`).
     pub mounts: &'a [Mount],
+    /// CPU and memory limits (CRI `LinuxContainerResources`).
+    pub limits: cgroups::Limits,
 }
 
 /// A host path shown to a container at another path (CRI `Mount`).

@@ -11,6 +11,10 @@
 //! (`unshare --mount --propagation private`) where each host directory is bind-mounted
 //! at its container path (created on the host when missing, empty). Without root the
 //! mounts are skipped with one warning: the files stay under the pod directory.
+//!
+//! Limits: as root, a container with CPU or memory limits runs in its own cgroups (see
+//! [`cgroups`](super::cgroups)); an exit by SIGKILL with an OOM kill recorded there is
+//! reported as `OOMKilled`.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -24,6 +28,7 @@ use jiff::Timestamp;
 use parking_lot::Mutex;
 use rustix::process::{kill_process_group, Pid, Signal};
 
+use super::cgroups::{self, Hierarchy, Limits};
 use super::process_state::{self, ContainerRecord, SandboxRecord};
 use super::{
     ContainerConfig, ContainerId, ContainerState, ContainerStatus, Mount, PodSandboxConfig,
@@ -45,6 +50,10 @@ pub struct ProcessRuntime {
     mount_namespaces: bool,
     /// Whether the "mounts skipped" warning was logged already.
     warned_mounts: AtomicBool,
+    /// Where container cgroups go, or why limits cannot be applied.
+    cgroups: Result<Hierarchy, String>,
+    /// Whether the "limits not applied" line was logged already.
+    warned_limits: AtomicBool,
 }
 
 #[derive(Default)]
@@ -71,6 +80,9 @@ struct Proc {
     env: Vec<(String, String)>,
     working_dir: Option<String>,
     mounts: Vec<Mount>,
+    limits: Limits,
+    /// The container's cgroup directories (empty: no limits applied).
+    cgroups: Vec<PathBuf>,
     log: PathBuf,
     state: ContainerState,
     created: Timestamp,
@@ -99,7 +111,14 @@ impl Proc {
                     .code()
                     .or_else(|| status.signal().map(|s| 128 + s))
                     .unwrap_or(-1);
-                self.exited(code, if code == 0 { "Completed" } else { "Error" });
+                let reason = if code == 0 {
+                    "Completed"
+                } else if code == 128 + 9 && cgroups::oom_killed(&self.cgroups) {
+                    "OOMKilled"
+                } else {
+                    "Error"
+                };
+                self.exited(code, reason);
             }
         } else if !self
             .pid
@@ -179,6 +198,7 @@ impl Proc {
             message: self.message.clone(),
             pid: self.pid,
             start_ticks: self.start_ticks,
+            cgroups: self.cgroups.clone(),
         }
     }
 
@@ -213,6 +233,8 @@ impl Proc {
             message: r.message,
             pid: r.pid,
             start_ticks: r.start_ticks,
+            limits: Limits::default(),
+            cgroups: r.cgroups,
             child: None,
         };
         p.poll();
@@ -280,6 +302,8 @@ impl ProcessRuntime {
             state: Mutex::new(State::default()),
             mount_namespaces: rustix::process::geteuid().is_root(),
             warned_mounts: AtomicBool::new(false),
+            cgroups: cgroups::detect(),
+            warned_limits: AtomicBool::new(false),
         }
     }
 
@@ -359,6 +383,26 @@ impl ProcessRuntime {
         }
     }
 
+    /// The cgroups of container `key` with `p`'s limits, or none (logged once).
+    fn cgroups_for(&self, key: u64, p: &Proc) -> Vec<PathBuf> {
+        if p.limits.is_empty() {
+            return Vec::new();
+        }
+        let made = match &self.cgroups {
+            Ok(h) => h.create(&format_id(key), p.limits),
+            Err(why) => Err(why.clone()),
+        };
+        match made {
+            Ok(dirs) => dirs,
+            Err(why) => {
+                if !self.warned_limits.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(reason = %why, "container CPU and memory limits are not applied");
+                }
+                Vec::new()
+            }
+        }
+    }
+
     fn spawn(&self, p: &Proc, dir: &Path) -> Result<Child, String> {
         let Some((program, args)) = p.argv.split_first() else {
             return Err(format!(
@@ -389,11 +433,16 @@ impl ProcessRuntime {
             .try_clone()
             .map_err(|e| format!("log file {}: {e}", p.log.display()))?;
         let mut cmd;
-        if !p.mounts.is_empty() && self.mount_namespaces {
-            cmd = Command::new("unshare");
-            cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-                .arg(mount_script(&p.mounts, p.working_dir.as_deref()))
-                .arg("kubernel-mounts")
+        let mount = !p.mounts.is_empty() && self.mount_namespaces;
+        if mount || !p.cgroups.is_empty() {
+            let mounts = if mount { p.mounts.as_slice() } else { &[] };
+            cmd = Command::new(if mount { "unshare" } else { "/bin/sh" });
+            if mount {
+                cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh"]);
+            }
+            cmd.arg("-c")
+                .arg(wrapper_script(&p.cgroups, mounts, p.working_dir.as_deref()))
+                .arg("kubernel-container")
                 .arg(program)
                 .args(args)
                 .current_dir(dir);
@@ -439,10 +488,18 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The shell script run in the container's new mount namespace: bind-mount each host
-/// path at its container path, change to the working directory, exec the command.
-fn mount_script(mounts: &[Mount], working_dir: Option<&str>) -> String {
+/// The shell script that starts a container: join its cgroups, bind-mount each host
+/// path at its container path (in its new mount namespace), change to the working
+/// directory, exec the command.
+fn wrapper_script(cgroups: &[PathBuf], mounts: &[Mount], working_dir: Option<&str>) -> String {
     let mut script = String::from("set -e\n");
+    for dir in cgroups {
+        let procs = dir.join("cgroup.procs");
+        script.push_str(&format!(
+            "echo $$ > {}\n",
+            sh_quote(&procs.to_string_lossy())
+        ));
+    }
     for m in mounts {
         let target = sh_quote(&m.container_path);
         let source = sh_quote(&m.host_path.to_string_lossy());
@@ -490,6 +547,7 @@ impl Drop for ProcessRuntime {
         }
         for p in state.containers.values_mut() {
             p.kill_now();
+            cgroups::remove(&p.cgroups);
         }
         let keys: Vec<u64> = state.sandboxes.keys().copied().collect();
         for k in keys {
@@ -564,7 +622,9 @@ impl Runtime for ProcessRuntime {
             let removed = state.sandboxes.remove(&key);
             if let Some(s) = &removed {
                 for c in &s.containers {
-                    state.containers.remove(c);
+                    if let Some(p) = state.containers.remove(c) {
+                        cgroups::remove(&p.cgroups);
+                    }
                 }
             }
             removed
@@ -617,6 +677,8 @@ impl Runtime for ProcessRuntime {
             env: config.env.to_vec(),
             working_dir: config.working_dir.map(str::to_string),
             mounts: config.mounts.to_vec(),
+            limits: config.limits,
+            cgroups: Vec::new(),
             log: s.dir.join(format!("{}-{}.log", config.name, format_id(id))),
             state: ContainerState::Created,
             created: Timestamp::now(),
@@ -652,10 +714,12 @@ impl Runtime for ProcessRuntime {
             .get(&p.sandbox)
             .map(|s| s.dir.clone())
             .unwrap_or_else(|| self.root.clone());
-        let spawned = self.spawn(p, &dir);
+        let cgroup_dirs = self.cgroups_for(key, p);
         let Some(p) = state.containers.get_mut(&key) else {
             return Err(not_found("container", &id.0));
         };
+        p.cgroups = cgroup_dirs;
+        let spawned = self.spawn(p, &dir);
         let sandbox = p.sandbox;
         let result = match spawned {
             Ok(child) => {
@@ -699,6 +763,7 @@ impl Runtime for ProcessRuntime {
             if let Err(e) = std::fs::remove_file(&p.log) {
                 tracing::debug!(log = %p.log.display(), error = %e, "removing a container log failed");
             }
+            cgroups::remove(&p.cgroups);
             let mut times = p.log.clone().into_os_string();
             times.push(".times");
             let _ = std::fs::remove_file(times);
@@ -821,6 +886,7 @@ mod tests {
             env: &env,
             working_dir: Some("/tmp"),
             mounts: &[],
+            limits: Default::default(),
         };
         let c = rt.create_container(&s, &config).await.expect("create");
         rt.start_container(&c).await.expect("start");
@@ -849,6 +915,7 @@ mod tests {
             env: &env,
             working_dir: None,
             mounts: &[],
+            limits: Default::default(),
         };
         let c = rt.create_container(&s, &config).await.expect("create");
         rt.start_container(&c).await.expect("start");
@@ -926,6 +993,7 @@ mod tests {
                 env: &env,
                 working_dir: None,
                 mounts: &[],
+                limits: Default::default(),
             };
             let c = rt.create_container(&s, &config).await.expect("create");
             let err = rt.start_container(&c).await.expect_err("no such file");
@@ -954,6 +1022,7 @@ mod tests {
             env: &env,
             working_dir: None,
             mounts: &[],
+            limits: Default::default(),
         };
         let c = rt.create_container(&s, &config).await.expect("create");
         rt.start_container(&c).await.expect("start");
@@ -977,13 +1046,13 @@ mod tests {
     }
 
     #[test]
-    fn mount_script_should_quote_paths() {
+    fn wrapper_script_should_quote_paths() {
         let mounts = [Mount {
             host_path: PathBuf::from("/nonexistent/it's"),
             container_path: "/etc/conf d".into(),
             read_only: true,
         }];
-        let script = mount_script(&mounts, Some("/w"));
+        let script = wrapper_script(&[], &mounts, Some("/w"));
         assert!(
             script.contains("mount --bind '/nonexistent/it'\\''s' '/etc/conf d'"),
             "{script}"

@@ -40,6 +40,8 @@ pub(super) struct ContainerRecord {
     pub message: String,
     pub pid: Option<u32>,
     pub start_ticks: Option<u64>,
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Writes `record` into `dir/sandbox.json` (through a temporary file and a rename).

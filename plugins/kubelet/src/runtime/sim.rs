@@ -390,6 +390,7 @@ mod tests {
             env: &[],
             working_dir: None,
             mounts: &[],
+            limits: Default::default(),
         }
     }
 

@@ -353,6 +353,7 @@ impl Pods {
                 env: &[],
                 working_dir: None,
                 mounts: &[],
+                limits: Default::default(),
             };
             let id = rt.create_container(&sandbox, &config).await.map_err(err)?;
             rt.start_container(&id).await.map_err(err)?;
