@@ -1,13 +1,16 @@
 //! `kubernel bench scheduler`: starts a cluster of simulated nodes in a child
 //! process, creates pods through the API and reports how fast they get bound.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How often a create answered 429 is retried (client-go's `maxRetries` is 10).
+const CREATE_RETRIES_ON_429: usize = 10;
 
 /// What to measure.
 pub struct SchedulerBench {
@@ -230,10 +233,14 @@ path = "libkubernel_scheduler.so"
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
+    // Distinct create failures (status and body, or the transport error) with counts.
+    let error_texts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let retried = Arc::new(AtomicUsize::new(0));
     let create_start = Instant::now();
     let workers: Vec<_> = (0..opts.concurrency.max(1))
         .map(|_| {
             let (created, next, errors) = (created.clone(), next.clone(), errors.clone());
+            let (error_texts, retried) = (error_texts.clone(), retried.clone());
             let url = format!("{api}/api/v1/namespaces/bench/pods");
             let total = opts.pods;
             std::thread::spawn(move || {
@@ -251,16 +258,48 @@ path = "libkubernel_scheduler.so"
                             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
                     });
                     let sent = Instant::now();
-                    match agent.post(&url).send_json(&pod) {
+                    // Like client-go: a 429 (the apiserver's in-flight limit) is retried
+                    // after its Retry-After, up to 10 times; only then is it an error.
+                    let mut response = agent.post(&url).send_json(&pod);
+                    for _ in 0..CREATE_RETRIES_ON_429 {
+                        let retry_after = match &response {
+                            Ok(r) if r.status() == 429 => r
+                                .headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                                .unwrap_or(1),
+                            _ => break,
+                        };
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_secs(retry_after.min(10)));
+                        response = agent.post(&url).send_json(&pod);
+                    }
+                    let failure = match response {
                         Ok(r) if r.status() == 201 => {
                             created
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .insert(name, sent);
+                            None
                         }
-                        _ => {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                        Ok(mut r) => {
+                            let body = r.body_mut().read_to_string().unwrap_or_default();
+                            let message = serde_json::from_str::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["message"].as_str().map(String::from))
+                                .unwrap_or(body);
+                            Some(format!("HTTP {}: {message}", r.status().as_u16()))
                         }
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(text) = failure {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        *error_texts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(text)
+                            .or_default() += 1;
                     }
                 }
             })
@@ -308,6 +347,25 @@ path = "libkubernel_scheduler.so"
         errors.load(Ordering::Relaxed),
         opts.concurrency
     );
+    for (text, n) in error_texts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        println!("  create error ({n}x):       {text}");
+    }
+    let too_many = series_by(
+        &metrics,
+        "apiserver_request_total",
+        "code=\"429\"",
+        &["verb", "resource", "subresource"],
+    );
+    if too_many.is_empty() {
+        println!("  apiserver 429 answers:     none");
+    } else {
+        let parts: Vec<String> = too_many.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "  apiserver 429 answers:     {} (in-flight limit; creates retried {} times)",
+            parts.join(", "),
+            retried.load(Ordering::Relaxed)
+        );
+    }
     if let Some(cfg) = &opts.scheduler_config {
         println!("  scheduler config:          {}", cfg.display());
     }
@@ -345,6 +403,37 @@ path = "libkubernel_scheduler.so"
         None => println!("  scheduling attempt:        no scheduler_scheduling_attempt_duration_seconds samples"),
     }
     wait.map_err(|e| fail(&mut cluster, e))
+}
+
+/// Sums of the `name` series whose labels contain `filter`, keyed by the values of
+/// `labels` joined with spaces (e.g. `create pods binding`).
+fn series_by(text: &str, name: &str, filter: &str, labels: &[&str]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let prefix = format!("{name}{{");
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(filter))
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let key: Vec<&str> = labels
+            .iter()
+            .map(|l| {
+                series
+                    .split([',', '{'])
+                    .find_map(|kv| kv.strip_prefix(&format!("{l}=\"")))
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or("")
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
+        *out.entry(key.join(" ")).or_default() += value;
+    }
+    out
 }
 
 /// A cumulative Prometheus histogram summed over the series whose labels contain `filter`.
@@ -409,6 +498,22 @@ fn histogram(text: &str, name: &str, filter: &str) -> Option<Histogram> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_by_should_sum_by_the_named_labels() {
+        let text = "r_total{code=\"429\",resource=\"pods\",subresource=\"\",verb=\"create\"} 3\n\
+                    r_total{code=\"429\",resource=\"pods\",subresource=\"binding\",verb=\"create\"} 2\n\
+                    r_total{code=\"201\",resource=\"pods\",subresource=\"\",verb=\"create\"} 9\n";
+        let m = series_by(
+            text,
+            "r_total",
+            "code=\"429\"",
+            &["verb", "resource", "subresource"],
+        );
+        assert_eq!(m.get("create pods"), Some(&3.0));
+        assert_eq!(m.get("create pods binding"), Some(&2.0));
+        assert_eq!(m.len(), 2);
+    }
 
     #[test]
     fn histogram_should_sum_series_and_find_quantile_buckets() {
