@@ -48,6 +48,9 @@ impl LeaderElection {
             &["name"],
         )?;
         if let Some(r) = registry {
+            // A plugin restarted, resumed or reconfigured campaigns again: this
+            // election's gauge replaces the previous one (same name and labels).
+            let _ = r.unregister(Box::new(gauge.clone()));
             r.register(Box::new(gauge.clone()))?;
         }
         let (tx, leading) = watch::channel(false);
