@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kubernel_client::{
-    Api, CancellationToken, Change, Client, ClientMetrics, DeleteParams, EventRecorder, Informer,
-    LeaderElection, LeaderElectionConfig, ListParams, Patch,
+    Api, CancellationToken, Change, Client, ClientError, ClientMetrics, DeleteParams,
+    EventRecorder, Informer, LeaderElection, LeaderElectionConfig, ListParams, Patch,
 };
 use kubernel_sdk::Context;
 use serde_json::json;
@@ -19,6 +19,10 @@ use serde_json::json;
 use crate::core::{BindOutcome, ScheduleOutcome, ScheduledPod, UnschedulablePod};
 use crate::plugin::{Engine, PluginConfig};
 use crate::pod_info::PodInfo;
+
+/// How often a binding refused with 429 Too Many Requests is retried, and the first wait.
+const BIND_RETRIES_ON_429: u32 = 10;
+const BIND_RETRY_FIRST: Duration = Duration::from_millis(50);
 
 /// How often backoff and unschedulable pods are flushed back to the active queue.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -447,10 +451,22 @@ async fn write_binding(client: &Client, pod: &PodInfo, node: &str) -> Result<(),
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
-    api.create_subresource(&pod.name, "binding", &binding)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    // A 429 (the apiserver's in-flight limit) did nothing: retry it as client-go
+    // does, sooner than its Retry-After so the pod keeps its place. Other errors
+    // may have bound the pod and go back to the core.
+    let mut delay = BIND_RETRY_FIRST;
+    let mut attempt = 0;
+    loop {
+        match api.create_subresource(&pod.name, "binding", &binding).await {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Api { code: 429, .. }) if attempt < BIND_RETRIES_ON_429 => {
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Records per-plugin scores in an annotation (profiles with `record_scores`).
