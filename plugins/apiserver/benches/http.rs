@@ -1,6 +1,8 @@
 //! Measures the apiserver over HTTP in the real release binary: creates/s, GET and LIST latency, watch fan-out, RSS.
 //!
-//! `cargo bench -p kubernel-apiserver --bench http`. Builds `kubernel` and the plugin in
+//! `cargo bench -p kubernel-apiserver --bench http` runs every phase; `-- fan-out`
+//! runs only the watch fan-out with JSON watches, `-- fan-out table` with the Table
+//! watches of `kubectl get -w` (`includeObject=Object`). Builds `kubernel` and the plugin in
 //! release, starts the kernel with the apiserver on a free loopback port in a temporary
 //! directory, drives it with a minimal keep-alive HTTP/1.1 client, prints a summary and
 //! stops the kernel with SIGTERM. Client and server share the machine, so on few cores
@@ -46,6 +48,14 @@ const PHASE_BUDGET: Duration = Duration::from_secs(30);
 const FILL_BUDGET: Duration = Duration::from_secs(120);
 
 fn main() -> Result<()> {
+    // `cargo bench ... -- fan-out [table]`: only the watch fan-out, with JSON or Table watches.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only_fan_out = args.iter().any(|a| a == "fan-out");
+    let format = if args.iter().any(|a| a == "table") {
+        WatchFormat::Table
+    } else {
+        WatchFormat::Json
+    };
     let target = build()?;
     let kernel = KernelProcess::start(&target)?;
     println!(
@@ -57,7 +67,11 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(measure(kernel.api, kernel.child.id()));
+    let result = if only_fan_out {
+        runtime.block_on(fan_out_rows(kernel.api, format))
+    } else {
+        runtime.block_on(measure(kernel.api, kernel.child.id()))
+    };
     let stop = kernel.terminate();
     let mut rows = result?;
     rows.push(Row::new("SIGTERM to exit", stop?, "-"));
@@ -273,31 +287,7 @@ async fn measure(api: SocketAddr, pid: u32) -> Result<Vec<Row>> {
         "-",
     ));
 
-    let (watchers, note) = watcher_count();
-    if let Some(note) = note {
-        println!("{note}");
-    }
-    let w = watch_fan_out(api, watchers).await?;
-    rows.push(Row::new(
-        format!("watch delivery p50 / p99 ({watchers} watchers)"),
-        w.latency.p50_p99(),
-        "p99 < 100 ms",
-    ));
-    rows.push(Row::new(
-        "watch events delivered",
-        format!("{} of {}", w.latency.len(), w.expected),
-        "all",
-    ));
-    rows.push(Row::new(
-        "configmap update rate",
-        format!("{:.0}/s ({} not 200)", w.update_rate, w.update_failures),
-        "~1,000/s",
-    ));
-    rows.push(Row::new(
-        "configmap PATCH p50 / p99 during fan-out",
-        w.patch_latency.p50_p99(),
-        "-",
-    ));
+    rows.extend(fan_out_rows(api, WatchFormat::Json).await?);
 
     let deadline = Instant::now() + FILL_BUDGET;
     let fill = create_pods(
@@ -431,6 +421,74 @@ fn watcher_count() -> (usize, Option<String>) {
     }
 }
 
+/// The rows of the watch fan-out phase, with watches in `format`.
+async fn fan_out_rows(api: SocketAddr, format: WatchFormat) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let (watchers, note) = watcher_count();
+    if let Some(note) = note {
+        println!("{note}");
+    }
+    let w = watch_fan_out(api, watchers, format).await?;
+    rows.push(Row::new(
+        format!(
+            "watch delivery p50 / p99 ({watchers} {} watchers)",
+            format.name()
+        ),
+        w.latency.p50_p99(),
+        "p99 < 100 ms",
+    ));
+    rows.push(Row::new(
+        "watch events delivered",
+        format!("{} of {}", w.latency.len(), w.expected),
+        "all",
+    ));
+    rows.push(Row::new(
+        "configmap update rate",
+        format!("{:.0}/s ({} not 200)", w.update_rate, w.update_failures),
+        "~1,000/s",
+    ));
+    rows.push(Row::new(
+        "configmap PATCH p50 / p99 during fan-out",
+        w.patch_latency.p50_p99(),
+        "-",
+    ));
+    Ok(rows)
+}
+
+/// What the watchers of the fan-out phase ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchFormat {
+    /// Plain JSON events (client libraries, controllers).
+    Json,
+    /// `meta.k8s.io/v1` Table events with the whole object (`kubectl get -w`).
+    Table,
+}
+
+impl WatchFormat {
+    fn name(self) -> &'static str {
+        match self {
+            WatchFormat::Json => "JSON",
+            WatchFormat::Table => "Table",
+        }
+    }
+
+    /// The `Accept` header of the watch request, if any.
+    fn accept(self) -> Option<&'static str> {
+        match self {
+            WatchFormat::Json => None,
+            WatchFormat::Table => Some("application/json;as=Table;v=v1;g=meta.k8s.io"),
+        }
+    }
+
+    /// Extra query parameters of the watch request.
+    fn query(self) -> &'static str {
+        match self {
+            WatchFormat::Json => "",
+            WatchFormat::Table => "&includeObject=Object",
+        }
+    }
+}
+
 /// What the watch phase measured.
 struct FanOut {
     latency: Latencies,
@@ -442,7 +500,7 @@ struct FanOut {
 
 /// Opens `watchers` watches on the configmaps of `default`, updates [`UPDATERS`] configmaps
 /// [`UPDATES`] times at [`UPDATE_RATE`], and collects each event's delivery latency.
-async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
+async fn watch_fan_out(api: SocketAddr, watchers: usize, format: WatchFormat) -> Result<FanOut> {
     let base = Instant::now();
     let mut conn = Conn::connect(api).await?;
     let mut rv = String::new();
@@ -465,7 +523,8 @@ async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
             .to_string();
     }
     let path = Arc::new(format!(
-        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}{}",
+        format.query()
     ));
     let ready = Arc::new(AtomicUsize::new(0));
     let opened = Instant::now();
@@ -473,7 +532,7 @@ async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
     for _ in 0..watchers {
         let (path, ready) = (path.clone(), ready.clone());
         tasks.push(tokio::spawn(async move {
-            watch_one(api, &path, &ready, base).await
+            watch_one(api, &path, format.accept(), &ready, base).await
         }));
     }
     while ready.load(Ordering::Relaxed) < watchers && opened.elapsed() < PHASE_BUDGET {
@@ -545,10 +604,12 @@ async fn watch_fan_out(api: SocketAddr, watchers: usize) -> Result<FanOut> {
 async fn watch_one(
     api: SocketAddr,
     path: &str,
+    accept: Option<&'static str>,
     ready: &AtomicUsize,
     base: Instant,
 ) -> Result<Vec<Duration>> {
     let mut conn = Conn::connect(api).await?;
+    conn.accept = accept;
     conn.send("GET", path, None, b"").await?;
     let (status, _) = conn.head().await?;
     if status != 200 {
@@ -689,6 +750,8 @@ enum Framing {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// `Accept` header of its requests, if any.
+    accept: Option<&'static str>,
 }
 
 impl Conn {
@@ -698,6 +761,7 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::new(),
+            accept: None,
         })
     }
 
@@ -736,6 +800,9 @@ impl Conn {
         body: &[u8],
     ) -> Result<()> {
         let mut req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+        if let Some(accept) = self.accept {
+            req.push_str(&format!("accept: {accept}\r\n"));
+        }
         if let Some(ct) = content_type {
             req.push_str(&format!(
                 "content-type: {ct}\r\ncontent-length: {}\r\n",
