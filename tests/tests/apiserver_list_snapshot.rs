@@ -1,7 +1,7 @@
 //! A paginated list is a snapshot: every page shows the collection as of the first page, until that revision is compacted (410 with an inconsistent continue token).
 
 use anyhow::{anyhow, Context, Result};
-use kubernel_e2e::Cluster;
+use kubernel_e2e::{Cluster, Etcd};
 use serde_json::Value;
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
@@ -155,5 +155,24 @@ fn a_continue_token_at_a_compacted_revision_should_answer_410_with_an_inconsiste
     let (status, body) = c.get(&format!("{CMS}?limit=2&continue=not-a-token"))?;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("continue key is not valid"), "{body}");
+    Ok(())
+}
+
+#[test]
+fn a_list_should_continue_on_another_apiserver_of_the_same_etcd() -> Result<()> {
+    let etcd = Etcd::start()?;
+    let a = Cluster::start_on_etcd(&etcd.endpoint, "")?;
+    let b = Cluster::start_on_etcd(&etcd.endpoint, "")?;
+    for name in ["p", "q", "r", "s"] {
+        create(&a, name, "1")?;
+    }
+    // B's watch cache may be a moment behind A's: it waits for the token's revision.
+    let first = get_json(&a, &format!("{CMS}?limit=2"), 200)?;
+    let snapshot = str_field(&first, "/metadata/resourceVersion")?.to_owned();
+    let token = str_field(&first, "/metadata/continue")?.to_owned();
+    create(&a, "qq", "1")?;
+    let second = get_json(&b, &format!("{CMS}?limit=2&continue={token}"), 200)?;
+    assert_eq!(items(&second), pairs(&[("r", "1"), ("s", "1")]));
+    assert_eq!(str_field(&second, "/metadata/resourceVersion")?, snapshot);
     Ok(())
 }

@@ -300,7 +300,7 @@ async fn handle(
     gauge.inc();
     let result = match info.verb {
         Verb::Get => read::get(state, info, query, headers),
-        Verb::List => read::list(state, info, query, headers),
+        Verb::List => read::list(state, info, query, headers).await,
         Verb::Watch => watch::watch(state.clone(), info, query, headers),
         _ => match read_body(state, body).await {
             Ok(bytes) => write::mutate(state, info, query, headers, bytes).await,

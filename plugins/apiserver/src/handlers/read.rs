@@ -252,14 +252,31 @@ pub fn page(
     }
 }
 
+/// How long a list waits for the store to reach its continue token's revision
+/// (another apiserver of the same etcd served the first page and this one's
+/// watch cache is a little behind), as upstream's cacher waits before answering
+/// `Too large resource version`.
+const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Lists a collection.
-pub fn list(
+pub async fn list(
     state: &ApiState,
     info: &RequestInfo,
     query: &Query,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let output = negotiate::output(headers, query.get("includeObject").map(String::as_str))?;
+    let snapshot = query
+        .get("continue")
+        .filter(|t| !t.is_empty())
+        .and_then(|token| decode_continue(token).ok())
+        .and_then(|t| u64::try_from(t.rv).ok());
+    if let Some(revision) = snapshot {
+        let deadline = std::time::Instant::now() + FRESHNESS_WAIT;
+        while state.store.revision() < revision && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
     let filter = Filter::parse(info, query)?;
     let page = page(state, info, query, &filter)?;
     let r = info.resource;
