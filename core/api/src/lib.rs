@@ -8,6 +8,7 @@ mod message;
 pub mod quota;
 pub mod resources;
 pub mod rest;
+pub mod store;
 
 pub use codec::CodecError;
 pub use message::Message;

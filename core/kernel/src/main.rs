@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod store;
 
 use std::path::PathBuf;
 
@@ -56,10 +57,35 @@ enum Command {
         #[arg(long, env = "KUBERNEL_ADMIN_ADDR")]
         admin_addr: Option<String>,
     },
+    /// Move a cluster's objects between stores (embedded, etcd) as JSON lines.
+    Store {
+        #[command(subcommand)]
+        what: StoreCommand,
+        /// Admin endpoint of the kernel running the apiserver (default: the address
+        /// recorded in the data dir, else 127.0.0.1:10260).
+        #[arg(long, env = "KUBERNEL_ADMIN_ADDR", global = true)]
+        admin_addr: Option<String>,
+    },
     /// Benchmarks printed, not asserted.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write every stored object (uid, status and owner references included) as JSON lines.
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Write the objects of a `store export` file into the store; objects already
+    /// present are left as they are; a bad line refuses the whole file.
+    Import {
+        /// A file written by `kubernel store export`.
+        file: PathBuf,
     },
 }
 
@@ -97,6 +123,13 @@ fn main() {
             path,
             admin_addr,
         } => cli::swap(&cli::admin_base(admin_addr, &cli.data_dir), &name, &path),
+        Command::Store { what, admin_addr } => {
+            let base = cli::admin_base(admin_addr, &cli.data_dir);
+            match what {
+                StoreCommand::Export { output } => store::export(&base, output.as_deref()),
+                StoreCommand::Import { file } => store::import(&base, &file),
+            }
+        }
         Command::Bench {
             what:
                 BenchCommand::Scheduler {

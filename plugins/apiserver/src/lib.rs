@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod fuzzing;
 mod handlers;
 pub mod metrics;
+mod migrate;
 pub mod negotiate;
 pub mod objects;
 pub mod openapi;
@@ -27,6 +28,7 @@ pub mod yaml;
 use std::time::Duration;
 
 use kubernel_sdk::api::rest::{ApiRequest, ApiWatch, ApiWatchStop};
+use kubernel_sdk::api::store::{StoreExport, StoreImport};
 use kubernel_sdk::api::Message;
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 
@@ -81,6 +83,14 @@ impl Plugin for ApiServer {
                     .server
                     .as_ref()
                     .is_some_and(|server| server.stop_watch(msg.from, &req.id)))
+            }),
+            StoreExport::KIND => msg.reply::<StoreExport>(|req| match &self.server {
+                Some(server) => server.export(&req).map_err(PluginError::Failed),
+                None => Err(PluginError::Failed("the apiserver is not serving".into())),
+            }),
+            StoreImport::KIND => msg.reply::<StoreImport>(|req| match &self.server {
+                Some(server) => server.import(req).map_err(PluginError::Failed),
+                None => Err(PluginError::Failed("the apiserver is not serving".into())),
             }),
             other => Err(PluginError::UnknownKind(other.to_string())),
         }

@@ -10,6 +10,7 @@ use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
 use kubernel_api::rest::{ApiRequest, ApiResponse, ApiWatch};
+use kubernel_api::store::{StoreExport, StoreExportPage, StoreImport, StoreImported};
 
 use crate::bus_watch::{self, BusWatches};
 
@@ -185,6 +186,23 @@ impl Server {
             ),
             Err(_) => failed(503, ApiError::unavailable("the apiserver is stopping")),
         }
+    }
+
+    /// One page of `kubernel store export`.
+    pub fn export(&self, req: &StoreExport) -> Result<StoreExportPage, String> {
+        crate::migrate::export_page(self.state.store.as_ref(), req)
+    }
+
+    /// One batch of `kubernel store import`, written on the server's runtime.
+    pub fn import(&self, req: StoreImport) -> Result<StoreImported, String> {
+        let state = self.state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let done = crate::migrate::import(state.store.as_ref(), &state.services, req).await;
+            let _ = tx.send(done);
+        });
+        rx.recv()
+            .map_err(|_| "the apiserver is stopping".to_string())?
     }
 
     /// Starts a watch over the bus for plugin `watcher` through the same handler
