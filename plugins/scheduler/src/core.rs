@@ -192,13 +192,20 @@ impl Scheduler {
     }
 
     fn move_on(&mut self, event: ClusterEvent, now: Instant) {
+        self.move_on_except(event, now, "");
+    }
+
+    /// Moves parked pods interested in `event`, except the pod `uid` (upstream moves
+    /// after a forgotten assumed pod without the pod itself).
+    fn move_on_except(&mut self, event: ClusterEvent, now: Instant, uid: &str) {
         let (profiles, by_name) = (&self.profiles, &self.by_name);
         self.queue.move_on_event(event, now, |q| {
-            by_name.get(&q.pod.scheduler_name).is_none_or(|&i| {
-                profiles[i]
-                    .framework
-                    .interested(&q.unschedulable_plugins, event)
-            })
+            q.pod.uid != uid
+                && by_name.get(&q.pod.scheduler_name).is_none_or(|&i| {
+                    profiles[i]
+                        .framework
+                        .interested(&q.unschedulable_plugins, event)
+                })
         });
     }
 
@@ -375,9 +382,35 @@ impl Scheduler {
                     reasons,
                     plugins,
                     nominated,
-                    victims,
+                    mut victims,
                 }) => {
+                    let (mut rejected_victims, mut cleared_nominations) = (Vec::new(), Vec::new());
                     if let Some(node) = &nominated {
+                        // Upstream `prepareCandidate`: a victim waiting on Permit is
+                        // rejected rather than deleted...
+                        victims.retain(|v| {
+                            let waiting = self.waiting.reject(
+                                &v.uid,
+                                crate::plugins::default_preemption::NAME,
+                                "preempted",
+                            );
+                            if waiting {
+                                rejected_victims.push(v.clone());
+                            }
+                            !waiting
+                        });
+                        // ...and lower-priority pods nominated to the node may no longer
+                        // fit there: their nomination goes.
+                        cleared_nominations = self
+                            .cache
+                            .nominated_pods(node)
+                            .iter()
+                            .filter(|p| p.priority < pod.priority && p.uid != pod.uid)
+                            .cloned()
+                            .collect();
+                        for p in &cleared_nominations {
+                            self.cache.remove_nominated(&p.uid);
+                        }
                         self.cache.add_nominated(pod.clone(), node);
                     }
                     let mut q = q;
@@ -391,6 +424,8 @@ impl Scheduler {
                         reasons,
                         nominated_node: nominated,
                         victims,
+                        rejected_victims,
+                        cleared_nominations,
                     }));
                 }
             };
@@ -420,6 +455,8 @@ impl Scheduler {
                     reasons: Default::default(),
                     nominated_node: None,
                     victims: Vec::new(),
+                    rejected_victims: Vec::new(),
+                    cleared_nominations: Vec::new(),
                 }));
             }
             // Upstream adds the pod to the waiting map before the binding cycle starts, so
@@ -510,12 +547,17 @@ impl Scheduler {
             }
             Err(message) => {
                 sp.framework.run_unreserve(&mut sp.state, &sp.pod, &sp.node);
-                if self.cache.is_assumed(&sp.pod.uid) {
-                    let _ = self.cache.forget_pod(&sp.pod.uid);
-                }
+                let forgotten = self.cache.is_assumed(&sp.pod.uid)
+                    && self.cache.forget_pod(&sp.pod.uid).is_ok();
                 tracing::warn!(pod = %sp.pod.key(), node = %sp.node, error = %message, "binding failed");
                 let profile = sp.profile.clone();
+                let uid = sp.pod.uid.clone();
                 self.fail(sp.queued, &profile, sp.started, Status::error(message), now);
+                if forgotten {
+                    // Upstream: forgetting an assumed pod frees its room, like a
+                    // deleted pod; the pod itself stays where it was requeued.
+                    self.move_on_except(ClusterEvent::AssignedPodDelete, now, &uid);
+                }
             }
         }
     }
@@ -529,12 +571,16 @@ impl Scheduler {
             // Deleted while it waited: nothing to retry.
             return;
         }
-        let _ = self.cache.forget_pod(&sp.pod.uid);
+        let forgotten = self.cache.forget_pod(&sp.pod.uid).is_ok();
         tracing::info!(pod = %sp.pod.key(), reason = %status, "permit rejected");
         let mut q = sp.queued;
         q.unschedulable_plugins = status.plugin().map(String::from).into_iter().collect();
+        let uid = q.pod.uid.clone();
         self.queue.requeue(q, false, now);
         self.record_attempt("unschedulable", &sp.profile, sp.started);
+        if forgotten {
+            self.move_on_except(ClusterEvent::AssignedPodDelete, now, &uid);
+        }
     }
 }
 

@@ -381,6 +381,8 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
                     reasons: Default::default(),
                     nominated_node: None,
                     victims: Vec::new(),
+                    rejected_victims: Vec::new(),
+                    cleared_nominations: Vec::new(),
                 };
                 report_unschedulable(&shared, &tokio::runtime::Handle::current(), u);
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -513,6 +515,22 @@ fn report_unschedulable(
                     &format!("Preempted by pod {} on node {}", pod.uid, u.nominated_node.as_deref().unwrap_or("")),
                 ),
                 Err(e) => tracing::warn!(victim = %victim.key(), error = %e, "preemption: victim not deleted"),
+            }
+        }
+        for victim in &u.rejected_victims {
+            shared.record(
+                &u.profile,
+                reference(victim),
+                "Normal",
+                "Preempted",
+                &format!("Preempted by pod {} on node {}", pod.uid, u.nominated_node.as_deref().unwrap_or("")),
+            );
+        }
+        for other in &u.cleared_nominations {
+            let api: Api<Pod> = Api::namespaced(shared.client.clone(), &other.namespace);
+            let patch = json!({"status": {"nominatedNodeName": null}});
+            if let Err(e) = api.patch_status(&other.name, &Patch::Merge(patch)).await {
+                tracing::debug!(pod = %other.key(), error = %e, "nominatedNodeName not cleared");
             }
         }
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();

@@ -74,6 +74,11 @@ pub struct UnschedulablePod {
     pub nominated_node: Option<String>,
     /// Pods to delete so that the pod fits on the nominated node.
     pub victims: Vec<Arc<PodInfo>>,
+    /// Victims that were waiting on Permit: rejected in place, not to be deleted.
+    pub rejected_victims: Vec<Arc<PodInfo>>,
+    /// Lower-priority pods that were nominated to the same node: clear their
+    /// `status.nominatedNodeName`.
+    pub cleared_nominations: Vec<Arc<PodInfo>>,
 }
 
 /// The result of [`super::Scheduler::schedule_one`].

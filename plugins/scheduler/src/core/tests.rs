@@ -659,3 +659,53 @@ fn a_waiting_pod_should_be_rejected_on_timeout_or_delete_and_forgotten() {
         "a deleted pod is not retried"
     );
 }
+
+#[test]
+fn preemption_should_clear_lower_priority_nominations_on_the_chosen_node() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    preempted(&mut s, t);
+    // Before `low` is gone, a more important pod needs the same room: it preempts
+    // `low` too, and `high` (priority 100) loses its nomination to n1.
+    add_pod(&mut s, PodBuilder::new("top").cpu("2").priority(200), t);
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert_eq!(u.pod.name, "top");
+    assert_eq!(u.nominated_node.as_deref(), Some("n1"));
+    let names = |v: &[Arc<PodInfo>]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&u.victims), vec!["low"]);
+    assert_eq!(names(&u.cleared_nominations), vec!["high"]);
+    assert_eq!(s.cache().nominated_node("high"), None);
+    assert_eq!(s.cache().nominated_node("top"), Some("n1"));
+}
+
+#[test]
+fn a_victim_waiting_on_permit_should_be_rejected_not_deleted() {
+    let t = Instant::now();
+    let mut s = gang_scheduler();
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("w").cpu("2").priority(1).label("gang", "g"),
+        t,
+    );
+    let w = scheduled(&mut s, t);
+    let ww = w.waiting.clone().expect("w waits");
+    add_pod(&mut s, PodBuilder::new("vip").cpu("2").priority(100), t);
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert!(u.victims.is_empty(), "nothing to delete");
+    assert_eq!(u.rejected_victims.len(), 1);
+    assert_eq!(u.rejected_victims[0].name, "w");
+    let status = runtime().block_on(ww.wait());
+    assert_eq!(status.message(), "preempted");
+    assert_eq!(status.plugin(), Some("DefaultPreemption"));
+    s.reject(*w, &status, t);
+    assert!(!s.cache().contains_pod("w"));
+    // The node is free: `vip` lands on it once its backoff is over.
+    let later = t + Duration::from_secs(2);
+    s.flush(later);
+    assert_eq!(schedule_and_bind(&mut s, later).as_deref(), Ok("n1"));
+}
