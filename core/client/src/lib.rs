@@ -5,6 +5,7 @@
 mod api;
 mod backoff;
 mod client;
+mod component;
 mod config;
 mod error;
 mod events;
@@ -18,6 +19,7 @@ mod workqueue;
 pub use api::{Api, ObjectList, ObjectResource};
 pub use backoff::Backoff;
 pub use client::Client;
+pub use component::ComponentRuntime;
 pub use config::ClientConfig;
 pub use error::ClientError;
 pub use events::EventRecorder;

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_client::{CancellationToken, ClientMetrics, WorkQueue};
+use kubernel_client::{ClientMetrics, ComponentRuntime, WorkQueue};
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 use parking_lot::Mutex;
 
@@ -20,25 +20,11 @@ pub struct ControllerManager {
     client_metrics: ClientMetrics,
     queues: Arc<Mutex<Vec<WorkQueue<String>>>>,
     election_registered: Arc<AtomicBool>,
-    running: Option<Running>,
-}
-
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    shutdown: CancellationToken,
+    running: Option<ComponentRuntime>,
 }
 
 impl ControllerManager {
     fn start(&mut self) -> Result<(), PluginError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.config.worker_threads)
-            .thread_name("controller-manager")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                PluginError::Failed(format!("starting the controller-manager runtime: {e}"))
-            })?;
-        let shutdown = self.ctx.shutdown_signal().child_token();
         let manager = Manager {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
@@ -48,15 +34,20 @@ impl ControllerManager {
             queues: self.queues.clone(),
             election_registered: self.election_registered.clone(),
         };
-        runtime.spawn(manager.run(shutdown.clone()));
-        self.running = Some(Running { runtime, shutdown });
+        let running = ComponentRuntime::start(
+            "controller-manager",
+            self.config.worker_threads,
+            &self.ctx.shutdown_signal(),
+            move |stop| manager.run(stop),
+        )
+        .map_err(PluginError::Failed)?;
+        self.running = Some(running);
         Ok(())
     }
 
     fn stop(&mut self, deadline: Duration) {
         if let Some(running) = self.running.take() {
-            running.shutdown.cancel();
-            running.runtime.shutdown_timeout(deadline);
+            running.stop(deadline);
         }
     }
 }
