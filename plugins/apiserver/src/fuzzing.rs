@@ -2,7 +2,7 @@
 //!
 //! [`decode_request_body`] puts one input through what the handlers run on a
 //! request body: for a few resources, a create body as JSON and as YAML through
-//! `parse_body` -> `decode` (every `fieldValidation` mode) -> `apply_defaults` ->
+//! `parse_body` -> `decode` (every `fieldValidation` mode, on one parse) -> `apply_defaults` ->
 //! `prepare_create` -> `validate_create`; a PATCH body of every patch type against a
 //! stored pod (and a server-side apply creating one) through `apply_patch` ->
 //! `decode` -> `apply_defaults` -> `prepare_update` -> `validate_update`; and, as
@@ -66,10 +66,12 @@ pub fn decode_request_body(data: &[u8]) -> Vec<Outcome> {
             continue;
         };
         for content_type in CONTENT_TYPES {
+            // Parsing does not depend on the mode: once per resource and media type.
+            let parsed = admission::parse_body(r, Some(content_type), data);
             for mode in MODES {
                 outcomes.push(Outcome {
                     path: format!("create {plural} {content_type} {mode:?}"),
-                    result: create(r, content_type, *mode, data),
+                    result: parsed.clone().and_then(|object| create(r, object, *mode)),
                 });
             }
         }
@@ -115,14 +117,8 @@ fn info(r: &'static Resource, verb: Verb, name: &str) -> RequestInfo {
     }
 }
 
-/// The create path of the handler, from body bytes to a validated object.
-fn create(
-    r: &'static Resource,
-    content_type: &str,
-    mode: FieldValidation,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    let object = admission::parse_body(r, Some(content_type), body)?;
+/// The create path of the handler after parsing the body, to a validated object.
+fn create(r: &'static Resource, object: Value, mode: FieldValidation) -> Result<(), ApiError> {
     let (mut object, _warnings) = admission::decode(r, object, mode)?;
     admission::apply_defaults(r, &mut object);
     objects::prepare_create(&info(r, Verb::Create, ""), &mut object)?;
