@@ -147,5 +147,11 @@ fn a_high_priority_pod_should_preempt_an_unprotected_victim_then_bind() -> Resul
             .any(|l| l.starts_with("scheduler_preemption_attempts_total") && !l.ends_with(" 0")),
         "preemption attempts counted"
     );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("scheduler_preemption_victims_count") && l.ends_with(" 1")),
+        "one preemption with victims"
+    );
     Ok(())
 }

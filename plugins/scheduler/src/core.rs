@@ -412,6 +412,9 @@ impl Scheduler {
                             self.cache.remove_nominated(&p.uid);
                         }
                         self.cache.add_nominated(pod.clone(), node);
+                        self.metrics
+                            .preemption_victims
+                            .observe((victims.len() + rejected_victims.len()) as f64);
                     }
                     let mut q = q;
                     q.unschedulable_plugins = plugins;
@@ -499,6 +502,15 @@ impl Scheduler {
             profile: profile.to_string(),
             message: s.message(),
         }
+    }
+
+    /// Records how long a binding cycle waited on Permit and how the wait ended
+    /// (`scheduler_permit_wait_duration_seconds{result}`).
+    pub fn observe_permit_wait(&self, status: &Status, waited: std::time::Duration) {
+        self.metrics
+            .permit_wait_duration
+            .with_label_values(&[status.code().as_str()])
+            .observe(waited.as_secs_f64());
     }
 
     /// Pods waiting on Permit (what Permit plugins get in their factory context).

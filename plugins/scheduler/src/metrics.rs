@@ -69,6 +69,10 @@ pub struct Metrics {
     pub plugin_duration: HistogramVec,
     /// `scheduler_preemption_attempts_total`.
     pub preemption_attempts: IntCounter,
+    /// `scheduler_preemption_victims`.
+    pub preemption_victims: Histogram,
+    /// `scheduler_permit_wait_duration_seconds{result}`.
+    pub permit_wait_duration: HistogramVec,
     /// `kubernel_scheduler_plugin_swaps_total{profile,plugin,result}`.
     pub plugin_swaps: IntCounterVec,
 }
@@ -126,6 +130,19 @@ impl Metrics {
                 "scheduler_preemption_attempts_total",
                 "Total preemption attempts in the cluster till now",
             )?,
+            preemption_victims: Histogram::with_opts(
+                HistogramOpts::new(
+                    "scheduler_preemption_victims",
+                    "Number of selected preemption victims",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 7)?),
+            )?,
+            permit_wait_duration: histogram(
+                "scheduler_permit_wait_duration_seconds",
+                "Duration of waiting on permit.",
+                exponential_buckets(0.001, 2.0, 15)?,
+                &["result"],
+            )?,
             plugin_swaps: IntCounterVec::new(
                 Opts::new("kubernel_scheduler_plugin_swaps_total", "Plugin (re)configurations of a running scheduler profile, by result."),
                 &["profile", "plugin", "result"],
@@ -139,6 +156,8 @@ impl Metrics {
         registry.register(Box::new(m.extension_point_duration.clone()))?;
         registry.register(Box::new(m.plugin_duration.clone()))?;
         registry.register(Box::new(m.preemption_attempts.clone()))?;
+        registry.register(Box::new(m.preemption_victims.clone()))?;
+        registry.register(Box::new(m.permit_wait_duration.clone()))?;
         registry.register(Box::new(m.plugin_swaps.clone()))?;
         Ok(m)
     }
@@ -199,11 +218,17 @@ mod tests {
             Duration::from_micros(5),
         );
         m.pending("active").set(1);
+        m.preemption_victims.observe(1.0);
+        m.permit_wait_duration
+            .with_label_values(&["Success"])
+            .observe(0.01);
         let names: Vec<String> = r.gather().iter().map(|f| f.name().to_string()).collect();
         for n in [
             "scheduler_preemption_attempts_total",
             "scheduler_framework_extension_point_duration_seconds",
             "scheduler_pending_pods",
+            "scheduler_preemption_victims",
+            "scheduler_permit_wait_duration_seconds",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
         }

@@ -371,7 +371,13 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
         // Upstream `WaitOnPermit`: the pod stays assumed until every waiting Permit
         // plugin allows it; a rejection or a timeout forgets it and parks it.
         if let Some(wp) = sp.waiting.clone() {
+            let waiting_since = Instant::now();
             let s = wp.wait().await;
+            shared
+                .engine
+                .core
+                .lock()
+                .observe_permit_wait(&s, waiting_since.elapsed());
             if !s.is_success() {
                 shared.engine.core.lock().reject(sp, &s, Instant::now());
                 let u = UnschedulablePod {
