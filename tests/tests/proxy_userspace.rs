@@ -1,0 +1,233 @@
+//! The proxy's userspace mode, unprivileged, on NodePorts of 127.0.0.1: a Service whose
+//! EndpointSlice lists three HTTP servers of this test (on 127.0.0.2-4) spreads 300
+//! requests evenly with `rr`, keeps one client on one server with `sh`, stops sending to
+//! an endpoint that turns unready, reaches a new endpoint within a second, and a Service
+//! without endpoints refuses connections at once instead of hanging.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
+use serde_json::{json, Value};
+
+/// An HTTP server answering its name to every request, on `ip:port`.
+fn backend(ip: &str, port: u16, name: &'static str) -> Result<()> {
+    let listener = TcpListener::bind((ip, port)).with_context(|| format!("binding {ip}:{port}"))?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            });
+        }
+    });
+    Ok(())
+}
+
+/// GET / through `addr`: the body (the backend's name).
+fn get(addr: SocketAddr) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((_, body)) => Ok(body.to_string()),
+        None => bail!("no HTTP answer through {addr}: {text:?}"),
+    }
+}
+
+fn spread(addr: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(get(addr)?).or_default() += 1;
+    }
+    Ok(seen)
+}
+
+fn slice(port: u16, endpoints: &[(&str, bool)]) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, ready)| json!({ "addresses": [ip], "conditions": { "ready": ready } }))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": { "name": "web-1", "labels": { "kubernetes.io/service-name": "web" } },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
+        "endpoints": endpoints
+    })
+}
+
+fn service(c: &Cluster, name: &str) -> Result<u16> {
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name },
+        "spec": { "type": "NodePort", "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] }
+    });
+    let (code, body) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "application/json",
+        svc.to_string().as_bytes(),
+    )?;
+    if code != 201 {
+        bail!("create service {name}: {code} {body}");
+    }
+    let created: Value = serde_json::from_str(&body)?;
+    let port = created["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .unwrap_or(0);
+    Ok(u16::try_from(port)?)
+}
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+#[test]
+fn userspace_proxy_should_balance_node_port_traffic_over_ready_endpoints() -> Result<()> {
+    let port = free_port()?;
+    for (ip, name) in [("127.0.0.2", "a"), ("127.0.0.3", "b"), ("127.0.0.4", "c")] {
+        backend(ip, port, name)?;
+    }
+    let healthz = free_port()?;
+    let c = Cluster::start(&component_entry(
+        "proxy",
+        "proxy",
+        &format!(
+            "node_port_addresses = [\"127.0.0.1\"]\ncluster_ips = \"false\"\nhealthz_bind_address = \"127.0.0.1:{healthz}\"\n"
+        ),
+    ))?;
+    let node_port = service(&c, "web")?;
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), node_port);
+    let body = slice(
+        port,
+        &[
+            ("127.0.0.2", true),
+            ("127.0.0.3", true),
+            ("127.0.0.4", true),
+        ],
+    );
+    let (code, text) = c.send(
+        "POST",
+        SLICES,
+        "application/json",
+        body.to_string().as_bytes(),
+    )?;
+    assert_eq!(code, 201, "{text}");
+    eventually(Duration::from_secs(10), "the NodePort answers", || {
+        Ok(get(web).is_ok())
+    })?;
+
+    // rr: 300 requests, 100 each.
+    let seen = spread(web, 300)?;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| (99..=101).contains(&n)), "{seen:?}");
+
+    // An endpoint turning unready gets no more traffic.
+    let unready = slice(
+        port,
+        &[
+            ("127.0.0.2", true),
+            ("127.0.0.3", true),
+            ("127.0.0.4", false),
+        ],
+    );
+    let (code, text) = c.send(
+        "PUT",
+        &format!("{SLICES}/web-1"),
+        "application/json",
+        unready.to_string().as_bytes(),
+    )?;
+    assert_eq!(code, 200, "{text}");
+    eventually(Duration::from_secs(1), "c out of rotation", || {
+        Ok(!spread(web, 6)?.contains_key("c"))
+    })?;
+    assert!(!spread(web, 30)?.contains_key("c"));
+
+    // A new ready endpoint receives traffic within a second.
+    backend("127.0.0.5", port, "d")?;
+    let more = slice(
+        port,
+        &[
+            ("127.0.0.2", true),
+            ("127.0.0.3", true),
+            ("127.0.0.4", false),
+            ("127.0.0.5", true),
+        ],
+    );
+    let changed = Instant::now();
+    let (code, text) = c.send(
+        "PUT",
+        &format!("{SLICES}/web-1"),
+        "application/json",
+        more.to_string().as_bytes(),
+    )?;
+    assert_eq!(code, 200, "{text}");
+    eventually(Duration::from_secs(1), "d in rotation", || {
+        Ok(spread(web, 3)?.contains_key("d"))
+    })?;
+    println!(
+        "new endpoint served {} ms after the slice update",
+        changed.elapsed().as_millis()
+    );
+
+    // A Service without endpoints: refused at once, not a hang.
+    let empty = service(&c, "empty")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let refused = TcpStream::connect_timeout(
+        &SocketAddr::new(IpAddr::from([127, 0, 0, 1]), empty),
+        Duration::from_secs(2),
+    );
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    // /healthz and the metrics.
+    let health = ureq::get(&format!("http://127.0.0.1:{healthz}/healthz"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(health, 200);
+    let (_, metrics) = c.kernel.get("/metrics")?;
+    let endpoint = format!("endpoint=\"127.0.0.2:{port}\"");
+    let counted = metrics.lines().any(|l| {
+        l.starts_with("kubernel_proxy_connections_total{")
+            && l.contains(&endpoint)
+            && l.contains("service=\"default/web:http\"")
+    });
+    assert!(counted, "connections to a counted in:\n{metrics}");
+    assert!(metrics.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"));
+    assert!(metrics.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total"));
+
+    // sh: one client address stays on one endpoint.
+    let (code, text) = c.kernel.send_json(
+        "PUT",
+        "/plugins/proxy/config",
+        &json!({
+            "scheduler": "sh",
+            "node_port_addresses": ["127.0.0.1"],
+            "cluster_ips": "false",
+            "healthz_bind_address": format!("127.0.0.1:{healthz}"),
+        }),
+    )?;
+    assert!(code < 300, "reconfigure: {code} {text}");
+    eventually(Duration::from_secs(10), "sh in force", || {
+        Ok(get(web).is_ok() && spread(web, 20)?.len() == 1)
+    })?;
+    let sticky = spread(web, 300)?;
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    Ok(())
+}
