@@ -120,6 +120,8 @@ pub struct PodInfo {
     pub node_name: Option<String>,
     /// `status.nominatedNodeName`: the node preemption made room on.
     pub nominated_node: Option<String>,
+    /// `status.startTime` (unset: not started, counted as the latest by preemption).
+    pub start_time: Option<jiff::Timestamp>,
     /// Effective requests.
     pub requests: Resource,
     /// CPU request with unset container requests counted as 100m.
@@ -280,6 +282,11 @@ impl PodInfo {
                 .as_ref()
                 .and_then(|s| s.nominated_node_name.clone())
                 .filter(|n| !n.is_empty()),
+            start_time: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0),
             non_zero_milli_cpu: non_zero.milli_cpu,
             non_zero_memory: non_zero.memory,
             requests,

@@ -92,6 +92,17 @@ impl PodBuilder {
         self
     }
 
+    /// Sets `status.startTime` to `seconds` after the Unix epoch.
+    pub fn started(mut self, seconds: i64) -> Self {
+        self.pod
+            .status
+            .get_or_insert_with(Default::default)
+            .start_time = jiff::Timestamp::from_second(seconds)
+            .ok()
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+        self
+    }
+
     /// Sets `spec.schedulerName`.
     pub fn scheduler(mut self, name: &str) -> Self {
         self.spec().scheduler_name = Some(name.into());

@@ -13,6 +13,7 @@
 //! their place back first, and the node with the fewest budget violations wins
 //! (upstream `selectVictimsOnNode` and `pickOneNodeForPreemption`).
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use crate::cache::NodeInfo;
@@ -57,8 +58,9 @@ struct Candidate {
 impl Candidate {
     /// Upstream `pickOneNodeForPreemption` keys: fewest PodDisruptionBudget
     /// violations, lowest highest victim priority, lowest priority sum (offset so
-    /// that every victim adds a positive amount), fewest victims.
-    fn rank(&self) -> (usize, i64, i64, usize) {
+    /// that every victim adds a positive amount), fewest victims, then the latest
+    /// start among the most important victims (the least work lost).
+    fn rank(&self) -> (usize, i64, i64, usize, Reverse<jiff::Timestamp>) {
         let highest = self
             .victims
             .iter()
@@ -70,8 +72,35 @@ impl Candidate {
             .iter()
             .map(|v| i64::from(v.priority) + i64::from(i32::MAX) + 1)
             .sum();
-        (self.pdb_violations, highest, sum, self.victims.len())
+        // Victims are most important first; upstream `GetEarliestPodStartTime`.
+        let earliest = self
+            .victims
+            .iter()
+            .take_while(|v| i64::from(v.priority) == highest)
+            .map(start_time)
+            .min()
+            .unwrap_or(jiff::Timestamp::MAX);
+        (
+            self.pdb_violations,
+            highest,
+            sum,
+            self.victims.len(),
+            Reverse(earliest),
+        )
     }
+}
+
+/// When a pod started; a pod not started yet counts as the latest.
+fn start_time(p: &Arc<PodInfo>) -> jiff::Timestamp {
+    p.start_time.unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// Upstream `MoreImportantPod`: higher priority first, then the one started earlier.
+fn more_important_first(a: &Arc<PodInfo>, b: &Arc<PodInfo>) -> std::cmp::Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| start_time(a).cmp(&start_time(b)))
+        .then_with(|| a.uid.cmp(&b.uid))
 }
 
 /// Victims on one node and how many of them violate a PodDisruptionBudget, or the
@@ -103,7 +132,7 @@ fn select_victims(
     }
     // Most important first: they are the first to be given their place back; pods
     // a budget protects before the others.
-    potential.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.uid.cmp(&b.uid)));
+    potential.sort_by(more_important_first);
     let (violating, other) = split_by_pdb_violation(potential, pdbs);
     let mut victims = Vec::new();
     let mut violations = 0;
@@ -120,7 +149,7 @@ fn select_victims(
         }
     }
     // Upstream keeps the victims most important first.
-    victims.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.uid.cmp(&b.uid)));
+    victims.sort_by(more_important_first);
     Ok((victims, violations))
 }
 
@@ -306,6 +335,34 @@ mod tests {
         c.remove_pdb("default/protect-a");
         c.upsert_pdb(pdb("empty", &[], 0));
         assert_eq!(outcome(&c), victims("n1", &["a"]));
+    }
+
+    #[test]
+    fn post_filter_should_break_ties_by_the_latest_started_victim() {
+        // Same priorities everywhere: the node whose victim started last loses the
+        // least work; on a node, the victim is the one that started last.
+        let mut c = Cache::new();
+        for n in ["n1", "n2"] {
+            c.upsert_node(Arc::new(NodeBuilder::new(n).cpu("2").build()))
+                .expect("node");
+        }
+        for (p, started, n) in [
+            ("old1", 100, "n1"),
+            ("new1", 200, "n1"),
+            ("old2", 100, "n2"),
+            ("new2", 300, "n2"),
+        ] {
+            c.add_pod(Arc::new(
+                PodBuilder::new(p)
+                    .priority(1)
+                    .cpu("1")
+                    .node(n)
+                    .started(started)
+                    .build(),
+            ))
+            .expect("pod");
+        }
+        assert_eq!(outcome(&c), ("n2".to_string(), vec!["new2".to_string()]));
     }
 
     #[test]
