@@ -213,6 +213,27 @@ async fn run(
     }
 }
 
+/// Runs a lifecycle hook handler (`preStop`: exec, httpGet, tcpSocket or sleep) of
+/// container `c`; `Err` says why it failed.
+pub async fn run_hook(
+    default_host: &str,
+    c: &Container,
+    env: &[(String, String)],
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+) -> Result<(), String> {
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds).unwrap_or(0))).await;
+        return Ok(());
+    }
+    let as_probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        ..Probe::default()
+    };
+    probe(default_host, c, env, &as_probe).await
+}
+
 /// Runs one probe; `Err` carries upstream's failure text.
 async fn probe(
     default_host: &str,

@@ -54,6 +54,8 @@ struct Slot {
     /// Whether the BackOff Event of the current wait was written.
     backoff_reported: bool,
     prober: Option<Prober>,
+    /// The environment the current instance was started with (for hooks).
+    env: Vec<(String, String)>,
 }
 
 impl Slot {
@@ -286,7 +288,7 @@ impl Worker {
                 let env = env::resolve(&self.shared.client, pod, c, &node_ip)
                     .await
                     .unwrap_or_default();
-                let prober = probes::start(self.probe_context(pod), c, env);
+                let prober = probes::start(self.probe_context(pod), c, env.clone());
                 // What the previous kubelet found: the container started and was ready.
                 let was = |f: fn(&k8s_openapi::api::core::v1::ContainerStatus) -> bool| {
                     pod.status
@@ -303,6 +305,7 @@ impl Worker {
                 }
                 if let Some(slot) = self.slots.get_mut(&c.name) {
                     slot.prober = Some(prober);
+                    slot.env = env;
                 }
             }
         }
@@ -427,6 +430,10 @@ impl Worker {
                 None => {
                     all_done = false;
                     self.start(pod, c).await;
+                    running |= self
+                        .slots
+                        .get(&c.name)
+                        .is_some_and(|s| s.state() == Some(ContainerState::Running));
                 }
                 Some(ContainerState::Running) if failed_probe.is_some() => {
                     let message = failed_probe.unwrap_or_default();
@@ -616,7 +623,8 @@ impl Worker {
         slot.current = status;
         match started {
             Ok(()) => {
-                slot.prober = Some(probes::start(ctx, c, env));
+                slot.prober = Some(probes::start(ctx, c, env.clone()));
+                slot.env = env;
                 self.event(
                     pod,
                     Some(&c.name),
@@ -685,7 +693,41 @@ impl Worker {
                 );
                 let rt = rt.clone();
                 let id = c.id.clone();
-                stops.push(async move { rt.stop_container(&id, grace).await });
+                let spec = all_containers(pod).find(|c| c.name == *name).cloned();
+                let hook = spec
+                    .as_ref()
+                    .and_then(|c| c.lifecycle.as_ref())
+                    .and_then(|l| l.pre_stop.clone());
+                let env = slot.env.clone();
+                let host = self.shared.config.node_ip.to_string();
+                let recorder = self.shared.recorder.clone();
+                let reference = Self::reference(pod, Some(name));
+                stops.push(async move {
+                    let started = Instant::now();
+                    // The preStop hook runs first, within the grace period.
+                    if let (Some(hook), Some(spec)) = (hook, spec) {
+                        let ran = tokio::time::timeout(
+                            grace,
+                            probes::run_hook(&host, &spec, &env, &hook),
+                        )
+                        .await;
+                        let failed = match ran {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e),
+                            Err(_) => Some(format!("did not finish within {grace:?}")),
+                        };
+                        if let Some(e) = failed {
+                            recorder.record(
+                                reference,
+                                "Warning",
+                                "FailedPreStopHook",
+                                &format!("PreStopHook failed: {e}"),
+                            );
+                        }
+                    }
+                    rt.stop_container(&id, grace.saturating_sub(started.elapsed()))
+                        .await
+                });
             }
         }
         for result in futures::future::join_all(stops).await {
