@@ -842,3 +842,102 @@ fn memory_and_cpu_limits_apply_and_oom_kills_are_reported() -> Result<()> {
     cluster.kernel.terminate(Duration::from_secs(20))?;
     Ok(())
 }
+
+#[test]
+fn init_containers_run_in_order_and_finished_pods_complete() -> Result<()> {
+    let marker = Marker::new("init");
+    let dir = tempfile::tempdir()?;
+    let work = dir.path().join("work");
+    let (mut cluster, _) = start("node-init")?;
+    let step = |n: &str| {
+        json!({
+            "name": format!("init-{n}"), "image": "busybox",
+            "command": ["sh", "-c", format!("sleep 0.3; echo {n} >> {}/order", work.display())],
+            "env": [marker.env()],
+            "volumeMounts": [{"name": "work", "mountPath": work}],
+        })
+    };
+    create(
+        &cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "inits"},
+            "spec": {
+                "nodeName": "node-init",
+                "restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": [step("one"), step("two")],
+                "containers": [{
+                    "name": "main", "image": "busybox",
+                    "command": ["sh", "-c", format!("cat {}/order", work.display())],
+                    "env": [marker.env()],
+                    "volumeMounts": [{"name": "work", "mountPath": work}],
+                }],
+            },
+        }),
+    )?;
+    let mut saw_initializing = false;
+    let p = wait_pod(
+        &cluster,
+        "inits",
+        "Succeeded",
+        Duration::from_secs(30),
+        |p| {
+            saw_initializing |= p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                == "PodInitializing";
+            p["status"]["phase"] == "Succeeded"
+        },
+    )?;
+    assert!(saw_initializing, "main waited in PodInitializing");
+    assert_eq!(condition(&p, "Initialized"), "True");
+    assert_eq!(condition(&p, "Ready"), "False");
+    for i in 0..2 {
+        let t = &p["status"]["initContainerStatuses"][i]["state"]["terminated"];
+        assert_eq!(t["reason"], "Completed", "{t}");
+    }
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        (t["reason"].as_str(), t["exitCode"].as_i64()),
+        (Some("Completed"), Some(0)),
+        "{t}"
+    );
+    let logs = cluster.ok(&["logs", "inits"])?;
+    assert_eq!(logs, "one\ntwo\n", "init containers ran in order");
+    let init_logs = cluster.ok(&["logs", "inits", "-c", "init-two"])?;
+    assert_eq!(init_logs, "");
+
+    // OnFailure: a failing container restarts, one that exits 0 completes the pod.
+    create(
+        &cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "retry"},
+            "spec": {
+                "nodeName": "node-init",
+                "restartPolicy": "OnFailure",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "containers": [{
+                    "name": "c", "image": "busybox",
+                    "command": ["sh", "-c", format!("if [ -f {w}/tried ]; then echo done; else touch {w}/tried; exit 1; fi", w = work.display())],
+                    "env": [marker.env()],
+                    "volumeMounts": [{"name": "work", "mountPath": work}],
+                }],
+            },
+        }),
+    )?;
+    let p = wait_pod(
+        &cluster,
+        "retry",
+        "Succeeded",
+        Duration::from_secs(30),
+        |p| p["status"]["phase"] == "Succeeded",
+    )?;
+    let s = &p["status"]["containerStatuses"][0];
+    assert_eq!(s["restartCount"], 1, "{s}");
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 1, "{s}");
+    cluster.kernel.terminate(Duration::from_secs(20))?;
+    eventually(Duration::from_secs(5), "no process left", || {
+        Ok(marker.processes().is_empty())
+    })?;
+    Ok(())
+}
