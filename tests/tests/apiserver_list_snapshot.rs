@@ -1,4 +1,4 @@
-//! A paginated list is a snapshot: every page shows the collection as of the first page, until that revision is compacted (410 with an inconsistent continue token).
+//! A paginated list is a snapshot: every page shows the collection as of the first page, until that revision is compacted (410 with an inconsistent continue token); `resourceVersionMatch=Exact` lists at a past revision.
 
 use anyhow::{anyhow, Context, Result};
 use kubernel_e2e::{Cluster, Etcd};
@@ -174,5 +174,99 @@ fn a_list_should_continue_on_another_apiserver_of_the_same_etcd() -> Result<()> 
     let second = get_json(&b, &format!("{CMS}?limit=2&continue={token}"), 200)?;
     assert_eq!(items(&second), pairs(&[("r", "1"), ("s", "1")]));
     assert_eq!(str_field(&second, "/metadata/resourceVersion")?, snapshot);
+    Ok(())
+}
+
+#[test]
+fn a_list_should_honour_resource_version_and_resource_version_match() -> Result<()> {
+    let c = Cluster::start("history_revisions = 20\n")?;
+    create(&c, "a", "1")?;
+    create(&c, "b", "1")?;
+    let then = get_json(&c, CMS, 200)?;
+    let rv = str_field(&then, "/metadata/resourceVersion")?.to_owned();
+    let (status, body) = c.send("DELETE", &format!("{CMS}/a"), "application/json", b"")?;
+    assert_eq!(status, 200, "{body}");
+    create(&c, "c", "1")?;
+
+    // Exact: the collection as it was, paginated at that revision too.
+    let exact = get_json(
+        &c,
+        &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact"),
+        200,
+    )?;
+    assert_eq!(items(&exact), pairs(&[("a", "1"), ("b", "1")]));
+    assert_eq!(str_field(&exact, "/metadata/resourceVersion")?, rv);
+    let first = get_json(
+        &c,
+        &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact&limit=1"),
+        200,
+    )?;
+    let token = str_field(&first, "/metadata/continue")?.to_owned();
+    let second = get_json(&c, &format!("{CMS}?limit=1&continue={token}"), 200)?;
+    assert_eq!(items(&second), pairs(&[("b", "1")]));
+    // NotOlderThan (the default) and "0": the current state.
+    let now = get_json(&c, &format!("{CMS}?resourceVersion={rv}"), 200)?;
+    assert_eq!(items(&now), pairs(&[("b", "1"), ("c", "1")]));
+    let any = get_json(&c, &format!("{CMS}?resourceVersion=0"), 200)?;
+    assert_eq!(items(&any), pairs(&[("b", "1"), ("c", "1")]));
+
+    // Upstream's checks and answers.
+    let invalid = get_json(&c, &format!("{CMS}?resourceVersionMatch=Exact"), 422)?;
+    assert_eq!(
+        str_field(&invalid, "/message")?,
+        "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+    );
+    let invalid = get_json(
+        &c,
+        &format!("{CMS}?resourceVersion=0&resourceVersionMatch=Exact"),
+        422,
+    )?;
+    assert!(
+        str_field(&invalid, "/message")?
+            .contains("resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""),
+        "{invalid}"
+    );
+    let invalid = get_json(
+        &c,
+        &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Newest"),
+        422,
+    )?;
+    assert!(
+        str_field(&invalid, "/message")?.contains("Unsupported value: \"Newest\""),
+        "{invalid}"
+    );
+    let bad = get_json(
+        &c,
+        &format!("{CMS}?resourceVersion={rv}&limit=1&continue={token}"),
+        400,
+    )?;
+    assert_eq!(
+        str_field(&bad, "/message")?,
+        "specifying resource version is not allowed when using continue"
+    );
+    get_json(&c, &format!("{CMS}?resourceVersion=abc"), 400)?;
+
+    // A revision the store has not reached: 504 after a short wait, as upstream.
+    let ahead = get_json(&c, &format!("{CMS}?resourceVersion=999999"), 504)?;
+    assert_eq!(ahead["reason"], "Timeout", "{ahead}");
+    assert!(
+        str_field(&ahead, "/message")?.starts_with("Too large resource version: 999999"),
+        "{ahead}"
+    );
+
+    // A revision compacted away: 410.
+    for i in 0..25 {
+        create(&c, &format!("z{i}"), "1")?;
+    }
+    let gone = get_json(
+        &c,
+        &format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact"),
+        410,
+    )?;
+    assert_eq!(
+        str_field(&gone, "/message")?,
+        "The resourceVersion for the provided list is too old."
+    );
+    assert_eq!(gone["reason"], "Expired");
     Ok(())
 }

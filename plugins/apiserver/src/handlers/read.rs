@@ -10,7 +10,7 @@ use super::{ApiState, Query};
 use crate::negotiate::{self, json, Output, TABLE_CONTENT_TYPE};
 use crate::request::RequestInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::ApiError;
+use crate::status::{ApiError, Cause};
 use crate::store::{ListOptions, StoreError, Stored};
 
 /// Reads one object.
@@ -157,9 +157,16 @@ pub fn page(
         })?,
     };
     let mut start_after = None;
-    // The revision every page of this list is read at: the first page's.
-    let mut at = None;
     let token = query.get("continue").filter(|t| !t.is_empty());
+    // The revision every page of this list is read at: the first page's, or the
+    // one `resourceVersionMatch=Exact` asks for.
+    let (mut at, not_older_than) = list_revision(query, token.is_some())?;
+    if let Some(requested) = not_older_than {
+        let current = state.store.revision();
+        if requested > current {
+            return Err(ApiError::too_large_resource_version(requested, current));
+        }
+    }
     if let Some(token) = token {
         let t = decode_continue(token)?;
         at = u64::try_from(t.rv).ok();
@@ -169,9 +176,10 @@ pub fn page(
     let resume = start_after.clone().unwrap_or_default();
     let prefix = info.collection_prefix();
     // A field selector on the name reads one key instead of the collection.
-    if let (Some(name), true) = (
+    if let (Some(name), true, None) = (
         filter.fields.pinned_name(),
         !info.resource.namespaced || !info.namespace.is_empty(),
+        at,
     ) {
         let key = crate::request::object_key(info.resource, &info.namespace, name);
         let revision = state.store.revision();
@@ -206,12 +214,9 @@ pub fn page(
             StoreError::Compacted { .. } if token.is_some() => {
                 ApiError::continue_expired(encode_continue(-1, &resume))
             }
-            StoreError::Compacted {
-                requested,
-                compacted,
-            } => ApiError::expired(format!(
-                "too old resource version: {requested} ({compacted})"
-            )),
+            StoreError::Compacted { .. } => {
+                ApiError::expired("The resourceVersion for the provided list is too old.")
+            }
             StoreError::FutureRevision { requested, current } => {
                 ApiError::too_large_resource_version(requested, current)
             }
@@ -252,11 +257,76 @@ pub fn page(
     }
 }
 
-/// How long a list waits for the store to reach its continue token's revision
-/// (another apiserver of the same etcd served the first page and this one's
-/// watch cache is a little behind), as upstream's cacher waits before answering
-/// `Too large resource version`.
+/// How long a list waits for the store to reach its continue token's revision or
+/// its `resourceVersion` (another apiserver of the same etcd served the first
+/// page or the object, and this one's watch cache is a little behind), as
+/// upstream's cacher waits before answering `Too large resource version`.
 const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The list's `resourceVersion` and `resourceVersionMatch`, checked as upstream
+/// checks them: the revision to read at for `Exact` (else the current state is
+/// read), and the revision the current state must have reached for
+/// `NotOlderThan` (the default; none for no `resourceVersion` or `"0"`).
+fn list_revision(query: &Query, continued: bool) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .filter(|rv| !rv.is_empty());
+    let rv_match = query
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .filter(|m| !m.is_empty());
+    let mut causes = Vec::new();
+    if let Some(m) = rv_match {
+        let field = "resourceVersionMatch";
+        if rv.is_none() {
+            causes.push(Cause::forbidden(
+                field,
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if continued {
+            causes.push(Cause::forbidden(
+                field,
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            causes.push(Cause::not_supported(
+                field,
+                &json!(m),
+                &["Exact", "NotOlderThan", ""],
+            ));
+        }
+        if m == "Exact" && rv == Some("0") {
+            causes.push(Cause::forbidden(
+                field,
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+    }
+    if !causes.is_empty() {
+        let mut e = ApiError::invalid("meta.k8s.io", "ListOptions.meta.k8s.io", "", causes);
+        e.kind = "ListOptions".into();
+        return Err(e);
+    }
+    let Some(rv) = rv.filter(|rv| *rv != "0") else {
+        return Ok((None, None));
+    };
+    if continued {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    let revision: u64 = rv
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?;
+    Ok(if rv_match == Some("Exact") {
+        (Some(revision), None)
+    } else {
+        (None, Some(revision))
+    })
+}
 
 /// Lists a collection.
 pub async fn list(
@@ -266,12 +336,14 @@ pub async fn list(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let output = negotiate::output(headers, query.get("includeObject").map(String::as_str))?;
-    let snapshot = query
-        .get("continue")
-        .filter(|t| !t.is_empty())
-        .and_then(|token| decode_continue(token).ok())
-        .and_then(|t| u64::try_from(t.rv).ok());
-    if let Some(revision) = snapshot {
+    // The revision the list must reflect: its continue token's, or its resourceVersion.
+    let at_least = match query.get("continue").filter(|t| !t.is_empty()) {
+        Some(token) => decode_continue(token)
+            .ok()
+            .and_then(|t| u64::try_from(t.rv).ok()),
+        None => query.get("resourceVersion").and_then(|rv| rv.parse().ok()),
+    };
+    if let Some(revision) = at_least {
         let deadline = std::time::Instant::now() + FRESHNESS_WAIT;
         while state.store.revision() < revision && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
