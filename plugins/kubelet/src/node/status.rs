@@ -255,3 +255,143 @@ fn qos_class(pod: &Pod) -> &'static str {
         (true, false) => "Burstable",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ContainerId, SandboxId};
+
+    fn instance(
+        id: &str,
+        state: ContainerState,
+        exit: Option<i32>,
+        reason: &str,
+    ) -> ContainerStatus {
+        let at = Timestamp::from_second(1_700_000_000).expect("time");
+        ContainerStatus {
+            id: ContainerId(id.into()),
+            sandbox: SandboxId("s".into()),
+            name: "c".into(),
+            state,
+            created_at: at,
+            started_at: Some(at),
+            finished_at: exit.map(|_| at),
+            exit_code: exit,
+            reason: reason.into(),
+            message: String::new(),
+            log_path: None,
+        }
+    }
+
+    fn pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]},
+        }))
+        .expect("pod")
+    }
+
+    fn view<'a>(pod: &'a Pod, c: ContainerView<'a>, phase: Phase) -> PodView<'a> {
+        PodView {
+            pod,
+            phase,
+            sandbox_ready: true,
+            init: Vec::new(),
+            main: vec![c],
+            host_ip: "127.0.0.1",
+            start_time: Timestamp::from_second(1_700_000_000).expect("time"),
+        }
+    }
+
+    fn condition<'a>(s: &'a Value, kind: &str) -> &'a Value {
+        s["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == kind))
+            .unwrap_or(&Value::Null)
+    }
+
+    #[test]
+    fn status_should_show_crash_loop_back_off_with_the_exited_instance_as_last_state() {
+        let p = pod();
+        let exited = instance("b", ContainerState::Exited, Some(3), "Error");
+        let older = instance("a", ContainerState::Exited, Some(3), "Error");
+        let c = ContainerView {
+            name: "c",
+            image: "busybox",
+            current: Some(&exited),
+            previous: Some(&older),
+            restarts: 2,
+            waiting: Some((
+                "CrashLoopBackOff",
+                "back-off 20s restarting failed container=c pod=p_ns(u)",
+            )),
+            started: true,
+            ready: true,
+        };
+        let s = build(&view(&p, c, Phase::Running), "process", Timestamp::now());
+        let cs = &s["containerStatuses"][0];
+        assert_eq!(cs["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(cs["lastState"]["terminated"]["containerID"], "process://b");
+        assert_eq!(cs["restartCount"], 2);
+        assert_eq!(cs["ready"], false);
+        assert_eq!(condition(&s, "Ready")["reason"], "ContainersNotReady");
+        assert_eq!(
+            condition(&s, "Ready")["message"],
+            "containers with unready status: [c]"
+        );
+        assert_eq!(s["qosClass"], "Guaranteed");
+        assert_eq!(s["podIP"], "127.0.0.1");
+    }
+
+    #[test]
+    fn status_should_be_ready_only_when_running_started_and_ready() {
+        let p = pod();
+        let running = instance("a", ContainerState::Running, None, "");
+        for (started, ready, expect) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, false),
+        ] {
+            let c = ContainerView {
+                name: "c",
+                image: "busybox",
+                current: Some(&running),
+                previous: None,
+                restarts: 0,
+                waiting: None,
+                started,
+                ready,
+            };
+            let s = build(&view(&p, c, Phase::Running), "process", Timestamp::now());
+            assert_eq!(s["containerStatuses"][0]["ready"], expect);
+            assert_eq!(s["containerStatuses"][0]["started"], started);
+            let want = if expect { "True" } else { "False" };
+            assert_eq!(condition(&s, "Ready")["status"], want);
+            assert_eq!(condition(&s, "ContainersReady")["status"], want);
+        }
+    }
+
+    #[test]
+    fn status_should_say_pod_completed_when_finished() {
+        let p = pod();
+        let done = instance("a", ContainerState::Exited, Some(0), "Completed");
+        let c = ContainerView {
+            name: "c",
+            image: "busybox",
+            current: Some(&done),
+            previous: None,
+            restarts: 0,
+            waiting: None,
+            started: true,
+            ready: true,
+        };
+        let s = build(&view(&p, c, Phase::Succeeded), "process", Timestamp::now());
+        assert_eq!(s["phase"], "Succeeded");
+        assert_eq!(condition(&s, "Ready")["reason"], "PodCompleted");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
+    }
+}
