@@ -1,8 +1,16 @@
 //! A scorer `.so` swapped several times while pods are created at a steady rate:
 //! every pod is bound exactly once (one `Scheduled` Event per pod uid, folded
 //! count 1; the scheduler counted exactly as many scheduled attempts as pods; no
-//! binding refused as a double), none is lost, the swapped scorer kept packing,
-//! and every swap is recorded.
+//! binding refused as a double), none is lost, placement follows the library
+//! loaded at the time, and every swap is recorded.
+//!
+//! The profile's external plugin slot is named `Binpack`; the swaps load, in turn,
+//! the zone-spread library and a fresh copy of the bin-packing one into it
+//! (`kubernel swap scheduler:Binpack PATH`), so packing and spreading phases
+//! alternate and can be told apart in the placements.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,7 +19,9 @@ use anyhow::{bail, Result};
 use kubernel_e2e::{component_entry, component_lib, eventually, kubernel, Cluster};
 use serde_json::{json, Value};
 
-const NODES: usize = 20;
+const NODES: usize = 25;
+/// Pods next to a swap (in creation order) may have been placed by either library.
+const MARGIN: usize = 40;
 /// 2,000 pods over about 20 s.
 const PODS: usize = 2000;
 const EVERY: Duration = Duration::from_millis(10);
@@ -41,6 +51,7 @@ fn attempts(metrics: &str, result: &str) -> f64 {
 #[test]
 fn every_pod_should_be_bound_exactly_once_while_the_scorer_is_swapped() -> Result<()> {
     let binpack = component_lib("scheduler-binpack");
+    let spread = component_lib("scheduler-zone-spread");
     let kubelet = component_entry(
         "kubelet",
         "kubelet",
@@ -64,6 +75,8 @@ fn every_pod_should_be_bound_exactly_once_while_the_scorer_is_swapped() -> Resul
     let copies = tempfile::tempdir()?;
 
     let api = c.api.clone();
+    let progress = Arc::new(AtomicUsize::new(0));
+    let created_so_far = progress.clone();
     let creator = std::thread::spawn(move || -> Result<usize> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -89,15 +102,23 @@ fn every_pod_should_be_bound_exactly_once_while_the_scorer_is_swapped() -> Resul
                 bail!("creating load-{i}: HTTP {}", resp.status());
             }
             created += 1;
+            created_so_far.store(created, Ordering::SeqCst);
         }
         Ok(created)
     });
 
-    // Swap the scorer's library (a fresh copy each time, as after a rebuild) during the load.
+    // Swap the slot's library during the load: zone-spread, bin-packing, ... (a fresh
+    // copy each time, as after a rebuild). `edges` are the creation counts at each swap.
+    let mut edges = vec![0];
     for n in 0..SWAPS {
         std::thread::sleep(PODS as u32 * EVERY / (SWAPS as u32 + 1));
-        let copy = copies.path().join(format!("binpack-{n}.so"));
-        std::fs::copy(&binpack, &copy)?;
+        let (lib, kind) = if n % 2 == 0 {
+            (&spread, "spread")
+        } else {
+            (&binpack, "binpack")
+        };
+        let copy = copies.path().join(format!("{kind}-{n}.so"));
+        std::fs::copy(lib, &copy)?;
         let (status, out, err) = kubernel(
             &[
                 "--data-dir",
@@ -110,12 +131,14 @@ fn every_pod_should_be_bound_exactly_once_while_the_scorer_is_swapped() -> Resul
         )?;
         assert!(status.success(), "swap {n}: {out}{err}");
         assert!(out.contains("scheduler plugin Binpack now runs"), "{out}");
+        edges.push(progress.load(Ordering::SeqCst));
     }
     let created = match creator.join() {
         Ok(r) => r?,
         Err(_) => bail!("the creating thread panicked"),
     };
     assert_eq!(created, PODS);
+    edges.push(PODS);
 
     eventually(Duration::from_secs(120), "every pod bound", || {
         let pods = list(&c, "/api/v1/namespaces/default/pods")?;
@@ -145,15 +168,34 @@ fn every_pod_should_be_bound_exactly_once_while_the_scorer_is_swapped() -> Resul
             )
         })
         .collect();
-    // Binpack placed the pods throughout (before, between and after the swaps): the
-    // nodes fill up one after another (110 pods of 10m each fill 1100m) instead of
-    // spreading (100 each); a pod is 0.9 % of a node, so the first pods may tie.
-    let mut per_node: HashMap<&str, usize> = HashMap::new();
-    for node in node_of.values() {
-        *per_node.entry(node.as_str()).or_default() += 1;
+    // Placement follows the library of each phase: bin-packing puts consecutive
+    // pods on the same node (until it is full), spreading never twice in a row.
+    let by_name: HashMap<&str, &str> = pods
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap_or_default(),
+                p["spec"]["nodeName"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let node_at = |i: usize| by_name.get(format!("load-{i}").as_str()).copied();
+    for (phase, w) in edges.windows(2).enumerate() {
+        let (from, to) = (w[0] + MARGIN, w[1].saturating_sub(MARGIN));
+        if to <= from + 10 {
+            continue;
+        }
+        let same = (from..to - 1)
+            .filter(|&i| node_at(i).is_some() && node_at(i) == node_at(i + 1))
+            .count() as f64
+            / (to - 1 - from) as f64;
+        eprintln!("phase {phase}, pods {from}..{to}: {same:.2} of consecutive pods share a node");
+        if phase % 2 == 0 {
+            assert!(same >= 0.6, "phase {phase} (binpack, pods {from}..{to}): only {same:.2} of consecutive pods share a node");
+        } else {
+            assert!(same <= 0.3, "phase {phase} (spread, pods {from}..{to}): {same:.2} of consecutive pods share a node");
+        }
     }
-    let full = per_node.values().filter(|&&n| n == 110).count();
-    assert!(full >= PODS / 110, "packed nodes: {per_node:?}");
 
     // One Scheduled Event per pod, never repeated, naming the node the pod is on.
     let mut per_pod: HashMap<String, usize> = HashMap::new();
