@@ -90,6 +90,14 @@ pub struct KubeletConfig {
     /// doubles at every crash up to `crash_loop_backoff_max`.
     #[serde(default = "defaults::crash_loop_backoff", with = "humantime_serde")]
     pub crash_loop_backoff: Duration,
+    /// Process: a container log file larger than this is rotated (upstream
+    /// `containerLogMaxSize`: `10Mi`).
+    #[serde(default = "defaults::container_log_max_size")]
+    pub container_log_max_size: String,
+    /// Process: log files kept per container, the current one included (upstream
+    /// `containerLogMaxFiles`: 5; at least 2).
+    #[serde(default = "defaults::container_log_max_files")]
+    pub container_log_max_files: usize,
     /// Process: longest delay between two restarts of a crashing container (upstream 5 min).
     #[serde(default = "defaults::crash_loop_backoff_max", with = "humantime_serde")]
     pub crash_loop_backoff_max: Duration,
@@ -189,6 +197,12 @@ mod defaults {
     }
     pub fn pod_resync_interval() -> Duration {
         Duration::from_secs(1)
+    }
+    pub fn container_log_max_size() -> String {
+        "10Mi".into()
+    }
+    pub fn container_log_max_files() -> usize {
+        5
     }
     pub fn crash_loop_backoff() -> Duration {
         Duration::from_secs(10)
@@ -325,7 +339,29 @@ impl KubeletConfig {
                 ),
             );
         }
+        if crate::runtime::cgroups::memory_bytes(&self.container_log_max_size)
+            .is_none_or(|b| b == 0)
+        {
+            return fail(
+                "container_log_max_size",
+                format!(
+                    "{:?} is not a positive quantity like 10Mi",
+                    self.container_log_max_size
+                ),
+            );
+        }
+        if self.container_log_max_files < 2 {
+            return fail(
+                "container_log_max_files",
+                format!("{} is less than 2", self.container_log_max_files),
+            );
+        }
         self.validate_taints()
+    }
+
+    /// `container_log_max_size` in bytes (validated).
+    pub fn container_log_max_bytes(&self) -> u64 {
+        crate::runtime::cgroups::memory_bytes(&self.container_log_max_size).unwrap_or(10 << 20)
     }
 
     fn validate_taints(&self) -> Result<(), ConfigError> {

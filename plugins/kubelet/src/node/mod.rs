@@ -8,6 +8,7 @@
 
 mod env;
 mod heartbeat;
+mod logs;
 pub mod machine;
 mod pods;
 mod probes;
@@ -124,7 +125,7 @@ impl ProcessKubelet {
             tokio::spawn(heartbeat::renew_lease(s.clone()));
             tokio::spawn(heartbeat::report_status(s.clone()));
             tokio::spawn(relist(s.clone()));
-            tokio::spawn(server::watch_logs(s.clone(), LOG_MARK_PERIOD));
+            tokio::spawn(logs::watch(s.clone(), LOG_MARK_PERIOD));
             pods::run(s).await;
         });
         Ok(ProcessKubelet { shared })

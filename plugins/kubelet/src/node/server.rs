@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
 
-use super::Shared;
+use super::{logs, Shared};
 use crate::config::KubeletConfig;
 use crate::runtime::{ContainerState, ContainerStatus, Runtime};
 
@@ -179,10 +179,9 @@ async fn logs(
             format!("container {container:?} has no log file"),
         );
     };
-    let index = LineTimes::load(&path);
-    let mut content = match tokio::fs::read(&path).await {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    let max_files = shared.config.container_log_max_files;
+    let mut lines = match logs::read_all(&path, max_files) {
+        Ok(l) => l,
         Err(e) => {
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -190,33 +189,25 @@ async fn logs(
             )
         }
     };
-    let mut offset = content.len() as u64;
-    // Only complete lines are served now; a partial last line waits for its newline
-    // when following.
+    let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    // Following: a partial last line waits for its newline.
     if options.follow {
-        if let Some(end) = content.iter().rposition(|b| *b == b'\n') {
-            content.truncate(end + 1);
-        } else {
-            content.clear();
+        if let Some((_, last)) = lines.last().filter(|(_, l)| !l.ends_with(b"\n")) {
+            offset = offset.saturating_sub(last.len() as u64);
+            lines.pop();
         }
-        offset = content.len() as u64;
     }
-    let mut lines = split_lines(&content, 0);
     if let Some(since) = options.since_seconds {
         let from = Timestamp::now().as_second() - since;
-        lines.retain(|(end, _)| index.time_of(*end).as_second() >= from);
+        lines.retain(|(t, _)| t.as_second() >= from);
     }
     if let Some(n) = options.tail_lines {
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
     let mut first = Vec::new();
-    for (end, line) in &lines {
-        render(
-            &mut first,
-            line,
-            options.timestamps.then(|| index.time_of(*end)),
-        );
+    for (t, line) in &lines {
+        render(&mut first, line, options.timestamps.then_some(*t));
     }
     if let Some(limit) = options.limit_bytes {
         first.truncate(limit);
@@ -246,23 +237,6 @@ async fn logs(
         Body::from_stream(stream),
     )
         .into_response()
-}
-
-/// `(end offset, line with its newline)` for each complete line of `content`, whose
-/// first byte is at file offset `base`.
-fn split_lines(content: &[u8], base: u64) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, b) in content.iter().enumerate() {
-        if *b == b'\n' {
-            out.push((base + i as u64 + 1, content[start..=i].to_vec()));
-            start = i + 1;
-        }
-    }
-    if start < content.len() {
-        out.push((base + content.len() as u64, content[start..].to_vec()));
-    }
-    out
 }
 
 fn render(out: &mut Vec<u8>, line: &[u8], time: Option<Timestamp>) {
@@ -341,7 +315,7 @@ impl Follow {
         }
         let mut out = Vec::with_capacity(lines.len() + 32);
         let now = Timestamp::now();
-        for (_, line) in split_lines(&lines, 0) {
+        for (_, line) in logs::split_lines(&lines) {
             render(&mut out, &line, Some(now));
         }
         out
@@ -351,6 +325,10 @@ impl Follow {
         let Ok(mut file) = tokio::fs::File::open(&self.path).await else {
             return Vec::new();
         };
+        // Rotated (copied and truncated) since the last read: start over.
+        if file.metadata().await.is_ok_and(|m| m.len() < self.offset) {
+            self.offset = 0;
+        }
         if file.seek(SeekFrom::Start(self.offset)).await.is_err() {
             return Vec::new();
         }
@@ -362,112 +340,9 @@ impl Follow {
     }
 }
 
-/// When each part of a log file was first seen by the kubelet: the process writes its
-/// log file directly (so it survives a kubelet restart), and the kubelet's log watcher
-/// records `(end offset, time)` pairs in `<log>.times` as the file grows. A line's time
-/// is that of the first pair at or past its end (precise to the watcher's period).
-pub(super) struct LineTimes {
-    marks: Vec<(u64, Timestamp)>,
-}
-
-impl LineTimes {
-    fn times_path(log: &std::path::Path) -> PathBuf {
-        let mut p = log.as_os_str().to_owned();
-        p.push(".times");
-        PathBuf::from(p)
-    }
-
-    /// Reads the marks of `log` (none when the file is missing).
-    pub(super) fn load(log: &std::path::Path) -> LineTimes {
-        let text = std::fs::read_to_string(Self::times_path(log)).unwrap_or_default();
-        let marks = text
-            .lines()
-            .filter_map(|l| {
-                let (off, ms) = l.split_once(' ')?;
-                Some((
-                    off.parse().ok()?,
-                    Timestamp::from_millisecond(ms.parse().ok()?).ok()?,
-                ))
-            })
-            .collect();
-        LineTimes { marks }
-    }
-
-    /// The time the byte before `end` was first seen (now when not seen yet).
-    pub(super) fn time_of(&self, end: u64) -> Timestamp {
-        let i = self.marks.partition_point(|(off, _)| *off < end);
-        self.marks.get(i).map_or_else(Timestamp::now, |(_, t)| *t)
-    }
-
-    /// Records that `log` is `len` bytes long now, if it grew since `last`.
-    pub(super) fn mark(log: &std::path::Path, last: u64, len: u64) {
-        if len <= last {
-            return;
-        }
-        use std::io::Write;
-        let line = format!("{len} {}\n", Timestamp::now().as_millisecond());
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Self::times_path(log));
-        if let Ok(mut f) = file {
-            let _ = f.write_all(line.as_bytes());
-        }
-    }
-}
-
-/// Marks the growth of every running container's log every `period` (see [`LineTimes`]).
-pub(super) async fn watch_logs(shared: Arc<Shared>, period: Duration) {
-    let mut sizes: HashMap<PathBuf, u64> = HashMap::new();
-    let mut ticker = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let containers = shared
-            .runtime
-            .list_containers(None)
-            .await
-            .unwrap_or_default();
-        let mut alive = HashMap::new();
-        for c in containers {
-            let Some(path) = c.log_path else { continue };
-            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let last = sizes.get(&path).copied().unwrap_or_else(|| {
-                // First look after a (re)start: continue from the last mark.
-                LineTimes::load(&path).marks.last().map_or(0, |(o, _)| *o)
-            });
-            LineTimes::mark(&path, last, len);
-            alive.insert(path, len.max(last));
-        }
-        sizes = alive;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_lines_should_keep_newlines_and_offsets() {
-        let lines = split_lines(b"a\nbc\nd", 10);
-        assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], (12, b"a\n".to_vec()));
-        assert_eq!(lines[1], (15, b"bc\n".to_vec()));
-        assert_eq!(lines[2], (16, b"d".to_vec()));
-    }
-
-    #[test]
-    fn line_times_should_date_a_line_by_the_first_mark_past_its_end() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("c.log");
-        std::fs::write(LineTimes::times_path(&log), "5 1000\n12 2000\n").expect("marks");
-        let t = LineTimes::load(&log);
-        assert_eq!(t.time_of(3).as_millisecond(), 1000);
-        assert_eq!(t.time_of(5).as_millisecond(), 1000);
-        assert_eq!(t.time_of(6).as_millisecond(), 2000);
-    }
 
     #[test]
     fn parse_options_should_refuse_bad_numbers() {

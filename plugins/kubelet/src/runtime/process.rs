@@ -468,6 +468,25 @@ impl ProcessRuntime {
     }
 }
 
+/// Removes a container's log file and every file named after it (rotated logs, their
+/// time marks).
+fn remove_logs(log: &Path) {
+    let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(name.as_ref()) {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                tracing::debug!(file = %e.path().display(), error = %err, "removing a container log failed");
+            }
+        }
+    }
+}
+
 /// True when `program` names an executable file, directly or through `path_var`.
 fn executable_exists(program: &str, path_var: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -760,13 +779,8 @@ impl Runtime for ProcessRuntime {
         self.stop(key, Duration::ZERO).await;
         let mut state = self.state.lock();
         if let Some(p) = state.containers.remove(&key) {
-            if let Err(e) = std::fs::remove_file(&p.log) {
-                tracing::debug!(log = %p.log.display(), error = %e, "removing a container log failed");
-            }
             cgroups::remove(&p.cgroups);
-            let mut times = p.log.clone().into_os_string();
-            times.push(".times");
-            let _ = std::fs::remove_file(times);
+            remove_logs(&p.log);
             if let Some(s) = state.sandboxes.get_mut(&p.sandbox) {
                 s.containers.retain(|c| *c != key);
             }
