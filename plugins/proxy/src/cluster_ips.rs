@@ -36,7 +36,12 @@ impl ClusterIpDevice {
     /// Creates (or reuses) [`DEVICE`] and removes addresses a previous run left on it.
     pub fn create() -> Result<ClusterIpDevice, String> {
         if ip(&["link", "show", DEVICE]).is_err() {
-            ip(&["link", "add", DEVICE, "type", "dummy"])?;
+            // A dummy interface as kube-proxy makes it; kernels without the dummy
+            // driver get an empty bridge, which holds local addresses just as well.
+            if let Err(e) = ip(&["link", "add", DEVICE, "type", "dummy"]) {
+                ip(&["link", "add", DEVICE, "type", "bridge"])
+                    .map_err(|b| format!("{e}; then {b}"))?;
+            }
         }
         ip(&["link", "set", DEVICE, "up"])?;
         ip(&["addr", "flush", "dev", DEVICE])?;

@@ -14,7 +14,8 @@ pub enum Mode {
     /// when it may add them to the `kube-ipvs0` dummy interface, as root) and forwards
     /// each connection to a ready endpoint chosen by the scheduler.
     Userspace,
-    /// Kernel forwarding with an nftables table (not implemented yet: refused at start).
+    /// Kernel forwarding: a `kubernel` nftables table with DNAT from ClusterIP:port and
+    /// NodePort to the endpoints (needs root and the `nft` command of the nftables package).
     Nftables,
     /// Kernel IPVS (refused: see the message, which names the missing kernel module).
     Ipvs,
@@ -118,12 +119,7 @@ impl ProxyConfig {
                     "config: key mode: \"ipvs\" needs the kernel module ip_vs, which this kernel does not have loaded (modprobe ip_vs; it is missing from this machine's kernel); use \"userspace\"".into()
                 });
             }
-            Mode::Nftables => {
-                return Err(
-                    "config: key mode: \"nftables\" is not implemented yet; use \"userspace\""
-                        .into(),
-                )
-            }
+            Mode::Nftables => {}
         }
         if self.node_port_addresses.is_empty() {
             return Err("config: key node_port_addresses: give at least one address".into());

@@ -1,8 +1,8 @@
 //! The kubernel proxy plugin: makes Service ClusterIPs and NodePorts reach the ready
 //! endpoints of their Services, with IPVS's schedulers (`rr`, `sh`, `lc`).
 //!
-//! `mode = "userspace"` forwards TCP connections in this process; `nftables` and
-//! `ipvs` are refused at start with a message saying why.
+//! `mode = "userspace"` forwards TCP connections in this process; `mode = "nftables"`
+//! programs DNAT rules in the kernel; `ipvs` is refused at start with the reason.
 
 pub mod balancer;
 pub mod cluster_ips;
@@ -10,6 +10,7 @@ pub mod config;
 mod healthz;
 pub mod metrics;
 pub mod model;
+pub mod nftables;
 mod plugin;
 mod run;
 pub mod userspace;

@@ -11,13 +11,42 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kubernel_client::{
     Api, CancellationToken, Change, Client, ClientMetrics, Informer, ListParams,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster_ips::ClusterIpDevice;
-use crate::config::{ClusterIps, ProxyConfig};
+use crate::config::{ClusterIps, Mode, ProxyConfig};
 use crate::metrics::Metrics;
 use crate::model;
-use crate::userspace::Proxier;
+use crate::nftables::NftProxier;
+use crate::userspace::{Changes, Proxier};
+
+/// Where the proxy programs Service traffic.
+enum Backend {
+    Userspace(Proxier),
+    Nft(NftProxier),
+}
+
+impl Backend {
+    /// Applies `desired`; `full` rewrites everything (on start and every `sync_period`).
+    fn sync(
+        &mut self,
+        desired: &std::collections::BTreeMap<model::ServicePortName, model::ServicePort>,
+        full: bool,
+    ) -> Result<Changes, String> {
+        match self {
+            Backend::Userspace(p) => Ok(p.sync(desired)),
+            Backend::Nft(p) if full => p.sync_full(desired),
+            Backend::Nft(p) => p.sync(desired),
+        }
+    }
+
+    fn close(&mut self) {
+        match self {
+            Backend::Userspace(p) => p.close(),
+            Backend::Nft(p) => p.close(),
+        }
+    }
+}
 
 /// The annotation the EndpointSlice controller sets to the time of the pod or
 /// Service change a slice reflects (the start of network programming latency).
@@ -55,19 +84,42 @@ impl Proxy {
         );
         services.wait_synced().await;
         slices.wait_synced().await;
-        let device = self.cluster_ip_device();
-        let mut proxier = Proxier::new(
-            self.config.clone(),
-            self.metrics.clone(),
-            tokio::runtime::Handle::current(),
-            stop.clone(),
-            device,
-        );
+        let mut proxier = match self.config.mode {
+            Mode::Nftables => {
+                let nft = NftProxier::new(vec!["nft".into()], self.config.scheduler);
+                if let Err(e) = nft.check() {
+                    error!(error = %e, "mode nftables: nft cannot run here; nothing is proxied");
+                    return;
+                }
+                Backend::Nft(nft)
+            }
+            _ => Backend::Userspace(Proxier::new(
+                self.config.clone(),
+                self.metrics.clone(),
+                tokio::runtime::Handle::current(),
+                stop.clone(),
+                self.cluster_ip_device(),
+            )),
+        };
         let mut triggers: Vec<jiff::Timestamp> = Vec::new();
+        let mut full = true;
         loop {
             let started = Instant::now();
             let desired = model::build(&services.list(), &slices.list());
-            let changes = proxier.sync(&desired);
+            let changes = match proxier.sync(&desired, full) {
+                Ok(c) => c,
+                Err(e) => {
+                    // The next sync rewrites everything.
+                    warn!(error = %e, "sync failed; retrying with a full sync");
+                    full = true;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
+            full = false;
             self.metrics
                 .sync_duration
                 .observe(started.elapsed().as_secs_f64());
@@ -86,7 +138,7 @@ impl Proxy {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(self.config.sync_period) => {}
+                _ = tokio::time::sleep(self.config.sync_period) => full = true,
                 c = svc_changes.recv() => if c.is_none() { break },
                 c = slice_changes.recv() => match c {
                     Some(change) => note_trigger(&change, &mut triggers),

@@ -1,0 +1,285 @@
+//! The proxy's nftables mode (root): the test runs itself again inside a network
+//! namespace it creates (a bridge `kn0` with the node address 10.200.0.1 and the
+//! endpoints' addresses, a route for the service range), so nothing touches the
+//! host's network. There: ClusterIP and NodePort traffic is spread evenly over three
+//! HTTP servers with `rr`, stays on one with `sh`, leaves an endpoint that turns
+//! unready, and a Service without endpoints refuses connections at once.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
+use serde_json::{json, Value};
+
+const INSIDE: &str = "KUBERNEL_TEST_IN_NETNS";
+const NODE_IP: &str = "10.200.0.1";
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the namespace when the test ends, however it ends.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs test `name` of this binary again inside a new network namespace.
+fn in_new_netns(name: &str) -> Result<()> {
+    if std::env::var_os(INSIDE).is_some() {
+        bail!("already inside");
+    }
+    if !is_root() {
+        eprintln!("{name}: skipped, needs root (it creates a network namespace)");
+        return Ok(());
+    }
+    let ns = Netns(format!("kubernel-test-{}", std::process::id()));
+    run("ip", &["netns", "add", &ns.0])?;
+    let exe = std::env::current_exe()?;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .output()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !text.contains("1 passed") {
+        bail!("inside the network namespace:\n{text}");
+    }
+    for line in text.lines().filter(|l| l.contains(" ms after ")) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The namespace's network: loopback, a bridge with the node and endpoint addresses.
+fn network() -> Result<()> {
+    run("ip", &["link", "set", "lo", "up"])?;
+    run("ip", &["link", "add", "kn0", "type", "bridge"])?;
+    run("ip", &["link", "set", "kn0", "up"])?;
+    run(
+        "ip",
+        &["addr", "add", &format!("{NODE_IP}/24"), "dev", "kn0"],
+    )?;
+    for i in 2..=4 {
+        run(
+            "ip",
+            &["addr", "add", &format!("10.200.0.{i}/32"), "dev", "kn0"],
+        )?;
+    }
+    run("ip", &["route", "add", "10.96.0.0/12", "dev", "kn0"])?;
+    Ok(())
+}
+
+fn backend(ip: &str, name: &'static str) -> Result<()> {
+    let listener = TcpListener::bind((ip, 8080)).with_context(|| format!("binding {ip}:8080"))?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            });
+        }
+    });
+    Ok(())
+}
+
+fn get(addr: SocketAddr) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    match text.split_once("\r\n\r\n") {
+        Some((_, body)) => Ok(body.to_string()),
+        None => bail!("no HTTP answer through {addr}: {text:?}"),
+    }
+}
+
+fn spread(addr: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        *seen.entry(get(addr)?).or_default() += 1;
+    }
+    Ok(seen)
+}
+
+fn slice(endpoints: &[(&str, bool)]) -> String {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, ready)| json!({ "addresses": [ip], "conditions": { "ready": ready } }))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "web-1", "labels": { "kubernetes.io/service-name": "web" } },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+        "endpoints": endpoints
+    })
+    .to_string()
+}
+
+/// Creates a NodePort Service; its ClusterIP and NodePort.
+fn service(c: &Cluster, name: &str) -> Result<(String, u16)> {
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": name },
+        "spec": { "type": "NodePort", "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] }
+    });
+    let (code, body) = c.send(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        "application/json",
+        svc.to_string().as_bytes(),
+    )?;
+    if code != 201 {
+        bail!("create service {name}: {code} {body}");
+    }
+    let v: Value = serde_json::from_str(&body)?;
+    let ip = v["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let port = u16::try_from(v["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0))?;
+    Ok((ip, port))
+}
+
+/// `nft list table ip kubernel`.
+fn nft_rules() -> Result<String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", "kubernel"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+#[test]
+fn nftables_proxy_should_balance_cluster_ip_and_node_port_traffic() -> Result<()> {
+    if std::env::var_os(INSIDE).is_none() {
+        return in_new_netns("nftables_proxy_should_balance_cluster_ip_and_node_port_traffic");
+    }
+    network()?;
+    for (ip, name) in [
+        ("10.200.0.2", "a"),
+        ("10.200.0.3", "b"),
+        ("10.200.0.4", "c"),
+    ] {
+        backend(ip, name)?;
+    }
+    let healthz = free_port()?;
+    let config = |scheduler: &str| {
+        format!("mode = \"nftables\"\nscheduler = \"{scheduler}\"\nhealthz_bind_address = \"127.0.0.1:{healthz}\"\n")
+    };
+    let c = Cluster::start(&component_entry("proxy", "proxy", &config("rr")))?;
+    let (ip, node_port) = service(&c, "web")?;
+    let cluster = SocketAddr::new(ip.parse()?, 80);
+    let node = SocketAddr::new(NODE_IP.parse()?, node_port);
+    let body = slice(&[
+        ("10.200.0.2", true),
+        ("10.200.0.3", true),
+        ("10.200.0.4", true),
+    ]);
+    let (code, text) = c.send("POST", SLICES, "application/json", body.as_bytes())?;
+    assert_eq!(code, 201, "{text}");
+    eventually(Duration::from_secs(10), "the ClusterIP answers", || {
+        Ok(get(cluster).is_ok())
+    })?;
+
+    for addr in [cluster, node] {
+        let seen = spread(addr, 300)?;
+        assert_eq!(seen.len(), 3, "{addr}: {seen:?}");
+        assert!(
+            seen.values().all(|&n| (99..=101).contains(&n)),
+            "{addr}: {seen:?}"
+        );
+    }
+
+    let unready = slice(&[
+        ("10.200.0.2", true),
+        ("10.200.0.3", true),
+        ("10.200.0.4", false),
+    ]);
+    let changed = Instant::now();
+    let (code, text) = c.send(
+        "PUT",
+        &format!("{SLICES}/web-1"),
+        "application/json",
+        unready.as_bytes(),
+    )?;
+    assert_eq!(code, 200, "{text}");
+    eventually(Duration::from_secs(1), "c out of rotation", || {
+        Ok(!spread(cluster, 6)?.contains_key("c"))
+    })?;
+    println!(
+        "endpoint removed {} ms after the slice update",
+        changed.elapsed().as_millis()
+    );
+    assert!(!spread(node, 30)?.contains_key("c"));
+
+    let (empty_ip, empty_port) = service(&c, "empty")?;
+    for addr in [
+        SocketAddr::new(empty_ip.parse()?, 80),
+        SocketAddr::new(NODE_IP.parse()?, empty_port),
+    ] {
+        let started = Instant::now();
+        let refused = eventually(Duration::from_secs(5), "refused", || {
+            let r = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+            Ok(matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused))
+        });
+        assert!(refused.is_ok(), "{addr}: {refused:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    let rules = nft_rules()?;
+    assert!(rules.contains("numgen inc mod 2"), "{rules}");
+
+    // sh: one client address, one endpoint.
+    let (code, text) = c.kernel.send_json(
+        "PUT",
+        "/plugins/proxy/config",
+        &json!({ "mode": "nftables", "scheduler": "sh", "healthz_bind_address": format!("127.0.0.1:{healthz}") }),
+    )?;
+    assert!(code < 300, "reconfigure: {code} {text}");
+    eventually(Duration::from_secs(10), "sh in force", || {
+        Ok(nft_rules()?.contains("jhash ip saddr") && get(cluster).is_ok())
+    })?;
+    let sticky = spread(cluster, 100)?;
+    assert_eq!(sticky.len(), 1, "{sticky:?}");
+    Ok(())
+}
