@@ -609,9 +609,10 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
         "--from-literal=password=s3cret",
     ])?;
     let script = format!(
-        "cat {m}/greeting; echo; echo MODE=$MODE PASS=$PASS POD=$POD_NAME NODE=$NODE; cat {m}/../labels/labels; echo; ls {h} >/dev/null && echo hostPath-ok; sleep 3600",
+        "cat {m}/greeting; echo; echo MODE=$MODE PASS=$PASS POD=$POD_NAME NODE=$NODE; cat {m}/../labels/labels; echo; ls {h} >/dev/null && echo hostPath-ok; echo ram-is-$(stat -f -c %T {r}); sleep 3600",
         m = mount.display(),
-        h = host.display()
+        h = host.display(),
+        r = dir.path().join("ram").display()
     );
     create(
         &cluster,
@@ -625,6 +626,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
                     {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
                     {"name": "host", "hostPath": {"path": host, "type": "DirectoryOrCreate"}},
                     {"name": "scratch", "emptyDir": {}},
+                    {"name": "ram", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                 ],
                 "containers": [{
                     "name": "c", "image": "busybox",
@@ -641,6 +643,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
                         {"name": "info", "mountPath": dir.path().join("labels")},
                         {"name": "host", "mountPath": host},
                         {"name": "scratch", "mountPath": dir.path().join("scratch")},
+                        {"name": "ram", "mountPath": dir.path().join("ram")},
                     ],
                 }],
             },
@@ -666,6 +669,10 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
     );
     assert!(logs.contains("app=\"vols\""), "{logs}");
     assert!(host.is_dir(), "DirectoryOrCreate created the host path");
+    assert!(
+        logs.contains("ram-is-tmpfs"),
+        "medium Memory is a tmpfs: {logs}"
+    );
     // The configMap is mounted only inside the container's mount namespace.
     assert!(!mount.join("greeting").exists(), "not visible on the host");
 
@@ -697,6 +704,21 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
         let events = events_of(&cluster, "nohost")?;
         Ok(events.contains("FailedMount") && events.contains("is not a directory"))
     })?;
+    // Deleting the pod unmounts its tmpfs and removes its directory.
+    let data = cluster.kernel.data_dir();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&*data.to_string_lossy()))
+            .count()
+    };
+    assert_eq!(mounted(), 1, "the pod's tmpfs is mounted");
+    cluster.ok(&["delete", "pod", "vols", "nohost", "--wait=false"])?;
+    eventually(Duration::from_secs(15), "the pods gone", || {
+        Ok(pod_json(&cluster, "vols")?.is_none() && pod_json(&cluster, "nohost")?.is_none())
+    })?;
+    assert_eq!(mounted(), 0, "the tmpfs was unmounted");
     cluster.kernel.terminate(Duration::from_secs(20))?;
     eventually(Duration::from_secs(5), "no process left", || {
         Ok(marker.processes().is_empty())

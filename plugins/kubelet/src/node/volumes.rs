@@ -1,5 +1,5 @@
-//! Pod volumes, materialized under `<pod dir>/volumes/<kind>/<name>`: emptyDir (a plain
-//! directory, also for `medium: Memory`), hostPath (type-checked, created for
+//! Pod volumes, materialized under `<pod dir>/volumes/<kind>/<name>`: emptyDir (a
+//! directory; a tmpfs for `medium: Memory` when running as root), hostPath (type-checked, created for
 //! `DirectoryOrCreate`/`FileOrCreate`), configMap, secret, downwardAPI and projected
 //! (files written from the API objects once, when the pod starts). Containers see them at
 //! their `mountPath` through the runtime's bind mounts.
@@ -68,9 +68,12 @@ async fn setup(
     if let Some(h) = &v.host_path {
         return host_path(Path::new(&h.path), h.type_.as_deref().unwrap_or(""));
     }
-    let target = if v.empty_dir.is_some() {
+    let target = if let Some(e) = &v.empty_dir {
         let p = under("empty-dir");
         std::fs::create_dir_all(&p).map_err(io(&p))?;
+        if e.medium.as_deref() == Some("Memory") {
+            memory_medium(&p, e.size_limit.as_ref().map(|q| q.0.as_str()))?;
+        }
         return Ok(p);
     } else if v.config_map.is_some() {
         under("configmap")
@@ -180,6 +183,41 @@ async fn setup(
     }
     write_files(&target, &files)?;
     Ok(target)
+}
+
+/// Mounts a tmpfs on `dir` (once) for an emptyDir with `medium: Memory`, when the
+/// kubelet runs as root; otherwise the directory stays on disk (logged once).
+fn memory_medium(dir: &Path, size_limit: Option<&str>) -> Result<(), String> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !rustix::process::geteuid().is_root() {
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                "emptyDir medium Memory is a plain directory: mounting tmpfs needs root"
+            );
+        }
+        return Ok(());
+    }
+    if crate::runtime::process::is_mount_point(dir) {
+        return Ok(());
+    }
+    let mut options = String::from("mode=0777");
+    if let Some(bytes) = size_limit.and_then(crate::runtime::cgroups::memory_bytes) {
+        options.push_str(&format!(",size={bytes}"));
+    }
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("mount tmpfs on {}: {e}", dir.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "mount tmpfs on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// Adds the keys of `data` (all, or the listed `items`) to `files`.

@@ -468,6 +468,43 @@ impl ProcessRuntime {
     }
 }
 
+/// The mount points of this mount namespace (`/proc/self/mountinfo`, field 5).
+fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .collect()
+}
+
+/// True when `dir` is a mount point (e.g. an emptyDir's tmpfs).
+pub fn is_mount_point(dir: &Path) -> bool {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    mount_points().iter().any(|m| *m == dir)
+}
+
+/// Unmounts (lazily) every mount below `dir` before the directory is removed.
+fn unmount_below(dir: &Path) {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut below: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for m in below {
+        match Command::new("umount").arg("-l").arg(&m).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                tracing::warn!(mount = %m.display(), error = %String::from_utf8_lossy(&out.stderr).trim(), "unmounting a pod volume failed")
+            }
+            Err(e) => {
+                tracing::warn!(mount = %m.display(), error = %e, "unmounting a pod volume failed")
+            }
+        }
+    }
+}
+
 /// Removes a container's log file and every file named after it (rotated logs, their
 /// time marks).
 fn remove_logs(log: &Path) {
@@ -649,6 +686,7 @@ impl Runtime for ProcessRuntime {
             removed
         };
         if let Some(s) = removed {
+            unmount_below(&s.dir);
             if let Err(e) = std::fs::remove_dir_all(&s.dir) {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "removing the pod directory failed");
             }
