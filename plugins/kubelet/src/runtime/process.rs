@@ -481,7 +481,7 @@ fn mount_points() -> Vec<PathBuf> {
 /// True when `dir` is a mount point (e.g. an emptyDir's tmpfs).
 pub fn is_mount_point(dir: &Path) -> bool {
     let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    mount_points().iter().any(|m| *m == dir)
+    mount_points().contains(&dir)
 }
 
 /// Unmounts (lazily) every mount below `dir` before the directory is removed.
