@@ -930,6 +930,8 @@ fn init_containers_run_in_order_and_finished_pods_complete() -> Result<()> {
     );
     let logs = cluster.ok(&["logs", "inits"])?;
     assert_eq!(logs, "one\ntwo\n", "init containers ran in order");
+    // Following an exited container returns at once with its whole log.
+    assert_eq!(cluster.ok(&["logs", "-f", "inits"])?, "one\ntwo\n");
     let init_logs = cluster.ok(&["logs", "inits", "-c", "init-two"])?;
     assert_eq!(init_logs, "");
 
