@@ -1014,6 +1014,22 @@ fn container_logs_rotate_and_keep_the_newest_lines() -> Result<()> {
         numbers.len() * 16 <= 4 * 1024,
         "at most three files of about 1 KiB"
     );
+    let metrics = cluster.kernel.get("/metrics")?.1;
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(
+        counted("kubernel_kubelet_container_log_rotations_total") >= 2.0,
+        "rotations counted"
+    );
+    assert!(
+        counted("kubelet_http_requests_total{") >= 1.0,
+        "kubelet API requests counted"
+    );
     cluster.kernel.terminate(Duration::from_secs(20))?;
     eventually(Duration::from_secs(5), "no process left", || {
         Ok(marker.processes().is_empty())

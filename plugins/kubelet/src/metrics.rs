@@ -55,6 +55,10 @@ pub struct Metrics {
     pub pleg_relist_duration: Histogram,
     /// `prober_probe_total{probe_type,result}`: probes run, by type and result.
     pub probes: IntCounterVec,
+    /// `kubelet_http_requests_total{method,path,server_type,long_running}`: kubelet API requests.
+    pub http_requests: IntCounterVec,
+    /// `kubernel_kubelet_container_log_rotations_total`: container log files rotated.
+    pub log_rotations: prometheus::IntCounter,
     /// `kubernel_kubelet_sim_nodes`: simulated nodes registered.
     pub sim_nodes: IntGauge,
     /// `kubernel_kubelet_sim_paused_nodes`: simulated nodes whose kubelet is paused.
@@ -135,6 +139,17 @@ impl Metrics {
                 ),
                 &["probe_type", "result"],
             )?,
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "kubelet_http_requests_total",
+                    "Number of the http requests received since the server started",
+                ),
+                &["method", "path", "server_type", "long_running"],
+            )?,
+            log_rotations: prometheus::IntCounter::new(
+                "kubernel_kubelet_container_log_rotations_total",
+                "Container log files rotated because they outgrew container_log_max_size",
+            )?,
             sim_nodes: IntGauge::new(
                 "kubernel_kubelet_sim_nodes",
                 "Number of simulated nodes this kubelet has registered",
@@ -167,6 +182,8 @@ impl Metrics {
         registry.register(Box::new(m.node_name.clone()))?;
         registry.register(Box::new(m.pleg_relist_duration.clone()))?;
         registry.register(Box::new(m.probes.clone()))?;
+        registry.register(Box::new(m.http_requests.clone()))?;
+        registry.register(Box::new(m.log_rotations.clone()))?;
         registry.register(Box::new(m.sim_nodes.clone()))?;
         registry.register(Box::new(m.sim_paused_nodes.clone()))?;
         registry.register(Box::new(m.lease_renewals.clone()))?;

@@ -181,7 +181,10 @@ pub(super) async fn watch(shared: Arc<Shared>, period: Duration) {
             let mut now = len.max(last);
             if len > max_size {
                 match rotate(&path, max_files) {
-                    Ok(()) => now = 0,
+                    Ok(()) => {
+                        now = 0;
+                        shared.metrics.log_rotations.inc();
+                    }
                     Err(e) => {
                         tracing::warn!(log = %path.display(), error = %e, "rotating a container log failed")
                     }

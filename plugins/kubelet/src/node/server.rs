@@ -42,6 +42,7 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         .route("/healthz", get(|| async { "ok" }))
         .route("/pods", get(pods))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(logs))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -49,6 +50,39 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     if let Err(e) = served {
         tracing::warn!(error = %e, "the kubelet API stopped");
     }
+}
+
+/// Counts every request in `kubelet_http_requests_total` (path: its first segment).
+async fn count(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request
+        .uri()
+        .path()
+        .split('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("");
+    let path = match path {
+        "healthz" | "pods" | "containerLogs" => path,
+        _ => "other",
+    };
+    let follow = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("follow=true"));
+    shared
+        .metrics
+        .http_requests
+        .with_label_values(&[
+            request.method().as_str(),
+            path,
+            "readwrite",
+            if follow { "true" } else { "false" },
+        ])
+        .inc();
+    next.run(request).await
 }
 
 async fn pods(State(shared): State<Arc<Shared>>) -> Response {
