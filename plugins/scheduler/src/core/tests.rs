@@ -709,3 +709,84 @@ fn a_victim_waiting_on_permit_should_be_rejected_not_deleted() {
     s.flush(later);
     assert_eq!(schedule_and_bind(&mut s, later).as_deref(), Ok("n1"));
 }
+
+#[test]
+fn a_nominated_pod_should_count_in_topology_spread_through_add_pod() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    // `high` (app=web) preempts `low` on n1 and is nominated there.
+    add_node(&mut s, NodeBuilder::new("n1").cpu("4"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("low").cpu("4").priority(1).node("n1"),
+        t,
+    );
+    add_pod(
+        &mut s,
+        PodBuilder::new("high")
+            .cpu("2")
+            .priority(100)
+            .label("app", "web"),
+        t,
+    );
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert_eq!(u.nominated_node.as_deref(), Some("n1"));
+    s.on_pod_delete("low", t);
+    // n2 is busier, so scoring alone would pick n1; but with `high` counted on n1
+    // (AddPod into the spread state), n1 would be 2 web pods ahead: skew 2 > 1.
+    add_node(&mut s, NodeBuilder::new("n2").cpu("4"), t);
+    add_pod(&mut s, PodBuilder::new("other").cpu("2").node("n2"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("web")
+            .cpu("100m")
+            .priority(50)
+            .label("app", "web")
+            .spread(1, "kubernetes.io/hostname", true, "web"),
+        t,
+    );
+    assert_eq!(schedule_and_bind(&mut s, t).as_deref(), Ok("n2"));
+}
+
+#[test]
+fn preemption_should_remove_victims_from_the_pre_filter_state() {
+    let t = Instant::now();
+    let mut s = scheduler("");
+    add_node(&mut s, NodeBuilder::new("n1").cpu("2"), t);
+    add_pod(
+        &mut s,
+        PodBuilder::new("x")
+            .cpu("1")
+            .priority(1)
+            .label("app", "x")
+            .node("n1"),
+        t,
+    );
+    // Room enough, but anti-affinity to `x`: only evicting `x` helps, which the
+    // InterPodAffinity state must see (RemovePod).
+    add_pod(
+        &mut s,
+        PodBuilder::new("p")
+            .cpu("1")
+            .priority(100)
+            .anti_affinity("kubernetes.io/hostname", "x"),
+        t,
+    );
+    let Some(ScheduleOutcome::Unschedulable(u)) = s.schedule_one(t) else {
+        panic!("expected unschedulable")
+    };
+    assert_eq!(
+        u.message,
+        "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules."
+    );
+    assert_eq!(u.nominated_node.as_deref(), Some("n1"));
+    assert_eq!(
+        u.victims
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["x"]
+    );
+}

@@ -5,15 +5,40 @@ use std::collections::HashMap;
 
 use super::Status;
 
+/// A value stored in a [`CycleState`]: any `Clone` type (upstream `StateData.Clone`),
+/// so that the state can be copied for what-if filtering (nominated pods, preemption).
+pub trait StateData: Any + Send + Sync {
+    /// A boxed copy.
+    fn clone_box(&self) -> Box<dyn StateData>;
+    /// As `Any`, to downcast.
+    fn as_any(&self) -> &dyn Any;
+    /// As mutable `Any`, to downcast.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any + Send + Sync + Clone> StateData for T {
+    fn clone_box(&self) -> Box<dyn StateData> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 /// Per-cycle storage: PreFilter/PreScore results read by Filter/Score, keyed by name.
 ///
 /// Keys are `'static` strings, by convention `"<Point><Plugin>"` (e.g.
-/// `"PreFilterNodePorts"`), so plugins do not collide.
+/// `"PreFilterNodePorts"`), so plugins do not collide. Cloning copies every value.
 #[derive(Default)]
 pub struct CycleState {
-    data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    data: HashMap<&'static str, Box<dyn StateData>>,
     /// Bit `i` set: filter plugin `i` returned Skip at PreFilter.
     pub(crate) skip_filter: u64,
+    /// Bit `i` set: PreFilter plugin `i` returned Skip (its extensions do not run).
+    pub(crate) skip_pre_filter: u64,
     /// Bit `i` set: score plugin `i` returned Skip at PreScore.
     pub(crate) skip_score: u64,
     /// Whether this cycle records per-plugin durations (sampled).
@@ -28,6 +53,22 @@ impl std::fmt::Debug for CycleState {
     }
 }
 
+impl Clone for CycleState {
+    fn clone(&self) -> Self {
+        CycleState {
+            data: self
+                .data
+                .iter()
+                .map(|(k, v)| (*k, (**v).clone_box()))
+                .collect(),
+            skip_filter: self.skip_filter,
+            skip_pre_filter: self.skip_pre_filter,
+            skip_score: self.skip_score,
+            record_plugin_metrics: self.record_plugin_metrics,
+        }
+    }
+}
+
 impl CycleState {
     /// An empty state.
     pub fn new() -> Self {
@@ -35,13 +76,22 @@ impl CycleState {
     }
 
     /// Stores `value` under `key`, replacing any previous value.
-    pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
+    pub fn write<T: Any + Send + Sync + Clone>(&mut self, key: &'static str, value: T) {
         self.data.insert(key, Box::new(value));
     }
 
     /// The value under `key`, if it exists and has type `T`.
     pub fn read<T: Any + Send + Sync>(&self, key: &'static str) -> Option<&T> {
-        self.data.get(key).and_then(|v| v.downcast_ref())
+        self.data
+            .get(key)
+            .and_then(|v| v.as_ref().as_any().downcast_ref())
+    }
+
+    /// The value under `key` for changing it in place (PreFilter extensions).
+    pub fn read_mut<T: Any + Send + Sync>(&mut self, key: &'static str) -> Option<&mut T> {
+        self.data
+            .get_mut(key)
+            .and_then(|v| v.as_mut().as_any_mut().downcast_mut())
     }
 
     /// Like [`CycleState::read`], or an Error status naming the missing key.
@@ -62,5 +112,13 @@ mod tests {
         assert_eq!(s.read::<u32>("PreFilterX"), Some(&7));
         assert_eq!(s.read::<i64>("PreFilterX"), None);
         assert!(s.get::<u32>("Other").is_err());
+        let mut copy = s.clone();
+        *copy.read_mut::<u32>("PreFilterX").expect("value") = 8;
+        assert_eq!(copy.read::<u32>("PreFilterX"), Some(&8));
+        assert_eq!(
+            s.read::<u32>("PreFilterX"),
+            Some(&7),
+            "the original is untouched"
+        );
     }
 }

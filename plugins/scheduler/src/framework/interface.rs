@@ -42,6 +42,31 @@ pub trait PreFilterPlugin: Plugin {
         pod: &PodInfo,
         nodes: &NodeSnapshot<'_>,
     ) -> (Option<PreFilterResult>, Status);
+
+    /// PreFilterExtensions `AddPod`: updates this plugin's PreFilter state as if
+    /// `added` ran on `node` (nominated pods, preemption reprieves). Plugins
+    /// whose state does not depend on other pods keep the default.
+    fn add_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _added: &PodInfo,
+        _node: &NodeInfo,
+    ) -> Status {
+        Status::success()
+    }
+
+    /// PreFilterExtensions `RemovePod`: as [`PreFilterPlugin::add_pod`], for a pod
+    /// taken off `node` (preemption victims).
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _removed: &PodInfo,
+        _node: &NodeInfo,
+    ) -> Status {
+        Status::success()
+    }
 }
 
 /// Filter: decides whether the pod may run on a node. Nodes may be evaluated concurrently.

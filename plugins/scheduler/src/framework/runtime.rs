@@ -113,7 +113,7 @@ impl Framework {
         let mut merged: Option<PreFilterResult> = None;
         let mut narrowed_by = Vec::new();
         let mut outcome = Status::success();
-        for p in &self.pre_filter {
+        for (at, p) in self.pre_filter.iter().enumerate() {
             let (r, s) = if state.record_plugin_metrics {
                 let t = Instant::now();
                 let out = p.pre_filter(state, pod, nodes);
@@ -128,6 +128,9 @@ impl Framework {
             if s.is_skip() {
                 if let Some(i) = self.filter.iter().position(|f| f.name() == p.name()) {
                     state.skip_filter |= 1 << i.min(63);
+                }
+                if at < 64 {
+                    state.skip_pre_filter |= 1 << at;
                 }
                 continue;
             }
@@ -220,11 +223,7 @@ impl Framework {
                 keep.push(slot);
                 continue;
             }
-            let mut with = node.clone();
-            for p in nominated {
-                with.add_pod(p);
-            }
-            let s = self.run_filters(state, pod, &with);
+            let s = run_filters_with_nominated(self, state, pod, node, &nominated);
             match s.code() {
                 Code::Success | Code::Skip => keep.push(slot),
                 Code::Error | Code::Wait => return Err(s),
@@ -462,7 +461,8 @@ pub fn nominated_for(cache: &Cache, pod: &PodInfo, node: &str) -> Vec<Arc<PodInf
 }
 
 /// Upstream `RunFilterPluginsWithNominatedPods`: the filters must pass both with
-/// `nominated` added to the node and without them (pod affinity may need them gone).
+/// `nominated` added to the node (and to a copy of the PreFilter state, through
+/// the `AddPod` extensions) and without them (pod affinity may need them gone).
 pub fn run_filters_with_nominated(
     filters: &dyn FilterRunner,
     state: &CycleState,
@@ -472,10 +472,15 @@ pub fn run_filters_with_nominated(
 ) -> Status {
     if !nominated.is_empty() {
         let mut with = node.clone();
+        let mut with_state = state.clone();
         for p in nominated {
             with.add_pod(p.clone());
+            let s = filters.add_pod(&mut with_state, pod, p, &with);
+            if !s.is_success() {
+                return s;
+            }
         }
-        let s = filters.run_filters(state, pod, &with);
+        let s = filters.run_filters(&with_state, pod, &with);
         if !s.is_success() {
             return s;
         }
@@ -483,7 +488,61 @@ pub fn run_filters_with_nominated(
     filters.run_filters(state, pod, node)
 }
 
+impl Framework {
+    /// Runs `AddPod` (`add`) or `RemovePod` of the PreFilter plugins whose Filter
+    /// was not skipped; an error names the plugin.
+    fn run_pre_filter_extension(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        add: bool,
+    ) -> Status {
+        for (i, p) in self.pre_filter.iter().enumerate() {
+            if bit(state.skip_pre_filter, i) {
+                continue;
+            }
+            let s = if add {
+                p.add_pod(state, pod, other, node)
+            } else {
+                p.remove_pod(state, pod, other, node)
+            };
+            if !s.is_success() {
+                return Status::error(format!(
+                    "running {} on PreFilter plugin {:?}: {}",
+                    if add { "AddPod" } else { "RemovePod" },
+                    p.name(),
+                    s.message()
+                ))
+                .with_plugin(p.name());
+            }
+        }
+        Status::success()
+    }
+}
+
 impl FilterRunner for Framework {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        self.run_pre_filter_extension(state, pod, added, node, true)
+    }
+
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        self.run_pre_filter_extension(state, pod, removed, node, false)
+    }
+
     fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         for (i, p) in self.filter.iter().enumerate() {
             if bit(state.skip_filter, i) {

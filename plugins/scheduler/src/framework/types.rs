@@ -111,6 +111,28 @@ impl NodeStatusMap {
 pub trait FilterRunner {
     /// Runs every Filter plugin not skipped at PreFilter; the first failure wins.
     fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
+
+    /// Runs the PreFilter plugins' `AddPod` extensions: `added` now runs on `node`.
+    fn add_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _added: &PodInfo,
+        _node: &NodeInfo,
+    ) -> Status {
+        Status::success()
+    }
+
+    /// Runs the PreFilter plugins' `RemovePod` extensions: `removed` left `node`.
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _removed: &PodInfo,
+        _node: &NodeInfo,
+    ) -> Status {
+        Status::success()
+    }
 }
 
 /// A change in the cluster that may make parked unschedulable pods schedulable.

@@ -114,6 +114,8 @@ fn select_victims(
     filters: &dyn FilterRunner,
 ) -> Result<(Vec<Arc<PodInfo>>, usize), Status> {
     let mut trial = node.clone();
+    // The PreFilter state follows the trial node through RemovePod/AddPod (upstream).
+    let mut st = state.clone();
     let mut potential: Vec<Arc<PodInfo>> = node
         .pods
         .iter()
@@ -125,8 +127,12 @@ fn select_victims(
     }
     for v in &potential {
         trial.remove_pod(&v.uid);
+        let s = filters.remove_pod(&mut st, pod, v, &trial);
+        if !s.is_success() {
+            return Err(s);
+        }
     }
-    let fits = run_filters_with_nominated(filters, state, pod, &trial, nominated);
+    let fits = run_filters_with_nominated(filters, &st, pod, &trial, nominated);
     if !fits.is_success() {
         return Err(fits);
     }
@@ -142,8 +148,16 @@ fn select_victims(
         .chain(other.into_iter().map(|v| (v, false)))
     {
         trial.add_pod(v.clone());
-        if !run_filters_with_nominated(filters, state, pod, &trial, nominated).is_success() {
+        let s = filters.add_pod(&mut st, pod, &v, &trial);
+        if !s.is_success() {
+            return Err(s);
+        }
+        if !run_filters_with_nominated(filters, &st, pod, &trial, nominated).is_success() {
             trial.remove_pod(&v.uid);
+            let s = filters.remove_pod(&mut st, pod, &v, &trial);
+            if !s.is_success() {
+                return Err(s);
+            }
             victims.push(v);
             violations += usize::from(violates);
         }

@@ -39,16 +39,55 @@ impl Plugin for InterPodAffinity {
     }
 }
 
+#[derive(Clone)]
 struct PreFilterState {
     existing_anti: Counts,
     affinity: Counts,
     anti: Counts,
 }
 
+/// Adds `delta` to the count of `node`'s domain for `key`; a count down to zero is
+/// dropped (upstream `topologyToMatchedTermCount.update`).
 fn add(counts: &mut Counts, node: &NodeInfo, key: &str, delta: i64) {
     if let Some(v) = node.labels().get(key) {
-        *counts.entry((key.to_string(), v.clone())).or_default() += delta;
+        let k = (key.to_string(), v.clone());
+        let c = counts.entry(k.clone()).or_default();
+        *c += delta;
+        if *c == 0 {
+            counts.remove(&k);
+        }
     }
+}
+
+/// Upstream `updateWithPod`: `other` joins (`delta` 1) or leaves (-1) `node`.
+fn update(
+    state: &mut CycleState,
+    pod: &PodInfo,
+    other: &PodInfo,
+    node: &NodeInfo,
+    delta: i64,
+) -> Status {
+    let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_KEY) else {
+        return Status::error(format!(
+            "reading {PRE_FILTER_KEY:?} from cycleState: not found"
+        ));
+    };
+    for term in &other.required_anti_affinity {
+        if term.matches(pod) {
+            add(&mut s.existing_anti, node, &term.topology_key, delta);
+        }
+    }
+    if !pod.required_affinity.is_empty() && pod.required_affinity.iter().all(|t| t.matches(other)) {
+        for term in &pod.required_affinity {
+            add(&mut s.affinity, node, &term.topology_key, delta);
+        }
+    }
+    for term in &pod.required_anti_affinity {
+        if term.matches(other) {
+            add(&mut s.anti, node, &term.topology_key, delta);
+        }
+    }
+    Status::success()
 }
 
 fn count(counts: &Counts, node: &NodeInfo, key: &str) -> Option<i64> {
@@ -101,6 +140,26 @@ impl PreFilterPlugin for InterPodAffinity {
         state.write(PRE_FILTER_KEY, s);
         (None, Status::success())
     }
+
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        update(state, pod, added, node, 1)
+    }
+
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        update(state, pod, removed, node, -1)
+    }
 }
 
 impl FilterPlugin for InterPodAffinity {
@@ -142,6 +201,7 @@ impl FilterPlugin for InterPodAffinity {
 }
 
 /// Summed preferred weights per topology key and value.
+#[derive(Clone)]
 struct PreScoreState(HashMap<String, HashMap<String, i64>>);
 
 impl PreScorePlugin for InterPodAffinity {

@@ -40,6 +40,7 @@ impl FilterPlugin for TaintToleration {
 }
 
 /// Tolerations that can tolerate `PreferNoSchedule` taints (empty or that effect).
+#[derive(Clone)]
 struct PreferTolerations(Vec<Toleration>);
 
 impl PreScorePlugin for TaintToleration {

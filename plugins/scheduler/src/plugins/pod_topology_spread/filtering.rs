@@ -8,6 +8,7 @@ use crate::framework::*;
 const PRE_FILTER_KEY: &str = "PreFilterPodTopologySpread";
 
 /// Matching pods per domain value, and the minimum, for each hard constraint.
+#[derive(Clone)]
 struct PreFilterState {
     constraints: Vec<SpreadConstraint>,
     counts: Vec<HashMap<String, i64>>,
@@ -47,17 +48,7 @@ impl PreFilterPlugin for PodTopologySpread {
                     count_matching(node, c, &pod.namespace);
             }
         }
-        let min = constraints
-            .iter()
-            .zip(&counts)
-            .map(|(c, m)| {
-                if (m.len() as i64) < i64::from(c.min_domains) {
-                    0
-                } else {
-                    m.values().copied().min().unwrap_or(0)
-                }
-            })
-            .collect();
+        let min = mins(&constraints, &counts);
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
@@ -68,6 +59,73 @@ impl PreFilterPlugin for PodTopologySpread {
         );
         (None, Status::success())
     }
+
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        added: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        update(state, pod, added, node, 1)
+    }
+
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        removed: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
+        update(state, pod, removed, node, -1)
+    }
+}
+
+/// The smallest count of each constraint (0 while fewer than `minDomains` domains).
+fn mins(constraints: &[SpreadConstraint], counts: &[HashMap<String, i64>]) -> Vec<i64> {
+    constraints
+        .iter()
+        .zip(counts)
+        .map(|(c, m)| {
+            if (m.len() as i64) < i64::from(c.min_domains) {
+                0
+            } else {
+                m.values().copied().min().unwrap_or(0)
+            }
+        })
+        .collect()
+}
+
+/// Upstream `updateWithPod`: `other` joins (`delta` 1) or leaves (-1) `node`.
+fn update(
+    state: &mut CycleState,
+    pod: &PodInfo,
+    other: &PodInfo,
+    node: &NodeInfo,
+    delta: i64,
+) -> Status {
+    let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_KEY) else {
+        return Status::error(format!(
+            "reading {PRE_FILTER_KEY:?} from cycleState: not found"
+        ));
+    };
+    if other.terminating
+        || other.namespace != pod.namespace
+        || !has_all_keys(s.constraints.iter(), node)
+    {
+        return Status::success();
+    }
+    let labels = node.labels();
+    for (i, c) in s.constraints.iter().enumerate() {
+        if !node_included(pod, c, node) || !c.selector.matches(other.labels()) {
+            continue;
+        }
+        if let Some(v) = labels.get(&c.topology_key) {
+            *s.counts[i].entry(v.clone()).or_default() += delta;
+        }
+    }
+    s.min = mins(&s.constraints, &s.counts);
+    Status::success()
 }
 
 impl FilterPlugin for PodTopologySpread {

@@ -15,6 +15,7 @@ const HOSTNAME: &str = "kubernetes.io/hostname";
 /// Raw score of a node ignored for lacking a topology label.
 const IGNORED: i64 = -1;
 
+#[derive(Clone)]
 struct PreScoreState {
     constraints: Vec<SpreadConstraint>,
     counts: Vec<HashMap<String, i64>>,
