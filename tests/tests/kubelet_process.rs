@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
+use kubernel_e2e::{component_entry, component_lib, eventually, free_port, kubernel, Cluster};
 use serde_json::{json, Value};
 
 /// A unique marker put into every test pod's environment, so the test finds (and, if it
@@ -573,6 +573,26 @@ fn restarted_kubelet_readopts_its_processes_without_duplicates() -> Result<()> {
         metrics.contains("kubelet_restarted_pods_total"),
         "re-adoption counted"
     );
+    // A hot swap of the kubelet hands the processes over to the new instance.
+    let data = cluster.kernel.data_dir().display().to_string();
+    let lib = component_lib("kubelet").display().to_string();
+    let (status, out, err) = kubernel(&["--data-dir", &data, "swap", "kubelet", &lib], &[])?;
+    assert!(status.success(), "{err}{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    let p = wait_pod(
+        &cluster,
+        "sleeper",
+        "Running",
+        Duration::from_secs(30),
+        |p| p["status"]["phase"] == "Running",
+    )?;
+    assert_eq!(
+        marker.groups(),
+        groups,
+        "the same process after the swap: {}",
+        marker.describe()
+    );
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
     cluster.ok(&["delete", "pod", "sleeper", "--wait=false"])?;
     eventually(Duration::from_secs(15), "no process left", || {
         Ok(marker.processes().is_empty())

@@ -10,6 +10,7 @@ use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 use crate::config::{KubeletConfig, RuntimeKind};
 use crate::metrics::Metrics;
 use crate::node::ProcessKubelet;
+use crate::runtime::process::ProcessRuntime;
 use crate::runtime::sim::SimRuntime;
 use crate::sim::SimKubelet;
 
@@ -21,6 +22,9 @@ pub struct Kubelet {
     client_metrics: ClientMetrics,
     queue_metrics: WorkQueueMetrics,
     running: Option<Running>,
+    /// The process runtime of a stopped (quiesced) process agent: its processes still
+    /// run until `shutdown` kills them, unless `snapshot` handed them to a successor.
+    parked: Option<Arc<ProcessRuntime>>,
 }
 
 /// The node agent while it runs.
@@ -103,6 +107,9 @@ impl Kubelet {
 
     fn stop(&mut self, deadline: Duration) {
         if let Some(r) = self.running.take() {
+            if let Agent::Process(p) = &r.agent {
+                self.parked = Some(p.runtime());
+            }
             r.shutdown.cancel();
             r.runtime.shutdown_timeout(deadline);
         }
@@ -124,6 +131,7 @@ impl Plugin for Kubelet {
             client_metrics,
             queue_metrics,
             running: None,
+            parked: None,
         };
         kubelet.start()?;
         Ok(kubelet)
@@ -139,7 +147,19 @@ impl Plugin for Kubelet {
     }
 
     fn resume(&mut self) -> Result<(), PluginError> {
+        // The new runtime re-adopts the parked one's processes.
+        if let Some(rt) = self.parked.take() {
+            rt.detach();
+        }
         self.start()
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>, PluginError> {
+        // A successor takes over (hot swap): leave the processes to it.
+        if let Some(rt) = &self.parked {
+            rt.detach();
+        }
+        Ok(Vec::new())
     }
 
     fn refresh_metrics(&mut self) {
@@ -168,5 +188,7 @@ impl Plugin for Kubelet {
 
     fn shutdown(mut self) {
         self.stop(Duration::from_secs(5));
+        // Kills the processes unless a successor adopted them.
+        self.parked = None;
     }
 }

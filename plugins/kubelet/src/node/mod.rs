@@ -141,6 +141,11 @@ impl ProcessKubelet {
         &self.shared.node_name
     }
 
+    /// The runtime running the node's processes.
+    pub fn runtime(&self) -> Arc<ProcessRuntime> {
+        self.shared.runtime.clone()
+    }
+
     /// The port the kubelet API listens on.
     pub fn port(&self) -> u16 {
         self.shared.port.load(Ordering::Relaxed)

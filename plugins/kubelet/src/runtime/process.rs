@@ -54,6 +54,9 @@ pub struct ProcessRuntime {
     cgroups: Result<Hierarchy, String>,
     /// Whether the "limits not applied" line was logged already.
     warned_limits: AtomicBool,
+    /// Set when a successor takes the processes over (a hot swap): dropping the runtime
+    /// then leaves them running.
+    detached: AtomicBool,
 }
 
 #[derive(Default)]
@@ -106,7 +109,15 @@ impl Proc {
             return;
         }
         if let Some(child) = &mut self.child {
-            if let Ok(Some(status)) = child.try_wait() {
+            let waited = child.try_wait();
+            if waited.is_err()
+                && !self
+                    .pid
+                    .is_some_and(|p| process_state::is_alive(p, self.start_ticks))
+            {
+                // Reaped elsewhere (a successor runtime in this process): gone.
+                self.exited(UNKNOWN_EXIT.0, UNKNOWN_EXIT.1);
+            } else if let Ok(Some(status)) = waited {
                 let code = status
                     .code()
                     .or_else(|| status.signal().map(|s| 128 + s))
@@ -120,6 +131,9 @@ impl Proc {
                 };
                 self.exited(code, reason);
             }
+        } else if let Some(code) = self.pid.and_then(reap) {
+            // Adopted, but still our child (the kubelet was swapped in this process).
+            self.exited(code, if code == 0 { "Completed" } else { "Error" });
         } else if !self
             .pid
             .is_some_and(|pid| process_state::is_alive(pid, self.start_ticks))
@@ -156,7 +170,16 @@ impl Proc {
             let _ = child.wait();
             self.poll();
         } else {
-            self.exited(128 + 9, "Error");
+            // Adopted: reap it if it is our child (after a hot swap), so no zombie stays.
+            let reaped = self.pid.and_then(|pid| {
+                let (_, status) =
+                    rustix::process::waitpid(pid_of(pid), rustix::process::WaitOptions::empty())
+                        .ok()??;
+                status
+                    .exit_status()
+                    .or_else(|| status.terminating_signal().map(|s| 128 + s))
+            });
+            self.exited(reaped.unwrap_or(128 + 9), "Error");
         }
     }
 
@@ -242,6 +265,15 @@ impl Proc {
     }
 }
 
+/// The exit code of `pid` if it is a child of this process that exited (reaping it).
+fn reap(pid: u32) -> Option<i32> {
+    let (_, status) =
+        rustix::process::waitpid(pid_of(pid), rustix::process::WaitOptions::NOHANG).ok()??;
+    status
+        .exit_status()
+        .or_else(|| status.terminating_signal().map(|s| 128 + s))
+}
+
 fn millis(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
@@ -304,6 +336,7 @@ impl ProcessRuntime {
             warned_mounts: AtomicBool::new(false),
             cgroups: cgroups::detect(),
             warned_limits: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
         }
     }
 
@@ -344,6 +377,12 @@ impl ProcessRuntime {
         }
         drop(state);
         rt
+    }
+
+    /// Hands the processes over to a successor (a hot swap): dropping this runtime then
+    /// leaves them running, for the successor's [`ProcessRuntime::recover`] to adopt.
+    pub fn detach(&self) {
+        self.detached.store(true, Ordering::Relaxed);
     }
 
     /// The directory holding a pod's sandboxes (its volumes live in `volumes/` below it).
@@ -585,6 +624,10 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 impl Drop for ProcessRuntime {
     fn drop(&mut self) {
         let state = self.state.get_mut();
+        // Handed over: the successor owns the state files now.
+        if *self.detached.get_mut() {
+            return;
+        }
         for p in state.containers.values_mut() {
             p.poll();
             p.signal(Signal::TERM);
@@ -1078,7 +1121,10 @@ mod tests {
         };
         let c = rt.create_container(&s, &config).await.expect("create");
         rt.start_container(&c).await.expect("start");
-        // A second runtime over the same root (the kubelet restarted) finds the process.
+        // Handed over (a hot swap): dropping the runtime leaves the process running,
+        // and a second runtime over the same root finds it.
+        rt.detach();
+        drop(rt);
         let again = ProcessRuntime::recover(dir.path().to_path_buf());
         let status = again.container_status(&c).await.expect("status");
         assert_eq!(status.state, ContainerState::Running);
@@ -1089,12 +1135,10 @@ mod tests {
             .stop_container(&c, Duration::from_secs(2))
             .await
             .expect("stop");
+        // Still a child of this process: its exit status is known.
         let status = again.container_status(&c).await.expect("status");
         assert_eq!(status.state, ContainerState::Exited);
-        drop(again);
-        // The first runtime's child was killed through the adopted handle.
-        let status = until_exited(&rt, &c).await;
-        assert_eq!(status.exit_code, Some(128 + 15));
+        assert_eq!(status.exit_code, Some(128 + 15), "{status:?}");
     }
 
     #[test]
