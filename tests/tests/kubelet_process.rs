@@ -804,6 +804,21 @@ fn bad_commands_and_closed_probe_ports_are_reported_not_crashed_on() -> Result<(
     )?;
     let p = pod(&cluster, "closedport")?;
     assert_eq!(condition(&p, "Ready"), "False");
+    // Logs of a pod no node runs: the apiserver says so, it does not hang.
+    create(
+        &cluster,
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "unbound"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]},
+        }),
+    )?;
+    let (code, body) = cluster.get("/api/v1/namespaces/default/pods/unbound/log")?;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("pod unbound does not have a host assigned"),
+        "{body}"
+    );
     // The kubelet is still serving: a good pod still runs.
     let (code, body) = cluster.get("/readyz")?;
     assert_eq!(code, 200, "{body}");

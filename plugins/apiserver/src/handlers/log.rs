@@ -12,6 +12,9 @@ use super::{read, ApiState, Query};
 use crate::request::{object_key, RequestInfo};
 use crate::status::ApiError;
 
+/// How long connecting to a kubelet may take (a simulated node's address answers never).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Query parameters passed on to the kubelet (`sinceTime` becomes `sinceSeconds`).
 const PASSED: [&str; 6] = [
     "follow",
@@ -157,7 +160,15 @@ pub async fn proxy(
     );
     let unreachable =
         |e: std::io::Error| ApiError::internal(format!("Get \"http://{kubelet}{path}\": {e}"));
-    let stream = TcpStream::connect(&kubelet).await.map_err(unreachable)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&kubelet))
+        .await
+        .map_err(|_| {
+            unreachable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("dial tcp {kubelet}: i/o timeout"),
+            ))
+        })?
+        .map_err(unreachable)?;
     // HTTP/1.0: the kubelet ends a streamed body by closing the connection.
     let request = format!("GET {path} HTTP/1.0\r\nHost: {kubelet}\r\n\r\n");
     write_all(&stream, request.as_bytes())
