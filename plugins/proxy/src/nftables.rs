@@ -7,6 +7,12 @@
 //! (one `nft -f` transaction); the whole table is replaced atomically on start and
 //! every `sync_period`.
 //!
+//! A Service port's chain draws the endpoint's index once into the packet mark
+//! (`meta mark set numgen inc mod N`) and has one DNAT rule per endpoint matching it:
+//! plain rules load fast, where an anonymous map per chain made the kernel spend
+//! 16 s loading 10,000 Services (measured; see the proxy benchmark). Packets of new
+//! Service connections leave with a small packet mark (0..N-1).
+//!
 //! `lc` cannot be expressed in nftables; it is applied as `rr` (logged once).
 
 use std::collections::hash_map::DefaultHasher;
@@ -56,7 +62,8 @@ const SKELETON: &str = r#"table ip kubernel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Programmed {
     chain: String,
-    rule: Option<String>,
+    /// The chain's rules; empty when the Service port has no endpoints (no chain).
+    rules: Vec<String>,
     /// `(map or set, key)` pairs; map elements jump to `chain`.
     elements: BTreeSet<(&'static str, String)>,
 }
@@ -91,20 +98,16 @@ impl NftProxier {
         &mut self,
         desired: &BTreeMap<ServicePortName, ServicePort>,
     ) -> Result<Changes, String> {
-        let mut script = String::with_capacity(256 + desired.len() * 256);
-        script.push_str("table ip kubernel {}\ndelete table ip kubernel\n");
-        script.push_str(SKELETON);
         let mut programmed = BTreeMap::new();
         let mut changes = Changes::default();
         for (name, port) in desired {
             let p = self.program(name, port);
-            add_script(&mut script, &p, None);
             if self.programmed.get(name) != Some(&p) {
                 changes.services += 1;
             }
             programmed.insert(name.clone(), p);
         }
-        self.apply(&script)?;
+        self.apply(&full_script(&programmed))?;
         self.programmed = programmed;
         Ok(changes)
     }
@@ -132,7 +135,7 @@ impl NftProxier {
             match self.programmed.get(name) {
                 Some(old) if *old == new => continue,
                 Some(old) => {
-                    if old.rule != new.rule {
+                    if old.rules != new.rules {
                         changes.endpoints += 1;
                     }
                     if old.elements != new.elements {
@@ -178,7 +181,8 @@ impl NftProxier {
         if let Some(node_port) = port.node_port {
             elements.insert((port_map, format!("tcp . {node_port}")));
         }
-        let rule = has_endpoints.then(|| {
+        let mut rules = Vec::new();
+        if has_endpoints {
             let sticky = port.client_ip_affinity || self.scheduler == Scheduler::SourceHash;
             if self.scheduler == Scheduler::LeastConnections && !self.warned_lc {
                 self.warned_lc = true;
@@ -190,18 +194,20 @@ impl NftProxier {
             } else {
                 format!("numgen inc mod {n}")
             };
-            let mut targets = String::new();
+            rules.push(format!(
+                "meta l4proto tcp ct mark set {MASQ_MARK} meta mark set {pick}"
+            ));
             for (i, e) in port.endpoints.iter().enumerate() {
-                if i > 0 {
-                    targets.push_str(", ");
-                }
-                let _ = write!(targets, "{i} : {} . {}", e.ip(), e.port());
+                rules.push(format!(
+                    "meta mark {i} meta l4proto tcp dnat to {}:{}",
+                    e.ip(),
+                    e.port()
+                ));
             }
-            format!("meta l4proto tcp ct mark set {MASQ_MARK} dnat to {pick} map {{ {targets} }}")
-        });
+        }
         Programmed {
             chain,
-            rule,
+            rules,
             elements,
         }
     }
@@ -245,6 +251,39 @@ fn chain_name(name: &ServicePortName) -> String {
     format!("svc-{:016x}", h.finish())
 }
 
+/// The whole table, replacing any previous one in the same transaction: the fixed
+/// part, every chain, then every set's elements in one statement per set (one `add`
+/// per element loads far slower).
+fn full_script(programmed: &BTreeMap<ServicePortName, Programmed>) -> String {
+    let mut script = String::with_capacity(256 + programmed.len() * 512);
+    let _ = writeln!(script, "table ip {TABLE} {{}}\ndelete table ip {TABLE}");
+    script.push_str(SKELETON);
+    let _ = writeln!(script, "table ip {TABLE} {{");
+    let mut elements: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for p in programmed.values() {
+        if !p.rules.is_empty() {
+            let _ = writeln!(script, "  chain {} {{ {}; }}", p.chain, p.rules.join("; "));
+        }
+        for (set, key) in &p.elements {
+            let element = if is_map(set) {
+                format!("{key} : goto {}", p.chain)
+            } else {
+                key.clone()
+            };
+            elements.entry(set).or_default().push(element);
+        }
+    }
+    script.push_str("}\n");
+    for (set, list) in elements {
+        let _ = writeln!(
+            script,
+            "add element ip {TABLE} {set} {{ {} }}",
+            list.join(", ")
+        );
+    }
+    script
+}
+
 fn is_map(set: &str) -> bool {
     set.starts_with("service-")
 }
@@ -252,10 +291,10 @@ fn is_map(set: &str) -> bool {
 /// Programs `p`: its chain and rule when they differ from `old` (the same Service
 /// port's programmed state, if any), and the elements `old` did not have.
 fn add_script(script: &mut String, p: &Programmed, old: Option<&Programmed>) {
-    if let Some(rule) = &p.rule {
-        if old.is_none_or(|o| o.rule.as_ref() != Some(rule)) {
-            let _ = writeln!(script, "add chain ip {TABLE} {}", p.chain);
-            let _ = writeln!(script, "flush chain ip {TABLE} {}", p.chain);
+    if !p.rules.is_empty() && old.is_none_or(|o| o.rules != p.rules) {
+        let _ = writeln!(script, "add chain ip {TABLE} {}", p.chain);
+        let _ = writeln!(script, "flush chain ip {TABLE} {}", p.chain);
+        for rule in &p.rules {
             let _ = writeln!(script, "add rule ip {TABLE} {} {rule}", p.chain);
         }
     }
@@ -284,7 +323,7 @@ fn remove_script(script: &mut String, old: &Programmed, new: Option<&Programmed>
         }
         let _ = writeln!(script, "delete element ip {TABLE} {set} {{ {key} }}");
     }
-    if old.rule.is_some() && new.is_none_or(|n| n.rule.is_none()) {
+    if !old.rules.is_empty() && new.is_none_or(|n| n.rules.is_empty()) {
         let _ = writeln!(script, "delete chain ip {TABLE} {}", old.chain);
     }
 }
@@ -326,9 +365,16 @@ mod tests {
         let mut script = String::new();
         add_script(&mut script, &programmed, None);
         let chain = chain_name(&name());
-        assert!(script.contains(&format!(
-            "add rule ip kubernel {chain} meta l4proto tcp ct mark set 0x4000 dnat to numgen inc mod 2 map {{ 0 : 10.1.0.2 . 8080, 1 : 10.1.0.3 . 8080 }}"
-        )), "{script}");
+        for rule in [
+            "meta l4proto tcp ct mark set 0x4000 meta mark set numgen inc mod 2",
+            "meta mark 0 meta l4proto tcp dnat to 10.1.0.2:8080",
+            "meta mark 1 meta l4proto tcp dnat to 10.1.0.3:8080",
+        ] {
+            assert!(
+                script.contains(&format!("add rule ip kubernel {chain} {rule}\n")),
+                "{script}"
+            );
+        }
         assert!(
             script.contains(&format!(
                 "add element ip kubernel service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}"
@@ -347,10 +393,7 @@ mod tests {
     fn source_hashing_should_use_jhash_of_the_source() {
         let mut p = NftProxier::new(vec!["nft".into()], Scheduler::SourceHash);
         let programmed = p.program(&name(), &port(&["10.1.0.2:8080"], None));
-        assert!(programmed
-            .rule
-            .unwrap_or_default()
-            .contains("jhash ip saddr mod 1"));
+        assert!(programmed.rules[0].contains("jhash ip saddr mod 1"));
     }
 
     #[test]

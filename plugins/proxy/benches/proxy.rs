@@ -1,0 +1,238 @@
+//! Proxy benchmarks (printed, not asserted):
+//!
+//! - nftables (root; in a network namespace the bench creates): full sync of 1,000 and
+//!   10,000 Services with 10 endpoints each, and applying one changed Service when
+//!   10,000 exist;
+//! - userspace: request/response round trips through the proxy against a direct
+//!   connection to the same backend (requests/s and p50/p99, and their ratio).
+//!
+//! `cargo bench -p kubernel-proxy --bench proxy`
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kubernel_client::CancellationToken;
+use kubernel_proxy::config::{ProxyConfig, Scheduler};
+use kubernel_proxy::metrics::Metrics;
+use kubernel_proxy::model::{ServicePort, ServicePortName};
+use kubernel_proxy::nftables::NftProxier;
+use kubernel_proxy::userspace::Proxier;
+
+fn services(n: usize, endpoints: usize, generation: u8) -> BTreeMap<ServicePortName, ServicePort> {
+    (0..n)
+        .map(|i| {
+            let ip = format!("10.96.{}.{}", (i / 250) % 256, i % 250 + 1);
+            let name = ServicePortName {
+                namespace: "bench".into(),
+                name: format!("svc-{i}"),
+                port: "http".into(),
+            };
+            let eps = (0..endpoints)
+                .map(|e| {
+                    let addr = format!(
+                        "10.{}.{}.{}:8080",
+                        128 + generation % 64,
+                        (i * endpoints + e) / 250 % 256,
+                        (i * endpoints + e) % 250 + 1
+                    );
+                    addr.parse().unwrap_or_else(|e| panic!("{e}"))
+                })
+                .collect();
+            let port = ServicePort {
+                cluster_ip: ip.parse().ok(),
+                port: 80,
+                node_port: (i < 2700).then(|| 30000 + u16::try_from(i).unwrap_or(0)),
+                client_ip_affinity: false,
+                endpoints: eps,
+            };
+            (name, port)
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn nftables() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root || Command::new("nft").arg("--version").output().is_err() {
+        println!("nftables: skipped (needs root and nft)");
+        return;
+    }
+    let ns = format!("kubernel-bench-{}", std::process::id());
+    if !Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("nftables: skipped (cannot create a network namespace)");
+        return;
+    }
+    let command = ["ip", "netns", "exec", ns.as_str(), "nft"]
+        .map(str::to_string)
+        .to_vec();
+    for n in [1_000, 10_000] {
+        let mut p = NftProxier::new(command.clone(), Scheduler::RoundRobin);
+        let desired = services(n, 10, 0);
+        let started = Instant::now();
+        match p.sync_full(&desired) {
+            Ok(_) => println!(
+                "nftables: full sync of {n:>6} Services x 10 endpoints: {:>8.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+            Err(e) => println!("nftables: full sync of {n} failed: {e}"),
+        }
+        if n == 10_000 {
+            let mut times = Vec::new();
+            let mut desired = desired;
+            for round in 0..20u8 {
+                let key = ServicePortName {
+                    namespace: "bench".into(),
+                    name: format!("svc-{}", usize::from(round) * 97),
+                    port: "http".into(),
+                };
+                if let Some(port) = desired.get_mut(&key) {
+                    port.endpoints = services(1, 10, round + 1)
+                        .into_values()
+                        .next()
+                        .map(|p| p.endpoints)
+                        .unwrap_or_default();
+                }
+                let started = Instant::now();
+                if let Err(e) = p.sync(&desired) {
+                    println!("nftables: incremental sync failed: {e}");
+                    break;
+                }
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "nftables: one changed Service among {n}: p50 {:.1} ms, p99 {:.1} ms ({} changes)",
+                percentile(&times, 0.5),
+                percentile(&times, 0.99),
+                times.len()
+            );
+        }
+        p.close();
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+}
+
+/// A backend answering every 64-byte request with 64 bytes, on 127.0.0.1.
+fn echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.set_nodelay(true);
+                let mut buf = [0u8; 64];
+                while s.read_exact(&mut buf).is_ok() {
+                    if s.write_all(&buf).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Round trips over one connection to `addr`: (requests/s, sorted latencies in µs).
+fn round_trips(addr: SocketAddr, n: usize) -> (f64, Vec<f64>) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = s.set_nodelay(true);
+    let buf = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut lat = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        if s.write_all(&buf).is_err() || s.read_exact(&mut back).is_err() {
+            break;
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    (rate, lat)
+}
+
+fn userspace() {
+    let backend = echo_backend();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).unwrap_or_else(|e| panic!("{e}"));
+    let node_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        l.local_addr().map(|a| a.port()).unwrap_or(0)
+    };
+    let config = ProxyConfig {
+        node_port_addresses: vec!["127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"))],
+        cluster_ips: kubernel_proxy::config::ClusterIps::False,
+        ..ProxyConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let mut proxier = Proxier::new(
+        Arc::new(config),
+        metrics,
+        runtime.handle().clone(),
+        stop.clone(),
+        None,
+    );
+    let mut desired = BTreeMap::new();
+    desired.insert(
+        ServicePortName {
+            namespace: "bench".into(),
+            name: "echo".into(),
+            port: String::new(),
+        },
+        ServicePort {
+            cluster_ip: None,
+            port: 80,
+            node_port: Some(node_port),
+            client_ip_affinity: false,
+            endpoints: vec![backend],
+        },
+    );
+    proxier.sync(&desired);
+    std::thread::sleep(Duration::from_millis(100));
+    let n = 20_000;
+    let (direct_rate, direct) = round_trips(backend, n);
+    let (proxy_rate, proxied) = round_trips(SocketAddr::from(([127, 0, 0, 1], node_port)), n);
+    println!(
+        "userspace: 64-byte round trips, one connection: direct {direct_rate:.0}/s (p50 {:.0} µs, p99 {:.0} µs); through the proxy {proxy_rate:.0}/s (p50 {:.0} µs, p99 {:.0} µs); ratio {:.2}, added p99 {:.0} µs",
+        percentile(&direct, 0.5),
+        percentile(&direct, 0.99),
+        percentile(&proxied, 0.5),
+        percentile(&proxied, 0.99),
+        proxy_rate / direct_rate,
+        percentile(&proxied, 0.99) - percentile(&direct, 0.99),
+    );
+    proxier.close();
+    stop.cancel();
+}
+
+fn main() {
+    userspace();
+    nftables();
+}
