@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use kubernel_api::rest::{ApiRequest, ApiResponse, ApiWatch, ApiWatchStop};
 use kubernel_api::Message;
-use kubernel_e2e::{eventually, plugin_entry, Cluster};
+use kubernel_e2e::{apiserver_lib, eventually, kubernel, plugin_entry, Cluster};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -307,5 +307,49 @@ fn a_plugin_should_watch_over_the_bus_until_it_stops_or_the_watch_times_out() ->
         "{}",
         String::from_utf8_lossy(&again.body)
     );
+
+    Ok(())
+}
+
+#[test]
+fn a_hot_swap_of_the_apiserver_should_end_its_bus_watches() -> Result<()> {
+    let c = Cluster::start(&plugin_entry("watcher", "api_watcher"))?;
+    // The swap closes open bus watches with an api.WatchEnded; the watcher re-watches.
+    let started = watch(&c, "swap", &format!("{CMS}?timeoutSeconds=60"), "")?;
+    assert_eq!(started.status, 200);
+    let data = c.kernel.data_dir().display().to_string();
+    let lib = apiserver_lib().display().to_string();
+    let (status, out, err) = kubernel(&["--data-dir", &data, "swap", "apiserver", &lib], &[])?;
+    assert!(status.success(), "swap: {out} {err}");
+    eventually(
+        Duration::from_secs(10),
+        "the swap closes the bus watch",
+        || {
+            let swapped = record(&c, "swap")?;
+            match swapped.ended.as_deref() {
+                Some("closed") => Ok(true),
+                _ => Err(anyhow!("not closed: {swapped:?}")),
+            }
+        },
+    )?;
+    let rewatch = watch(&c, "swap", &format!("{CMS}?timeoutSeconds=60"), "")?;
+    assert_eq!(
+        rewatch.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&rewatch.body)
+    );
+    let (status, body) = c.send(
+        "POST",
+        CMS,
+        "application/json",
+        configmap("after", "1").as_bytes(),
+    )?;
+    assert_eq!(status, 201, "{body}");
+    eventually(
+        Duration::from_secs(10),
+        "the new watch sees a change",
+        || Ok(events(&record(&c, "swap")?)?.contains(&("ADDED".to_owned(), "after".to_owned()))),
+    )?;
     Ok(())
 }

@@ -27,25 +27,38 @@ pub const CLOSED: &str = "closed";
 /// A watch's key: the watcher plugin's name and the watch id.
 type WatchKey = (String, String);
 
-/// The open bus watches: each one's registration serial and stop token.
+/// One open bus watch.
+#[derive(Clone)]
+struct OpenWatch {
+    /// Tells registrations of one id apart.
+    serial: u64,
+    /// Cancelled by an `api.WatchStop`.
+    stop: CancellationToken,
+    /// Set, under its lock, by whoever sends the `api.WatchEnded`; held while an
+    /// `api.WatchEvents` is sent, so nothing follows the end.
+    ended: Arc<Mutex<bool>>,
+}
+
+/// The open bus watches.
 #[derive(Clone, Default)]
 pub struct BusWatches {
-    open: Arc<Mutex<HashMap<WatchKey, (u64, CancellationToken)>>>,
+    open: Arc<Mutex<HashMap<WatchKey, OpenWatch>>>,
     serial: Arc<AtomicU64>,
 }
 
 impl BusWatches {
     /// Registers watch `id` of `watcher`; `None` when that watcher has one by that id.
-    fn register(&self, watcher: &str, id: &str) -> Option<(u64, CancellationToken)> {
+    fn register(&self, watcher: &str, id: &str) -> Option<OpenWatch> {
         let mut open = self.open.lock();
         let key = (watcher.to_owned(), id.to_owned());
         if open.contains_key(&key) {
             return None;
         }
-        let entry = (
-            self.serial.fetch_add(1, Ordering::Relaxed),
-            CancellationToken::new(),
-        );
+        let entry = OpenWatch {
+            serial: self.serial.fetch_add(1, Ordering::Relaxed),
+            stop: CancellationToken::new(),
+            ended: Arc::new(Mutex::new(false)),
+        };
         open.insert(key, entry.clone());
         Some(entry)
     }
@@ -54,7 +67,7 @@ impl BusWatches {
     fn forget(&self, watcher: &str, id: &str, serial: u64) {
         let mut open = self.open.lock();
         let key = (watcher.to_owned(), id.to_owned());
-        if open.get(&key).is_some_and(|(s, _)| *s == serial) {
+        if open.get(&key).is_some_and(|w| w.serial == serial) {
             open.remove(&key);
         }
     }
@@ -66,11 +79,22 @@ impl BusWatches {
             .lock()
             .remove(&(watcher.to_owned(), id.to_owned()));
         match removed {
-            Some((_, token)) => {
-                token.cancel();
+            Some(w) => {
+                w.stop.cancel();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Ends every open watch with `api.WatchEnded` `closed` now (the apiserver is
+    /// stopping: its runtime drops the watches' tasks without letting them finish).
+    pub fn close_all(&self, ctx: &Context) {
+        let open: Vec<(WatchKey, OpenWatch)> = self.open.lock().drain().collect();
+        for ((watcher, id), w) in open {
+            // Ended first: a pump that sees the cancel then sends nothing more.
+            end(ctx, &watcher, &id, &w.ended, CLOSED);
+            w.stop.cancel();
         }
     }
 
@@ -82,6 +106,22 @@ impl BusWatches {
     /// Whether no bus watch is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Sends watch `id`'s `api.WatchEnded` to `watcher` unless it was sent already.
+fn end(ctx: &Context, watcher: &str, id: &str, ended: &Mutex<bool>, reason: &str) {
+    let mut ended = ended.lock();
+    if *ended {
+        return;
+    }
+    *ended = true;
+    let message = ApiWatchEnded {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if let Err(e) = ctx.send(watcher, &message) {
+        debug!(watcher = %watcher, id = %id, error = %e, "bus watch end not delivered");
     }
 }
 
@@ -126,7 +166,7 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
     if req.id.is_empty() {
         return refused(&ApiError::bad_request("api.Watch: id must not be empty"));
     }
-    let Some((serial, token)) = s.watches.register(watcher, &req.id) else {
+    let Some(open) = s.watches.register(watcher, &req.id) else {
         return refused(&ApiError::bad_request(format!(
             "api.Watch: plugin {watcher:?} already has an open watch with id {:?}",
             req.id
@@ -141,7 +181,7 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
     let request = match builder.body(axum::body::Body::empty()) {
         Ok(r) => r,
         Err(e) => {
-            s.watches.forget(watcher, &req.id, serial);
+            s.watches.forget(watcher, &req.id, open.serial);
             return refused(&ApiError::bad_request(format!(
                 "invalid api.Watch path {:?}: {e}",
                 req.path
@@ -175,7 +215,7 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .collect();
         if parts.status != axum::http::StatusCode::OK {
-            watches.forget(&watcher, &id, serial);
+            watches.forget(&watcher, &id, open.serial);
             let body = axum::body::to_bytes(body, limit)
                 .await
                 .map(|b| b.to_vec())
@@ -194,15 +234,9 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
             body: Vec::new(),
             warnings,
         });
-        let reason = pump(&ctx, &watcher, &id, body, &token).await;
-        watches.forget(&watcher, &id, serial);
-        let ended = ApiWatchEnded {
-            id: id.clone(),
-            reason: reason.to_owned(),
-        };
-        if let Err(e) = ctx.send(&watcher, &ended) {
-            debug!(watcher = %watcher, id = %id, error = %e, "bus watch end not delivered");
-        }
+        let reason = pump(&ctx, &watcher, &id, body, &open).await;
+        watches.forget(&watcher, &id, open.serial);
+        end(&ctx, &watcher, &id, &open.ended, reason);
     });
     match head_rx.recv() {
         Ok(head) => head,
@@ -211,18 +245,18 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
 }
 
 /// Sends the body's chunks to `watcher` until the body ends, the watch is stopped
-/// or the watcher cannot be reached; returns the `api.WatchEnded` reason.
+/// or ended, or the watcher cannot be reached; returns the `api.WatchEnded` reason.
 async fn pump(
     ctx: &Context,
     watcher: &str,
     id: &str,
     body: axum::body::Body,
-    stop: &CancellationToken,
+    open: &OpenWatch,
 ) -> &'static str {
     let mut chunks = body.into_data_stream();
     loop {
         let chunk = tokio::select! {
-            () = stop.cancelled() => return STOPPED,
+            () = open.stop.cancelled() => return STOPPED,
             chunk = chunks.next() => chunk,
         };
         let Some(Ok(lines)) = chunk else {
@@ -232,10 +266,15 @@ async fn pump(
             id: id.to_owned(),
             lines: lines.to_vec(),
         };
+        let ended = open.ended.lock();
+        if *ended {
+            return CLOSED;
+        }
         if let Err(e) = ctx.send(watcher, &events) {
             debug!(watcher = %watcher, id = %id, error = %e, "bus watcher unreachable; watch closed");
             return CLOSED;
         }
+        drop(ended);
     }
 }
 
@@ -255,15 +294,15 @@ mod tests {
     #[test]
     fn bus_watches_should_refuse_a_second_open_watch_with_one_id() {
         let watches = BusWatches::default();
-        let (first, token) = watches.register("p", "w").expect("first");
+        let first = watches.register("p", "w").expect("first");
         assert!(watches.register("p", "w").is_none());
         assert!(watches.register("q", "w").is_some());
         assert!(watches.stop("p", "w"));
-        assert!(token.is_cancelled());
-        let (second, _) = watches.register("p", "w").expect("id free again");
-        watches.forget("p", "w", first);
+        assert!(first.stop.is_cancelled());
+        let second = watches.register("p", "w").expect("id free again");
+        watches.forget("p", "w", first.serial);
         assert_eq!(watches.len(), 2, "a stale forget keeps the new watch");
-        watches.forget("p", "w", second);
+        watches.forget("p", "w", second.serial);
         assert_eq!(watches.len(), 1);
     }
 }

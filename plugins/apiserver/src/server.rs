@@ -244,8 +244,10 @@ impl Server {
         self.state.store.health().map_err(|e| e.to_string())
     }
 
-    /// Stops serving: ends watches, closes the listener and releases the store.
+    /// Stops serving: ends watches (a bus watch with its `api.WatchEnded`), closes
+    /// the listener and releases the store.
     pub fn stop(self, deadline: Duration) {
+        self.bus_watches.close_all(&self.ctx);
         self.shutdown.cancel();
         drop(self.state);
         self.runtime.shutdown_timeout(deadline);
