@@ -1071,3 +1071,70 @@ fn container_logs_rotate_and_keep_the_newest_lines() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn deployment_pods_are_scheduled_onto_the_process_node_and_scaled() -> Result<()> {
+    let marker = Marker::new("deploy");
+    let port = free_port()?;
+    let mut cluster = Cluster::start(&format!(
+        "{}{}{}",
+        component_entry(
+            "kubelet",
+            "kubelet",
+            &format!("runtime = \"process\"\nnode_name = \"node-deploy\"\nport = {port}\nlease_renew_interval = \"1s\""),
+        ),
+        component_entry("scheduler", "scheduler", ""),
+        component_entry("controller-manager", "controller-manager", "controllers = [\"*\"]"),
+    ))?;
+    create(
+        &cluster,
+        &json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "sleepers"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "sleepers"}},
+                "template": {
+                    "metadata": {"labels": {"app": "sleepers"}},
+                    "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                        "name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                        "env": [marker.env()],
+                    }]},
+                },
+            },
+        }),
+    )?;
+    eventually(Duration::from_secs(60), "3 available replicas", || {
+        let out = cluster.ok(&[
+            "get",
+            "deployment",
+            "sleepers",
+            "-o",
+            "jsonpath={.status.availableReplicas}",
+        ])?;
+        Ok(out == "3")
+    })?;
+    let nodes = cluster.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=sleepers",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ])?;
+    assert_eq!(
+        nodes, "node-deploy node-deploy node-deploy",
+        "scheduled onto the process node"
+    );
+    assert_eq!(marker.groups().len(), 3, "{}", marker.describe());
+    cluster.ok(&["scale", "deployment", "sleepers", "--replicas=1"])?;
+    eventually(Duration::from_secs(30), "one process left", || {
+        Ok(marker.groups().len() == 1)
+    })?;
+    cluster.ok(&["delete", "deployment", "sleepers"])?;
+    eventually(Duration::from_secs(30), "no process left", || {
+        Ok(marker.processes().is_empty())
+    })?;
+    cluster.kernel.terminate(Duration::from_secs(20))?;
+    Ok(())
+}
