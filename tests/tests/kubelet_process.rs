@@ -277,6 +277,8 @@ fn http_server_pod_runs_serves_logs_and_stops_within_its_grace_period() -> Resul
         "the request in kubectl logs",
         || Ok(cluster.ok(&["logs", "web"])?.contains("GET / HTTP/1.0")),
     )?;
+    let recent = cluster.ok(&["logs", "web", "--since", "1h"])?;
+    assert!(recent.contains("GET / HTTP/1.0"), "--since 1h: {recent}");
     let tail = cluster.ok(&["logs", "web", "--tail", "1"])?;
     assert_eq!(tail.lines().count(), 1, "{tail}");
     let stamped = cluster.ok(&["logs", "web", "--timestamps", "--tail", "1"])?;
@@ -445,6 +447,7 @@ fn probes_restart_on_liveness_failure_and_flip_readiness() -> Result<()> {
                 "env": [marker.env()],
                 "readinessProbe": {"exec": {"command": ["test", "-f", ready_file]}, "periodSeconds": 1, "failureThreshold": 1},
                 "livenessProbe": {"exec": {"command": ["test", "!", "-f", dead_file]}, "periodSeconds": 1, "failureThreshold": 2},
+                "startupProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
             }]},
         }),
     )?;
@@ -456,6 +459,13 @@ fn probes_restart_on_liveness_failure_and_flip_readiness() -> Result<()> {
         |p| p["status"]["phase"] == "Running",
     )?;
     assert_eq!(condition(&p, "Ready"), "False", "{}", p["status"]);
+    wait_pod(
+        &cluster,
+        "probed",
+        "started (startup probe)",
+        Duration::from_secs(15),
+        |p| p["status"]["containerStatuses"][0]["started"] == true,
+    )?;
     std::fs::write(&ready_file, "")?;
     wait_pod(&cluster, "probed", "Ready", Duration::from_secs(15), |p| {
         condition(p, "Ready") == "True"
