@@ -44,6 +44,19 @@ fn two_profiles_should_each_place_their_own_pods_by_their_own_policy() -> Result
     eventually(Duration::from_secs(30), "simulated nodes", || {
         Ok(c.ok(&["get", "nodes", "-o", "name"])?.lines().count() == NODES)
     })?;
+    // Spreading must see every node: wait until they are in the scheduler's cache.
+    eventually(
+        Duration::from_secs(30),
+        "the nodes in the scheduler's cache",
+        || {
+            let metrics = c.kernel.get("/metrics")?.1;
+            Ok(metrics.lines().any(|l| {
+                l.starts_with("scheduler_scheduler_cache_size{")
+                    && l.contains("type=\"nodes\"")
+                    && l.ends_with(&format!(" {NODES}"))
+            }))
+        },
+    )?;
     let nodes = |prefix: &str| -> Result<BTreeSet<String>> {
         (0..4)
             .map(|i| node_of(&c, &format!("{prefix}{i}")))

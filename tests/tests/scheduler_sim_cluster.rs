@@ -43,9 +43,19 @@ fn node_of(c: &Cluster, name: &str) -> Result<String> {
     c.ok(&["get", "pod", name, "-o", "jsonpath={.spec.nodeName}"])
 }
 
+/// Waits until the nodes are registered and in the scheduler's cache (its
+/// `scheduler_scheduler_cache_size{type="nodes"}`), so that spreading sees them all.
 fn wait_nodes(c: &Cluster) -> Result<()> {
     wait_for("simulated nodes", || {
         Ok(c.ok(&["get", "nodes", "-o", "name"])?.lines().count() == NODES)
+    })?;
+    wait_for("the nodes in the scheduler's cache", || {
+        let metrics = c.kernel.get("/metrics")?.1;
+        Ok(metrics.lines().any(|l| {
+            l.starts_with("scheduler_scheduler_cache_size{")
+                && l.contains("type=\"nodes\"")
+                && l.ends_with(&format!(" {NODES}"))
+        }))
     })
 }
 

@@ -270,6 +270,11 @@ impl Cache {
         self.order.len()
     }
 
+    /// Number of assumed pods (not yet confirmed by the API).
+    pub fn num_assumed(&self) -> usize {
+        self.pods.values().filter(|s| s.assumed).count()
+    }
+
     /// Number of cached pods (assumed included).
     pub fn num_pods(&self) -> usize {
         self.pods.len()

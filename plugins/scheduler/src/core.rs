@@ -209,9 +209,17 @@ impl Scheduler {
         });
     }
 
+    fn set_node_gauge(&self) {
+        self.metrics
+            .cache_size
+            .with_label_values(&["nodes"])
+            .set(self.cache.num_nodes() as i64);
+    }
+
     /// A node was added (informer add).
     pub fn on_node_add(&mut self, node: Arc<Node>, now: Instant) -> Result<(), SchedulerError> {
         self.cache.upsert_node(node)?;
+        self.set_node_gauge();
         self.move_on(ClusterEvent::NodeAdd, now);
         Ok(())
     }
@@ -226,6 +234,7 @@ impl Scheduler {
     /// A node was deleted.
     pub fn on_node_delete(&mut self, name: &str, now: Instant) -> Result<(), SchedulerError> {
         self.cache.remove_node(name)?;
+        self.set_node_gauge();
         self.move_on(ClusterEvent::NodeDelete, now);
         Ok(())
     }
@@ -313,6 +322,13 @@ impl Scheduler {
     pub fn flush(&mut self, now: Instant) {
         self.queue.flush_backoff(now);
         self.queue.flush_unschedulable(now);
+        let assumed = self.cache.num_assumed();
+        let size = &self.metrics.cache_size;
+        size.with_label_values(&["assumed_pods"])
+            .set(assumed as i64);
+        size.with_label_values(&["pods"])
+            .set(self.cache.num_pods() as i64);
+        self.set_node_gauge();
     }
 
     /// When the next backoff expires (for the I/O layer's timer).

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub preemption_victims: Histogram,
     /// `scheduler_permit_wait_duration_seconds{result}`.
     pub permit_wait_duration: HistogramVec,
+    /// `scheduler_scheduler_cache_size{type}`: `nodes`, `pods`, `assumed_pods`.
+    pub cache_size: IntGaugeVec,
     /// `kubernel_scheduler_plugin_swaps_total{profile,plugin,result}`.
     pub plugin_swaps: IntCounterVec,
 }
@@ -143,6 +145,13 @@ impl Metrics {
                 exponential_buckets(0.001, 2.0, 15)?,
                 &["result"],
             )?,
+            cache_size: IntGaugeVec::new(
+                Opts::new(
+                    "scheduler_scheduler_cache_size",
+                    "Number of nodes, pods, and assumed (bound) pods in the scheduler cache.",
+                ),
+                &["type"],
+            )?,
             plugin_swaps: IntCounterVec::new(
                 Opts::new("kubernel_scheduler_plugin_swaps_total", "Plugin (re)configurations of a running scheduler profile, by result."),
                 &["profile", "plugin", "result"],
@@ -158,6 +167,7 @@ impl Metrics {
         registry.register(Box::new(m.preemption_attempts.clone()))?;
         registry.register(Box::new(m.preemption_victims.clone()))?;
         registry.register(Box::new(m.permit_wait_duration.clone()))?;
+        registry.register(Box::new(m.cache_size.clone()))?;
         registry.register(Box::new(m.plugin_swaps.clone()))?;
         Ok(m)
     }
