@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 pub struct ComponentRuntime {
     runtime: tokio::runtime::Runtime,
     shutdown: CancellationToken,
+    /// Receives once the component's main task has returned.
+    finished: std::sync::mpsc::Receiver<()>,
 }
 
 impl ComponentRuntime {
@@ -35,8 +37,17 @@ impl ComponentRuntime {
             .build()
             .map_err(|e| format!("starting the {name} runtime: {e}"))?;
         let shutdown = parent.child_token();
-        runtime.spawn(run(shutdown.clone()));
-        Ok(ComponentRuntime { runtime, shutdown })
+        let (done, finished) = std::sync::mpsc::channel();
+        let main = run(shutdown.clone());
+        runtime.spawn(async move {
+            main.await;
+            let _ = done.send(());
+        });
+        Ok(ComponentRuntime {
+            runtime,
+            shutdown,
+            finished,
+        })
     }
 
     /// The runtime, to spawn more tasks or block on one from a plugin thread.
@@ -44,11 +55,13 @@ impl ComponentRuntime {
         self.runtime.handle()
     }
 
-    /// Cancels the component's tasks and shuts the runtime down, waiting at most
-    /// `deadline` for tasks that are still running.
+    /// Cancels the component's tasks, lets its main task finish its cleanup (closing
+    /// listeners, removing rules) for at most `deadline`, then shuts the runtime down.
+    /// Waits on a plain channel: callers may be on another runtime's thread.
     pub fn stop(self, deadline: Duration) {
         self.shutdown.cancel();
-        self.runtime.shutdown_timeout(deadline);
+        let _ = self.finished.recv_timeout(deadline);
+        self.runtime.shutdown_timeout(Duration::from_millis(100));
     }
 }
 
@@ -66,6 +79,8 @@ mod tests {
         let seen = stopped.clone();
         let rt = ComponentRuntime::start("t", 1, &parent, move |stop| async move {
             stop.cancelled().await;
+            // Cleanup that awaits still runs before the runtime goes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             seen.store(true, Ordering::SeqCst);
         })
         .unwrap_or_else(|e| panic!("{e}"));

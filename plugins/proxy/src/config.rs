@@ -42,8 +42,8 @@ pub enum Scheduler {
 /// [plugin.config]
 /// mode = "userspace"
 /// scheduler = "rr"                    # rr | sh | lc
-/// node_port_addresses = ["0.0.0.0"]   # where NodePorts listen
-/// healthz_bind_address = "0.0.0.0:10256"
+/// node_port_addresses = ["127.0.0.1"] # where NodePorts listen
+/// healthz_bind_address = "127.0.0.1:10256"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,15 +57,17 @@ pub struct ProxyConfig {
     /// `rr` (default), `sh` or `lc`.
     #[serde(default = "defaults::scheduler")]
     pub scheduler: Scheduler,
-    /// Addresses NodePorts listen on (kube-proxy's `--nodeport-addresses`); the
-    /// default `0.0.0.0` is every address of the node.
+    /// Addresses NodePorts listen on (kube-proxy's `--nodeport-addresses`). The
+    /// default is `127.0.0.1` (kube-proxy's is every address): give the node's
+    /// address, or `0.0.0.0` for every address, to reach NodePorts from other machines.
     #[serde(default = "defaults::node_port_addresses")]
     pub node_port_addresses: Vec<IpAddr>,
     /// Listen on ClusterIPs too: `auto` (default) when running as root, which adds
     /// them to the `kube-ipvs0` dummy interface; `false` never.
     #[serde(default = "defaults::cluster_ips")]
     pub cluster_ips: ClusterIps,
-    /// Where `/healthz` is served (kube-proxy's `--healthz-bind-address`).
+    /// Where `/healthz` is served (kube-proxy's `--healthz-bind-address`; default
+    /// `127.0.0.1:10256`, kube-proxy's is `0.0.0.0:10256`).
     #[serde(default = "defaults::healthz_bind_address")]
     pub healthz_bind_address: SocketAddr,
     /// How long a connection to an endpoint may take to open before the next
@@ -141,13 +143,13 @@ mod defaults {
         Scheduler::RoundRobin
     }
     pub fn node_port_addresses() -> Vec<IpAddr> {
-        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+        vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
     }
     pub fn cluster_ips() -> ClusterIps {
         ClusterIps::Auto
     }
     pub fn healthz_bind_address() -> SocketAddr {
-        SocketAddr::from(([0, 0, 0, 0], 10256))
+        SocketAddr::from(([127, 0, 0, 1], 10256))
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
