@@ -591,13 +591,14 @@ impl Scheduler {
     }
 
     /// Ends a binding cycle whose Permit wait was denied or timed out: the pod is
-    /// forgotten and parked as unschedulable.
-    pub fn reject(&mut self, mut sp: ScheduledPod, status: &Status, now: Instant) {
+    /// forgotten and parked as unschedulable. False when the pod was deleted
+    /// meanwhile (nothing to report).
+    pub fn reject(&mut self, mut sp: ScheduledPod, status: &Status, now: Instant) -> bool {
         self.waiting.remove(&sp.pod.uid);
         sp.framework.run_unreserve(&mut sp.state, &sp.pod, &sp.node);
         if !self.cache.is_assumed(&sp.pod.uid) {
             // Deleted while it waited: nothing to retry.
-            return;
+            return false;
         }
         let forgotten = self.cache.forget_pod(&sp.pod.uid).is_ok();
         tracing::info!(pod = %sp.pod.key(), reason = %status, "permit rejected");
@@ -609,6 +610,7 @@ impl Scheduler {
         if forgotten {
             self.move_on_except(ClusterEvent::AssignedPodDelete, now, &uid);
         }
+        true
     }
 }
 

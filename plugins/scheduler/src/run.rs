@@ -401,7 +401,7 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
                 .lock()
                 .observe_permit_wait(&s, waiting_since.elapsed());
             if !s.is_success() {
-                shared.engine.core.lock().reject(sp, &s, Instant::now());
+                let parked = shared.engine.core.lock().reject(sp, &s, Instant::now());
                 let u = UnschedulablePod {
                     pod: pod.clone(),
                     profile: profile.clone(),
@@ -412,7 +412,9 @@ fn start_binding(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, sp: Box
                     rejected_victims: Vec::new(),
                     cleared_nominations: Vec::new(),
                 };
-                report_unschedulable(&shared, &tokio::runtime::Handle::current(), u);
+                if parked {
+                    report_unschedulable(&shared, &tokio::runtime::Handle::current(), u);
+                }
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 shared.wake();
                 return;

@@ -629,7 +629,7 @@ fn a_waiting_pod_should_be_rejected_on_timeout_or_delete_and_forgotten() {
         status.message(),
         "rejected due to timeout after waiting 50ms at plugin Gang"
     );
-    s.reject(*sp, &status, t);
+    assert!(s.reject(*sp, &status, t), "parked");
     assert!(!s.cache().contains_pod("alone"), "forgotten");
     assert!(s.waiting_pods().is_empty());
     assert_eq!(
@@ -651,7 +651,7 @@ fn a_waiting_pod_should_be_rejected_on_timeout_or_delete_and_forgotten() {
         (status.code(), status.message()),
         (Code::Unschedulable, "removed".to_string())
     );
-    s.reject(*sp, &status, t);
+    assert!(!s.reject(*sp, &status, t), "deleted: nothing to report");
     assert!(!s.cache().contains_pod("gone"));
     assert_eq!(
         s.queue().location("gone"),
