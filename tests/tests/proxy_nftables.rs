@@ -5,14 +5,15 @@
 //! HTTP servers with `rr`, stays on one with `sh`, leaves an endpoint that turns
 //! unready, and a Service without endpoints refuses connections at once.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+mod proxy_support;
+
+use anyhow::{bail, Result};
 use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
+use proxy_support::{backend, get, spread};
 use serde_json::{json, Value};
 
 const INSIDE: &str = "KUBERNEL_TEST_IN_NETNS";
@@ -101,45 +102,6 @@ fn network() -> Result<()> {
     Ok(())
 }
 
-fn backend(ip: &str, name: &'static str) -> Result<()> {
-    let listener = TcpListener::bind((ip, 8080)).with_context(|| format!("binding {ip}:8080"))?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf);
-                let reply = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = stream.write_all(reply.as_bytes());
-            });
-        }
-    });
-    Ok(())
-}
-
-fn get(addr: SocketAddr) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    match text.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.to_string()),
-        None => bail!("no HTTP answer through {addr}: {text:?}"),
-    }
-}
-
-fn spread(addr: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        *seen.entry(get(addr)?).or_default() += 1;
-    }
-    Ok(seen)
-}
-
 fn slice(endpoints: &[(&str, bool)]) -> String {
     let endpoints: Vec<Value> = endpoints
         .iter()
@@ -200,7 +162,7 @@ fn nftables_proxy_should_balance_cluster_ip_and_node_port_traffic() -> Result<()
         ("10.200.0.3", "b"),
         ("10.200.0.4", "c"),
     ] {
-        backend(ip, name)?;
+        backend(ip, 8080, name)?;
     }
     let healthz = free_port()?;
     let config = |scheduler: &str| {

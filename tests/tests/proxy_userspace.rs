@@ -4,55 +4,15 @@
 //! an endpoint that turns unready, reaches a new endpoint within a second, and a Service
 //! without endpoints refuses connections at once instead of hanging.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+mod proxy_support;
+
+use anyhow::{bail, Result};
 use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
+use proxy_support::{backend, get, spread};
 use serde_json::{json, Value};
-
-/// An HTTP server answering its name to every request, on `ip:port`.
-fn backend(ip: &str, port: u16, name: &'static str) -> Result<()> {
-    let listener = TcpListener::bind((ip, port)).with_context(|| format!("binding {ip}:{port}"))?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf);
-                let reply = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = stream.write_all(reply.as_bytes());
-            });
-        }
-    });
-    Ok(())
-}
-
-/// GET / through `addr`: the body (the backend's name).
-fn get(addr: SocketAddr) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    match text.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.to_string()),
-        None => bail!("no HTTP answer through {addr}: {text:?}"),
-    }
-}
-
-fn spread(addr: SocketAddr, n: usize) -> Result<BTreeMap<String, usize>> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        *seen.entry(get(addr)?).or_default() += 1;
-    }
-    Ok(seen)
-}
 
 fn slice(port: u16, endpoints: &[(&str, bool)]) -> Value {
     let endpoints: Vec<Value> = endpoints

@@ -38,6 +38,29 @@ impl Client {
         Self::build(endpoint, config, metrics)
     }
 
+    /// [`Client::new`], retried with a growing delay (100 ms to 5 s) until it succeeds
+    /// — a component that starts beside the apiserver waits for its kubeconfig — or
+    /// `shutdown` (then `None`).
+    pub async fn connect(
+        config: &ClientConfig,
+        kernel_data_dir: Option<&Path>,
+        metrics: Option<ClientMetrics>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Client> {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match Client::new(config, kernel_data_dir, metrics.clone()) {
+                Ok(c) => return Some(c),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
     /// A client for the apiserver at `server` (e.g. `http://127.0.0.1:6443`), default settings.
     pub fn from_url(server: &str) -> Result<Client, ClientError> {
         let config = ClientConfig {

@@ -89,7 +89,11 @@ async fn serve(config: Config, data_dir: std::path::PathBuf) -> i32 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| admin_addr.to_string());
-    if let Err(e) = std::fs::write(data_dir.join("admin-addr"), &bound) {
+    // Written aside and renamed, so a reader never sees half an address.
+    let staged = data_dir.join(".admin-addr.tmp");
+    let recorded = std::fs::write(&staged, &bound)
+        .and_then(|()| std::fs::rename(&staged, data_dir.join("admin-addr")));
+    if let Err(e) = recorded {
         tracing::warn!(error = %e, "cannot record the admin address in the data dir");
     }
     let router = admin::router(kernel.clone());

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kubernel_client::{
     CancellationToken, Client, ClientMetrics, EventRecorder, LeaderElection, LeaderElectionConfig,
@@ -120,22 +119,13 @@ impl Manager {
 
     /// Builds the client, retrying until the apiserver's kubeconfig exists.
     async fn connect(&self, shutdown: &CancellationToken) -> Option<Client> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match Client::new(
-                &self.config.client,
-                self.kernel_data_dir.as_deref(),
-                Some(self.client_metrics.clone()),
-            ) {
-                Ok(c) => return Some(c),
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        Client::connect(
+            &self.config.client,
+            self.kernel_data_dir.as_deref(),
+            Some(self.client_metrics.clone()),
+            shutdown,
+        )
+        .await
     }
 
     fn start_controllers(&self, client: &Client, shutdown: CancellationToken) {

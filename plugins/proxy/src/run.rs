@@ -175,22 +175,13 @@ impl Proxy {
 
     /// Builds the client, retrying until the apiserver's kubeconfig exists.
     async fn connect(&self, stop: &CancellationToken) -> Option<Client> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match Client::new(
-                &self.config.client,
-                self.kernel_data_dir.as_deref(),
-                Some(self.client_metrics.clone()),
-            ) {
-                Ok(c) => return Some(c),
-                Err(e) => warn!(error = %e, retry_in = ?delay, "no API client yet"),
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        Client::connect(
+            &self.config.client,
+            self.kernel_data_dir.as_deref(),
+            Some(self.client_metrics.clone()),
+            stop,
+        )
+        .await
     }
 }
 
