@@ -60,11 +60,15 @@ fn a_standby_controller_manager_should_take_over_when_the_leader_dies() -> Resul
         Ok(((v == 1.0).then_some(()), format!("status {v}")))
     })?;
     let second = controller_manager(&c.api)?;
-    wait_for("the second to be a candidate", Duration::from_secs(20), || {
-        let (_, body) = second.get("/metrics")?;
-        let seen = body.contains("leader_election_master_status{");
-        Ok((seen.then_some(()), String::new()))
-    })?;
+    wait_for(
+        "the second to be a candidate",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = second.get("/metrics")?;
+            let seen = body.contains("leader_election_master_status{");
+            Ok((seen.then_some(()), String::new()))
+        },
+    )?;
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(leading(&second), 0.0, "only one leader at a time");
     let first_id = holder(&c)?;
@@ -74,7 +78,13 @@ fn a_standby_controller_manager_should_take_over_when_the_leader_dies() -> Resul
         first.pid()
     );
 
-    c.ok(&["create", "deployment", "one", "--image=nginx", "--replicas=2"])?;
+    c.ok(&[
+        "create",
+        "deployment",
+        "one",
+        "--image=nginx",
+        "--replicas=2",
+    ])?;
     wait_for("2 pods of one", Duration::from_secs(30), || {
         let pods = live_pods(&c, "app=one")?;
         Ok(((pods.len() == 2).then_some(()), format!("{pods:?}")))
@@ -92,7 +102,13 @@ fn a_standby_controller_manager_should_take_over_when_the_leader_dies() -> Resul
         second.pid()
     );
 
-    c.ok(&["create", "deployment", "two", "--image=nginx", "--replicas=3"])?;
+    c.ok(&[
+        "create",
+        "deployment",
+        "two",
+        "--image=nginx",
+        "--replicas=3",
+    ])?;
     wait_for("3 pods of two", Duration::from_secs(30), || {
         let pods = live_pods(&c, "app=two")?;
         Ok(((pods.len() == 3).then_some(()), format!("{pods:?}")))

@@ -50,13 +50,29 @@ fn quota_should_track_usage_and_reject_the_pod_over_the_limit() -> Result<()> {
     used(&c, "team", "q", "pods", "2")?;
 
     // Deleting a pod gives its share back; the next create fits again.
-    c.ok(&["delete", "pod", "p1", "-n", "team", "--grace-period=0", "--force"])?;
+    c.ok(&[
+        "delete",
+        "pod",
+        "p1",
+        "-n",
+        "team",
+        "--grace-period=0",
+        "--force",
+    ])?;
     used(&c, "team", "q", "pods", "1")?;
     c.ok(&["run", "p3", "--image=nginx", "-n", "team"])?;
     used(&c, "team", "q", "pods", "2")?;
 
     // Other counts: services, and count/<resource>.<group> (jobs are counted by listing).
-    c.ok(&["create", "service", "clusterip", "a", "--tcp=80:80", "-n", "team"])?;
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "a",
+        "--tcp=80:80",
+        "-n",
+        "team",
+    ])?;
     let (status, _, err) = c.kubectl(&[
         "create",
         "service",
@@ -68,14 +84,24 @@ fn quota_should_track_usage_and_reject_the_pod_over_the_limit() -> Result<()> {
     ])?;
     assert!(!status.success());
     assert!(
-        err.contains("exceeded quota: q, requested: services=1, used: services=1, limited: services=1"),
+        err.contains(
+            "exceeded quota: q, requested: services=1, used: services=1, limited: services=1"
+        ),
         "{err}"
     );
     c.ok(&["create", "job", "j", "--image=busybox", "-n", "team"])?;
     used(&c, "team", "q", "count/jobs.batch", "1")?;
 
     // A Deployment over the pod quota: the ReplicaSet reports the refusal and stops at 2 pods.
-    c.ok(&["delete", "pod", "--all", "-n", "team", "--grace-period=0", "--force"])?;
+    c.ok(&[
+        "delete",
+        "pod",
+        "--all",
+        "-n",
+        "team",
+        "--grace-period=0",
+        "--force",
+    ])?;
     used(&c, "team", "q", "pods", "0")?;
     c.ok(&[
         "create",
@@ -194,10 +220,7 @@ fn concurrent_creates_should_never_exceed_the_quota() -> Result<()> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(0))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
     });
     let created = results.iter().filter(|&&code| code == 201).count();
     let refused = results.iter().filter(|&&code| code == 403).count();
