@@ -882,28 +882,39 @@ fn memory_and_cpu_limits_apply_and_oom_kills_are_reported() -> Result<()> {
         Duration::from_secs(30),
         |p| p["status"]["phase"] == "Running",
     )?;
-    let (pid, _) = *marker
-        .processes()
-        .first()
-        .ok_or_else(|| anyhow!("no capped process"))?;
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-    let path_of = |controller: &str| {
-        cgroups.lines().find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
-            list.split(',')
-                .any(|c| c == controller)
-                .then(|| path.to_string())
-        })
-    };
-    let cpu = path_of("cpu").ok_or_else(|| anyhow!("no cpu cgroup: {cgroups}"))?;
-    let memory = path_of("memory").ok_or_else(|| anyhow!("no memory cgroup: {cgroups}"))?;
-    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us"))?;
-    assert_eq!(quota.trim(), "25000", "250m of a 100 ms period");
-    let limit = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes"
-    ))?;
-    assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    // The container's wrapper shell joins its cgroups just before it execs the command.
+    let mut found = (String::new(), String::new(), String::new());
+    let joined = eventually(
+        Duration::from_secs(10),
+        "the process in its cgroups",
+        || {
+            let (pid, _) = *marker
+                .processes()
+                .first()
+                .ok_or_else(|| anyhow!("no capped process"))?;
+            let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+            let path_of = |controller: &str| {
+                cgroups.lines().find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    list.split(',')
+                        .any(|c| c == controller)
+                        .then(|| path.to_string())
+                })
+            };
+            let cpu = path_of("cpu").ok_or_else(|| anyhow!("no cpu cgroup: {cgroups}"))?;
+            let memory = path_of("memory").ok_or_else(|| anyhow!("no memory cgroup: {cgroups}"))?;
+            let quota =
+                std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us"))?;
+            let limit = std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes"
+            ))?;
+            found = (cpu, quota.trim().to_string(), limit.trim().to_string());
+            Ok(found.1 == "25000" && found.2 == (32u64 << 20).to_string())
+        },
+    );
+    joined.with_context(|| format!("cpu cgroup, quota, memory limit: {found:?}"))?;
+    let cpu = found.0;
     cluster.ok(&["delete", "pod", "capped", "--wait=false"])?;
     eventually(Duration::from_secs(15), "no process left", || {
         Ok(marker.processes().is_empty())

@@ -5,6 +5,8 @@
 
 pub mod cgroups;
 pub mod process;
+mod process_container;
+mod process_host;
 mod process_state;
 pub mod sim;
 

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,21 +26,17 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use parking_lot::Mutex;
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::Signal;
 
-use super::cgroups::{self, Hierarchy, Limits};
-use super::process_state::{self, ContainerRecord, SandboxRecord};
+use super::cgroups::{self, Hierarchy};
+use super::process_container::{format_id, millis, Proc, START_ERROR};
+pub use super::process_host::is_mount_point;
+use super::process_host::{executable_exists, remove_logs, unmount_below, wrapper_script};
+use super::process_state::{self, SandboxRecord};
 use super::{
-    ContainerConfig, ContainerId, ContainerState, ContainerStatus, Mount, PodSandboxConfig,
-    Runtime, RuntimeError, SandboxId, SandboxState, SandboxStatus,
+    ContainerConfig, ContainerId, ContainerState, ContainerStatus, PodSandboxConfig, Runtime,
+    RuntimeError, SandboxId, SandboxState, SandboxStatus,
 };
-
-/// Exit code and reason of a container whose process could not be started (as containerd).
-const START_ERROR: (i32, &str) = (128, "StartError");
-
-/// Exit code and reason of a re-adopted process that ended while it was not our child
-/// (its exit status went to PID 1), as upstream reports containers it lost track of.
-const UNKNOWN_EXIT: (i32, &str) = (137, "ContainerStatusUnknown");
 
 /// Host processes as containers; pod directories under `root`.
 pub struct ProcessRuntime {
@@ -74,216 +70,6 @@ struct Sandbox {
     created: Timestamp,
     ready: bool,
     containers: Vec<u64>,
-}
-
-struct Proc {
-    sandbox: u64,
-    name: String,
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    working_dir: Option<String>,
-    mounts: Vec<Mount>,
-    limits: Limits,
-    /// The container's cgroup directories (empty: no limits applied).
-    cgroups: Vec<PathBuf>,
-    log: PathBuf,
-    state: ContainerState,
-    created: Timestamp,
-    started: Option<Timestamp>,
-    finished: Option<Timestamp>,
-    exit_code: Option<i32>,
-    reason: String,
-    message: String,
-    /// The process (and process group) id while it runs.
-    pid: Option<u32>,
-    /// `starttime` of the process (`/proc/<pid>/stat`), to recognise it after a restart.
-    start_ticks: Option<u64>,
-    /// Our child, unless the process was re-adopted after a kubelet restart.
-    child: Option<Child>,
-}
-
-impl Proc {
-    /// Notices that the process exited: reaps our child, or sees an adopted one gone.
-    fn poll(&mut self) {
-        if self.state != ContainerState::Running {
-            return;
-        }
-        if let Some(child) = &mut self.child {
-            let waited = child.try_wait();
-            if waited.is_err()
-                && !self
-                    .pid
-                    .is_some_and(|p| process_state::is_alive(p, self.start_ticks))
-            {
-                // Reaped elsewhere (a successor runtime in this process): gone.
-                self.exited(UNKNOWN_EXIT.0, UNKNOWN_EXIT.1);
-            } else if let Ok(Some(status)) = waited {
-                let code = status
-                    .code()
-                    .or_else(|| status.signal().map(|s| 128 + s))
-                    .unwrap_or(-1);
-                let reason = if code == 0 {
-                    "Completed"
-                } else if code == 128 + 9 && cgroups::oom_killed(&self.cgroups) {
-                    "OOMKilled"
-                } else {
-                    "Error"
-                };
-                self.exited(code, reason);
-            }
-        } else if let Some(code) = self.pid.and_then(reap) {
-            // Adopted, but still our child (the kubelet was swapped in this process).
-            self.exited(code, if code == 0 { "Completed" } else { "Error" });
-        } else if !self
-            .pid
-            .is_some_and(|pid| process_state::is_alive(pid, self.start_ticks))
-        {
-            self.exited(UNKNOWN_EXIT.0, UNKNOWN_EXIT.1);
-            self.message = "the process was re-adopted after a kubelet restart and its exit status went to PID 1".into();
-        }
-    }
-
-    fn exited(&mut self, code: i32, reason: &str) {
-        self.child = None;
-        self.pid = None;
-        self.state = ContainerState::Exited;
-        self.finished = Some(Timestamp::now());
-        self.exit_code = Some(code);
-        self.reason = reason.into();
-    }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.pid.and_then(pid_of) {
-            if let Err(e) = kill_process_group(pid, signal) {
-                tracing::debug!(container = %self.name, ?signal, error = %e, "signalling the process group failed");
-            }
-        }
-    }
-
-    /// SIGKILLs the process group and waits for our child; no effect once it exited.
-    fn kill_now(&mut self) {
-        if self.state != ContainerState::Running {
-            return;
-        }
-        self.signal(Signal::KILL);
-        if let Some(child) = &mut self.child {
-            let _ = child.wait();
-            self.poll();
-        } else {
-            // Adopted: reap it if it is our child (after a hot swap), so no zombie stays.
-            let reaped = self.pid.and_then(|pid| {
-                let (_, status) =
-                    rustix::process::waitpid(pid_of(pid), rustix::process::WaitOptions::empty())
-                        .ok()??;
-                status
-                    .exit_status()
-                    .or_else(|| status.terminating_signal().map(|s| 128 + s))
-            });
-            self.exited(reaped.unwrap_or(128 + 9), "Error");
-        }
-    }
-
-    fn status(&self, id: u64) -> ContainerStatus {
-        ContainerStatus {
-            id: ContainerId(format_id(id)),
-            sandbox: SandboxId(format_id(self.sandbox)),
-            name: self.name.clone(),
-            state: self.state,
-            created_at: self.created,
-            started_at: self.started,
-            finished_at: self.finished,
-            exit_code: self.exit_code,
-            reason: self.reason.clone(),
-            message: self.message.clone(),
-            log_path: Some(self.log.clone()),
-        }
-    }
-
-    fn record(&self, id: u64) -> ContainerRecord {
-        ContainerRecord {
-            id,
-            name: self.name.clone(),
-            argv: self.argv.clone(),
-            env: self.env.clone(),
-            working_dir: self.working_dir.clone(),
-            mounts: self
-                .mounts
-                .iter()
-                .map(|m| (m.host_path.clone(), m.container_path.clone(), m.read_only))
-                .collect(),
-            log: self.log.clone(),
-            state: self.state.label().to_string(),
-            created_ms: self.created.as_millisecond(),
-            started_ms: self.started.map(Timestamp::as_millisecond),
-            finished_ms: self.finished.map(Timestamp::as_millisecond),
-            exit_code: self.exit_code,
-            reason: self.reason.clone(),
-            message: self.message.clone(),
-            pid: self.pid,
-            start_ticks: self.start_ticks,
-            cgroups: self.cgroups.clone(),
-        }
-    }
-
-    fn from_record(sandbox: u64, r: ContainerRecord) -> Proc {
-        let state = match r.state.as_str() {
-            "running" => ContainerState::Running,
-            "created" => ContainerState::Created,
-            _ => ContainerState::Exited,
-        };
-        let mut p = Proc {
-            sandbox,
-            name: r.name,
-            argv: r.argv,
-            env: r.env,
-            working_dir: r.working_dir,
-            mounts: r
-                .mounts
-                .into_iter()
-                .map(|(host_path, container_path, read_only)| Mount {
-                    host_path,
-                    container_path,
-                    read_only,
-                })
-                .collect(),
-            log: r.log,
-            state,
-            created: millis(r.created_ms),
-            started: r.started_ms.map(millis),
-            finished: r.finished_ms.map(millis),
-            exit_code: r.exit_code,
-            reason: r.reason,
-            message: r.message,
-            pid: r.pid,
-            start_ticks: r.start_ticks,
-            limits: Limits::default(),
-            cgroups: r.cgroups,
-            child: None,
-        };
-        p.poll();
-        p
-    }
-}
-
-/// The exit code of `pid` if it is a child of this process that exited (reaping it).
-fn reap(pid: u32) -> Option<i32> {
-    let (_, status) =
-        rustix::process::waitpid(pid_of(pid), rustix::process::WaitOptions::NOHANG).ok()??;
-    status
-        .exit_status()
-        .or_else(|| status.terminating_signal().map(|s| 128 + s))
-}
-
-fn millis(ms: i64) -> Timestamp {
-    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-fn pid_of(id: u32) -> Option<Pid> {
-    i32::try_from(id).ok().and_then(Pid::from_raw)
-}
-
-fn format_id(id: u64) -> String {
-    format!("{id:016x}")
 }
 
 fn parse_id(what: &'static str, id: &str) -> Result<u64, RuntimeError> {
@@ -505,116 +291,6 @@ impl ProcessRuntime {
             .spawn()
             .map_err(|e| format!("exec: {program:?}: {e}"))
     }
-}
-
-/// The mount points of this mount namespace (`/proc/self/mountinfo`, field 5).
-fn mount_points() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .collect()
-}
-
-/// True when `dir` is a mount point (e.g. an emptyDir's tmpfs).
-pub fn is_mount_point(dir: &Path) -> bool {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    mount_points().contains(&dir)
-}
-
-/// Unmounts (lazily) every mount below `dir` before the directory is removed.
-fn unmount_below(dir: &Path) {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mut below: Vec<PathBuf> = mount_points()
-        .into_iter()
-        .filter(|m| m.starts_with(&dir))
-        .collect();
-    below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    for m in below {
-        match Command::new("umount").arg("-l").arg(&m).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                tracing::warn!(mount = %m.display(), error = %String::from_utf8_lossy(&out.stderr).trim(), "unmounting a pod volume failed")
-            }
-            Err(e) => {
-                tracing::warn!(mount = %m.display(), error = %e, "unmounting a pod volume failed")
-            }
-        }
-    }
-}
-
-/// Removes a container's log file and every file named after it (rotated logs, their
-/// time marks).
-fn remove_logs(log: &Path) {
-    let (Some(dir), Some(name)) = (log.parent(), log.file_name()) else {
-        return;
-    };
-    let name = name.to_string_lossy();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(name.as_ref()) {
-            if let Err(err) = std::fs::remove_file(e.path()) {
-                tracing::debug!(file = %e.path().display(), error = %err, "removing a container log failed");
-            }
-        }
-    }
-}
-
-/// True when `program` names an executable file, directly or through `path_var`.
-fn executable_exists(program: &str, path_var: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        return is_exec(Path::new(program));
-    }
-    path_var
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .any(|d| is_exec(&Path::new(d).join(program)))
-}
-
-/// Quotes `s` for `sh`.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// The shell script that starts a container: join its cgroups, bind-mount each host
-/// path at its container path (in its new mount namespace), change to the working
-/// directory, exec the command.
-fn wrapper_script(cgroups: &[PathBuf], mounts: &[Mount], working_dir: Option<&str>) -> String {
-    let mut script = String::from("set -e\n");
-    for dir in cgroups {
-        let procs = dir.join("cgroup.procs");
-        script.push_str(&format!(
-            "echo $$ > {}\n",
-            sh_quote(&procs.to_string_lossy())
-        ));
-    }
-    for m in mounts {
-        let target = sh_quote(&m.container_path);
-        let source = sh_quote(&m.host_path.to_string_lossy());
-        if m.host_path.is_dir() {
-            script.push_str(&format!("mkdir -p {target}\n"));
-        } else {
-            script.push_str(&format!(
-                "mkdir -p \"$(dirname {target})\"; [ -e {target} ] || : > {target}\n"
-            ));
-        }
-        script.push_str(&format!("mount --bind {source} {target}\n"));
-        if m.read_only {
-            script.push_str(&format!("mount -o remount,bind,ro {target}\n"));
-        }
-    }
-    if let Some(w) = working_dir {
-        script.push_str(&format!("cd {}\n", sh_quote(w)));
-    }
-    script.push_str("exec \"$@\"\n");
-    script
 }
 
 /// How long processes get between SIGTERM and SIGKILL when the runtime is dropped (the
@@ -1139,24 +815,5 @@ mod tests {
         let status = again.container_status(&c).await.expect("status");
         assert_eq!(status.state, ContainerState::Exited);
         assert_eq!(status.exit_code, Some(128 + 15), "{status:?}");
-    }
-
-    #[test]
-    fn wrapper_script_should_quote_paths() {
-        let mounts = [Mount {
-            host_path: PathBuf::from("/nonexistent/it's"),
-            container_path: "/etc/conf d".into(),
-            read_only: true,
-        }];
-        let script = wrapper_script(&[], &mounts, Some("/w"));
-        assert!(
-            script.contains("mount --bind '/nonexistent/it'\\''s' '/etc/conf d'"),
-            "{script}"
-        );
-        assert!(
-            script.contains("mount -o remount,bind,ro '/etc/conf d'"),
-            "{script}"
-        );
-        assert!(script.ends_with("cd '/w'\nexec \"$@\"\n"), "{script}");
     }
 }
