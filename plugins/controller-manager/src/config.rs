@@ -18,6 +18,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("endpoints-controller", "endpoint"),
     ("endpointslice-controller", "endpointslice"),
     ("resourcequota-controller", "resourcequota"),
+    ("node-ipam-controller", "nodeipam"),
 ];
 
 /// A config value the controller-manager refuses. Retrying does not help: fix the config.
@@ -115,6 +116,16 @@ pub struct ControllerManagerConfig {
         with = "humantime_serde"
     )]
     pub resource_quota_sync_period: Duration,
+    /// Give every Node a pod CIDR from `cluster_cidr` (upstream `--allocate-node-cidrs`,
+    /// off by default as upstream).
+    #[serde(default)]
+    pub allocate_node_cidrs: bool,
+    /// The range pod CIDRs are cut from (upstream `--cluster-cidr`), e.g. `10.244.0.0/16`.
+    #[serde(default)]
+    pub cluster_cidr: String,
+    /// Prefix length of each Node's pod CIDR (upstream `--node-cidr-mask-size`, 24).
+    #[serde(default = "defaults::node_cidr_mask_size")]
+    pub node_cidr_mask_size: u8,
     /// Leader election between controller-managers through a Lease.
     #[serde(default)]
     pub leader_election: LeaderElectionSettings,
@@ -186,11 +197,23 @@ mod defaults {
     pub fn resource_quota_sync_period() -> Duration {
         Duration::from_secs(300)
     }
+    pub fn node_cidr_mask_size() -> u8 {
+        24
+    }
 }
 
 impl ControllerManagerConfig {
     /// Checks values serde cannot (names, ranges).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.allocate_node_cidrs {
+            self.cluster_cidr
+                .parse::<crate::nodeipam::Cidr>()
+                .and_then(|c| crate::nodeipam::CidrSet::new(c, self.node_cidr_mask_size))
+                .map_err(|message| ConfigError {
+                    key: "cluster_cidr",
+                    message,
+                })?;
+        }
         for entry in &self.controllers {
             let name = entry.strip_prefix('-').unwrap_or(entry);
             if name != "*" && canonical(name).is_none() {
@@ -279,6 +302,17 @@ mod tests {
 
     fn parse(text: &str) -> ControllerManagerConfig {
         toml::from_str(text).expect("config parses")
+    }
+
+    #[test]
+    fn node_ipam_should_refuse_a_bad_cluster_cidr_naming_the_key() {
+        let c = parse("allocate_node_cidrs = true\ncluster_cidr = \"10.244.0.1/16\"");
+        let e = c.validate().err();
+        assert_eq!(e.as_ref().map(|e| e.key), Some("cluster_cidr"), "{e:?}");
+        let small = parse("allocate_node_cidrs = true\ncluster_cidr = \"10.244.0.0/24\"\nnode_cidr_mask_size = 16");
+        assert!(small.validate().is_err());
+        let fine = parse("allocate_node_cidrs = true\ncluster_cidr = \"10.244.0.0/16\"");
+        assert_eq!(fine.validate(), Ok(()));
     }
 
     #[test]

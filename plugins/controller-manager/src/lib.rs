@@ -11,6 +11,7 @@ pub mod informers;
 pub mod manager;
 pub mod metrics;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod owners;
 mod plugin;

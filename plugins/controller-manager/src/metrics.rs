@@ -20,6 +20,8 @@ pub struct Metrics {
     pub pod_deletions: IntCounter,
     /// `garbagecollector_controller_resources_sync_error_total`: failed lists and watches of the GC's informers.
     pub gc_sync_errors: IntCounter,
+    /// `node_ipam_controller_cidrset_*`, when pod CIDRs are allocated.
+    pub ipam: Option<crate::nodeipam::IpamMetrics>,
 }
 
 impl Metrics {
@@ -63,6 +65,7 @@ impl Metrics {
                 "garbagecollector_controller_resources_sync_error_total",
                 "Number of garbage collector resources sync errors",
             )?,
+            ipam: Some(crate::nodeipam::IpamMetrics::new(registry)?),
         };
         registry.register(Box::new(m.evictions.clone()))?;
         registry.register(Box::new(m.zone_health.clone()))?;
