@@ -129,6 +129,15 @@ fn the_standby_scheduler_should_take_over_when_the_leader_is_killed() -> Result<
         scheduled_attempts(&standby)? >= 2.0,
         "the new leader scheduled both"
     );
+    let metrics = standby.get("/metrics")?.1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leader_election_master_status{")
+                && l.contains("name=\"kube-scheduler\"")
+                && l.ends_with(" 1")),
+        "the new leader says so in leader_election_master_status"
+    );
     drop(leader);
     Ok(())
 }
