@@ -76,6 +76,7 @@ impl Server {
             ),
         };
         runtime.block_on(ensure_namespaces(store.as_ref()))?;
+        runtime.block_on(ensure_priority_classes(store.as_ref()))?;
         let addr = SocketAddr::new(config.bind_address, config.secure_port);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
@@ -299,6 +300,25 @@ async fn ensure_namespaces(store: &dyn Store) -> Result<(), String> {
         match store.create(&key, object).await {
             Ok(_) | Err(crate::store::StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(format!("creating namespace {ns}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The system PriorityClasses (`system-node-critical`, `system-cluster-critical`).
+async fn ensure_priority_classes(store: &dyn Store) -> Result<(), String> {
+    use crate::admission::priority::{system_class, PREFIX, SYSTEM_CLASSES};
+    for (name, value, description) in SYSTEM_CLASSES {
+        let key = format!("{PREFIX}{name}");
+        if store.get(&key).map_err(|e| e.to_string())?.is_some() {
+            continue;
+        }
+        match store
+            .create(&key, system_class(name, value, description))
+            .await
+        {
+            Ok(_) | Err(crate::store::StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(format!("creating PriorityClass {name}: {e}")),
         }
     }
     Ok(())

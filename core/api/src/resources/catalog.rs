@@ -340,6 +340,17 @@ pub static RESOURCES: &[Resource] = &[
             columns::POD_DISRUPTION_BUDGET,
         )
     },
+    // scheduling.k8s.io/v1
+    entry(
+        "scheduling.k8s.io",
+        "PriorityClass",
+        "PriorityClassList",
+        "priorityclasses",
+        "priorityclass",
+        &["pc"],
+        false,
+        columns::PRIORITY_CLASS,
+    ),
     // rbac.authorization.k8s.io/v1
     entry(
         "rbac.authorization.k8s.io",

@@ -17,6 +17,7 @@ mod names;
 mod pod;
 mod pod_defaults;
 mod pod_update;
+pub mod priority;
 mod quantity;
 pub mod quota;
 mod render;

@@ -48,6 +48,9 @@ fn validate_spec(r: &Resource, object: &Value, causes: &mut Vec<Cause>) {
         ("", "Secret") => validate_data(object, true, causes),
         ("batch", "Job") => validate_job(object, causes),
         ("policy", "PodDisruptionBudget") => validate_pdb(object, causes),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            super::priority::validate_priority_class(object, causes)
+        }
         ("coordination.k8s.io", "Lease") => {
             if let Some(d) = object
                 .pointer("/spec/leaseDurationSeconds")
@@ -94,6 +97,9 @@ pub fn validate_update(r: &Resource, old: &Value, new: &Value) -> Result<(), Api
         ("", "Service") => validate_service_update(new, old, &mut causes),
         ("", "ConfigMap" | "Secret") => validate_data_update(r.kind, new, old, &mut causes),
         ("batch", "Job") => validate_job_update(new, old, &mut causes),
+        ("scheduling.k8s.io", "PriorityClass") => {
+            super::priority::validate_priority_class_update(new, old, &mut causes)
+        }
         (RBAC, "RoleBinding" | "ClusterRoleBinding")
             if new.get("roleRef") != old.get("roleRef") =>
         {

@@ -157,12 +157,23 @@ async fn create(
         )));
     }
     let object = parse_body(state, r, content_type, body).await?;
+    let requested_priority = object.pointer("/spec/priority").and_then(Value::as_i64);
     let (mut object, warnings) = admit(info, query, object)?;
     if r.namespaced {
         check_namespace(state, &info.namespace)?;
     }
     objects::prepare_create(info, &mut object)?;
     if (r.group, r.kind) == ("", "Pod") {
+        admission::priority::resolve(state.store.as_ref(), &mut object, requested_priority)
+            .map_err(|m| {
+                let name = meta_str(&object, "name");
+                ApiError::forbidden(
+                    "",
+                    "pods",
+                    name,
+                    format!("pods \"{name}\" is forbidden: {m}"),
+                )
+            })?;
         let config = &state.config;
         admission::default_toleration_seconds(
             &mut object,

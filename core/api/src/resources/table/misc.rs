@@ -55,6 +55,17 @@ pub(crate) fn lease_cells(lease: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
+/// The cells of a priority class row, in [`super::columns::PRIORITY_CLASS`] order.
+pub(crate) fn priority_class_cells(pc: &Value, now: Timestamp) -> Vec<Value> {
+    vec![
+        name(pc),
+        json!(int(pc, "/value")),
+        json!(pc.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+        created(pc, now),
+        json!(text(pc, "/preemptionPolicy")),
+    ]
+}
+
 /// The cells of a pod disruption budget row, in [`super::columns::POD_DISRUPTION_BUDGET`] order.
 pub(crate) fn pod_disruption_budget_cells(pdb: &Value, now: Timestamp) -> Vec<Value> {
     let bound = |pointer: &str| {

@@ -91,6 +91,7 @@ const PRINTERS: &[Printer] = &[
     printer(columns::STATEFUL_SET, workloads::stateful_set_cells),
     printer(columns::JOB, workloads::job_cells),
     printer(columns::LEASE, misc::lease_cells),
+    printer(columns::PRIORITY_CLASS, misc::priority_class_cells),
     printer(
         columns::POD_DISRUPTION_BUDGET,
         misc::pod_disruption_budget_cells,
