@@ -19,6 +19,7 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("endpointslice-controller", "endpointslice"),
     ("resourcequota-controller", "resourcequota"),
     ("node-ipam-controller", "nodeipam"),
+    ("disruption-controller", "disruption"),
 ];
 
 /// A config value the controller-manager refuses. Retrying does not help: fix the config.

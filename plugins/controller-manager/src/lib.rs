@@ -3,6 +3,7 @@
 pub mod config;
 pub mod controller;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;

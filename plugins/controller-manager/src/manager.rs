@@ -15,8 +15,8 @@ use crate::config::ControllerManagerConfig;
 use crate::informers::Informers;
 use crate::metrics::Metrics;
 use crate::{
-    deployment, endpoints, endpointslice, garbagecollector, namespace, nodeipam, nodelifecycle,
-    replicaset, resourcequota, serviceaccount, tainteviction,
+    deployment, disruption, endpoints, endpointslice, garbagecollector, namespace, nodeipam,
+    nodelifecycle, replicaset, resourcequota, serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -139,7 +139,7 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 11] = [
+        let starters: [(&str, Starter); 12] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
@@ -151,6 +151,7 @@ impl Manager {
             ("endpointslice-controller", endpointslice::start),
             ("resourcequota-controller", resourcequota::start),
             ("node-ipam-controller", nodeipam::start),
+            ("disruption-controller", disruption::start),
         ];
         for (name, start) in starters {
             if self.config.enabled(name) {
