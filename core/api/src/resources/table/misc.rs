@@ -60,7 +60,10 @@ pub(crate) fn priority_class_cells(pc: &Value, now: Timestamp) -> Vec<Value> {
     vec![
         name(pc),
         json!(int(pc, "/value")),
-        json!(pc.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+        json!(pc
+            .get("globalDefault")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)),
         created(pc, now),
         json!(text(pc, "/preemptionPolicy")),
     ]
