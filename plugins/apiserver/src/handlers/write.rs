@@ -370,45 +370,61 @@ async fn patch(
         return write_scale(state, info, patched, dry_run).await;
     }
     let job = PatchJob::new(patch_type, body, &manager, force);
-    let current = match fetch(state, info) {
-        Ok(c) => c,
-        Err(e)
-            if e.code == 404 && patch_type == PatchType::Apply && info.subresource.is_empty() =>
-        {
-            // Server-side apply creates the object when it does not exist.
-            let created = job.run(state, r.kind, Arc::new(Value::Null)).await?;
-            let create_info = RequestInfo {
-                verb: Verb::Create,
-                name: String::new(),
-                ..info.clone()
-            };
-            let bytes = Bytes::from(
-                serde_json::to_vec(&created).map_err(|e| ApiError::internal(e.to_string()))?,
-            );
-            return create(
-                state,
-                &create_info,
-                query,
-                Some("application/json"),
-                &bytes,
-                dry_run,
-            )
-            .await;
+    // As kube-apiserver's patcher: a patch that names no resourceVersion of its own
+    // is applied again to the newer object when another write came in between.
+    for attempt in 1.. {
+        let current = match fetch(state, info) {
+            Ok(c) => c,
+            Err(e)
+                if e.code == 404
+                    && patch_type == PatchType::Apply
+                    && info.subresource.is_empty() =>
+            {
+                // Server-side apply creates the object when it does not exist.
+                let created = job.run(state, r.kind, Arc::new(Value::Null)).await?;
+                let create_info = RequestInfo {
+                    verb: Verb::Create,
+                    name: String::new(),
+                    ..info.clone()
+                };
+                let bytes = Bytes::from(
+                    serde_json::to_vec(&created).map_err(|e| ApiError::internal(e.to_string()))?,
+                );
+                return create(
+                    state,
+                    &create_info,
+                    query,
+                    Some("application/json"),
+                    &bytes,
+                    dry_run,
+                )
+                .await;
+            }
+            Err(e) => return Err(e),
+        };
+        let patched = job.run(state, r.kind, current.object.clone()).await?;
+        if meta_str(&patched, "name") != info.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                meta_str(&patched, "name"),
+                info.name
+            )));
         }
-        Err(e) => return Err(e),
-    };
-    let patched = job.run(state, r.kind, current.object.clone()).await?;
-    if meta_str(&patched, "name") != info.name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({})",
-            meta_str(&patched, "name"),
-            info.name
-        )));
+        let own_precondition =
+            meta_str(&patched, "resourceVersion") != current.mod_revision.to_string();
+        let (patched, warnings) = admit(info, query, patched)?;
+        match replace(state, info, &current, patched, true, dry_run).await {
+            Err(e) if e.reason == "Conflict" && !own_precondition && attempt < PATCH_ATTEMPTS => {
+                continue
+            }
+            result => return result.map(|resp| with_warnings(resp, &warnings)),
+        }
     }
-    let (patched, warnings) = admit(info, query, patched)?;
-    let resp = replace(state, info, &current, patched, true, dry_run).await?;
-    Ok(with_warnings(resp, &warnings))
+    Err(ApiError::internal("patch retries exhausted"))
 }
+
+/// How often a patch is applied again after a conflicting write (kube-apiserver: 5).
+const PATCH_ATTEMPTS: usize = 5;
 
 /// The `autoscaling/v1` Scale of a deployment, replica set or stateful set.
 pub fn to_scale(info: &RequestInfo, object: &Value) -> Result<Value, ApiError> {
@@ -787,15 +803,16 @@ async fn delete(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let dependents = has_dependents(state, meta_str(object, "uid"));
     let add = |f: &mut Vec<Value>, name: &str| {
         if !f.iter().any(|x| x == name) {
             f.push(json!(name));
         }
     };
+    // Only Foreground and Orphan look for dependents: the scan reads every object.
+    let dependents = || has_dependents(state, meta_str(object, "uid"));
     match opts.propagation.as_str() {
-        "Foreground" if dependents => add(&mut finalizers, "foregroundDeletion"),
-        "Orphan" if dependents => add(&mut finalizers, "orphan"),
+        "Foreground" if dependents() => add(&mut finalizers, "foregroundDeletion"),
+        "Orphan" if dependents() => add(&mut finalizers, "orphan"),
         _ => {}
     }
     // Pods bound to a node are deleted gracefully: the kubelet finishes the delete.
