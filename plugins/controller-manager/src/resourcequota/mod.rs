@@ -3,8 +3,8 @@
 //! ResourceQuota admission charges new objects against the truth.
 //!
 //! The apiserver charges a create to `status.used` itself; this controller recomputes
-//! usage when a quota changes, when an object it counts is added, changes its usage or
-//! goes away (upstream's replenishment), and every `resource_quota_sync_period`. Usage is
+//! usage when a quota changes, when an object it counts changes its usage or goes away
+//! (upstream's replenishment), and every `resource_quota_sync_period`. Usage is
 //! counted with the same evaluators as admission (`kubernel_api::quota`). Counts of the
 //! kinds it does not watch (`count/jobs.batch`, ...) are read with one list request.
 
@@ -140,7 +140,8 @@ pub fn start(ctx: &ControllerContext, informers: &mut Informers) {
 }
 
 /// Subscribes to `K` and queues the quotas of an object's namespace whenever what it
-/// uses changes: added, deleted, or updated with a different usage (a pod finishing).
+/// uses goes down or changes: deleted, or updated with a different usage (a pod
+/// finishing), as upstream's replenishment does.
 fn replenish<K: ObjectResource + Serialize>(
     ctx: &ControllerContext,
     informers: &mut Informers,
@@ -152,7 +153,10 @@ fn replenish<K: ObjectResource + Serialize>(
     let (q, quotas) = (queue.clone(), quotas.clone());
     on_change(changes, ctx.shutdown.clone(), move |change| {
         let object = match &change {
-            Change::Added(o) | Change::Deleted(o) => o.clone(),
+            // Adds are charged by the apiserver's admission; recounting on them could
+            // write back a count from a cache that has not seen the newest objects yet.
+            Change::Added(_) | Change::Synced => return,
+            Change::Deleted(o) => o.clone(),
             Change::Updated { old, new } => {
                 let now = jiff::Timestamp::now().as_second();
                 let before = quota::usage(group, plural, &to_value(&**old), now);
@@ -162,7 +166,6 @@ fn replenish<K: ObjectResource + Serialize>(
                 }
                 new.clone()
             }
-            Change::Synced => return,
         };
         let ns = object.metadata().namespace.clone().unwrap_or_default();
         for rq in quotas.filter(|rq| rq.metadata.namespace.as_deref() == Some(ns.as_str())) {
