@@ -16,6 +16,9 @@ const MAX_REMEMBERED: usize = 4096;
 
 /// The object's name as the start of a valid Event name (a DNS subdomain):
 /// lowercase, other characters than `a-z0-9.-` replaced by `-`.
+/// How often [`EventRecorder::record`] retries an Event refused with 429.
+const RETRIES_ON_429: u32 = 8;
+
 fn event_name_prefix(name: &str) -> String {
     let cleaned: String = name
         .chars()
@@ -74,13 +77,26 @@ impl EventRecorder {
     }
 
     /// Records an Event (`type_` is `Normal` or `Warning`) in the background; a
-    /// failure is logged, never returned: Events are best effort, as upstream.
+    /// failure is logged, never returned: Events are best effort, as upstream. Like
+    /// upstream's event broadcaster, an Event refused for load (429) is retried
+    /// (100 ms doubling to 2 s, 8 times) rather than dropped.
     pub fn record(&self, object: ObjectReference, type_: &str, reason: &str, message: &str) {
         let this = self.clone();
         let (type_, reason, message) = (type_.to_string(), reason.to_string(), message.to_string());
         tokio::spawn(async move {
-            if let Err(e) = this.write(&object, &type_, &reason, &message).await {
-                tracing::warn!(reason = %reason, error = %e, "event not recorded");
+            let mut delay = std::time::Duration::from_millis(100);
+            for attempt in 0..=RETRIES_ON_429 {
+                match this.write(&object, &type_, &reason, &message).await {
+                    Ok(()) => return,
+                    Err(crate::ClientError::Api { code: 429, .. }) if attempt < RETRIES_ON_429 => {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                    }
+                    Err(e) => {
+                        tracing::warn!(reason = %reason, error = %e, "event not recorded");
+                        return;
+                    }
+                }
             }
         });
     }

@@ -24,10 +24,6 @@ use crate::pod_info::PodInfo;
 const BIND_RETRIES_ON_429: u32 = 10;
 const BIND_RETRY_FIRST: Duration = Duration::from_millis(50);
 
-/// How often an Event refused with 429 is retried, and the first wait.
-const EVENT_RETRIES_ON_429: u32 = 8;
-const EVENT_RETRY_FIRST: Duration = Duration::from_millis(100);
-
 /// How often backoff and unschedulable pods are flushed back to the active queue.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -98,25 +94,8 @@ impl Shared {
                 .or_insert_with(|| EventRecorder::new(self.client.clone(), profile, &self.host))
                 .clone()
         };
-        let (type_, reason, message) = (type_.to_string(), reason.to_string(), message.to_string());
-        // Like upstream's event broadcaster, an Event refused for load (429) is
-        // retried rather than dropped; other failures are logged.
-        tokio::spawn(async move {
-            let mut delay = EVENT_RETRY_FIRST;
-            for attempt in 0..=EVENT_RETRIES_ON_429 {
-                match recorder.write(&object, &type_, &reason, &message).await {
-                    Ok(()) => return,
-                    Err(ClientError::Api { code: 429, .. }) if attempt < EVENT_RETRIES_ON_429 => {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                    }
-                    Err(e) => {
-                        tracing::warn!(reason = %reason, error = %e, "event not recorded");
-                        return;
-                    }
-                }
-            }
-        });
+        // The recorder retries an Event refused for load (429), as upstream's broadcaster.
+        recorder.record(object, type_, reason, message);
     }
 }
 
