@@ -20,7 +20,7 @@ fn control_plane(etcd: &Etcd) -> Result<Cluster> {
     let extra = component_entry(
         "scheduler",
         "scheduler",
-        "[plugin.config.leader_election]\nleader_elect = true\nlease_duration_seconds = 2\nretry_period_ms = 200\n",
+        "[plugin.config.leader_election]\nleader_elect = true\nlease_duration = \"2s\"\nretry_period = \"200ms\"\n",
     ) + &component_entry(
         "controller-manager",
         "controller-manager",

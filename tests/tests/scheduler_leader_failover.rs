@@ -21,7 +21,7 @@ fn scheduler_kernel(kubeconfig: &std::path::Path) -> Result<Kernel> {
             &format!(
                 "[plugin.config.client]\nkubeconfig = \"{}\"\n\
                  [plugin.config.leader_election]\nleader_elect = true\n\
-                 lease_duration_seconds = {LEASE_SECONDS}\nretry_period_ms = {RETRY_MS}\n",
+                 lease_duration = \"{LEASE_SECONDS}s\"\nretry_period = \"{RETRY_MS}ms\"\n",
                 kubeconfig.display()
             ),
         );

@@ -40,10 +40,12 @@ pub struct LeaderElectionSettings {
     pub resource_name: String,
     /// Lease namespace.
     pub resource_namespace: String,
-    /// How long a Lease is valid without renewal, seconds (upstream 15).
-    pub lease_duration_seconds: u64,
-    /// How often to renew or retry, milliseconds (upstream 2000).
-    pub retry_period_ms: u64,
+    /// How long a Lease is valid without renewal (upstream `--leader-elect-lease-duration`, 15 s).
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: std::time::Duration,
+    /// How often to renew or retry (upstream `--leader-elect-retry-period`, 2 s).
+    #[serde(with = "humantime_serde")]
+    pub retry_period: std::time::Duration,
 }
 
 impl Default for LeaderElectionSettings {
@@ -52,8 +54,8 @@ impl Default for LeaderElectionSettings {
             leader_elect: false,
             resource_name: "kube-scheduler".into(),
             resource_namespace: "kube-system".into(),
-            lease_duration_seconds: 15,
-            retry_period_ms: 2000,
+            lease_duration: std::time::Duration::from_secs(15),
+            retry_period: std::time::Duration::from_secs(2),
         }
     }
 }
