@@ -37,74 +37,7 @@ const LEGACY_COUNTS: [&str; 7] = [
 
 /// Parses a `resource.Quantity` into milli-units, rounding up; `None` when it is not one.
 pub fn parse_quantity(text: &str) -> Option<i128> {
-    let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let (negative, number) = match number.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, number.strip_prefix('+').unwrap_or(number)),
-    };
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    if int.is_empty() && frac.is_empty()
-        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let (base, exp): (i128, u32) = match suffix {
-        "" => (10, 0),
-        "n" => return scaled(negative, int, frac, -9),
-        "u" => return scaled(negative, int, frac, -6),
-        "m" => return scaled(negative, int, frac, -3),
-        "k" => (10, 3),
-        "M" => (10, 6),
-        "G" => (10, 9),
-        "T" => (10, 12),
-        "P" => (10, 15),
-        "E" => (10, 18),
-        "Ki" => (1024, 1),
-        "Mi" => (1024, 2),
-        "Gi" => (1024, 3),
-        "Ti" => (1024, 4),
-        "Pi" => (1024, 5),
-        "Ei" => (1024, 6),
-        e if e.starts_with(['e', 'E']) => {
-            let exp: i32 = e[1..].parse().ok()?;
-            return scaled(negative, int, frac, exp);
-        }
-        _ => return None,
-    };
-    if base == 10 {
-        return scaled(negative, int, frac, i32::try_from(exp).ok()?);
-    }
-    // Binary suffix: value × 1024^exp, then × 1000 for milli-units, rounding up.
-    let multiplier = base.checked_pow(exp)?.checked_mul(1000)?;
-    let digits = format!("{int}{frac}");
-    let mantissa: i128 = digits.trim_start_matches('0').parse().unwrap_or(0);
-    let divisor = 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?;
-    let product = mantissa.checked_mul(multiplier)?;
-    let value = (product + divisor - 1) / divisor;
-    Some(if negative { -value } else { value })
-}
-
-/// `int.frac × 10^exp10` in milli-units, rounding up.
-fn scaled(negative: bool, int: &str, frac: &str, exp10: i32) -> Option<i128> {
-    let digits = format!("{int}{frac}");
-    let digits = digits.trim_start_matches('0');
-    let mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    let shift = exp10 + 3 - i32::try_from(frac.len()).ok()?;
-    let value = if shift >= 0 {
-        mantissa.checked_mul(10i128.checked_pow(shift.unsigned_abs())?)?
-    } else {
-        let divisor = 10i128.checked_pow(shift.unsigned_abs())?;
-        (mantissa + divisor - 1) / divisor
-    };
-    Some(if negative { -value } else { value })
+    crate::quantity::parse_scaled_wide(text, 3).ok()
 }
 
 /// Formats an amount the way a quota status shows it: whole numbers plainly or with the
