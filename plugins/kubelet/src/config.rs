@@ -31,6 +31,19 @@ pub enum RuntimeKind {
     Process,
 }
 
+/// How the process runtime connects pods (`network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Pods share the node's network: podIP is the node's address.
+    Host,
+    /// Each pod gets its own network namespace on the node bridge, with an address from
+    /// the Node's `spec.podCIDR` (needs root).
+    Bridge,
+    /// `bridge` when the kubelet runs as root, `host` otherwise.
+    Auto,
+}
+
 /// A taint every simulated node carries.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,10 +79,31 @@ pub struct KubeletConfig {
     /// `<plugin data dir>/pods`).
     #[serde(default)]
     pub root_dir: Option<std::path::PathBuf>,
-    /// Process: the node's `InternalIP`, also every pod's IP until pods get their own
-    /// network namespace.
+    /// Process: the node's `InternalIP`, also the IP of every pod sharing the node's
+    /// network (`network = "host"`, `hostNetwork` pods); other nodes route this node's
+    /// pod CIDR through it.
     #[serde(default = "defaults::node_ip")]
     pub node_ip: std::net::Ipv4Addr,
+    /// Process: the pod network. `"host"` (the default): pods share the node's network
+    /// and podIP is `node_ip`. `"bridge"` (root): each pod that is not `hostNetwork`
+    /// gets its own network namespace, a veth pair on the bridge `bridge_name` whose
+    /// address is the first of the Node's `spec.podCIDR`, an address from that CIDR and
+    /// a default route, set up by the standard CNI plugins (bridge, host-local,
+    /// loopback) in `cni_bin_dir`; routes to the other nodes' pod CIDRs go through their
+    /// InternalIP. `"auto"`: bridge when running as root, else host.
+    #[serde(default = "defaults::network")]
+    pub network: NetworkMode,
+    /// Process, bridge network: the node bridge (upstream's CNI examples say `cni0`).
+    #[serde(default = "defaults::bridge_name")]
+    pub bridge_name: String,
+    /// Process, bridge network: where the CNI plugin executables are (`CNI_PATH`;
+    /// Debian's `containernetworking-plugins` puts them in /usr/lib/cni).
+    #[serde(default = "defaults::cni_bin_dir")]
+    pub cni_bin_dir: std::path::PathBuf,
+    /// Process, bridge network: the host-local IPAM's allocation records (default:
+    /// `<plugin data dir>/cni`); one per node, never shared by two kubelets.
+    #[serde(default)]
+    pub cni_data_dir: Option<std::path::PathBuf>,
     /// Process: address the kubelet API (logs, `/pods`, `/healthz`) listens on.
     #[serde(default = "defaults::node_ip")]
     pub address: std::net::Ipv4Addr,
@@ -171,6 +205,15 @@ pub struct KubeletConfig {
 mod defaults {
     use super::*;
 
+    pub fn network() -> NetworkMode {
+        NetworkMode::Host
+    }
+    pub fn bridge_name() -> String {
+        "kubernel0".into()
+    }
+    pub fn cni_bin_dir() -> std::path::PathBuf {
+        "/usr/lib/cni".into()
+    }
     pub fn worker_threads() -> usize {
         2
     }
@@ -350,6 +393,21 @@ impl KubeletConfig {
                 ),
             );
         }
+        if self.bridge_name.is_empty()
+            || self.bridge_name.len() > 15
+            || !self
+                .bridge_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return fail(
+                "bridge_name",
+                format!(
+                    "{:?} is not a Linux interface name (1 to 15 letters, digits, '-', '_', '.')",
+                    self.bridge_name
+                ),
+            );
+        }
         if self.container_log_max_files < 2 {
             return fail(
                 "container_log_max_files",
@@ -357,6 +415,15 @@ impl KubeletConfig {
             );
         }
         self.validate_taints()
+    }
+
+    /// Whether pods get their own network namespaces: `bridge`, or `auto` as root.
+    pub fn bridge_network(&self) -> bool {
+        match self.network {
+            NetworkMode::Host => false,
+            NetworkMode::Bridge => true,
+            NetworkMode::Auto => rustix::process::geteuid().is_root(),
+        }
     }
 
     /// `container_log_max_size` in bytes (validated).
@@ -450,7 +517,21 @@ mod tests {
         assert_eq!(c.crash_loop_backoff, Duration::from_secs(10));
         assert_eq!(c.crash_loop_backoff_max, Duration::from_secs(300));
         assert_eq!(c.pod_resync_interval, Duration::from_secs(1));
+        assert_eq!(c.network, NetworkMode::Host);
+        assert!(!c.bridge_network());
+        assert_eq!(c.bridge_name, "kubernel0");
         c.validate().expect("defaults are valid");
+        let c = parse(
+            "runtime = \"process\"\nnetwork = \"bridge\"\nbridge_name = \"a-very-long-bridge\"",
+        )
+        .expect("config");
+        let err = c.validate().expect_err("bad bridge").to_string();
+        assert!(
+            err.contains("bridge_name") && err.contains("a-very-long-bridge"),
+            "{err}"
+        );
+        let err = parse("runtime = \"process\"\nnetwork = \"overlay\"").expect_err("bad mode");
+        assert!(err.contains("overlay"), "{err}");
         let c = parse("runtime = \"process\"\nnode_name = \"My_Node\"").expect("config");
         let err = c.validate().expect_err("bad name").to_string();
         assert!(

@@ -3,13 +3,17 @@
 //! worker per pod bound to it (containers, probes, volumes, restarts, status), relists
 //! the runtime every second for its metrics, and serves the kubelet API (logs).
 //!
-//! Pods share the host network: `podIP` is the node's address (pod network namespaces
-//! come with the networking issue). Images are recorded, never pulled.
+//! Network: with `network = "host"` pods share the host network and `podIP` is the
+//! node's address; with `"bridge"` each pod that is not `hostNetwork` gets its own
+//! network namespace and an address from the Node's `spec.podCIDR` (the runtime's
+//! [`PodNetwork`]), and [`network`] routes the other nodes' pod CIDRs. Images are
+//! recorded, never pulled.
 
 mod env;
 mod heartbeat;
 mod logs;
 pub mod machine;
+mod network;
 mod pods;
 mod probes;
 mod server;
@@ -27,8 +31,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kubernel_client::{CancellationToken, Client, EventRecorder};
 use parking_lot::Mutex;
 
+use crate::cidr::Ipv4Cidr;
 use crate::config::KubeletConfig;
 use crate::metrics::Metrics;
+use crate::runtime::pod_network::PodNetwork;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{ContainerState, Runtime};
 
@@ -52,6 +58,10 @@ pub(crate) struct Shared {
     registered: AtomicBool,
     /// Pod workers by `namespace/name`, for the kubelet API's `/pods`.
     pods: Mutex<HashMap<String, k8s_openapi::api::core::v1::Pod>>,
+    /// Whether pods get their own network namespaces (bridge network).
+    bridge: bool,
+    /// The Node's `spec.podCIDR`, once the controller-manager assigned it.
+    pod_cidr: Mutex<Option<Ipv4Cidr>>,
 }
 
 impl Shared {
@@ -88,7 +98,22 @@ impl ProcessKubelet {
             )
         })?;
         let node_name = config.node_name.clone().unwrap_or_else(machine::hostname);
-        let runtime = Arc::new(ProcessRuntime::recover(root.clone()));
+        let bridge = config.bridge_network();
+        let network = if bridge {
+            let data_dir = config
+                .cni_data_dir
+                .clone()
+                .unwrap_or_else(|| root.with_file_name("cni"));
+            Some(PodNetwork::new(
+                config.cni_bin_dir.clone(),
+                data_dir,
+                config.bridge_name.clone(),
+                &node_name,
+            )?)
+        } else {
+            None
+        };
+        let runtime = Arc::new(ProcessRuntime::recover_with_network(root.clone(), network));
         let recorder = EventRecorder::new(client.clone(), "kubelet", &node_name);
         metrics.node_name.with_label_values(&[&node_name]).set(1);
         if !rustix::process::geteuid().is_root() {
@@ -106,6 +131,8 @@ impl ProcessKubelet {
             port: AtomicU16::new(0),
             registered: AtomicBool::new(false),
             pods: Mutex::new(HashMap::new()),
+            bridge,
+            pod_cidr: Mutex::new(None),
         });
         let listener = handle
             .block_on(server::bind(&shared.config))
@@ -126,6 +153,9 @@ impl ProcessKubelet {
             tokio::spawn(heartbeat::report_status(s.clone()));
             tokio::spawn(relist(s.clone()));
             tokio::spawn(logs::watch(s.clone(), LOG_MARK_PERIOD));
+            if s.bridge {
+                tokio::spawn(network::run(s.clone()));
+            }
             pods::run(s).await;
         });
         Ok(ProcessKubelet { shared })

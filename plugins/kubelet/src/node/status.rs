@@ -67,8 +67,10 @@ pub struct PodView<'a> {
     pub init: Vec<ContainerView<'a>>,
     /// Containers.
     pub main: Vec<ContainerView<'a>>,
-    /// The node's address (also the pod's: no pod network yet).
+    /// The node's address.
     pub host_ip: &'a str,
+    /// The pod's address (the node's when it shares the node's network).
+    pub pod_ip: &'a str,
     /// `startTime`.
     pub start_time: Timestamp,
 }
@@ -208,8 +210,8 @@ pub fn build(v: &PodView<'_>, runtime: &str, now: Timestamp) -> Value {
         ],
         "hostIP": v.host_ip,
         "hostIPs": [{"ip": v.host_ip}],
-        "podIP": v.host_ip,
-        "podIPs": [{"ip": v.host_ip}],
+        "podIP": v.pod_ip,
+        "podIPs": [{"ip": v.pod_ip}],
         "startTime": k8s_time(v.start_time),
         "qosClass": qos_class(v.pod),
         "containerStatuses": v.main.iter().map(|c| container(c, runtime, init_pending)).collect::<Vec<_>>(),
@@ -300,6 +302,7 @@ mod tests {
             init: Vec::new(),
             main: vec![c],
             host_ip: "127.0.0.1",
+            pod_ip: "127.0.0.1",
             start_time: Timestamp::from_second(1_700_000_000).expect("time"),
         }
     }

@@ -4,6 +4,7 @@
 //! [`process::ProcessRuntime`].
 
 pub mod cgroups;
+pub mod pod_network;
 pub mod process;
 mod process_container;
 mod process_host;

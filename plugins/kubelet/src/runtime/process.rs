@@ -12,6 +12,12 @@
 //! at its container path (created on the host when missing, empty). Without root the
 //! mounts are skipped with one warning: the files stay under the pod directory.
 //!
+//! Network: without a [`PodNetwork`] (`network = "host"`) pods share the host's
+//! network. With one, a sandbox of a pod that is not `hostNetwork` gets its own network
+//! namespace and address (see [`pod_network`](super::pod_network)); its containers join
+//! it (`nsenter --net`), removing the sandbox releases both, and [`ProcessRuntime::recover`]
+//! removes the namespaces and addresses of sandboxes it has no record of.
+//!
 //! Limits: as root, a container with CPU or memory limits runs in its own cgroups (see
 //! [`cgroups`](super::cgroups)); an exit by SIGKILL with an OOM kill recorded there is
 //! reported as `OOMKilled`.
@@ -29,6 +35,7 @@ use parking_lot::Mutex;
 use rustix::process::Signal;
 
 use super::cgroups::{self, Hierarchy};
+use super::pod_network::{Attachment, PodNetwork};
 use super::process_container::{format_id, millis, Proc, START_ERROR};
 pub use super::process_host::is_mount_point;
 use super::process_host::{executable_exists, remove_logs, unmount_below, wrapper_script};
@@ -53,6 +60,8 @@ pub struct ProcessRuntime {
     /// Set when a successor takes the processes over (a hot swap): dropping the runtime
     /// then leaves them running.
     detached: AtomicBool,
+    /// Pod network namespaces (bridge network), or none (host network).
+    network: Option<PodNetwork>,
 }
 
 #[derive(Default)]
@@ -70,6 +79,10 @@ struct Sandbox {
     created: Timestamp,
     ready: bool,
     containers: Vec<u64>,
+    /// The pod's own network namespace and address, if it has them.
+    attachment: Option<Attachment>,
+    /// The pod CIDR the address came from.
+    pod_cidr: Option<crate::cidr::Ipv4Cidr>,
 }
 
 fn parse_id(what: &'static str, id: &str) -> Result<u64, RuntimeError> {
@@ -105,6 +118,9 @@ impl State {
                 .iter()
                 .filter_map(|c| self.containers.get(c).map(|p| p.record(*c)))
                 .collect(),
+            netns: s.attachment.as_ref().map(|a| a.netns.clone()),
+            ip: s.attachment.as_ref().map(|a| a.ip),
+            pod_cidr: s.pod_cidr.map(|c| c.to_string()),
         };
         if let Err(e) = process_state::write(&s.dir, &record) {
             tracing::warn!(dir = %s.dir.display(), error = %e, "writing the sandbox state failed");
@@ -123,6 +139,7 @@ impl ProcessRuntime {
             cgroups: cgroups::detect(),
             warned_limits: AtomicBool::new(false),
             detached: AtomicBool::new(false),
+            network: None,
         }
     }
 
@@ -130,7 +147,14 @@ impl ProcessRuntime {
     /// left there: processes still running (same pid and start time) are adopted, the
     /// others are reported exited.
     pub fn recover(root: PathBuf) -> ProcessRuntime {
-        let rt = ProcessRuntime::new(root);
+        ProcessRuntime::recover_with_network(root, None)
+    }
+
+    /// [`ProcessRuntime::recover`] with pod network namespaces (bridge network): those
+    /// and the addresses of sandboxes not on record are removed.
+    pub fn recover_with_network(root: PathBuf, network: Option<PodNetwork>) -> ProcessRuntime {
+        let mut rt = ProcessRuntime::new(root);
+        rt.network = network;
         let records = process_state::read_all(&rt.root);
         let mut state = rt.state.lock();
         for (dir, record) in records {
@@ -157,12 +181,35 @@ impl ProcessRuntime {
                     created: millis(record.created_ms),
                     ready: record.ready,
                     containers: ids,
+                    attachment: record
+                        .netns
+                        .zip(record.ip)
+                        .map(|(netns, ip)| Attachment { netns, ip }),
+                    pod_cidr: record.pod_cidr.and_then(|c| c.parse().ok()),
                 },
             );
             state.persist(key);
         }
+        let keep: std::collections::HashSet<String> = state
+            .sandboxes
+            .values()
+            .filter_map(|s| s.attachment.as_ref().map(|a| a.netns.clone()))
+            .collect();
         drop(state);
+        if let Some(network) = &rt.network {
+            for gone in network.sweep(&keep) {
+                tracing::info!(what = %gone, "removed a pod network namespace or address left by a pod that is gone");
+            }
+        }
         rt
+    }
+
+    /// The addresses the pod network holds (bridge network), for tests and leaks checks.
+    pub fn allocated_pod_ips(&self) -> Vec<std::net::Ipv4Addr> {
+        self.network
+            .as_ref()
+            .map(PodNetwork::allocated)
+            .unwrap_or_default()
     }
 
     /// Hands the processes over to a successor (a hot swap): dropping this runtime then
@@ -228,7 +275,7 @@ impl ProcessRuntime {
         }
     }
 
-    fn spawn(&self, p: &Proc, dir: &Path) -> Result<Child, String> {
+    fn spawn(&self, p: &Proc, dir: &Path, netns: Option<&str>) -> Result<Child, String> {
         let Some((program, args)) = p.argv.split_first() else {
             return Err(format!(
                 "container {} has no command: the process runtime runs command and args as host processes and does not read images",
@@ -257,11 +304,28 @@ impl ProcessRuntime {
         let err_log = log
             .try_clone()
             .map_err(|e| format!("log file {}: {e}", p.log.display()))?;
-        let mut cmd;
+        let mut cmd = match netns {
+            Some(n) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", PodNetwork::netns_path(n).display()))
+                    .arg("--");
+                c
+            }
+            None => Command::new(program),
+        };
+        // `cmd` runs `first` (after nsenter, if any) with the arguments that follow.
+        let in_netns = netns.is_some();
+        let mut start = |first: &str| {
+            if in_netns {
+                cmd.arg(first);
+            } else {
+                cmd = Command::new(first);
+            }
+        };
         let mount = !p.mounts.is_empty() && self.mount_namespaces;
         if mount || !p.cgroups.is_empty() {
             let mounts = if mount { p.mounts.as_slice() } else { &[] };
-            cmd = Command::new(if mount { "unshare" } else { "/bin/sh" });
+            start(if mount { "unshare" } else { "/bin/sh" });
             if mount {
                 cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh"]);
             }
@@ -278,7 +342,7 @@ impl ProcessRuntime {
                     "volumes are not mounted at their mountPath: the kubelet does not run as root, so containers get no mount namespace; the volume files stay under the pod directory"
                 );
             }
-            cmd = Command::new(program);
+            start(program);
             cmd.args(args)
                 .current_dir(p.working_dir.as_deref().map_or(dir, Path::new));
         }
@@ -350,9 +414,30 @@ impl Runtime for ProcessRuntime {
             op: format!("create pod directory {}", dir.display()),
             message: e.to_string(),
         })?;
+        let id = {
+            let mut state = self.state.lock();
+            state.next_id += 1;
+            state.next_id
+        };
+        let attachment =
+            match (&self.network, config.host_network) {
+                (Some(network), false) => {
+                    let cidr = config.pod_cidr.ok_or_else(|| RuntimeError::Failed {
+                        op: "set up the pod network".into(),
+                        message: "the node has no pod CIDR (spec.podCIDR) yet".into(),
+                    })?;
+                    let netns = network.netns_name(config.uid, &format_id(id));
+                    let attached = network.attach(&netns, cidr).await.map_err(|message| {
+                        RuntimeError::Failed {
+                            op: format!("set up network namespace {netns}"),
+                            message,
+                        }
+                    })?;
+                    Some(attached)
+                }
+                _ => None,
+            };
         let mut state = self.state.lock();
-        state.next_id += 1;
-        let id = state.next_id;
         state.sandboxes.insert(
             id,
             Sandbox {
@@ -363,6 +448,8 @@ impl Runtime for ProcessRuntime {
                 created: Timestamp::now(),
                 ready: true,
                 containers: Vec::new(),
+                pod_cidr: attachment.as_ref().and(config.pod_cidr),
+                attachment,
             },
         );
         state.persist(id);
@@ -405,6 +492,9 @@ impl Runtime for ProcessRuntime {
             removed
         };
         if let Some(s) = removed {
+            if let (Some(network), Some(a)) = (&self.network, &s.attachment) {
+                network.detach(&a.netns, s.pod_cidr).await;
+            }
             unmount_below(&s.dir);
             if let Err(e) = std::fs::remove_dir_all(&s.dir) {
                 tracing::warn!(dir = %s.dir.display(), error = %e, "removing the pod directory failed");
@@ -485,17 +575,22 @@ impl Runtime for ProcessRuntime {
                 message: format!("container {} is {}", id.0, p.state.label()),
             });
         }
-        let dir = state
+        let (dir, netns) = state
             .sandboxes
             .get(&p.sandbox)
-            .map(|s| s.dir.clone())
-            .unwrap_or_else(|| self.root.clone());
+            .map(|s| {
+                (
+                    s.dir.clone(),
+                    s.attachment.as_ref().map(|a| a.netns.clone()),
+                )
+            })
+            .unwrap_or_else(|| (self.root.clone(), None));
         let cgroup_dirs = self.cgroups_for(key, p);
         let Some(p) = state.containers.get_mut(&key) else {
             return Err(not_found("container", &id.0));
         };
         p.cgroups = cgroup_dirs;
-        let spawned = self.spawn(p, &dir);
+        let spawned = self.spawn(p, &dir, netns.as_deref());
         let sandbox = p.sandbox;
         let result = match spawned {
             Ok(child) => {
@@ -599,7 +694,7 @@ fn sandbox_status(key: u64, s: &Sandbox) -> SandboxStatus {
             SandboxState::NotReady
         },
         created_at: s.created,
-        ip: None,
+        ip: s.attachment.as_ref().map(|a| a.ip),
     }
 }
 

@@ -19,6 +19,15 @@ pub(super) struct SandboxRecord {
     pub created_ms: i64,
     pub ready: bool,
     pub containers: Vec<ContainerRecord>,
+    /// The pod's network namespace (bridge network), if it has its own.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// The pod's address in it.
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The pod CIDR the address came from.
+    #[serde(default)]
+    pub pod_cidr: Option<String>,
 }
 
 /// A container as recorded on disk.

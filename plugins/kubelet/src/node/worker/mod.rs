@@ -86,6 +86,10 @@ pub(super) struct Worker {
     terminal: Option<Phase>,
     /// The next time a sync is due earlier than the resync (a backoff ending).
     due: Option<Instant>,
+    /// The pod's own address (bridge network); `None`: the node's.
+    pod_ip: Option<String>,
+    /// Whether the NetworkNotReady Event of the current wait was written.
+    network_wait_reported: bool,
 }
 
 fn grace_of(pod: &Pod) -> Duration {
@@ -133,7 +137,16 @@ impl Worker {
             last_status: None,
             terminal: None,
             due: None,
+            pod_ip: None,
+            network_wait_reported: false,
         }
+    }
+
+    /// The pod's address: its own (bridge network) or the node's.
+    fn ip(&self) -> String {
+        self.pod_ip
+            .clone()
+            .unwrap_or_else(|| self.shared.config.node_ip.to_string())
     }
 
     fn recorder(&self) -> &EventRecorder {
@@ -212,20 +225,47 @@ impl Worker {
             .filter(|s| s.pod_uid == self.uid && s.state == SandboxState::Ready)
             .max_by_key(|s| s.created_at);
         if let Some(s) = existing {
+            self.pod_ip = s.ip.map(|ip| ip.to_string());
             self.adopt(pod, s.id, s.created_at).await;
             return true;
+        }
+        let host_network = !self.shared.bridge
+            || pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
+        let pod_cidr = *self.shared.pod_cidr.lock();
+        if !host_network && pod_cidr.is_none() {
+            // As upstream's kubelet while the network plugin is not ready: the pod waits.
+            if !self.network_wait_reported {
+                self.network_wait_reported = true;
+                let message = format!(
+                    "network is not ready: node {} has no spec.podCIDR yet (the controller-manager assigns one when allocate_node_cidrs is on)",
+                    self.shared.node_name
+                );
+                tracing::warn!(pod = %self.key, "{message}");
+                self.event(pod, None, "Warning", "NetworkNotReady", &message);
+            }
+            return false;
         }
         let (ns, name) = self.key.split_once('/').unwrap_or_default();
         let config = PodSandboxConfig {
             name,
             namespace: ns,
             uid: &self.uid,
-            host_network: true,
-            pod_cidr: None,
+            host_network,
+            pod_cidr,
             previous_ip: None,
         };
         match rt.run_pod_sandbox(&config).await {
             Ok(id) => {
+                self.pod_ip = rt
+                    .pod_sandbox_status(&id)
+                    .await
+                    .ok()
+                    .and_then(|s| s.ip)
+                    .map(|ip| ip.to_string());
                 self.sandbox = Some(id);
                 self.start_time = Some(
                     pod.status
@@ -332,7 +372,7 @@ impl Worker {
             recorder: self.shared.recorder.clone(),
             pod: EventRecorder::reference(pod),
             wake: self.wake.clone(),
-            host: self.shared.config.node_ip.to_string(),
+            host: self.ip(),
         }
     }
 
@@ -402,6 +442,7 @@ impl Worker {
             return;
         };
         let host_ip = self.shared.config.node_ip.to_string();
+        let pod_ip = self.ip();
         let pod_view = PodView {
             pod,
             phase,
@@ -418,6 +459,7 @@ impl Worker {
                 .map(|c| container_view(c, &self.slots))
                 .collect(),
             host_ip: &host_ip,
+            pod_ip: &pod_ip,
             start_time: self.start_time.unwrap_or_else(Timestamp::now),
         };
         let status = status::build(&pod_view, "process", Timestamp::now());

@@ -15,6 +15,7 @@ impl Worker {
     pub(super) async fn terminate(&mut self, pod: &Pod, grace: Duration) {
         let rt = self.shared.runtime.clone();
         let mut stops = Vec::new();
+        let pod_ip = self.ip();
         for (name, slot) in &mut self.slots {
             slot.prober = None;
             if let Some(c) = slot
@@ -36,7 +37,7 @@ impl Worker {
                     .and_then(|c| c.lifecycle.as_ref())
                     .and_then(|l| l.pre_stop.clone());
                 let env = slot.env.clone();
-                let host = self.shared.config.node_ip.to_string();
+                let host = pod_ip.clone();
                 let recorder = self.shared.recorder.clone();
                 let reference = Self::reference(pod, Some(name));
                 stops.push(async move {
