@@ -1,0 +1,212 @@
+//! Bridge pod networking on one worker (root): the test runs itself again inside a
+//! network namespace it creates and builds a lab there with `deploy/lab/lab.sh` (a
+//! control plane and one worker, each a kubernel process in its own namespace). Three
+//! HTTP server pods get their own namespaces and addresses from the node's pod CIDR;
+//! 300 requests to the ClusterIP and to the NodePort are spread evenly over them
+//! (`rr`); pods added by a scale-up receive traffic soon after they are Ready (the delay
+//! is printed); a pod turning unready stops receiving traffic; a deleted pod's address
+//! and namespace are released; after a kubelet restart (switched to `sh`) the running
+//! pods keep their addresses, requests from one client stick to one pod, and once the
+//! Deployment is gone nothing of its pods is left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+mod network_support;
+
+use anyhow::{bail, ensure, Result};
+use kubernel_e2e::eventually;
+use network_support::{in_cidr, in_new_netns, inside, server_pod_spec, service, Lab};
+use serde_json::json;
+
+fn deployment(lab: &Lab, flags: &std::path::Path, replicas: u32) -> Result<()> {
+    lab.apply(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": server_pod_spec(flags),
+            }
+        }
+    }))
+}
+
+/// Checks that each of `pods` got 100 ± 1 of 300 requests.
+fn even(what: &str, seen: &BTreeMap<String, usize>, pods: &BTreeSet<String>) -> Result<()> {
+    let names: BTreeSet<String> = seen.keys().cloned().collect();
+    ensure!(
+        &names == pods,
+        "{what}: answered by {seen:?}, pods {pods:?}"
+    );
+    ensure!(
+        seen.values().all(|n| n.abs_diff(100) <= 1),
+        "{what}: not 100 ± 1 each: {seen:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn pods_should_get_their_own_network_and_service_traffic() -> Result<()> {
+    if !inside() {
+        return in_new_netns("pods_should_get_their_own_network_and_service_traffic");
+    }
+    let lab = Lab::up(1, "rr")?;
+    let flags = tempfile::tempdir()?;
+    let cidr = lab.pod_cidr("w1")?;
+    deployment(&lab, flags.path(), 3)?;
+    let pods = lab.ready_pods("web", 3)?;
+
+    // Own addresses from the node's pod CIDR, one namespace and one IPAM record each.
+    let ips: BTreeSet<String> = pods.values().map(|p| p.0.clone()).collect();
+    ensure!(ips.len() == 3, "pod IPs not distinct: {pods:?}");
+    for ip in &ips {
+        ensure!(
+            in_cidr(ip, &cidr),
+            "pod IP {ip} outside the node's pod CIDR {cidr}"
+        );
+    }
+    ensure!(lab.pod_netns("w1").len() == 3, "{:?}", lab.pod_netns("w1"));
+    ensure!(
+        lab.allocated_ips("w1") == ips.iter().cloned().collect::<Vec<_>>(),
+        "IPAM holds {:?}, pods have {ips:?}",
+        lab.allocated_ips("w1")
+    );
+
+    let (cluster_ip, node_port) = service(&lab, "web", "web")?;
+    let names: BTreeSet<String> = pods.keys().cloned().collect();
+    let cluster_url = format!("http://{cluster_ip}/");
+    let node_port_url = format!("http://10.250.0.11:{node_port}/");
+    eventually(
+        Duration::from_secs(30),
+        "the ClusterIP to answer from every pod",
+        || {
+            let seen = lab.spread("w1", &cluster_url, 12)?;
+            Ok(seen.keys().cloned().collect::<BTreeSet<_>>() == names)
+        },
+    )?;
+    even("ClusterIP", &lab.spread("w1", &cluster_url, 300)?, &names)?;
+    // From off the node: the control plane's namespace.
+    even("NodePort", &lab.spread("cp", &node_port_url, 300)?, &names)?;
+
+    // Scale to 5: the new pods receive traffic soon after they are Ready.
+    lab.kubectl(&["scale", "deployment", "web", "--replicas=5"])?;
+    let mut ready_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut seen_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut rounds = (0u32, Instant::now());
+    eventually(
+        Duration::from_secs(60),
+        "the new pods to receive traffic",
+        || {
+            rounds.0 += 1;
+            for (name, (_, _, ready)) in lab.pods("web")? {
+                if ready && !names.contains(&name) {
+                    ready_at.entry(name).or_insert_with(Instant::now);
+                }
+            }
+            for body in lab.requests("w1", &cluster_url, 10)? {
+                if !names.contains(&body) && !body.starts_with('!') {
+                    seen_at.entry(body).or_insert_with(Instant::now);
+                }
+            }
+            Ok(ready_at.len() == 2 && ready_at.keys().all(|n| seen_at.contains_key(n)))
+        },
+    )?;
+    let round = rounds.1.elapsed() / rounds.0.max(1);
+    for (name, ready) in &ready_at {
+        let delay = seen_at[name].saturating_duration_since(*ready);
+        println!(
+            "measured: new pod {name} received traffic {} ms after it was seen Ready (one round of polling the pods then 10 requests: {} ms)",
+            delay.as_millis(),
+            round.as_millis()
+        );
+        ensure!(delay < Duration::from_secs(10), "{name}: {delay:?}");
+    }
+    let pods = lab.ready_pods("web", 5)?;
+
+    // A pod turning unready stops receiving traffic.
+    let unready = pods.keys().next().cloned().unwrap_or_default();
+    std::fs::write(flags.path().join(&unready), "")?;
+    eventually(
+        Duration::from_secs(30),
+        "the unready pod to get no traffic",
+        || {
+            let ready = lab.pods("web")?.get(&unready).is_some_and(|p| p.2);
+            Ok(!ready && !lab.spread("w1", &cluster_url, 50)?.contains_key(&unready))
+        },
+    )?;
+    let seen = lab.spread("w1", &cluster_url, 100)?;
+    ensure!(
+        !seen.contains_key(&unready) && seen.len() == 4,
+        "{unready} unready: {seen:?}"
+    );
+    std::fs::remove_file(flags.path().join(&unready))?;
+
+    // A deleted pod's address and namespace are released.
+    let (victim, (victim_ip, _, _)) = pods.iter().nth(1).map_or_else(
+        || bail!("no second pod"),
+        |(n, p)| Ok((n.clone(), p.clone())),
+    )?;
+    lab.kubectl(&["delete", "pod", &victim, "--wait=true"])?;
+    eventually(
+        Duration::from_secs(30),
+        "the deleted pod's IP released",
+        || {
+            Ok(!lab.allocated_ips("w1").contains(&victim_ip)
+                && lab.pod_netns("w1").iter().all(|n| !n.contains(&victim)))
+        },
+    )?;
+    let pods = lab.ready_pods("web", 5)?;
+    let ips: Vec<String> = {
+        let mut v: Vec<String> = pods.values().map(|p| p.0.clone()).collect();
+        v.sort();
+        v
+    };
+    ensure!(lab.pod_netns("w1").len() == 5, "{:?}", lab.pod_netns("w1"));
+    ensure!(
+        lab.allocated_ips("w1") == ips,
+        "{:?} vs {ips:?}",
+        lab.allocated_ips("w1")
+    );
+
+    // Kubelet restart, now with `sh`: the pods keep their addresses, nothing leaks.
+    let config = lab.dir().join("w1/kubernel.toml");
+    let text =
+        std::fs::read_to_string(&config)?.replace("scheduler = \"rr\"", "scheduler = \"sh\"");
+    std::fs::write(&config, text)?;
+    lab.script(&["restart", "w1"])?;
+    eventually(
+        Duration::from_secs(60),
+        "the pods Ready again with their IPs",
+        || {
+            let now = lab.pods("web")?;
+            let mut v: Vec<String> = now.values().map(|p| p.0.clone()).collect();
+            v.sort();
+            Ok(now.len() == 5 && now.values().all(|p| p.2) && v == ips)
+        },
+    )?;
+    ensure!(lab.pod_netns("w1").len() == 5, "{:?}", lab.pod_netns("w1"));
+    ensure!(
+        lab.allocated_ips("w1") == ips,
+        "{:?} vs {ips:?}",
+        lab.allocated_ips("w1")
+    );
+    eventually(Duration::from_secs(30), "sh to stick to one pod", || {
+        let seen = lab.spread("w1", &cluster_url, 300)?;
+        Ok(seen.len() == 1 && seen.values().all(|n| *n == 300))
+    })?;
+
+    lab.kubectl(&["delete", "deployment", "web"])?;
+    eventually(
+        Duration::from_secs(60),
+        "every pod namespace and IP released",
+        || {
+            Ok(lab.pods("web")?.is_empty()
+                && lab.pod_netns("w1").is_empty()
+                && lab.allocated_ips("w1").is_empty())
+        },
+    )?;
+    Ok(())
+}
