@@ -56,9 +56,7 @@ struct Inner {
 
 impl Context {
     pub(crate) fn new(host: HostVtable, name: String, data_dir: PathBuf) -> Result<Self, String> {
-        let labels = [("plugin".to_string(), name.clone())].into_iter().collect();
-        let registry = Registry::new_custom(None, Some(labels))
-            .map_err(|e| format!("metrics registry for plugin {name:?}: {e}"))?;
+        let registry = Registry::new();
         Ok(Context {
             inner: Arc::new(Inner {
                 host,
@@ -81,7 +79,9 @@ impl Context {
     }
 
     /// The plugin's Prometheus registry; the kernel serves it on its `/metrics`
-    /// with a `plugin` label added to every sample.
+    /// with this instance's name added to every sample as `plugin` (as
+    /// `kubernel_plugin` where a metric has a `plugin` label of its own, such as
+    /// `scheduler_plugin_execution_duration_seconds`).
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }

@@ -117,7 +117,8 @@ impl<P: Plugin> Entry for Hosted<P> {
 
     fn metrics(&mut self, out: &mut OutBuf<'_>) -> Result<(), String> {
         self.plugin.refresh_metrics();
-        let families = self.ctx.registry().gather();
+        let mut families = self.ctx.registry().gather();
+        crate::metrics::label_instance(&mut families, self.ctx.name());
         let mut buf = Vec::new();
         prometheus::ProtobufEncoder::new()
             .encode(&families, &mut buf)

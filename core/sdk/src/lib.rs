@@ -18,6 +18,7 @@
 mod context;
 mod entry;
 mod logging;
+mod metrics;
 mod plugin;
 
 pub use context::{Context, RequestError};
