@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod objectmetrics;
 pub mod owners;
 mod plugin;
 pub mod pods;

@@ -14,6 +14,7 @@ use prometheus::Registry;
 use crate::config::ControllerManagerConfig;
 use crate::informers::Informers;
 use crate::metrics::Metrics;
+use crate::objectmetrics::ObjectMetrics;
 use crate::{
     deployment, disruption, endpoints, endpointslice, garbagecollector, namespace, nodeipam,
     nodelifecycle, replicaset, resourcequota, serviceaccount, tainteviction,
@@ -63,6 +64,8 @@ pub struct Manager {
     pub queues: Arc<Mutex<Vec<WorkQueue<String>>>>,
     /// True once the leader-election gauge is registered (it survives restarts).
     pub election_registered: Arc<std::sync::atomic::AtomicBool>,
+    /// The `kube_*` object metrics, read from the leader's informers.
+    pub objects: ObjectMetrics,
 }
 
 impl Manager {
@@ -113,6 +116,7 @@ impl Manager {
                 }
             }
             tracing::warn!(lease = %le.resource_name, "lost the lease: stopping controllers");
+            self.objects.forget();
             term.cancel();
         }
     }
@@ -159,6 +163,7 @@ impl Manager {
                 tracing::info!(controller = name, "controller started");
             }
         }
+        self.objects.watch(&mut informers);
         informers.start();
     }
 }

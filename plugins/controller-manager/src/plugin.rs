@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use crate::config::ControllerManagerConfig;
 use crate::manager::Manager;
 use crate::metrics::Metrics;
+use crate::objectmetrics::ObjectMetrics;
 
 /// The controller-manager plugin instance.
 pub struct ControllerManager {
@@ -20,6 +21,7 @@ pub struct ControllerManager {
     client_metrics: ClientMetrics,
     queues: Arc<Mutex<Vec<WorkQueue<String>>>>,
     election_registered: Arc<AtomicBool>,
+    objects: ObjectMetrics,
     running: Option<ComponentRuntime>,
 }
 
@@ -33,6 +35,7 @@ impl ControllerManager {
             kernel_data_dir: self.ctx.data_dir().parent().map(|p| p.to_path_buf()),
             queues: self.queues.clone(),
             election_registered: self.election_registered.clone(),
+            objects: self.objects.clone(),
         };
         let running = ComponentRuntime::start(
             "controller-manager",
@@ -49,6 +52,7 @@ impl ControllerManager {
         if let Some(running) = self.running.take() {
             running.stop(deadline);
         }
+        self.objects.forget();
     }
 }
 
@@ -61,6 +65,7 @@ impl Plugin for ControllerManager {
             .map_err(|e| PluginError::Failed(e.to_string()))?;
         let metrics = Metrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let client_metrics = ClientMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
+        let objects = ObjectMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let mut cm = ControllerManager {
             ctx,
             config: Arc::new(config),
@@ -68,6 +73,7 @@ impl Plugin for ControllerManager {
             client_metrics,
             queues: Arc::default(),
             election_registered: Arc::default(),
+            objects,
             running: None,
         };
         cm.start()?;
