@@ -7,11 +7,23 @@
 //! (one `nft -f` transaction); the whole table is replaced atomically on start and
 //! every `sync_period`.
 //!
-//! A Service port's chain draws the endpoint's index once into the packet mark
-//! (`meta mark set numgen inc mod N`) and has one DNAT rule per endpoint matching it:
-//! plain rules load fast, where an anonymous map per chain made the kernel spend
-//! 16 s loading 10,000 Services (measured; see the proxy benchmark). Packets of new
-//! Service connections leave with a small packet mark (0..N-1).
+//! A Service port's chain is one rule that draws an endpoint into the connection mark,
+//! `ct mark set numgen inc mod N offset BASE`; back in the NAT hook one rule DNATs every
+//! Service connection with `dnat ip to ct mark map @service-endpoints`. Each Service
+//! port owns the keys `BASE` .. `BASE + N` of that one map (`BASE` = its slot << 16 |
+//! 0x4000, so every key carries the masquerade bit 0x4000). Measured at 10,000
+//! Services x 10 endpoints (see the proxy benchmark), this is what keeps changes cheap:
+//!
+//! - the kernel checks every chain reachable from a hook, rule by rule, in each
+//!   transaction that adds a `goto` element or a rule with a checked expression
+//!   (`dnat`, `meta`, verdicts): with one DNAT rule per endpoint in every chain that
+//!   took ~60 ms per change; the chains' `ct mark` rules need no check, so only a new
+//!   Service (a new `goto` element) pays for a (now short) walk;
+//! - a data map's element costs the kernel a check per rule using the map: one map
+//!   used by a rule in each of 10,000 chains took 18 s to fill, used by two rules it
+//!   takes milliseconds;
+//! - a change of endpoints that keeps their number only replaces map elements;
+//! - an anonymous map per chain made the kernel spend 16 s loading 10,000 Services.
 //!
 //! `lc` cannot be expressed in nftables; it is applied as `rr` (logged once).
 
@@ -20,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
 use tracing::warn;
@@ -32,21 +44,32 @@ use crate::userspace::Changes;
 /// The table's name.
 pub const TABLE: &str = "kubernel";
 
-/// Connection mark of Service traffic, masqueraded on the way out.
-const MASQ_MARK: &str = "0x4000";
+/// The bit of the connection mark of Service traffic, masqueraded on the way out.
+const MASQ_MARK: u32 = 0x4000;
+
+/// Endpoints of one Service port that can be programmed (keys `BASE` .. `BASE + N`
+/// keep the masquerade bit); more are not used.
+const MAX_ENDPOINTS: usize = 0x4000;
+
+/// Service ports that can be programmed (slots of 16 bits of the connection mark).
+const MAX_SLOTS: u32 = 1 << 16;
+
+/// The map of every Service port's endpoints.
+const ENDPOINTS: &str = "service-endpoints";
 
 /// The table's fixed part: maps, sets, hooks.
 const SKELETON: &str = r#"table ip kubernel {
   map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }
   map service-nodeports { type inet_proto . inet_service : verdict; }
+  map service-endpoints { type mark : ipv4_addr . inet_service; }
   set no-endpoint-services { type ipv4_addr . inet_proto . inet_service; }
   set no-endpoint-nodeports { type inet_proto . inet_service; }
   chain services {
     ip daddr . meta l4proto . th dport vmap @service-ips
     ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @service-nodeports
   }
-  chain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }
-  chain nat-output { type nat hook output priority -100; policy accept; jump services; }
+  chain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; meta l4proto tcp ct mark & 0x4000 == 0x4000 dnat ip to ct mark map @service-endpoints; }
+  chain nat-output { type nat hook output priority -100; policy accept; jump services; meta l4proto tcp ct mark & 0x4000 == 0x4000 dnat ip to ct mark map @service-endpoints; }
   chain nat-postrouting { type nat hook postrouting priority srcnat; policy accept; ct mark & 0x4000 == 0x4000 masquerade; }
   chain reject-no-endpoints {
     ip daddr . meta l4proto . th dport @no-endpoint-services reject with tcp reset
@@ -62,10 +85,16 @@ const SKELETON: &str = r#"table ip kubernel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Programmed {
     chain: String,
-    /// The chain's rules; empty when the Service port has no endpoints (no chain).
-    rules: Vec<String>,
+    /// The chain's rule; none when the Service port has no endpoints (no chain).
+    rule: Option<String>,
+    /// The first key of its endpoints in `service-endpoints`.
+    base: u32,
+    /// `ip . port` of each endpoint, at keys `base`, `base + 1`, ...
+    endpoints: Vec<String>,
     /// `(map or set, key)` pairs; map elements jump to `chain`.
     elements: BTreeSet<(&'static str, String)>,
+    /// What this was programmed from.
+    source: ServicePort,
 }
 
 /// Programs the table with `nft`.
@@ -73,6 +102,10 @@ pub struct NftProxier {
     nft: Vec<String>,
     scheduler: Scheduler,
     programmed: BTreeMap<ServicePortName, Programmed>,
+    /// Each Service port's slot: its keys of `service-endpoints` start at `base(slot)`.
+    slots: BTreeMap<ServicePortName, u32>,
+    /// Slots given back by removed Service ports.
+    free_slots: Vec<u32>,
     warned_lc: bool,
 }
 
@@ -84,6 +117,8 @@ impl NftProxier {
             nft: command,
             scheduler,
             programmed: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            free_slots: Vec::new(),
             warned_lc: false,
         }
     }
@@ -98,21 +133,32 @@ impl NftProxier {
         &mut self,
         desired: &BTreeMap<ServicePortName, ServicePort>,
     ) -> Result<Changes, String> {
+        let gone: Vec<ServicePortName> = self
+            .slots
+            .keys()
+            .filter(|name| !desired.contains_key(*name))
+            .cloned()
+            .collect();
+        self.release_slots(&gone);
         let mut programmed = BTreeMap::new();
         let mut changes = Changes::default();
         for (name, port) in desired {
-            let p = self.program(name, port);
+            let p = self.program(name, port)?;
             if self.programmed.get(name) != Some(&p) {
                 changes.services += 1;
             }
             programmed.insert(name.clone(), p);
         }
-        self.apply(&full_script(&programmed))?;
+        let applied = self.apply(&full_script(&programmed));
         self.programmed = programmed;
-        Ok(changes)
+        if applied.is_err() {
+            self.programmed.clear();
+        }
+        applied.map(|()| changes)
     }
 
-    /// Rewrites only the Service ports whose state differs from what is programmed.
+    /// Rewrites only the Service ports whose state differs from what is programmed;
+    /// the others cost a comparison of their inputs.
     pub fn sync(
         &mut self,
         desired: &BTreeMap<ServicePortName, ServicePort>,
@@ -122,20 +168,33 @@ impl NftProxier {
         }
         let mut script = String::new();
         let mut changes = Changes::default();
-        let mut next = self.programmed.clone();
-        for (name, old) in &self.programmed {
-            if !desired.contains_key(name) {
-                remove_script(&mut script, old, None);
-                next.remove(name);
+        let gone: Vec<ServicePortName> = self
+            .programmed
+            .keys()
+            .filter(|name| !desired.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in &gone {
+            if let Some(old) = self.programmed.remove(name) {
+                remove_script(&mut script, &old, None);
                 changes.services += 1;
             }
         }
+        // Removed ports' keys are deleted above, before a new port can reuse them.
+        self.release_slots(&gone);
         for (name, port) in desired {
-            let new = self.program(name, port);
+            if self
+                .programmed
+                .get(name)
+                .is_some_and(|old| old.source == *port)
+            {
+                continue;
+            }
+            let new = self.program(name, port)?;
             match self.programmed.get(name) {
-                Some(old) if *old == new => continue,
+                Some(old) if *old == new => {}
                 Some(old) => {
-                    if old.rules != new.rules {
+                    if old.endpoints != new.endpoints {
                         changes.endpoints += 1;
                     }
                     if old.elements != new.elements {
@@ -149,12 +208,15 @@ impl NftProxier {
                     add_script(&mut script, &new, None);
                 }
             }
-            next.insert(name.clone(), new);
+            self.programmed.insert(name.clone(), new);
         }
         if !script.is_empty() {
-            self.apply(&script)?;
+            if let Err(e) = self.apply(&script) {
+                // What is programmed is unknown now: the next sync rewrites everything.
+                self.programmed.clear();
+                return Err(e);
+            }
         }
-        self.programmed = next;
         Ok(changes)
     }
 
@@ -166,10 +228,54 @@ impl NftProxier {
         self.programmed.clear();
     }
 
-    fn program(&mut self, name: &ServicePortName, port: &ServicePort) -> Programmed {
+    /// Gives back the slots of the Service ports that are `gone`.
+    fn release_slots(&mut self, gone: &[ServicePortName]) {
+        for name in gone {
+            if let Some(slot) = self.slots.remove(name) {
+                self.free_slots.push(slot);
+            }
+        }
+    }
+
+    /// The first `service-endpoints` key of `name`'s range, allocated on first use.
+    fn base(&mut self, name: &ServicePortName) -> Result<u32, String> {
+        if let Some(slot) = self.slots.get(name) {
+            return Ok(base(*slot));
+        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => u32::try_from(self.slots.len())
+                .ok()
+                .filter(|s| *s < MAX_SLOTS)
+                .ok_or_else(|| {
+                    format!("{name}: more than {MAX_SLOTS} Service ports cannot be programmed")
+                })?,
+        };
+        self.slots.insert(name.clone(), slot);
+        Ok(base(slot))
+    }
+
+    fn program(
+        &mut self,
+        name: &ServicePortName,
+        port: &ServicePort,
+    ) -> Result<Programmed, String> {
         let chain = chain_name(name);
+        let base = self.base(name)?;
         let mut elements = BTreeSet::new();
-        let has_endpoints = !port.endpoints.is_empty();
+        let endpoints: Vec<String> = port
+            .endpoints
+            .iter()
+            .filter_map(|e| match e {
+                SocketAddr::V4(e) => Some(format!("{} . {}", e.ip(), e.port())),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        if endpoints.len() > MAX_ENDPOINTS {
+            warn!(service = %name, endpoints = endpoints.len(), "only the first {MAX_ENDPOINTS} endpoints are used");
+        }
+        let endpoints: Vec<String> = endpoints.into_iter().take(MAX_ENDPOINTS).collect();
+        let has_endpoints = !endpoints.is_empty();
         let (ip_map, port_map) = if has_endpoints {
             ("service-ips", "service-nodeports")
         } else {
@@ -181,35 +287,29 @@ impl NftProxier {
         if let Some(node_port) = port.node_port {
             elements.insert((port_map, format!("tcp . {node_port}")));
         }
-        let mut rules = Vec::new();
+        let mut rule = None;
         if has_endpoints {
             let sticky = port.client_ip_affinity || self.scheduler == Scheduler::SourceHash;
             if self.scheduler == Scheduler::LeastConnections && !self.warned_lc {
                 self.warned_lc = true;
                 warn!("scheduler \"lc\" cannot be expressed in nftables; using \"rr\"");
             }
-            let n = port.endpoints.len();
+            let n = endpoints.len();
             let pick = if sticky {
-                format!("jhash ip saddr mod {n} seed 0x6b756265")
+                format!("jhash ip saddr mod {n} seed 0x6b756265 offset {base}")
             } else {
-                format!("numgen inc mod {n}")
+                format!("numgen inc mod {n} offset {base}")
             };
-            rules.push(format!(
-                "meta l4proto tcp ct mark set {MASQ_MARK} meta mark set {pick}"
-            ));
-            for (i, e) in port.endpoints.iter().enumerate() {
-                rules.push(format!(
-                    "meta mark {i} meta l4proto tcp dnat to {}:{}",
-                    e.ip(),
-                    e.port()
-                ));
-            }
+            rule = Some(format!("ct mark set {pick}"));
         }
-        Programmed {
+        Ok(Programmed {
             chain,
-            rules,
+            rule,
+            base,
+            endpoints,
             elements,
-        }
+            source: port.clone(),
+        })
     }
 
     fn apply(&self, script: &str) -> Result<(), String> {
@@ -244,6 +344,11 @@ impl NftProxier {
     }
 }
 
+/// The first key of a slot: the slot in the upper 16 bits and the masquerade bit.
+fn base(slot: u32) -> u32 {
+    (slot << 16) | MASQ_MARK
+}
+
 /// `svc-<16 hex>`: stable per Service port (kube-proxy hashes names the same way).
 fn chain_name(name: &ServicePortName) -> String {
     let mut h = DefaultHasher::new();
@@ -252,8 +357,8 @@ fn chain_name(name: &ServicePortName) -> String {
 }
 
 /// The whole table, replacing any previous one in the same transaction: the fixed
-/// part, every chain, then every set's elements in one statement per set (one `add`
-/// per element loads far slower).
+/// part, every chain, then every map's and set's elements in one statement each (one
+/// `add` per element loads far slower).
 fn full_script(programmed: &BTreeMap<ServicePortName, Programmed>) -> String {
     let mut script = String::with_capacity(256 + programmed.len() * 512);
     let _ = writeln!(script, "table ip {TABLE} {{}}\ndelete table ip {TABLE}");
@@ -261,8 +366,8 @@ fn full_script(programmed: &BTreeMap<ServicePortName, Programmed>) -> String {
     let _ = writeln!(script, "table ip {TABLE} {{");
     let mut elements: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for p in programmed.values() {
-        if !p.rules.is_empty() {
-            let _ = writeln!(script, "  chain {} {{ {}; }}", p.chain, p.rules.join("; "));
+        if let Some(rule) = &p.rule {
+            let _ = writeln!(script, "  chain {} {{ {rule}; }}", p.chain);
         }
         for (set, key) in &p.elements {
             let element = if is_map(set) {
@@ -272,9 +377,16 @@ fn full_script(programmed: &BTreeMap<ServicePortName, Programmed>) -> String {
             };
             elements.entry(set).or_default().push(element);
         }
+        let endpoints = elements.entry(ENDPOINTS).or_default();
+        for (key, endpoint) in (p.base..).zip(&p.endpoints) {
+            endpoints.push(format!("{key} : {endpoint}"));
+        }
     }
     script.push_str("}\n");
     for (set, list) in elements {
+        if list.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             script,
             "add element ip {TABLE} {set} {{ {} }}",
@@ -285,18 +397,33 @@ fn full_script(programmed: &BTreeMap<ServicePortName, Programmed>) -> String {
 }
 
 fn is_map(set: &str) -> bool {
-    set.starts_with("service-")
+    set == "service-ips" || set == "service-nodeports"
 }
 
 /// Programs `p`: its chain and rule when they differ from `old` (the same Service
-/// port's programmed state, if any), and the elements `old` did not have.
+/// port's programmed state, if any), the endpoints and the elements `old` did not have.
 fn add_script(script: &mut String, p: &Programmed, old: Option<&Programmed>) {
-    if !p.rules.is_empty() && old.is_none_or(|o| o.rules != p.rules) {
-        let _ = writeln!(script, "add chain ip {TABLE} {}", p.chain);
-        let _ = writeln!(script, "flush chain ip {TABLE} {}", p.chain);
-        for rule in &p.rules {
+    if let Some(rule) = &p.rule {
+        if old.is_none_or(|o| o.rule.as_ref() != Some(rule)) {
+            let _ = writeln!(script, "add chain ip {TABLE} {}", p.chain);
+            let _ = writeln!(script, "flush chain ip {TABLE} {}", p.chain);
             let _ = writeln!(script, "add rule ip {TABLE} {} {rule}", p.chain);
         }
+    }
+    let added: Vec<String> = (p.base..)
+        .zip(&p.endpoints)
+        .enumerate()
+        .filter(|(i, (_, e))| {
+            old.is_none_or(|o| o.base != p.base || o.endpoints.get(*i) != Some(*e))
+        })
+        .map(|(_, (key, e))| format!("{key} : {e}"))
+        .collect();
+    if !added.is_empty() {
+        let _ = writeln!(
+            script,
+            "add element ip {TABLE} {ENDPOINTS} {{ {} }}",
+            added.join(", ")
+        );
     }
     for (set, key) in &p.elements {
         if old.is_some_and(|o| o.elements.contains(&(*set, key.clone()))) {
@@ -315,7 +442,7 @@ fn add_script(script: &mut String, p: &Programmed, old: Option<&Programmed>) {
 }
 
 /// Removes what `old` programmed and `new` (the same Service port's next state) does
-/// not keep: its elements, and its chain when it has no endpoints any more.
+/// not keep: its elements, endpoints, and its chain when it has no endpoints any more.
 fn remove_script(script: &mut String, old: &Programmed, new: Option<&Programmed>) {
     for (set, key) in &old.elements {
         if new.is_some_and(|n| n.elements.contains(&(*set, key.clone()))) {
@@ -323,8 +450,23 @@ fn remove_script(script: &mut String, old: &Programmed, new: Option<&Programmed>
         }
         let _ = writeln!(script, "delete element ip {TABLE} {set} {{ {key} }}");
     }
-    if !old.rules.is_empty() && new.is_none_or(|n| n.rules.is_empty()) {
+    if old.rule.is_some() && new.is_none_or(|n| n.rule.is_none()) {
         let _ = writeln!(script, "delete chain ip {TABLE} {}", old.chain);
+    }
+    let removed: Vec<String> = (old.base..)
+        .zip(&old.endpoints)
+        .enumerate()
+        .filter(|(i, (_, e))| {
+            new.is_none_or(|n| n.base != old.base || n.endpoints.get(*i) != Some(*e))
+        })
+        .map(|(_, (key, _))| key.to_string())
+        .collect();
+    if !removed.is_empty() {
+        let _ = writeln!(
+            script,
+            "delete element ip {TABLE} {ENDPOINTS} {{ {} }}",
+            removed.join(", ")
+        );
     }
 }
 
@@ -355,52 +497,70 @@ mod tests {
         }
     }
 
+    fn programmed(p: &mut NftProxier, port: &ServicePort) -> Programmed {
+        p.program(&name(), port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_service_port_should_jump_to_its_chain_which_dnats_round_robin() {
         let mut p = NftProxier::new(vec!["nft".into()], Scheduler::RoundRobin);
-        let programmed = p.program(
-            &name(),
+        let new = programmed(
+            &mut p,
             &port(&["10.1.0.2:8080", "10.1.0.3:8080"], Some(30080)),
         );
         let mut script = String::new();
-        add_script(&mut script, &programmed, None);
+        add_script(&mut script, &new, None);
         let chain = chain_name(&name());
-        for rule in [
-            "meta l4proto tcp ct mark set 0x4000 meta mark set numgen inc mod 2",
-            "meta mark 0 meta l4proto tcp dnat to 10.1.0.2:8080",
-            "meta mark 1 meta l4proto tcp dnat to 10.1.0.3:8080",
-        ] {
-            assert!(
-                script.contains(&format!("add rule ip kubernel {chain} {rule}\n")),
-                "{script}"
-            );
-        }
-        assert!(
-            script.contains(&format!(
-                "add element ip kubernel service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}"
-            )),
-            "{script}"
+        let expected = format!(
+            "add chain ip kubernel {chain}\n\
+             flush chain ip kubernel {chain}\n\
+             add rule ip kubernel {chain} ct mark set numgen inc mod 2 offset 16384\n\
+             add element ip kubernel service-endpoints {{ 16384 : 10.1.0.2 . 8080, 16385 : 10.1.0.3 . 8080 }}\n\
+             add element ip kubernel service-ips {{ 10.96.0.10 . tcp . 80 : goto {chain} }}\n\
+             add element ip kubernel service-nodeports {{ tcp . 30080 : goto {chain} }}\n"
         );
-        assert!(
-            script.contains(&format!(
-                "add element ip kubernel service-nodeports {{ tcp . 30080 : goto {chain} }}"
-            )),
-            "{script}"
-        );
+        assert_eq!(script, expected);
+    }
+
+    #[test]
+    fn service_ports_should_own_separate_key_ranges_reused_after_removal() {
+        let mut p = NftProxier::new(vec!["nft".into()], Scheduler::RoundRobin);
+        let other = ServicePortName {
+            port: "https".into(),
+            ..name()
+        };
+        let first = programmed(&mut p, &port(&["10.1.0.2:8080"], None));
+        let second = p
+            .program(&other, &port(&["10.1.0.2:8443"], None))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((first.base, second.base), (0x4000, 0x1_4000));
+        p.release_slots(&[name()]);
+        let third = ServicePortName {
+            port: "admin".into(),
+            ..name()
+        };
+        let reused = p
+            .program(&third, &port(&["10.1.0.2:9000"], None))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reused.base, 0x4000);
     }
 
     #[test]
     fn source_hashing_should_use_jhash_of_the_source() {
         let mut p = NftProxier::new(vec!["nft".into()], Scheduler::SourceHash);
-        let programmed = p.program(&name(), &port(&["10.1.0.2:8080"], None));
-        assert!(programmed.rules[0].contains("jhash ip saddr mod 1"));
+        let new = programmed(&mut p, &port(&["10.1.0.2:8080"], None));
+        let rule = new.rule.unwrap_or_default();
+        assert!(
+            rule.contains("ct mark set jhash ip saddr mod 1 seed 0x6b756265 offset 16384"),
+            "{rule}"
+        );
     }
 
     #[test]
     fn losing_every_endpoint_should_move_the_keys_to_the_reject_sets_and_drop_the_chain() {
         let mut p = NftProxier::new(vec!["nft".into()], Scheduler::RoundRobin);
-        let old = p.program(&name(), &port(&["10.1.0.2:8080"], Some(30080)));
-        let new = p.program(&name(), &port(&[], Some(30080)));
+        let old = programmed(&mut p, &port(&["10.1.0.2:8080"], Some(30080)));
+        let new = programmed(&mut p, &port(&[], Some(30080)));
         let mut script = String::new();
         remove_script(&mut script, &old, Some(&new));
         add_script(&mut script, &new, Some(&old));
@@ -409,6 +569,7 @@ mod tests {
             "delete element ip kubernel service-ips {{ 10.96.0.10 . tcp . 80 }}\n\
              delete element ip kubernel service-nodeports {{ tcp . 30080 }}\n\
              delete chain ip kubernel {chain}\n\
+             delete element ip kubernel service-endpoints {{ 16384 }}\n\
              add element ip kubernel no-endpoint-nodeports {{ tcp . 30080 }}\n\
              add element ip kubernel no-endpoint-services {{ 10.96.0.10 . tcp . 80 }}\n"
         );
@@ -416,15 +577,36 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_change_should_only_rewrite_the_chain() {
+    fn replacing_endpoints_should_only_replace_map_elements() {
         let mut p = NftProxier::new(vec!["nft".into()], Scheduler::RoundRobin);
-        let old = p.program(&name(), &port(&["10.1.0.2:8080"], None));
-        let new = p.program(&name(), &port(&["10.1.0.2:8080", "10.1.0.3:8080"], None));
+        let old = programmed(&mut p, &port(&["10.1.0.2:8080", "10.1.0.3:8080"], None));
+        let new = programmed(&mut p, &port(&["10.1.0.2:8080", "10.1.0.4:8080"], None));
+        let mut script = String::new();
+        remove_script(&mut script, &old, Some(&new));
+        add_script(&mut script, &new, Some(&old));
+        assert_eq!(
+            script,
+            "delete element ip kubernel service-endpoints { 16385 }\n\
+             add element ip kubernel service-endpoints { 16385 : 10.1.0.4 . 8080 }\n"
+        );
+    }
+
+    #[test]
+    fn another_number_of_endpoints_should_rewrite_the_rule() {
+        let mut p = NftProxier::new(vec!["nft".into()], Scheduler::RoundRobin);
+        let old = programmed(&mut p, &port(&["10.1.0.2:8080"], None));
+        let new = programmed(&mut p, &port(&["10.1.0.2:8080", "10.1.0.3:8080"], None));
         let mut script = String::new();
         remove_script(&mut script, &old, Some(&new));
         assert!(script.is_empty(), "{script}");
         add_script(&mut script, &new, Some(&old));
         assert!(script.starts_with("add chain"), "{script}");
-        assert!(!script.contains("add element"), "{script}");
+        assert!(script.contains("numgen inc mod 2 offset 16384"), "{script}");
+        assert!(
+            script.ends_with(
+                "add element ip kubernel service-endpoints { 16385 : 10.1.0.3 . 8080 }\n"
+            ),
+            "{script}"
+        );
     }
 }
