@@ -99,6 +99,32 @@ fn pods_and_services_should_reach_across_nodes() -> Result<()> {
     ensure!(client_output(&lab, "from-w2")? == ["a", "a", "a"]);
     ensure!(client_output(&lab, "from-w1")? == ["b", "b", "b"]);
 
+    // Inside the pod's namespace: exec probes (a server on the pod's loopback only is
+    // Ready) and the downward API's status.podIP.
+    let loopback_server = "import http.server\nhttp.server.HTTPServer(('127.0.0.1', 8080), http.server.SimpleHTTPRequestHandler).serve_forever()\n";
+    let probe =
+        "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:8080/', timeout=1)\n";
+    lab.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "local", "labels": {"app": "local"}},
+        "spec": {
+            "nodeName": lab.node("w1"),
+            "containers": [{
+                "name": "server", "image": "python:3",
+                "command": ["sh", "-c", format!("echo POD_IP=$POD_IP; exec python3 -c \"{loopback_server}\"")],
+                "workingDir": "/tmp",
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "readinessProbe": {"exec": {"command": ["python3", "-c", probe]}, "periodSeconds": 1},
+            }],
+        }
+    }))?;
+    let local = lab.ready_pods("local", 1)?;
+    let logs = lab.kubectl(&["logs", "local"])?;
+    ensure!(
+        logs.contains(&format!("POD_IP={}", local["local"].0)),
+        "status.podIP in the environment: {logs:?}, pod {local:?}"
+    );
+
     // Service traffic across nodes: both pods answer from either node, off-node
     // through the NodePort, and from a pod through the ClusterIP.
     let (cluster_ip, node_port) = service(&lab, "web", "web")?;

@@ -63,8 +63,17 @@ pub async fn secret(
     }
 }
 
-/// The value of a downward API `fieldPath` of `pod` (with `node_ip` as hostIP and podIP).
-pub fn field_path(pod: &Pod, path: &str, node_ip: &str) -> Result<String, EnvError> {
+/// The node's and the pod's addresses, as the downward API shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ips {
+    /// `status.hostIP`: the node's InternalIP.
+    pub host: String,
+    /// `status.podIP`: the pod's own address, or the node's when it shares its network.
+    pub pod: String,
+}
+
+/// The value of a downward API `fieldPath` of `pod`.
+pub fn field_path(pod: &Pod, path: &str, ips: &Ips) -> Result<String, EnvError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let map_value = |map: Option<&BTreeMap<String, String>>, key: &str| {
@@ -94,9 +103,8 @@ pub fn field_path(pod: &Pod, path: &str, node_ip: &str) -> Result<String, EnvErr
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".into()),
-        "status.hostIP" | "status.podIP" | "status.hostIPs" | "status.podIPs" => {
-            node_ip.to_string()
-        }
+        "status.hostIP" | "status.hostIPs" => ips.host.clone(),
+        "status.podIP" | "status.podIPs" => ips.pod.clone(),
         _ => {
             if let Some(key) = bracketed("metadata.labels") {
                 map_value(meta.labels.as_ref(), key)
@@ -153,7 +161,7 @@ pub async fn resolve(
     client: &Client,
     pod: &Pod,
     c: &Container,
-    node_ip: &str,
+    ips: &Ips,
 ) -> Result<Vec<(String, String)>, EnvError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut vars: Vec<(String, String)> = vec![
@@ -205,7 +213,7 @@ pub async fn resolve(
             None => expand(e.value.as_deref().unwrap_or_default(), &vars),
             Some(from) => {
                 if let Some(f) = &from.field_ref {
-                    field_path(pod, &f.field_path, node_ip)?
+                    field_path(pod, &f.field_path, ips)?
                 } else if let Some(r) = &from.resource_field_ref {
                     resource_field(c, &r.resource)
                 } else if let Some(k) = &from.config_map_key_ref {
@@ -286,18 +294,23 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": []},
         }))
         .expect("pod");
+        let ips = Ips {
+            host: "127.0.0.1".into(),
+            pod: "10.244.0.5".into(),
+        };
         assert_eq!(
-            field_path(&pod, "metadata.name", "127.0.0.1").expect("name"),
-            "p"
+            field_path(&pod, "status.hostIP", &ips).expect("host ip"),
+            "127.0.0.1"
         );
+        assert_eq!(field_path(&pod, "metadata.name", &ips).expect("name"), "p");
         assert_eq!(
-            field_path(&pod, "metadata.labels['app']", "127.0.0.1").expect("label"),
+            field_path(&pod, "metadata.labels['app']", &ips).expect("label"),
             "web"
         );
         assert_eq!(
-            field_path(&pod, "status.podIP", "127.0.0.1").expect("ip"),
-            "127.0.0.1"
+            field_path(&pod, "status.podIP", &ips).expect("ip"),
+            "10.244.0.5"
         );
-        assert!(field_path(&pod, "spec.bogus", "x").is_err());
+        assert!(field_path(&pod, "spec.bogus", &ips).is_err());
     }
 }

@@ -57,6 +57,8 @@ pub struct ProbeContext {
     pub wake: Arc<Notify>,
     /// The address httpGet and tcpSocket probes go to when the probe names no host.
     pub host: String,
+    /// The pod's network namespace exec probes run in (bridge network), if it has one.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -142,7 +144,11 @@ async fn run(
         let period = secs(s.probe.period_seconds, 10).max(Duration::from_millis(100));
         s.due = tokio::time::Instant::now() + period;
         let timeout = secs(s.probe.timeout_seconds, 1).max(Duration::from_millis(100));
-        let result = match tokio::time::timeout(timeout, probe(&ctx.host, &c, &env, &s.probe)).await
+        let result = match tokio::time::timeout(
+            timeout,
+            probe(&ctx.host, ctx.netns.as_deref(), &c, &env, &s.probe),
+        )
+        .await
         {
             Ok(r) => r,
             Err(_) => Err(format!("timeout: probe did not finish within {timeout:?}")),
@@ -214,9 +220,10 @@ async fn run(
 }
 
 /// Runs a lifecycle hook handler (`preStop`: exec, httpGet, tcpSocket or sleep) of
-/// container `c`; `Err` says why it failed.
+/// container `c` (exec in network namespace `netns`, if any); `Err` says why it failed.
 pub async fn run_hook(
     default_host: &str,
+    netns: Option<&std::path::Path>,
     c: &Container,
     env: &[(String, String)],
     h: &k8s_openapi::api::core::v1::LifecycleHandler,
@@ -231,12 +238,14 @@ pub async fn run_hook(
         tcp_socket: h.tcp_socket.clone(),
         ..Probe::default()
     };
-    probe(default_host, c, env, &as_probe).await
+    probe(default_host, netns, c, env, &as_probe).await
 }
 
-/// Runs one probe; `Err` carries upstream's failure text.
+/// Runs one probe (exec in network namespace `netns`, if any); `Err` carries
+/// upstream's failure text.
 async fn probe(
     default_host: &str,
+    netns: Option<&std::path::Path>,
     c: &Container,
     env: &[(String, String)],
     p: &Probe,
@@ -246,7 +255,16 @@ async fn probe(
         let Some((program, args)) = argv.split_first() else {
             return Err("exec probe has no command".into());
         };
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = match netns {
+            Some(n) => {
+                let mut cmd = tokio::process::Command::new("nsenter");
+                cmd.arg(format!("--net={}", n.display()))
+                    .arg("--")
+                    .arg(program);
+                cmd
+            }
+            None => tokio::process::Command::new(program),
+        };
         cmd.args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))

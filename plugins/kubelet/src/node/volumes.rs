@@ -30,7 +30,7 @@ pub async fn prepare(
     client: &Client,
     pod: &Pod,
     dir: &Path,
-    node_ip: &str,
+    ips: &env::Ips,
 ) -> Result<HashMap<String, PathBuf>, MountError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut paths = HashMap::new();
@@ -44,9 +44,7 @@ pub async fn prepare(
             volume: v.name.clone(),
             message,
         };
-        let path = setup(client, pod, ns, dir, v, node_ip)
-            .await
-            .map_err(fail)?;
+        let path = setup(client, pod, ns, dir, v, ips).await.map_err(fail)?;
         paths.insert(v.name.clone(), path);
     }
     Ok(paths)
@@ -62,7 +60,7 @@ async fn setup(
     ns: &str,
     dir: &Path,
     v: &Volume,
-    node_ip: &str,
+    ips: &env::Ips,
 ) -> Result<PathBuf, String> {
     let under = |kind: &str| dir.join("volumes").join(kind).join(&v.name);
     if let Some(h) = &v.host_path {
@@ -123,7 +121,7 @@ async fn setup(
     if let Some(d) = &v.downward_api {
         for item in d.items.as_deref().unwrap_or_default() {
             if let Some(f) = &item.field_ref {
-                let value = env::field_path(pod, &f.field_path, node_ip).map_err(|e| e.0)?;
+                let value = env::field_path(pod, &f.field_path, ips).map_err(|e| e.0)?;
                 files.insert(
                     item.path.clone(),
                     (value.into_bytes(), item.mode.or(d.default_mode)),
@@ -167,8 +165,7 @@ async fn setup(
             if let Some(d) = &source.downward_api {
                 for item in d.items.as_deref().unwrap_or_default() {
                     if let Some(f) = &item.field_ref {
-                        let value =
-                            env::field_path(pod, &f.field_path, node_ip).map_err(|e| e.0)?;
+                        let value = env::field_path(pod, &f.field_path, ips).map_err(|e| e.0)?;
                         files.insert(
                             item.path.clone(),
                             (value.into_bytes(), item.mode.or(p.default_mode)),

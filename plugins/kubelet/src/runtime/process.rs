@@ -204,6 +204,14 @@ impl ProcessRuntime {
         rt
     }
 
+    /// The path of sandbox `id`'s own network namespace, if it has one.
+    pub fn sandbox_netns(&self, id: &SandboxId) -> Option<PathBuf> {
+        let key = parse_id("sandbox", &id.0).ok()?;
+        let state = self.state.lock();
+        let a = state.sandboxes.get(&key)?.attachment.as_ref()?;
+        Some(PodNetwork::netns_path(&a.netns))
+    }
+
     /// The addresses the pod network holds (bridge network), for tests and leaks checks.
     pub fn allocated_pod_ips(&self) -> Vec<std::net::Ipv4Addr> {
         self.network

@@ -161,8 +161,7 @@ impl Worker {
         let Some(sandbox) = self.sandbox.clone() else {
             return;
         };
-        let node_ip = self.shared.config.node_ip.to_string();
-        let env = match env::resolve(&self.shared.client, pod, c, &node_ip).await {
+        let env = match env::resolve(&self.shared.client, pod, c, &self.ips()).await {
             Ok(env) => env,
             Err(e) => {
                 self.wait_config_error(pod, &c.name, &e.0);

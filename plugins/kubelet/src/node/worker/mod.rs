@@ -142,6 +142,21 @@ impl Worker {
         }
     }
 
+    /// The node's and the pod's addresses for the downward API.
+    fn ips(&self) -> env::Ips {
+        env::Ips {
+            host: self.shared.config.node_ip.to_string(),
+            pod: self.ip(),
+        }
+    }
+
+    /// The pod's network namespace (bridge network), if it has its own.
+    fn netns(&self) -> Option<PathBuf> {
+        self.sandbox
+            .as_ref()
+            .and_then(|s| self.shared.runtime.sandbox_netns(s))
+    }
+
     /// The pod's address: its own (bridge network) or the node's.
     fn ip(&self) -> String {
         self.pod_ip
@@ -292,6 +307,8 @@ impl Worker {
     /// Takes over a sandbox a previous kubelet left running: its newest instance of each
     /// container becomes current, the one before it previous; older ones are removed.
     async fn adopt(&mut self, pod: &Pod, id: SandboxId, created: Timestamp) {
+        // Known before the probes start: exec probes run in its network namespace.
+        self.sandbox = Some(id.clone());
         let rt = self.shared.runtime.clone();
         let mut containers = rt.list_containers(Some(&id)).await.unwrap_or_default();
         containers.sort_by_key(|c| c.created_at);
@@ -325,8 +342,7 @@ impl Worker {
                 .get(&c.name)
                 .is_some_and(|s| s.state() == Some(ContainerState::Running));
             if running {
-                let node_ip = self.shared.config.node_ip.to_string();
-                let env = env::resolve(&self.shared.client, pod, c, &node_ip)
+                let env = env::resolve(&self.shared.client, pod, c, &self.ips())
                     .await
                     .unwrap_or_default();
                 let prober = probes::start(self.probe_context(pod), c, env.clone());
@@ -373,6 +389,7 @@ impl Worker {
             pod: EventRecorder::reference(pod),
             wake: self.wake.clone(),
             host: self.ip(),
+            netns: self.netns(),
         }
     }
 
@@ -393,8 +410,7 @@ impl Worker {
         self.refresh().await;
         if self.volumes.is_none() {
             let dir = self.pod_dir();
-            let node_ip = self.shared.config.node_ip.to_string();
-            match volumes::prepare(&self.shared.client, pod, &dir, &node_ip).await {
+            match volumes::prepare(&self.shared.client, pod, &dir, &self.ips()).await {
                 Ok(v) => self.volumes = Some(v),
                 Err(e) => {
                     self.event(pod, None, "Warning", "FailedMount", &e.to_string());

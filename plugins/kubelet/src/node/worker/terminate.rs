@@ -16,6 +16,7 @@ impl Worker {
         let rt = self.shared.runtime.clone();
         let mut stops = Vec::new();
         let pod_ip = self.ip();
+        let netns = self.netns();
         for (name, slot) in &mut self.slots {
             slot.prober = None;
             if let Some(c) = slot
@@ -38,6 +39,7 @@ impl Worker {
                     .and_then(|l| l.pre_stop.clone());
                 let env = slot.env.clone();
                 let host = pod_ip.clone();
+                let netns = netns.clone();
                 let recorder = self.shared.recorder.clone();
                 let reference = Self::reference(pod, Some(name));
                 stops.push(async move {
@@ -46,7 +48,7 @@ impl Worker {
                     if let (Some(hook), Some(spec)) = (hook, spec) {
                         let ran = tokio::time::timeout(
                             grace,
-                            probes::run_hook(&host, &spec, &env, &hook),
+                            probes::run_hook(&host, netns.as_deref(), &spec, &env, &hook),
                         )
                         .await;
                         let failed = match ran {
