@@ -94,8 +94,10 @@ pub fn backoff_duration(attempts: u32) -> Duration {
 
 impl SchedulingQueue {
     /// An empty queue ordered by `sort`, reporting to `metrics` when given.
+    /// Its `scheduler_pending_pods` gauges are set (to 0) at once, so that every
+    /// queue has a series from the start, also in a swapped-in instance.
     pub fn new(sort: Arc<dyn QueueSortPlugin>, metrics: Option<Metrics>) -> Self {
-        SchedulingQueue {
+        let queue = SchedulingQueue {
             sort,
             pods: HashMap::new(),
             active: Heap::new(),
@@ -105,7 +107,11 @@ impl SchedulingQueue {
             move_request_cycle: 0,
             counts: [0; 5],
             metrics,
+        };
+        if let Some(m) = &queue.metrics {
+            queue.update_gauges(m);
         }
+        queue
     }
 
     /// Replaces the QueueSort plugin (hot swap); reorders activeQ.

@@ -164,3 +164,16 @@ fn queue_should_count_pending_pods_and_incoming_events() {
         (1, 1, 2)
     );
 }
+
+#[test]
+fn queue_should_report_every_pending_queue_from_the_start() {
+    let registry = prometheus::Registry::new();
+    let m = Metrics::new(&registry).expect("metrics");
+    let _q = SchedulingQueue::new(Arc::new(PrioritySort), Some(m));
+    let pending = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "scheduler_pending_pods")
+        .expect("scheduler_pending_pods is gathered before any pod arrives");
+    assert_eq!(pending.get_metric().len(), 4);
+}
