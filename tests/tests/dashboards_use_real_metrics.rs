@@ -1,155 +1,27 @@
-//! The Grafana dashboards in `dashboards/` are valid models whose queries use only metrics the kernel exports.
+//! The Grafana dashboards in `dashboards/` are valid models with Prometheus
+//! queries, and the kernel dashboard uses only metrics the kernel exports.
+//! `prometheus_dashboards.rs` runs every dashboard's queries on a whole cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+mod dashboards_support;
+
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use dashboards_support::{dashboards, families, family_of, metric_names, panels, queries};
 use kubernel_api::echo::{Add, Panic};
 use kubernel_e2e::{kernel_section, kubernel, plugin, plugin_entry, workspace, Kernel};
-use serde_json::Value;
 
-/// Oldest Grafana dashboard schema accepted (Grafana 11).
-const MIN_SCHEMA_VERSION: u64 = 39;
+/// Oldest Grafana dashboard schema accepted (Grafana 12).
+const MIN_SCHEMA_VERSION: u64 = 41;
+
+/// The dashboard of the kernel's own metrics, checked against a kernel without components.
+const KERNEL_DASHBOARD: &str = "kubernel-kernel.json";
 
 /// Families the kernel exposes only after a failure no test plugin can cause (a
 /// plugin whose metrics cannot be gathered): checked against the names declared
 /// in `core/kernel/src/metrics.rs` instead of the exposition.
 const AFTER_FAILURE_ONLY: &[&str] = &["kubernel_plugin_metrics_errors_total"];
-
-/// Prefixes of the metric names queried: the kernel's and the process collector's.
-/// Functions, keywords and label names never start with them.
-const METRIC_PREFIXES: &[&str] = &["kubernel_", "process_"];
-
-/// Every `dashboards/*.json`, parsed, in file name order.
-fn dashboards() -> Result<Vec<(PathBuf, Value)>> {
-    let dir = workspace().join("dashboards");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    paths.retain(|p| p.extension().is_some_and(|e| e == "json"));
-    paths.sort();
-    if paths.is_empty() {
-        bail!("{}: no dashboards (*.json)", dir.display());
-    }
-    paths
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let json = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not valid JSON", path.display()))?;
-            Ok((path, json))
-        })
-        .collect()
-}
-
-/// Every panel of a dashboard, including those nested in collapsed rows.
-fn panels(parent: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for panel in parent["panels"].as_array().into_iter().flatten() {
-        out.push(panel);
-        out.extend(panels(panel));
-    }
-    out
-}
-
-/// Every PromQL query of a dashboard, with where it is: panel targets and query variables.
-fn queries(dashboard: &Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for panel in panels(dashboard) {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            if let Some(expr) = target["expr"].as_str() {
-                let place = format!("panel {} target {}", panel["title"], target["refId"]);
-                out.push((place, expr.to_string()));
-            }
-        }
-    }
-    for variable in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let query = &variable["query"];
-        if let Some(q) = query.as_str().or_else(|| query["query"].as_str()) {
-            if variable["type"] == "query" {
-                out.push((format!("variable {}", variable["name"]), q.to_string()));
-            }
-        }
-    }
-    out
-}
-
-/// The metric names a PromQL expression uses: identifiers with a kernel or process
-/// prefix, outside quoted strings.
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let is_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
-    let is_part = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let mut names = BTreeSet::new();
-    let mut chars = expr.char_indices().peekable();
-    while let Some((start, c)) = chars.next() {
-        if matches!(c, '"' | '\'' | '`') {
-            let mut escaped = false;
-            for (_, d) in chars.by_ref() {
-                match d {
-                    _ if escaped => escaped = false,
-                    '\\' if c != '`' => escaped = true,
-                    _ if d == c => break,
-                    _ => {}
-                }
-            }
-        } else if is_start(c) {
-            let mut end = start + c.len_utf8();
-            while let Some(&(i, d)) = chars.peek() {
-                if !is_part(d) {
-                    break;
-                }
-                end = i + d.len_utf8();
-                chars.next();
-            }
-            let ident = &expr[start..end];
-            if METRIC_PREFIXES.iter().any(|p| ident.starts_with(p)) {
-                names.insert(ident.to_string());
-            }
-        } else if c.is_ascii_digit() || c == '$' {
-            // Numbers (`0.99`, `1e-3`) and variables (`$instance`) are not names.
-            while chars.peek().is_some_and(|&(_, d)| is_part(d) || d == '.') {
-                chars.next();
-            }
-        }
-    }
-    names
-}
-
-/// Metric families of a text exposition: name -> type, from the `# TYPE` lines.
-fn families(exposition: &str) -> BTreeMap<String, String> {
-    exposition
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| (name.to_string(), kind.trim().to_string()))
-        .collect()
-}
-
-/// The family a sample name belongs to: itself, or the histogram or summary it is a
-/// `_bucket`, `_sum` or `_count` series of.
-fn family_of<'a>(name: &'a str, families: &BTreeMap<String, String>) -> Option<&'a str> {
-    if families.contains_key(name) {
-        return Some(name);
-    }
-    [
-        ("_bucket", &["histogram"][..]),
-        ("_sum", &["histogram", "summary"][..]),
-        ("_count", &["histogram", "summary"][..]),
-    ]
-    .into_iter()
-    .find_map(|(suffix, kinds)| {
-        let base = name.strip_suffix(suffix)?;
-        let kind = families.get(base)?;
-        kinds.contains(&kind.as_str()).then_some(base)
-    })
-}
 
 /// A kernel whose counter plugin has handled a message, restarted after a panic and
 /// been hot-swapped, so that every labeled kernel family has a series.
@@ -227,10 +99,20 @@ fn dashboards_should_be_grafana_models_with_prometheus_queries() -> Result<()> {
             .as_array()
             .ok_or_else(|| anyhow!("{file}: no panels array"))?;
         assert!(!top.is_empty(), "{file}: panels is empty");
+        let mut ids = BTreeSet::new();
         for panel in panels(&dashboard) {
+            let id = panel["id"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("{file}: panel {} has no numeric id", panel["title"]))?;
+            assert!(ids.insert(id), "{file}: panel id {id} used twice");
             if panel["type"] == "row" {
                 continue;
             }
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{file}: panel {} does not use the datasource variable",
+                panel["title"]
+            );
             let title = &panel["title"];
             let targets = panel["targets"]
                 .as_array()
@@ -238,10 +120,15 @@ fn dashboards_should_be_grafana_models_with_prometheus_queries() -> Result<()> {
                 .unwrap_or(&[]);
             assert!(!targets.is_empty(), "{file}: panel {title} has no targets");
             for target in targets {
+                assert_eq!(
+                    target["datasource"]["uid"], "${datasource}",
+                    "{file}: panel {title} target {} does not use the datasource variable",
+                    target["refId"]
+                );
                 let expr = target["expr"].as_str().unwrap_or("");
                 assert!(
                     !metric_names(expr).is_empty(),
-                    "{file}: panel {title} target {}: expr {expr:?} queries no kubernel or process metric",
+                    "{file}: panel {title} target {}: expr {expr:?} queries no kubernel, process or component metric",
                     target["refId"]
                 );
             }
@@ -251,7 +138,7 @@ fn dashboards_should_be_grafana_models_with_prometheus_queries() -> Result<()> {
 }
 
 #[test]
-fn dashboard_queries_should_use_only_metrics_the_kernel_exports() -> Result<()> {
+fn kernel_dashboard_queries_should_use_only_metrics_the_kernel_exports() -> Result<()> {
     let k = kernel_with_every_series()?;
     let (status, exposition) = k.get("/metrics")?;
     assert_eq!(status, 200, "{exposition}");
@@ -271,8 +158,11 @@ fn dashboard_queries_should_use_only_metrics_the_kernel_exports() -> Result<()> 
         .with_context(|| format!("reading {}", declarations_path.display()))?;
 
     let mut unknown = Vec::new();
-    for (path, dashboard) in dashboards()? {
-        for (place, expr) in queries(&dashboard) {
+    let kernel_dashboards = dashboards()?
+        .into_iter()
+        .filter(|(path, _)| path.ends_with(KERNEL_DASHBOARD));
+    for (path, dashboard) in kernel_dashboards {
+        for (place, _, expr) in queries(&dashboard) {
             for name in metric_names(&expr) {
                 let known = family_of(&name, &exported).is_some()
                     || (AFTER_FAILURE_ONLY.contains(&name.as_str())
