@@ -11,6 +11,7 @@
 
 mod env;
 mod heartbeat;
+mod host_ports;
 mod logs;
 pub mod machine;
 mod network;
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     bridge: bool,
     /// The Node's `spec.podCIDR`, once the controller-manager assigned it.
     pod_cidr: Mutex<Option<Ipv4Cidr>>,
+    /// Node ports (protocol, port) held by pods sharing the node's network.
+    host_ports: Mutex<HashMap<(String, i32), host_ports::Owner>>,
 }
 
 impl Shared {
@@ -133,6 +136,7 @@ impl ProcessKubelet {
             pods: Mutex::new(HashMap::new()),
             bridge,
             pod_cidr: Mutex::new(None),
+            host_ports: Mutex::new(HashMap::new()),
         });
         let listener = handle
             .block_on(server::bind(&shared.config))

@@ -73,6 +73,8 @@ pub struct PodView<'a> {
     pub pod_ip: &'a str,
     /// `startTime`.
     pub start_time: Timestamp,
+    /// Why the kubelet rejected the pod (`reason`, `message`), if it did.
+    pub rejected: Option<(&'a str, &'a str)>,
 }
 
 fn terminated(c: &ContainerStatus, runtime: &str) -> Value {
@@ -216,6 +218,10 @@ pub fn build(v: &PodView<'_>, runtime: &str, now: Timestamp) -> Value {
         "qosClass": qos_class(v.pod),
         "containerStatuses": v.main.iter().map(|c| container(c, runtime, init_pending)).collect::<Vec<_>>(),
     });
+    if let Some((reason, message)) = v.rejected {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
+    }
     if !v.init.is_empty() {
         status["initContainerStatuses"] = json!(v
             .init
@@ -303,6 +309,7 @@ mod tests {
             main: vec![c],
             host_ip: "127.0.0.1",
             pod_ip: "127.0.0.1",
+            rejected: None,
             start_time: Timestamp::from_second(1_700_000_000).expect("time"),
         }
     }

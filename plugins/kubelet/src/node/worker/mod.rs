@@ -23,7 +23,7 @@ mod terminate;
 
 use super::probes::{self, ProbeContext, Prober};
 use super::status::{self, ContainerView, Phase, PodView};
-use super::{env, volumes, Shared};
+use super::{env, host_ports, volumes, Shared};
 use crate::metrics::Operation;
 use crate::runtime::{
     ContainerState, ContainerStatus, PodSandboxConfig, Runtime, SandboxId, SandboxState,
@@ -90,6 +90,8 @@ pub(super) struct Worker {
     pod_ip: Option<String>,
     /// Whether the NetworkNotReady Event of the current wait was written.
     network_wait_reported: bool,
+    /// Why the pod was rejected at admission (its node ports were taken).
+    rejected: Option<String>,
 }
 
 fn grace_of(pod: &Pod) -> Duration {
@@ -139,7 +141,18 @@ impl Worker {
             due: None,
             pod_ip: None,
             network_wait_reported: false,
+            rejected: None,
         }
+    }
+
+    /// Whether the pod shares the node's network (host network, or `hostNetwork`).
+    fn shares_node_network(&self, pod: &Pod) -> bool {
+        !self.shared.bridge
+            || pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false)
     }
 
     /// The node's and the pod's addresses for the downward API.
@@ -244,12 +257,21 @@ impl Worker {
             self.adopt(pod, s.id, s.created_at).await;
             return true;
         }
-        let host_network = !self.shared.bridge
-            || pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.host_network)
-                .unwrap_or(false);
+        let host_network = self.shares_node_network(pod);
+        if host_network {
+            match host_ports::admit(&self.shared, &self.key, pod) {
+                Ok(true) => {}
+                // The previous pod of this name still stops: the next sync tries again.
+                Ok(false) => return false,
+                Err(message) => {
+                    tracing::warn!(pod = %self.key, "{message}");
+                    self.event(pod, None, "Warning", host_ports::REASON, &message);
+                    self.rejected = Some(message);
+                    self.terminal = Some(Phase::Failed);
+                    return false;
+                }
+            }
+        }
         let pod_cidr = *self.shared.pod_cidr.lock();
         if !host_network && pod_cidr.is_none() {
             // As upstream's kubelet while the network plugin is not ready: the pod waits.
@@ -309,6 +331,9 @@ impl Worker {
     async fn adopt(&mut self, pod: &Pod, id: SandboxId, created: Timestamp) {
         // Known before the probes start: exec probes run in its network namespace.
         self.sandbox = Some(id.clone());
+        if self.shares_node_network(pod) {
+            host_ports::claim(&self.shared, &self.key, pod);
+        }
         let rt = self.shared.runtime.clone();
         let mut containers = rt.list_containers(Some(&id)).await.unwrap_or_default();
         containers.sort_by_key(|c| c.created_at);
@@ -404,7 +429,14 @@ impl Worker {
             // Finished before this kubelet (re)started: nothing runs again.
             return;
         }
+        if self.rejected.is_some() {
+            self.report(pod, Phase::Failed).await;
+            return;
+        }
         if !self.ensure_sandbox(pod).await {
+            if self.rejected.is_some() {
+                self.report(pod, Phase::Failed).await;
+            }
             return;
         }
         self.refresh().await;
@@ -425,6 +457,7 @@ impl Worker {
         };
         if matches!(phase, Phase::Succeeded | Phase::Failed) && self.terminal.is_none() {
             self.terminal = Some(phase);
+            host_ports::release(&self.shared, &self.uid);
             for slot in self.slots.values_mut() {
                 slot.prober = None;
             }
@@ -476,6 +509,10 @@ impl Worker {
                 .collect(),
             host_ip: &host_ip,
             pod_ip: &pod_ip,
+            rejected: self
+                .rejected
+                .as_deref()
+                .map(|message| (host_ports::REASON, message)),
             start_time: self.start_time.unwrap_or_else(Timestamp::now),
         };
         let status = status::build(&pod_view, "process", Timestamp::now());

@@ -92,6 +92,7 @@ impl Worker {
                 tracing::warn!(pod = %self.key, error = %e, "removing the pod sandbox failed");
             }
         }
+        crate::node::host_ports::release(&self.shared, &self.uid);
         tracing::info!(pod = %self.key, "pod stopped");
     }
 
