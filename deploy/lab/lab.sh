@@ -11,6 +11,7 @@
 #   deploy/lab/lab.sh kubectl ARGS...     kubectl against the lab
 #   deploy/lab/lab.sh exec NODE CMD...    run CMD in node NODE's namespace (cp, w1, w2, ...)
 #   deploy/lab/lab.sh restart NODE        stop NODE's kubernel (SIGTERM) and start it again
+#   deploy/lab/lab.sh stop NODE           stop NODE's kubernel (SIGTERM); `start NODE` again
 #   deploy/lab/lab.sh down                stop everything and remove every trace
 #
 # Nothing touches the network of the namespace the script is called from: the
@@ -289,6 +290,21 @@ cmd_restart() {
   fi
 }
 
+cmd_stop() {
+  local node=${1:-}
+  [[ -n $node && -f $LAB_DIR/$node/kubernel.toml ]] || die "stop: no node ${node:-(none given)} in lab $LAB_NAME"
+  stop_pid "$LAB_DIR/$node/pid"
+}
+
+cmd_start() {
+  local node=${1:-}
+  [[ -n $node && -f $LAB_DIR/$node/kubernel.toml ]] || die "start: no node ${node:-(none given)} in lab $LAB_NAME"
+  local pid
+  pid=$(cat "$LAB_DIR/$node/pid" 2>/dev/null || true)
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then die "start: $node runs already (pid $pid)"; fi
+  start_node "$node"
+}
+
 cmd_down() {
   local list
   list=$(nodes)
@@ -314,6 +330,8 @@ case ${1:-} in
   down) cmd_down ;;
   status) cmd_status ;;
   restart) shift; cmd_restart "$@" ;;
+  stop) shift; cmd_stop "$@" ;;
+  start) shift; cmd_start "$@" ;;
   kubectl) shift; lab_kubectl "$@" ;;
   exec)
     shift

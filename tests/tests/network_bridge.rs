@@ -210,3 +210,156 @@ fn pods_should_get_their_own_network_and_service_traffic() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Pod `name` as JSON.
+fn get(c: &kubernel_e2e::Cluster, name: &str) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(
+        &c.ok(&["get", "pod", name, "-o", "json"])?,
+    )?)
+}
+
+/// Runs `ip args` inside the test's namespace.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip").args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_node_without_pod_cidr_should_hold_its_pods_and_leftovers_should_go() -> Result<()> {
+    use kubernel_e2e::{component_entry, free_port, Cluster};
+    if !inside() {
+        return in_new_netns(
+            "a_node_without_pod_cidr_should_hold_its_pods_and_leftovers_should_go",
+        );
+    }
+    ip(&["link", "set", "lo", "up"])?;
+    let node = format!("nocidr{}", std::process::id());
+    let cni = tempfile::tempdir()?;
+    // Left by pods that are gone: this node's namespace and IP record, and another
+    // node's IP record (not this kubelet's to remove).
+    let leftover = format!("kn_{node}_gone_1");
+    ip(&["netns", "add", &leftover])?;
+    let records = cni.path().join("kubernel");
+    std::fs::create_dir_all(&records)?;
+    std::fs::write(records.join("10.77.0.9"), format!("{leftover}\r\neth0"))?;
+    std::fs::write(records.join("10.77.0.10"), "kn_other_x_1\r\neth0")?;
+
+    let port = free_port()?;
+    let c = Cluster::start(&component_entry(
+        "kubelet",
+        "kubelet",
+        &format!(
+            "runtime = \"process\"\nnode_name = \"{node}\"\nport = {port}\nnetwork = \"bridge\"\ncni_data_dir = \"{}\"\n",
+            cni.path().display()
+        ),
+    ))?;
+    eventually(Duration::from_secs(20), "the leftovers removed", || {
+        Ok(!std::path::Path::new("/run/netns").join(&leftover).exists()
+            && !records.join("10.77.0.9").exists())
+    })?;
+    ensure!(
+        records.join("10.77.0.10").exists(),
+        "another node's record was removed"
+    );
+
+    // No podCIDR yet: the pod waits, with a NetworkNotReady Event.
+    let pod = |name: &str, host_network: bool| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "hostNetwork": host_network,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "300"]}],
+            }
+        })
+        .to_string()
+    };
+    c.ok_stdin(&["apply", "-f", "-"], &pod("waits", false))?;
+    c.ok_stdin(&["apply", "-f", "-"], &pod("host", true))?;
+
+    eventually(Duration::from_secs(20), "the NetworkNotReady Event", || {
+        let events = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=waits",
+        ])?;
+        Ok(events.contains("NetworkNotReady") && events.contains("has no spec.podCIDR"))
+    })?;
+    ensure!(get(&c, "waits")?["status"]["phase"] != "Running");
+    // A hostNetwork pod does not wait: it shares the node's network.
+    eventually(
+        Duration::from_secs(20),
+        "the hostNetwork pod Running",
+        || {
+            let p = get(&c, "host")?;
+            Ok(p["status"]["phase"] == "Running" && p["status"]["podIP"] == "127.0.0.1")
+        },
+    )?;
+
+    // The podCIDR assigned: the pod runs with an address from it.
+    c.ok(&[
+        "patch",
+        "node",
+        &node,
+        "-p",
+        r#"{"spec":{"podCIDR":"10.77.0.0/24","podCIDRs":["10.77.0.0/24"]}}"#,
+    ])?;
+    let mut pod_ip = String::new();
+    eventually(
+        Duration::from_secs(20),
+        "the pod Running with a pod IP",
+        || {
+            let p = get(&c, "waits")?;
+            pod_ip = p["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Ok(p["status"]["phase"] == "Running")
+        },
+    )?;
+    ensure!(
+        in_cidr(&pod_ip, "10.77.0.0/24") && pod_ip != "10.77.0.1",
+        "{pod_ip}"
+    );
+    let netns = |prefix: &str| -> Vec<String> {
+        std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    };
+    let prefix = format!("kn_{node}_");
+    ensure!(netns(&prefix).len() == 1, "{:?}", netns(&prefix));
+
+    // Killed and restarted (SIGKILL): the pod keeps its namespace and address.
+    let c = c.kill_and_restart()?;
+    eventually(Duration::from_secs(30), "the pod re-adopted", || {
+        let p = get(&c, "waits")?;
+        Ok(p["status"]["phase"] == "Running" && p["status"]["podIP"] == pod_ip.as_str())
+    })?;
+    ensure!(netns(&prefix).len() == 1, "{:?}", netns(&prefix));
+    ensure!(
+        records.join(&pod_ip).exists(),
+        "the IP record of {pod_ip} is gone"
+    );
+
+    // Deleted: its address and namespace are released.
+    c.ok(&["delete", "pod", "waits", "host"])?;
+    eventually(
+        Duration::from_secs(30),
+        "the namespace and IP released",
+        || Ok(netns(&prefix).is_empty() && !records.join(&pod_ip).exists()),
+    )?;
+    Ok(())
+}

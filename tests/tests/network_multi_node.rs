@@ -3,7 +3,8 @@
 //! each a kubernel process in its own namespace joined to the one control plane). Each
 //! node gets its own pod CIDR and a route to the other's through its InternalIP; a pod
 //! on one node reaches a pod on the other by its IP; a Service's ClusterIP (from either
-//! node, and from a pod) and NodePort spread the requests over the pods of both nodes.
+//! node, and from a pod) and NodePort spread the requests over the pods of both nodes;
+//! a node that goes takes its route with it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -168,6 +169,19 @@ fn pods_and_services_should_reach_across_nodes() -> Result<()> {
             Ok(["w1", "w2"]
                 .iter()
                 .all(|n| lab.pod_netns(n).is_empty() && lab.allocated_ips(n).is_empty()))
+        },
+    )?;
+
+    // A node that goes takes its route with it.
+    lab.script(&["stop", "w2"])?;
+    lab.kubectl(&["delete", "node", &lab.node("w2")])?;
+    eventually(
+        Duration::from_secs(30),
+        "w1's route to w2's pods removed",
+        || {
+            Ok(!lab
+                .script(&["exec", "w1", "ip", "route"])?
+                .contains(&format!("{cidr2} via")))
         },
     )?;
     Ok(())
