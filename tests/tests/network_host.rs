@@ -80,3 +80,52 @@ fn pods_sharing_the_node_network_should_not_share_a_port() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn bridge_networking_without_root_should_be_refused_by_name() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    let config = dir.path().join("kubernel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[[plugin]]\nname = \"kubelet\"\npath = \"{}\"\n[plugin.config]\nruntime = \"process\"\nnetwork = \"bridge\"\nport = 0\n[plugin.config.client]\nserver = \"http://127.0.0.1:1\"\n",
+            kubernel_e2e::kernel_section(),
+            kubernel_e2e::component_lib("kubelet").display()
+        ),
+    )?;
+    // As root, the kernel runs as nobody.
+    let root = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(kubernel_e2e::kubernel_bin());
+        c
+    } else {
+        std::process::Command::new(kubernel_e2e::kubernel_bin())
+    };
+    let out = cmd
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if root && err.contains("Permission denied") && !err.contains("key network") {
+        eprintln!(
+            "skipped: nobody cannot run {} here: {err}",
+            kubernel_e2e::kubernel_bin().display()
+        );
+        return Ok(());
+    }
+    ensure!(!out.status.success(), "started: {err}");
+    ensure!(
+        err.contains("key network") && err.contains("\"bridge\" needs root"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -102,6 +102,12 @@ impl ProcessKubelet {
         })?;
         let node_name = config.node_name.clone().unwrap_or_else(machine::hostname);
         let bridge = config.bridge_network();
+        if bridge && !rustix::process::geteuid().is_root() {
+            return Err(
+                "config: key network: \"bridge\" needs root (it creates network namespaces, veth pairs and a bridge); use \"host\", or \"auto\" to pick bridge only as root"
+                    .into(),
+            );
+        }
         let network = if bridge {
             let data_dir = config
                 .cni_data_dir
