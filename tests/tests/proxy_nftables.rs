@@ -3,17 +3,18 @@
 //! endpoints' addresses, a route for the service range), so nothing touches the
 //! host's network. There: ClusterIP and NodePort traffic is spread evenly over three
 //! HTTP servers with `rr`, stays on one with `sh`, leaves an endpoint that turns
-//! unready, and a Service without endpoints refuses connections at once.
+//! unready, and a Service without endpoints, one selecting no pod and one whose
+//! targetPort names a port no pod defines refuse connections at once.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod proxy_support;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
-use proxy_support::{backend, get, spread};
+use proxy_support::{backend, get, node_port_of, node_port_service, post_slice, refused, spread};
 use serde_json::{json, Value};
 
 const INSIDE: &str = "KUBERNEL_TEST_IN_NETNS";
@@ -214,18 +215,34 @@ fn nftables_proxy_should_balance_cluster_ip_and_node_port_traffic() -> Result<()
     );
     assert!(!spread(node, 30)?.contains_key("c"));
 
+    // Bad input, refused at once rather than hanging (at the ClusterIP and the
+    // NodePort): a Service without endpoints, one selecting no pod (an empty slice),
+    // one whose targetPort names a port no pod defines (its pods' slice has no port of
+    // that name).
     let (empty_ip, empty_port) = service(&c, "empty")?;
-    for addr in [
-        SocketAddr::new(empty_ip.parse()?, 80),
-        SocketAddr::new(NODE_IP.parse()?, empty_port),
+    let nothing = node_port_service(&c, "nothing", json!(8080), "none")?;
+    post_slice(&c, "nothing", &[], json!([]))?;
+    let unnamed = node_port_service(&c, "unnamed", json!("metrics"), "web")?;
+    post_slice(&c, "unnamed", &["10.200.0.2", "10.200.0.3"], json!([]))?;
+    let mut cases = vec![("no endpoints", empty_ip, empty_port)];
+    for (what, created) in [
+        ("selects nothing", &nothing),
+        ("unknown port name", &unnamed),
     ] {
-        let started = Instant::now();
-        let refused = eventually(Duration::from_secs(5), "refused", || {
-            let r = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-            Ok(matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused))
-        });
-        assert!(refused.is_ok(), "{addr}: {refused:?}");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        let ip = created["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        cases.push((what, ip, node_port_of(created)?));
+    }
+    for (what, ip, node_port) in cases {
+        for addr in [
+            SocketAddr::new(ip.parse()?, 80),
+            SocketAddr::new(NODE_IP.parse()?, node_port),
+        ] {
+            let took = refused(addr, Duration::from_secs(5)).with_context(|| what.to_string())?;
+            assert!(took < Duration::from_secs(1), "{what} {addr}: {took:?}");
+        }
     }
 
     let rules = nft_rules()?;

@@ -1,17 +1,19 @@
-//! The proxy's userspace mode, unprivileged, on NodePorts of 127.0.0.1: a Service whose
-//! EndpointSlice lists three HTTP servers of this test (on 127.0.0.2-4) spreads 300
-//! requests evenly with `rr`, keeps one client on one server with `sh`, stops sending to
-//! an endpoint that turns unready, reaches a new endpoint within a second, and a Service
-//! without endpoints refuses connections at once instead of hanging.
+//! The proxy's userspace mode, unprivileged, on NodePorts of 127.0.0.10 (a loopback
+//! address of its own: other clusters on the machine serve NodePorts on 127.0.0.1): a
+//! Service whose EndpointSlice lists three HTTP servers of this test (on 127.0.0.2-4)
+//! spreads 300 requests evenly with `rr`, keeps one client on one server with `sh`,
+//! stops sending to an endpoint that turns unready, reaches a new endpoint within a
+//! second, and a Service without endpoints, one selecting no pod and one whose
+//! targetPort names a port no pod defines refuse connections at once instead of hanging.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 mod proxy_support;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
-use proxy_support::{backend, get, spread};
+use proxy_support::{backend, get, node_port_of, node_port_service, post_slice, refused, spread};
 use serde_json::{json, Value};
 
 fn slice(port: u16, endpoints: &[(&str, bool)]) -> Value {
@@ -51,6 +53,9 @@ fn service(c: &Cluster, name: &str) -> Result<u16> {
     Ok(u16::try_from(port)?)
 }
 
+/// Where NodePorts listen.
+const NODE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 10));
+
 const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 #[test]
@@ -64,11 +69,11 @@ fn userspace_proxy_should_balance_node_port_traffic_over_ready_endpoints() -> Re
         "proxy",
         "proxy",
         &format!(
-            "node_port_addresses = [\"127.0.0.1\"]\ncluster_ips = \"false\"\nhealthz_bind_address = \"127.0.0.1:{healthz}\"\n"
+            "node_port_addresses = [\"127.0.0.10\"]\ncluster_ips = \"false\"\nhealthz_bind_address = \"127.0.0.1:{healthz}\"\n"
         ),
     ))?;
     let node_port = service(&c, "web")?;
-    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), node_port);
+    let web = SocketAddr::new(NODE, node_port);
     let body = slice(
         port,
         &[
@@ -141,19 +146,23 @@ fn userspace_proxy_should_balance_node_port_traffic_over_ready_endpoints() -> Re
         changed.elapsed().as_millis()
     );
 
-    // A Service without endpoints: refused at once, not a hang.
+    // Bad input, refused at once rather than hanging: a Service without endpoints, one
+    // selecting no pod (an empty slice), one whose targetPort names a port no pod
+    // defines (its pods' slice has no port of that name).
     let empty = service(&c, "empty")?;
-    std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let refused = TcpStream::connect_timeout(
-        &SocketAddr::new(IpAddr::from([127, 0, 0, 1]), empty),
-        Duration::from_secs(2),
-    );
-    assert!(
-        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-        "{refused:?}"
-    );
-    assert!(started.elapsed() < Duration::from_millis(500));
+    let nothing = node_port_of(&node_port_service(&c, "nothing", json!(8080), "none")?)?;
+    post_slice(&c, "nothing", &[], json!([]))?;
+    let unnamed = node_port_of(&node_port_service(&c, "unnamed", json!("metrics"), "web")?)?;
+    post_slice(&c, "unnamed", &["127.0.0.2", "127.0.0.3"], json!([]))?;
+    for (what, port) in [
+        ("no endpoints", empty),
+        ("selects nothing", nothing),
+        ("unknown port name", unnamed),
+    ] {
+        let took = refused(SocketAddr::new(NODE, port), Duration::from_secs(2))
+            .with_context(|| what.to_string())?;
+        assert!(took < Duration::from_millis(500), "{what}: {took:?}");
+    }
 
     // /healthz and the metrics.
     let health = ureq::get(&format!("http://127.0.0.1:{healthz}/healthz"))
@@ -178,7 +187,7 @@ fn userspace_proxy_should_balance_node_port_traffic_over_ready_endpoints() -> Re
         "/plugins/proxy/config",
         &json!({
             "scheduler": "sh",
-            "node_port_addresses": ["127.0.0.1"],
+            "node_port_addresses": ["127.0.0.10"],
             "cluster_ips": "false",
             "healthz_bind_address": format!("127.0.0.1:{healthz}"),
         }),

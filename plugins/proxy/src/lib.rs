@@ -8,6 +8,7 @@ pub mod balancer;
 pub mod cluster_ips;
 pub mod config;
 mod healthz;
+pub mod libnftables;
 pub mod metrics;
 pub mod model;
 pub mod nftables;

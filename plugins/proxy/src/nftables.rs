@@ -38,6 +38,7 @@ use std::process::{Command, Stdio};
 use tracing::warn;
 
 use crate::config::Scheduler;
+use crate::libnftables::Nft;
 use crate::model::{ServicePort, ServicePortName};
 use crate::userspace::Changes;
 
@@ -97,9 +98,17 @@ struct Programmed {
     source: ServicePort,
 }
 
-/// Programs the table with `nft`.
+/// How scripts reach the kernel.
+enum Runner {
+    /// libnftables in this process.
+    Library(Nft),
+    /// An `nft -f -` process per script.
+    Command(Vec<String>),
+}
+
+/// Programs the table with libnftables or `nft`.
 pub struct NftProxier {
-    nft: Vec<String>,
+    nft: Runner,
     scheduler: Scheduler,
     programmed: BTreeMap<ServicePortName, Programmed>,
     /// Each Service port's slot: its keys of `service-endpoints` start at `base(slot)`.
@@ -110,11 +119,19 @@ pub struct NftProxier {
 }
 
 impl NftProxier {
-    /// A proxier running `nft` as `command` (e.g. `["nft"]`, or prefixed with
-    /// `ip netns exec NAME` by the benchmark).
+    /// A proxier running its scripts through libnftables in this process.
+    pub fn in_process(scheduler: Scheduler) -> Result<NftProxier, String> {
+        Ok(NftProxier::with(Runner::Library(Nft::new()?), scheduler))
+    }
+
+    /// A proxier running `nft` as `command` (e.g. `["nft"]`) for each script.
     pub fn new(command: Vec<String>, scheduler: Scheduler) -> NftProxier {
+        NftProxier::with(Runner::Command(command), scheduler)
+    }
+
+    fn with(nft: Runner, scheduler: Scheduler) -> NftProxier {
         NftProxier {
-            nft: command,
+            nft,
             scheduler,
             programmed: BTreeMap::new(),
             slots: BTreeMap::new(),
@@ -123,9 +140,10 @@ impl NftProxier {
         }
     }
 
-    /// Checks that `nft` runs and the kernel has nf_tables.
-    pub fn check(&self) -> Result<(), String> {
-        self.apply("list tables\n")
+    /// Checks that nftables runs and the kernel has nf_tables (by creating the
+    /// table, which the first sync replaces; listing would read every rule).
+    pub fn check(&mut self) -> Result<(), String> {
+        self.apply(&format!("add table ip {TABLE}\n"))
     }
 
     /// Replaces the whole table with `desired` in one transaction.
@@ -166,14 +184,23 @@ impl NftProxier {
         if self.programmed.is_empty() && !desired.is_empty() {
             return self.sync_full(desired);
         }
+        // Both maps are sorted by name: one merge pass finds what is gone and what
+        // differs from its programmed input.
+        let mut gone = Vec::new();
+        let mut changed = Vec::new();
+        let mut programmed = self.programmed.iter().peekable();
+        for (name, port) in desired {
+            while let Some((old, _)) = programmed.next_if(|(old, _)| *old < name) {
+                gone.push(old.clone());
+            }
+            match programmed.next_if(|(old, _)| *old == name) {
+                Some((_, old)) if old.source == *port => {}
+                _ => changed.push((name, port)),
+            }
+        }
+        gone.extend(programmed.map(|(old, _)| old.clone()));
         let mut script = String::new();
         let mut changes = Changes::default();
-        let gone: Vec<ServicePortName> = self
-            .programmed
-            .keys()
-            .filter(|name| !desired.contains_key(*name))
-            .cloned()
-            .collect();
         for name in &gone {
             if let Some(old) = self.programmed.remove(name) {
                 remove_script(&mut script, &old, None);
@@ -182,14 +209,7 @@ impl NftProxier {
         }
         // Removed ports' keys are deleted above, before a new port can reuse them.
         self.release_slots(&gone);
-        for (name, port) in desired {
-            if self
-                .programmed
-                .get(name)
-                .is_some_and(|old| old.source == *port)
-            {
-                continue;
-            }
+        for (name, port) in changed {
             let new = self.program(name, port)?;
             match self.programmed.get(name) {
                 Some(old) if *old == new => {}
@@ -312,8 +332,12 @@ impl NftProxier {
         })
     }
 
-    fn apply(&self, script: &str) -> Result<(), String> {
-        let Some((program, args)) = self.nft.split_first() else {
+    fn apply(&mut self, script: &str) -> Result<(), String> {
+        let command = match &mut self.nft {
+            Runner::Library(nft) => return nft.run(script),
+            Runner::Command(command) => command,
+        };
+        let Some((program, args)) = command.split_first() else {
             return Err("no nft command".into());
         };
         let mut child = Command::new(program)
@@ -323,7 +347,7 @@ impl NftProxier {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("running {}: {e} (install nftables)", self.nft.join(" ")))?;
+            .map_err(|e| format!("running {}: {e} (install nftables)", command.join(" ")))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(script.as_bytes())

@@ -86,7 +86,10 @@ impl Proxy {
         slices.wait_synced().await;
         let mut proxier = match self.config.mode {
             Mode::Nftables => {
-                let nft = NftProxier::new(vec!["nft".into()], self.config.scheduler);
+                let mut nft = NftProxier::in_process(self.config.scheduler).unwrap_or_else(|e| {
+                    warn!(error = %e, "libnftables cannot be used; running the nft command per change");
+                    NftProxier::new(vec!["nft".into()], self.config.scheduler)
+                });
                 if let Err(e) = nft.check() {
                     error!(error = %e, "mode nftables: nft cannot run here; nothing is proxied");
                     return;
