@@ -201,6 +201,32 @@ fn node_ports_should_be_allocated_checked_kept_and_released() -> Result<()> {
         "{err}"
     );
 
+    // The same two refusals over HTTP: 422 Invalid, as from kube-apiserver.
+    for (name, node_port, message) in [
+        ("np6", 30080, "provided port is already allocated"),
+        ("np7", 32768, "provided port is not in the valid range"),
+    ] {
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": { "name": name },
+            "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": node_port }] }
+        });
+        let (code, body) = c.send(
+            "POST",
+            "/api/v1/namespaces/default/services",
+            "application/json",
+            svc.to_string().as_bytes(),
+        )?;
+        assert_eq!(code, 422, "{name}: {body}");
+        let status: Value = serde_json::from_str(&body)?;
+        assert_eq!(status["reason"], "Invalid", "{body}");
+        assert!(
+            status["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{body}"
+        );
+    }
+
     // apply again with another port added: the first keeps its node port, the new one gets one.
     let two = format!("{np}  - port: 443\n    name: https\n")
         .replace("- port: 80\n", "- port: 80\n    name: http\n");
