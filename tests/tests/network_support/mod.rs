@@ -370,3 +370,65 @@ pub fn in_cidr(ip: &str, cidr: &str) -> bool {
     let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
     u32::from(ip) & mask == base & mask
 }
+
+/// A process group started by [`Lab::stream`]: its stdout lines, each with the
+/// moment it was read; the whole group is killed when dropped.
+pub struct Stream {
+    child: std::process::Child,
+    /// The lines, as they come.
+    pub lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Lab {
+    /// Runs `lab.sh args` in its own process group and streams its stdout lines.
+    pub fn stream(&self, args: &[&str]) -> Result<Stream> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(workspace().join("deploy/lab/lab.sh"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send((std::time::Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Stream { child, lines })
+    }
+
+    /// Streams GETs of `url` from inside lab node `node`, one after another on new
+    /// connections, until `stop` exists: one line per answer (`!<error>` for a failure).
+    pub fn request_stream(&self, node: &str, url: &str, stop: &Path) -> Result<Stream> {
+        let client = "import os, sys, urllib.request\n\
+            while not os.path.exists(sys.argv[2]):\n    \
+              try:\n        \
+                print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), flush=True)\n    \
+              except Exception as e:\n        \
+                print('!' + str(e).replace('\\n', ' '), flush=True)\n";
+        self.stream(&[
+            "exec",
+            node,
+            "python3",
+            "-c",
+            client,
+            url,
+            &stop.to_string_lossy(),
+        ])
+    }
+}
