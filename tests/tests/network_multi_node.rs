@@ -4,7 +4,8 @@
 //! node gets its own pod CIDR and a route to the other's through its InternalIP; a pod
 //! on one node reaches a pod on the other by its IP; a Service's ClusterIP (from either
 //! node, and from a pod) and NodePort spread the requests over the pods of both nodes;
-//! a node that goes takes its route with it.
+//! pods reach an address outside the cluster (masqueraded); a node that goes takes its
+//! route with it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -99,6 +100,15 @@ fn pods_and_services_should_reach_across_nodes() -> Result<()> {
     client(&lab, "from-w1", "w1", &format!("http://{ip_b}:8080/"), 3)?;
     ensure!(client_output(&lab, "from-w2")? == ["a", "a", "a"]);
     ensure!(client_output(&lab, "from-w1")? == ["b", "b", "b"]);
+
+    // Out of the cluster: the control plane's address (its apiserver relay) has no
+    // route to the pods, so the answer comes back only to the masqueraded node address.
+    client(&lab, "outside", "w1", "http://10.250.0.10:6443/version", 1)?;
+    let version = client_output(&lab, "outside")?.join("\n");
+    ensure!(
+        version.contains("\"major\""),
+        "GET /version from a pod: {version}"
+    );
 
     // Inside the pod's namespace: exec probes (a server on the pod's loopback only is
     // Ready) and the downward API's status.podIP.

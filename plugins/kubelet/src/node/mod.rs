@@ -14,6 +14,7 @@ mod heartbeat;
 mod host_ports;
 mod logs;
 pub mod machine;
+mod masquerade;
 mod network;
 mod pods;
 mod probes;

@@ -2,7 +2,8 @@
 //! `spec.podCIDR` (pods wait for it), and keeps one host route per other node,
 //! `<its podCIDR> via <its InternalIP>`, so pods on different nodes reach each other;
 //! a route goes when its node goes or changes. IP forwarding is turned on in the
-//! kubelet's network namespace.
+//! kubelet's network namespace, and traffic from the pods to addresses outside every
+//! node's pod CIDR is masqueraded ([`masquerade`](super::masquerade)).
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -68,6 +69,8 @@ struct Routes {
     installed: HashMap<String, Route>,
     /// Nodes of the list in progress.
     listed: HashSet<String>,
+    /// What the masquerade table was last programmed with (own CIDR, every CIDR).
+    masquerading: Option<(Ipv4Cidr, Vec<Ipv4Cidr>)>,
 }
 
 impl Routes {
@@ -103,6 +106,32 @@ impl Routes {
         }
     }
 
+    /// Reprograms the masquerade table when this node's or another node's pod CIDR
+    /// changed.
+    fn sync_masquerade(&mut self) {
+        let Some(own) = *self.shared.pod_cidr.lock() else {
+            return;
+        };
+        let mut all: Vec<Ipv4Cidr> = self.installed.values().map(|r| r.0).collect();
+        all.push(own);
+        all.sort_by_key(|c| (u32::from(c.base()), c.prefix()));
+        let wanted = Some((own, all));
+        if self.masquerading == wanted {
+            return;
+        }
+        if let Some((own, all)) = &wanted {
+            match super::masquerade::program(*own, all) {
+                Ok(()) => {
+                    tracing::info!(pod_cidr = %own, pod_cidrs = all.len(), "pod traffic leaving the pod CIDRs is masqueraded");
+                    self.masquerading = wanted;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "programming the pod masquerade failed: pods cannot reach addresses outside the cluster")
+                }
+            }
+        }
+    }
+
     fn list_done(&mut self) {
         let listed = std::mem::take(&mut self.listed);
         let gone: Vec<String> = self
@@ -127,17 +156,16 @@ pub(super) async fn run(shared: Arc<Shared>) {
         shared: shared.clone(),
         installed: HashMap::new(),
         listed: HashSet::new(),
+        masquerading: None,
     };
     let params = ListParams {
         limit: 500,
         ..ListParams::default()
     };
-    watcher::run(
-        api,
-        params,
-        shared.shutdown.clone(),
-        move |seen| match seen {
-            Seen::Page(nodes) => nodes.iter().for_each(|n| routes.applied(n)),
+    watcher::run(api, params, shared.shutdown.clone(), move |seen| {
+        match seen {
+            // The masquerade waits for the full list (every node's CIDR known).
+            Seen::Page(nodes) => return nodes.iter().for_each(|n| routes.applied(n)),
             Seen::Listed => routes.list_done(),
             Seen::Applied(n) => routes.applied(&n),
             Seen::Deleted(n) => {
@@ -148,7 +176,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     routes.remove(&name);
                 }
             }
-        },
-    )
+        }
+        routes.sync_masquerade();
+    })
     .await;
 }
