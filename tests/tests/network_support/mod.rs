@@ -52,7 +52,9 @@ pub fn in_new_netns(name: &str) -> Result<()> {
         eprintln!("{name}: skipped, needs root (it creates network namespaces)");
         return Ok(());
     }
-    let ns = Netns(format!("kubernel-nettest-{}", std::process::id()));
+    // Tests of one binary run at once: the test's name keeps their namespaces apart.
+    let short: String = name.chars().take(40).collect();
+    let ns = Netns(format!("kubernel-nettest-{}-{short}", std::process::id()));
     let out = Command::new("ip").args(["netns", "add", &ns.0]).output()?;
     if !out.status.success() {
         bail!("ip netns add: {}", String::from_utf8_lossy(&out.stderr));
