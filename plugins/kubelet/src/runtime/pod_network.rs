@@ -271,17 +271,6 @@ impl PodNetwork {
         }
         released
     }
-
-    /// The addresses host-local holds for this node's pods.
-    pub fn allocated(&self) -> Vec<Ipv4Addr> {
-        let dir = self.data_dir.join(NETWORK_NAME);
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-            .collect()
-    }
 }
 
 /// Runs `ip args`; its stderr as the error.

@@ -212,14 +212,6 @@ impl ProcessRuntime {
         Some(PodNetwork::netns_path(&a.netns))
     }
 
-    /// The addresses the pod network holds (bridge network), for tests and leaks checks.
-    pub fn allocated_pod_ips(&self) -> Vec<std::net::Ipv4Addr> {
-        self.network
-            .as_ref()
-            .map(PodNetwork::allocated)
-            .unwrap_or_default()
-    }
-
     /// Hands the processes over to a successor (a hot swap): dropping this runtime then
     /// leaves them running, for the successor's [`ProcessRuntime::recover`] to adopt.
     pub fn detach(&self) {
