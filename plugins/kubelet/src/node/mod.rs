@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     bridge: bool,
     /// The Node's `spec.podCIDR`, once the controller-manager assigned it.
     pod_cidr: Mutex<Option<Ipv4Cidr>>,
+    /// Whether the Nodes were listed once (until then a missing podCIDR is not news).
+    nodes_listed: AtomicBool,
     /// Node ports (protocol, port) held by pods sharing the node's network.
     host_ports: Mutex<HashMap<(String, i32), host_ports::Owner>>,
 }
@@ -143,6 +145,7 @@ impl ProcessKubelet {
             pods: Mutex::new(HashMap::new()),
             bridge,
             pod_cidr: Mutex::new(None),
+            nodes_listed: AtomicBool::new(false),
             host_ports: Mutex::new(HashMap::new()),
         });
         let listener = handle

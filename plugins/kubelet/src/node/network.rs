@@ -133,6 +133,9 @@ impl Routes {
     }
 
     fn list_done(&mut self) {
+        self.shared
+            .nodes_listed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let listed = std::mem::take(&mut self.listed);
         let gone: Vec<String> = self
             .installed

@@ -275,7 +275,8 @@ impl Worker {
         let pod_cidr = *self.shared.pod_cidr.lock();
         if !host_network && pod_cidr.is_none() {
             // As upstream's kubelet while the network plugin is not ready: the pod waits.
-            if !self.network_wait_reported {
+            let listed = self.shared.nodes_listed.load(Ordering::Relaxed);
+            if listed && !self.network_wait_reported {
                 self.network_wait_reported = true;
                 let message = format!(
                     "network is not ready: node {} has no spec.podCIDR yet (the controller-manager assigns one when allocate_node_cidrs is on)",
