@@ -92,6 +92,7 @@ impl Kubelet {
                     node = %agent.node_name(),
                     port = agent.port(),
                     root = %root.display(),
+                    network = if self.config.bridge_network() { "bridge" } else { "host" },
                     "kubelet started (process runtime)"
                 );
                 Agent::Process(agent)
