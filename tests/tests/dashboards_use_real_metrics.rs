@@ -45,6 +45,11 @@ fn kernel_with_every_series() -> Result<Kernel> {
         let p = k.plugin("counter")?;
         Ok(p["state"] == "running" && p["restarts"] == 1)
     })?;
+    assert_eq!(
+        k.metric(r#"kubernel_bus_message_errors_total{status="panicked",to="counter"}"#)?,
+        Some(1.0),
+        "the panic is a bus error of the counter"
+    );
 
     let data = k.data_dir().display().to_string();
     let next = plugin("counter_next").display().to_string();

@@ -207,6 +207,7 @@ impl Slot {
     }
 
     /// Delivers a message to the current instance on this thread; the reply goes to `out`.
+    /// A status other than OK is counted in `kubernel_bus_message_errors_total`.
     pub(crate) fn deliver(
         &self,
         from: &str,
@@ -214,6 +215,14 @@ impl Slot {
         payload: &[u8],
         out: &mut OutBuf<'_>,
     ) -> Status {
+        let status = self.deliver_once(from, kind, payload, out);
+        if status != Status::OK {
+            self.bus.metrics.count_error(&self.name, status);
+        }
+        status
+    }
+
+    fn deliver_once(&self, from: &str, kind: &str, payload: &[u8], out: &mut OutBuf<'_>) -> Status {
         let mut guard = match self.lock(self.bus.settings.request_timeout) {
             Ok(g) => g,
             Err(e) => {

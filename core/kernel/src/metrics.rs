@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
+use kubernel_abi::Status;
 use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -25,6 +26,9 @@ pub struct KernelMetrics {
     pub bus_messages: IntCounterVec,
     /// `kubernel_bus_message_duration_seconds{to,kind}`: handling time of a message.
     pub bus_duration: HistogramVec,
+    /// `kubernel_bus_message_errors_total{to,status}`: messages a plugin answered with
+    /// an error status, or could not take (busy, stopped).
+    pub bus_errors: IntCounterVec,
     /// `kubernel_mailbox_depth{name}`: messages queued for a plugin.
     pub mailbox_depth: IntGaugeVec,
     /// `kubernel_plugin_metrics_errors_total{name}`: plugin metrics that could not be gathered.
@@ -113,6 +117,16 @@ impl KernelMetrics {
                     &["to", "kind"],
                 )?,
             ),
+            bus_errors: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kubernel_bus_message_errors_total",
+                        "Bus messages a plugin failed, refused or could not take, by status.",
+                    ),
+                    &["to", "status"],
+                )?,
+            ),
             mailbox_depth: register(
                 &r,
                 IntGaugeVec::new(
@@ -146,8 +160,30 @@ impl KernelMetrics {
         for result in ["success", "rolled_back", "load_failed", "refused"] {
             self.swaps.with_label_values(&[name, result]);
         }
+        for status in ERROR_STATUSES {
+            self.bus_errors.with_label_values(&[name, status.name()]);
+        }
+    }
+
+    /// Counts one message to `to` that ended with `status` (not OK).
+    pub fn count_error(&self, to: &str, status: Status) {
+        self.bus_errors
+            .with_label_values(&[to, status.name()])
+            .inc();
     }
 }
+
+/// The statuses of a failed delivery, each a series from a plugin's start.
+const ERROR_STATUSES: [Status; 8] = [
+    Status::ERROR,
+    Status::PANICKED,
+    Status::UNKNOWN_KIND,
+    Status::UNAVAILABLE,
+    Status::TIMEOUT,
+    Status::FATAL,
+    Status::REENTRANT,
+    Status::BAD_MESSAGE,
+];
 
 /// Bus metric handles of one (from, to, kind).
 #[derive(Clone)]
