@@ -417,6 +417,19 @@ fn every_dashboard_query_should_return_data_from_prometheus() -> Result<()> {
 
     let (status, exposition) = c.kernel.get("/metrics")?;
     assert_eq!(status, 200, "{exposition}");
+    let mut seen = BTreeSet::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let (name, labels) = sample(line)?;
+        assert!(
+            name.starts_with("kubernel_")
+                || name.starts_with("process_")
+                || labels
+                    .iter()
+                    .any(|(k, _)| k == "plugin" || k == "kubernel_plugin"),
+            "{line}: a component's sample without its plugin label"
+        );
+        assert!(seen.insert((name, labels)), "{line}: series exported twice");
+    }
     let exported = families(&exposition);
     let mut unknown = BTreeSet::new();
     for (place, _, query) in &all {
@@ -437,6 +450,55 @@ fn every_dashboard_query_should_return_data_from_prometheus() -> Result<()> {
         dashboards()?.len(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// A sample line's metric name and labels (sorted by name).
+fn sample(line: &str) -> Result<(String, Vec<(String, String)>)> {
+    let Some((name, rest)) = line.split_once('{') else {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        return Ok((name.to_string(), Vec::new()));
+    };
+    let mut labels = Vec::new();
+    let mut chars = rest.chars();
+    loop {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        let key = key.trim_start_matches(',').to_string();
+        if key.starts_with('}') || key.is_empty() {
+            break;
+        }
+        if chars.next() != Some('"') {
+            bail!("{line}: label {key} has no quoted value");
+        }
+        let mut value = String::new();
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            match c {
+                _ if escaped => {
+                    value.push(c);
+                    escaped = false;
+                }
+                '\\' => escaped = true,
+                '"' => break,
+                _ => value.push(c),
+            }
+        }
+        labels.push((key, value));
+    }
+    labels.sort();
+    Ok((name.to_string(), labels))
+}
+
+#[test]
+fn sample_should_read_name_and_sorted_labels() -> Result<()> {
+    assert_eq!(
+        sample(r#"x_total{b="1,}",a="q\"t"} 3"#)?,
+        (
+            "x_total".to_string(),
+            vec![("a".into(), "q\"t".into()), ("b".into(), "1,}".into())]
+        )
+    );
+    assert_eq!(sample("up 1")?, ("up".to_string(), vec![]));
     Ok(())
 }
 
