@@ -105,6 +105,14 @@ impl Prometheus {
         Ok(data["result"].as_array().map_or(0, Vec::len))
     }
 
+    /// The value of a query that returns one series, if it does.
+    fn value(&self, query: &str) -> Result<Option<f64>> {
+        let data = self.get(&format!("/api/v1/query?query={}", encode(query)))?;
+        Ok(data["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// Series a range query from `start` (Unix seconds) to now returns, at 1 s
     /// steps: what Grafana asks for annotations over the dashboard's time range.
     fn series_over(&self, query: &str, start: f64) -> Result<usize> {
@@ -406,6 +414,30 @@ fn every_dashboard_query_should_return_data_from_prometheus() -> Result<()> {
             families(&exposition).keys().collect::<Vec<_>>()
         );
     }
+
+    // The controller-manager's object metrics follow the cluster.
+    let nodes_ready = r#"sum(kube_node_status_condition{condition="Ready",status="true"})"#;
+    let sim_available = r#"sum(kube_deployment_status_replicas_available{deployment="sim"})"#;
+    let running = r#"sum(kube_pod_status_phase{phase="Running"})"#;
+    let mut values = Vec::new();
+    let counted = eventually(Duration::from_secs(20), "the kube_* values", || {
+        values = vec![
+            prom.value(nodes_ready)?,
+            prom.value(sim_available)?,
+            prom.value(running)?,
+        ];
+        Ok(values
+            == [
+                Some(4.0),
+                Some(SIM_REPLICAS as f64),
+                Some(SIM_REPLICAS as f64 + 1.0),
+            ])
+    });
+    assert!(
+        counted.is_ok(),
+        "4 nodes Ready, {SIM_REPLICAS} sim pods available, {} pods Running: got {values:?}",
+        SIM_REPLICAS + 1
+    );
 
     // The whole exposition is accepted (a duplicated label would fail the scrape).
     let (health, last_error) = prom.target()?;
