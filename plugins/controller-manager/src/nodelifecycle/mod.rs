@@ -100,6 +100,7 @@ fn zone_of(node: &Node) -> String {
 impl NodeLifecycle {
     /// One pass over every node.
     async fn monitor(&mut self) {
+        let pass = std::time::Instant::now();
         let nodes = self.nodes.list();
         self.health.retain(|name, _| {
             nodes
@@ -110,9 +111,18 @@ impl NodeLifecycle {
         let mut statuses = Vec::new();
         for node in nodes {
             let name = node.metadata.name.clone().unwrap_or_default();
-            let status = match self.check_health(&node).await {
+            let started = std::time::Instant::now();
+            let checked = self.check_health(&node).await;
+            self.metrics
+                .node_health_duration
+                .observe(started.elapsed().as_secs_f64());
+            let status = match checked {
                 Ok(s) => s,
                 Err(e) => {
+                    self.metrics
+                        .node_lifecycle_errors
+                        .with_label_values(&["health"])
+                        .inc();
                     tracing::warn!(node = %name, error = %e, "node health update failed");
                     ready_status(&node).to_string()
                 }
@@ -128,10 +138,17 @@ impl NodeLifecycle {
         let states = self.zone_states(&per_zone);
         for (node, status) in &statuses {
             if let Err(e) = self.sync_taints(node, status).await {
+                self.metrics
+                    .node_lifecycle_errors
+                    .with_label_values(&["taints"])
+                    .inc();
                 tracing::warn!(error = %e, "node taint update failed");
             }
         }
         self.evict(&states).await;
+        self.metrics
+            .monitor_duration
+            .observe(pass.elapsed().as_secs_f64());
     }
 
     /// Marks the node Unknown after the grace period without heartbeats; returns its Ready status.
