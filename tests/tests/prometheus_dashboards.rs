@@ -295,7 +295,12 @@ fn every_dashboard_query_should_return_data_from_prometheus() -> Result<()> {
                 component_lib("scheduler-binpack").display()
             ),
         ),
-        component_entry("controller-manager", "controller-manager", "controllers = [\"*\"]"),
+        // As config/all-in-one.toml: every controller, node IPAM on.
+        component_entry(
+            "controller-manager",
+            "controller-manager",
+            "controllers = [\"*\"]\nallocate_node_cidrs = true\ncluster_cidr = \"10.244.0.0/16\"\nnode_cidr_mask_size = 24",
+        ),
         component_entry(
             "kubelet",
             "kubelet",
