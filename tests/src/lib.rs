@@ -694,6 +694,11 @@ impl Etcd {
         Ok(etcd)
     }
 
+    /// The etcd process' id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills etcd with SIGKILL (its data stays for [`Etcd::restart`]).
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -37,15 +37,25 @@ fn main() -> Result<()> {
         "storage = \"etcd\"\netcd_endpoints = [\"{}\"]\n",
         etcd.endpoint
     );
-    let on_etcd = runtime.block_on(KernelProcess::start(&release, &storage)?.create_pods())?;
+    let kernel = KernelProcess::start(&release, &storage)?;
+    let meter = Meter::start(&[kernel.child.id(), pid(&etcd)?, std::process::id()]);
+    let on_etcd = runtime.block_on(kernel.create_pods())?;
+    let on_etcd_cpu = meter.stop();
+    drop(kernel);
     let value = runtime.block_on(stored_pod(&etcd.endpoint))?;
     drop(etcd);
 
     let etcd = Etcd::start()?;
+    let meter = Meter::start(&[0, pid(&etcd)?, std::process::id()]);
     let raw = runtime.block_on(raw_puts(&etcd.endpoint, &value))?;
+    let raw_cpu = meter.stop();
     drop(etcd);
 
-    let embedded = runtime.block_on(KernelProcess::start(&release, "")?.create_pods())?;
+    let kernel = KernelProcess::start(&release, "")?;
+    let meter = Meter::start(&[kernel.child.id(), 0, std::process::id()]);
+    let embedded = runtime.block_on(kernel.create_pods())?;
+    let embedded_cpu = meter.stop();
+    drop(kernel);
 
     println!(
         "\n{CLIENTS} clients, {WRITES} writes per phase, stored pod value {} bytes\n",
@@ -71,7 +81,97 @@ fn main() -> Result<()> {
         "\nkubernel on etcd / raw etcd puts: {:.0}% (target at least 50%)",
         100.0 * on_etcd.rate() / raw.rate()
     );
+    // CPU time per write does not depend on what else the machine runs; the writes
+    // per second the machine's cores could sustain follow from it.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!("\nCPU per write (user + system, from /proc/<pid>/stat)\n");
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "phase", "kubernel", "etcd", "client", "total", "writes/s on"
+    );
+    println!(
+        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        format!("{cores} cores")
+    );
+    for (name, cpu, run) in [
+        ("kubernel pod creates on etcd", &on_etcd_cpu, &on_etcd),
+        ("raw etcd puts (etcd-client)", &raw_cpu, &raw),
+        ("kubernel pod creates on embedded", &embedded_cpu, &embedded),
+    ] {
+        let per_write: Vec<f64> = cpu
+            .iter()
+            .map(|used| used.as_secs_f64() * 1e6 / run.latencies.len().max(1) as f64)
+            .collect();
+        let total: f64 = per_write.iter().sum();
+        let cell = |i: usize| format!("{:.0} us", per_write.get(i).copied().unwrap_or(0.0));
+        println!(
+            "{name:<34} {:>9} {:>9} {:>9} {:>9} {:>12.0}",
+            cell(0),
+            cell(1),
+            cell(2),
+            format!("{total:.0} us"),
+            cores as f64 * 1e6 / total.max(1e-9)
+        );
+    }
     Ok(())
+}
+
+/// The etcd process' id.
+fn pid(etcd: &Etcd) -> Result<u32> {
+    etcd.pid().ok_or_else(|| "etcd is not running".into())
+}
+
+/// CPU time used by a few processes between [`Meter::start`] and [`Meter::stop`].
+struct Meter {
+    pids: Vec<u32>,
+    before: Vec<Duration>,
+}
+
+impl Meter {
+    /// Starts metering `pids` (0: none, reported as zero).
+    fn start(pids: &[u32]) -> Meter {
+        Meter {
+            pids: pids.to_vec(),
+            before: pids.iter().map(|&pid| cpu_time(pid)).collect(),
+        }
+    }
+
+    /// The CPU time each process used since the start, in the order given.
+    fn stop(self) -> Vec<Duration> {
+        self.pids
+            .iter()
+            .zip(&self.before)
+            .map(|(&pid, before)| cpu_time(pid).saturating_sub(*before))
+            .collect()
+    }
+}
+
+/// User plus system CPU time of process `pid` so far (zero for pid 0 or when
+/// `/proc` cannot tell).
+fn cpu_time(pid: u32) -> Duration {
+    if pid == 0 {
+        return Duration::ZERO;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // proc(5): after the command in parentheses, field 3 (state) comes first;
+    // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// Builds the binary and plugin in release; returns the directory holding them.
@@ -222,8 +322,8 @@ impl KernelProcess {
     }
 
     /// Creates `WRITES` pods in `default` from `CLIENTS` tasks, each with its own
-    /// keep-alive connection; stops the kernel afterwards.
-    async fn create_pods(self) -> Result<Run> {
+    /// keep-alive connection.
+    async fn create_pods(&self) -> Result<Run> {
         let started = Instant::now();
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|client| {
