@@ -248,6 +248,24 @@ fn nftables_proxy_should_balance_cluster_ip_and_node_port_traffic() -> Result<()
     let rules = nft_rules()?;
     assert!(rules.contains("numgen inc mod 2"), "{rules}");
 
+    // kube-proxy's sync metrics count the syncs and the changes they applied.
+    let (_, metrics) = c.kernel.get("/metrics")?;
+    for series in [
+        "kubeproxy_sync_proxy_rules_duration_seconds_count",
+        "kubeproxy_sync_proxy_rules_service_changes_total",
+        "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    ] {
+        let value = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{series} ")) || l.starts_with(&format!("{series}{{"))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        assert!(value > 0.0, "{series} = {value}");
+    }
+
     // sh: one client address, one endpoint.
     let (code, text) = c.kernel.send_json(
         "PUT",
