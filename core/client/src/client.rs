@@ -127,6 +127,10 @@ impl Client {
         if let Some(token) = &self.inner.token {
             b = b.bearer_auth(token);
         }
+        #[cfg(feature = "otel")]
+        if let Some(traceparent) = traceparent() {
+            b = b.header("traceparent", traceparent);
+        }
         b
     }
 
@@ -255,4 +259,21 @@ fn api_error(method: &str, path: &str, code: u16, body: &[u8]) -> ClientError {
         message: text("message")
             .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect()),
     }
+}
+
+/// The W3C `traceparent` of the current span when it is exported over OpenTelemetry,
+/// so that the apiserver's span of the request becomes its child.
+#[cfg(feature = "otel")]
+fn traceparent() -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let cx = tracing::Span::current().context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
 }

@@ -52,7 +52,7 @@ impl<P: Plugin> Entry for Hosted<P> {
     fn init(host: HostVtable, config: &[u8]) -> Result<Self, String> {
         let params: InitParams = serde_json::from_slice(config)
             .map_err(|e| format!("init parameters from the kernel: {e}"))?;
-        logging::install(host, &params.log_filter);
+        logging::install(host, &params.log_filter, &params.name);
         let ctx = Context::new(host, params.name, params.data_dir)?;
         let config = parse_config::<P>(params.config)?;
         let plugin = P::init(ctx.clone(), config).map_err(|e| e.to_string())?;

@@ -1,8 +1,13 @@
-//! Forwards the plugin's `tracing` events and panics to the kernel's log through the host vtable.
+//! Forwards the plugin's `tracing` events and panics to the kernel's log through the host
+//! vtable and, with the `otlp` feature, exports the plugin's spans over OTLP/HTTP.
 //!
 //! The plugin has its own copy of `tracing` and of std's panic hook, so the host's
 //! subscriber and hook never see them; this module installs, in the plugin's copy,
-//! a subscriber layer and a panic hook that call `HostVtable::log`.
+//! a subscriber layer and a panic hook that call `HostVtable::log`. The host's
+//! exporter never sees the plugin's spans either, so when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! is set the plugin's copy gets an exporter of its own (service `kubernel`, resource
+//! attribute `kubernel.plugin` = the instance name). Without it no layer wants spans,
+//! so `tracing` disables every span callsite and spans cost nothing.
 
 use std::fmt::Write as _;
 use std::sync::{Once, RwLock};
@@ -10,6 +15,7 @@ use std::sync::{Once, RwLock};
 use kubernel_abi::{level, Bytes, HostVtable};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -18,14 +24,29 @@ static HOST: RwLock<Option<HostVtable>> = RwLock::new(None);
 static INSTALL: Once = Once::new();
 
 /// Points log forwarding at `host` and installs the subscriber and panic hook once.
-pub(crate) fn install(host: HostVtable, filter: &str) {
+///
+/// `name` is the instance name, which the span exporter (installed with the
+/// subscriber, so by the first instance of this library copy) puts in its resource.
+pub(crate) fn install(host: HostVtable, filter: &str, name: &str) {
     if let Ok(mut current) = HOST.write() {
         *current = Some(host);
     }
     let filter = filter.to_string();
+    let name = name.to_string();
     INSTALL.call_once(move || {
-        let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-        let subscriber = tracing_subscriber::registry().with(HostLayer.with_filter(filter));
+        let env_filter = || EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+        // The host layer only forwards events: spans are left to the exporter.
+        let events = env_filter().and(filter_fn(|meta| meta.is_event()));
+        #[cfg(feature = "otlp")]
+        let otel = otlp::layer(&name).map(|layer| layer.with_filter(env_filter()));
+        #[cfg(not(feature = "otlp"))]
+        let otel: Option<tracing_subscriber::layer::Identity> = {
+            let _ = name;
+            None
+        };
+        let subscriber = tracing_subscriber::registry()
+            .with(otel)
+            .with(HostLayer.with_filter(events));
         // Fails only when this library copy already has a subscriber, which keeps working.
         let _ = tracing::subscriber::set_global_default(subscriber);
         std::panic::set_hook(Box::new(|info| {
@@ -50,11 +71,133 @@ pub(crate) fn install(host: HostVtable, filter: &str) {
     });
 }
 
-/// Stops forwarding for `host` when its instance shuts down.
+/// Stops forwarding for `host` when its instance shuts down, and sends the spans
+/// its instance ended.
+///
+/// The exporter stays: the library is never unloaded, and an instance restarted in
+/// this copy keeps using it.
 pub(crate) fn detach(host: &HostVtable) {
+    #[cfg(feature = "otlp")]
+    otlp::flush();
     if let Ok(mut current) = HOST.write() {
         if current.is_some_and(|h| h.ctx == host.ctx) {
             *current = None;
+        }
+    }
+}
+
+/// The W3C `traceparent` of the current span, when spans are exported and one is open.
+pub fn traceparent() -> Option<String> {
+    #[cfg(feature = "otlp")]
+    {
+        otlp::traceparent()
+    }
+    #[cfg(not(feature = "otlp"))]
+    None
+}
+
+/// Makes `span` a child of the span a W3C `traceparent` names (sent by another
+/// plugin or client); ignored when spans are not exported or the value is invalid.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    #[cfg(feature = "otlp")]
+    otlp::set_remote_parent(span, traceparent);
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, traceparent);
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    const TRACEPARENT: &str = "traceparent";
+
+    /// This library copy's span exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    type OtelLayer = tracing_opentelemetry::OpenTelemetryLayer<
+        tracing_subscriber::Registry,
+        opentelemetry_sdk::trace::Tracer,
+    >;
+
+    /// An OTLP/HTTP span exporter layer when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub(super) fn layer(plugin: &str) -> Option<OtelLayer> {
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())?;
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                // The subscriber is not installed yet: straight to the host's log.
+                super::forward(
+                    kubernel_abi::level::WARN,
+                    "otlp",
+                    &format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}: spans of this plugin not exported: {e}"),
+                    "",
+                );
+                return None;
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("kubernel")
+            .with_attribute(opentelemetry::KeyValue::new(
+                "kubernel.plugin",
+                plugin.to_string(),
+            ))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("kubernel");
+        let _ = PROVIDER.set(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    /// Exports the spans ended so far.
+    pub(super) fn flush() {
+        if let Some(p) = PROVIDER.get() {
+            if let Err(e) = p.force_flush() {
+                super::forward(
+                    kubernel_abi::level::WARN,
+                    "otlp",
+                    &format!("flushing spans: {e}"),
+                    "",
+                );
+            }
+        }
+    }
+
+    pub(super) fn traceparent() -> Option<String> {
+        PROVIDER.get()?;
+        let cx = tracing::Span::current().context();
+        if !cx.span().span_context().is_valid() {
+            return None;
+        }
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+        carrier.remove(TRACEPARENT)
+    }
+
+    pub(super) fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+        if PROVIDER.get().is_none() || traceparent.is_empty() {
+            return;
+        }
+        let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        if cx.span().span_context().is_valid() {
+            let _ = span.set_parent(cx);
         }
     }
 }
