@@ -147,6 +147,9 @@ impl Server {
         if !req.accept.is_empty() {
             builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
         }
+        if !req.traceparent.is_empty() {
+            builder = builder.header("traceparent", req.traceparent.as_str());
+        }
         let request = match builder.body(axum::body::Body::from(req.body)) {
             Ok(r) => r,
             Err(e) => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kubernel_client::{CancellationToken, Change, ObjectResource, WorkQueue};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument as _;
 
 /// What a reconcile asks for once it succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +83,24 @@ pub fn run_workers<F, Fut, E>(
         let reconcile = reconcile.clone();
         tokio::spawn(async move {
             while let Some(key) = queue.get().await {
-                match reconcile(key.clone()).await {
+                let span = tracing::info_span!(
+                    "reconcile",
+                    otel.name = %format_args!("reconcile {controller}"),
+                    controller,
+                    key = key.as_str(),
+                    result = tracing::field::Empty,
+                );
+                let result = reconcile(key.clone()).instrument(span.clone()).await;
+                span.record(
+                    "result",
+                    match &result {
+                        Ok(Action::AwaitChange) => "success",
+                        Ok(Action::Requeue(_)) => "requeue",
+                        Err(_) => "error",
+                    },
+                );
+                drop(span);
+                match result {
                     Ok(Action::AwaitChange) => queue.forget(&key),
                     Ok(Action::Requeue(after)) => {
                         queue.forget(&key);

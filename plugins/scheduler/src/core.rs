@@ -379,6 +379,23 @@ impl Scheduler {
                 continue;
             }
             let started = Instant::now();
+            let span = tracing::info_span!(
+                "scheduling_cycle",
+                pod = %pod.key(),
+                profile = %pod.scheduler_name,
+                result = tracing::field::Empty,
+                node = tracing::field::Empty,
+                evaluated_nodes = tracing::field::Empty,
+                feasible_nodes = tracing::field::Empty,
+                pre_filter_seconds = tracing::field::Empty,
+                filter_seconds = tracing::field::Empty,
+                post_filter_seconds = tracing::field::Empty,
+                pre_score_seconds = tracing::field::Empty,
+                score_seconds = tracing::field::Empty,
+                reserve_seconds = tracing::field::Empty,
+                permit_seconds = tracing::field::Empty,
+            );
+            let _cycle = span.enter();
             let fw = self.profiles[pi].framework.clone();
             self.cache.refresh_columns();
             self.cycles += 1;
@@ -392,7 +409,10 @@ impl Scheduler {
             let profile = fw.profile().to_string();
             let placement = match schedule_pod(&fw, ctx, &mut state, &pod) {
                 Ok(p) => p,
-                Err(Failure::Error(s)) => return Some(self.fail(q, &profile, started, s, now)),
+                Err(Failure::Error(s)) => {
+                    span.record("result", "error");
+                    return Some(self.fail(q, &profile, started, s, now));
+                }
                 Err(Failure::Unschedulable {
                     message,
                     reasons,
@@ -435,6 +455,7 @@ impl Scheduler {
                     let mut q = q;
                     q.unschedulable_plugins = plugins;
                     self.queue.requeue(q, false, now);
+                    span.record("result", "unschedulable");
                     self.record_attempt("unschedulable", &profile, started);
                     return Some(ScheduleOutcome::Unschedulable(UnschedulablePod {
                         pod,
@@ -450,12 +471,14 @@ impl Scheduler {
             };
             let node = self.cache.node(placement.slot).name.clone();
             if let Err(e) = self.cache.assume_pod(pod.clone(), &node) {
+                span.record("result", "error");
                 return Some(self.fail(q, &profile, started, Status::error(e.to_string()), now));
             }
             self.cache.remove_nominated(&pod.uid);
             let s = fw.run_reserve(&mut state, &pod, &node);
             if !s.is_success() {
                 let _ = self.cache.forget_pod(&pod.uid);
+                span.record("result", "error");
                 return Some(self.fail(q, &profile, started, s, now));
             }
             let (s, waits) = fw.run_permit(&mut state, &pod, &node);
@@ -463,9 +486,11 @@ impl Scheduler {
                 fw.run_unreserve(&mut state, &pod, &node);
                 let _ = self.cache.forget_pod(&pod.uid);
                 if s.code() == Code::Error {
+                    span.record("result", "error");
                     return Some(self.fail(q, &profile, started, s, now));
                 }
                 self.queue.requeue(q, false, now);
+                span.record("result", "unschedulable");
                 self.record_attempt("unschedulable", &profile, started);
                 return Some(ScheduleOutcome::Unschedulable(UnschedulablePod {
                     pod,
@@ -480,6 +505,10 @@ impl Scheduler {
             }
             // Upstream adds the pod to the waiting map before the binding cycle starts, so
             // a later pod's Permit may already allow it.
+            span.record("result", "scheduled");
+            span.record("node", node.as_str());
+            span.record("evaluated_nodes", placement.evaluated);
+            span.record("feasible_nodes", placement.feasible);
             let waiting = (s.code() == Code::Wait).then(|| {
                 let wp = WaitingPod::new(pod.clone(), &node, waits, now);
                 self.waiting.add(wp.clone());

@@ -48,6 +48,22 @@ impl Point {
     pub fn label(self) -> &'static str {
         EXTENSION_POINTS[self as usize]
     }
+
+    /// The field of the `scheduling_cycle` span that gets this point's duration.
+    pub fn span_field(self) -> &'static str {
+        [
+            "pre_filter_seconds",
+            "filter_seconds",
+            "post_filter_seconds",
+            "pre_score_seconds",
+            "score_seconds",
+            "reserve_seconds",
+            "permit_seconds",
+            "pre_bind_seconds",
+            "bind_seconds",
+            "post_bind_seconds",
+        ][self as usize]
+    }
 }
 
 /// All scheduler metrics.
@@ -203,6 +219,8 @@ impl PointTimers {
     /// Records that `point` took `elapsed` and ended with `code`.
     pub fn observe(&self, point: Point, code: Code, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
+        // Into the scheduling cycle's span, when it is open and exported.
+        tracing::Span::current().record(point.span_field(), secs);
         if code == Code::Success {
             self.success[point as usize].observe(secs);
         } else {

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use kubernel_sdk::CancellationToken;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::allocator::ServiceAllocator;
 use crate::config::ApiServerConfig;
@@ -175,9 +176,38 @@ pub async fn dispatch(
         Err(e) => return negotiate::error(&e),
     };
     let started = Instant::now();
-    let response = handle(&state, &info, &query, &headers, body).await;
-    record(&state, &info, response.status().as_u16(), started);
+    let span = request_span(&info, &headers);
+    let response = handle(&state, &info, &query, &headers, body)
+        .instrument(span.clone())
+        .await;
+    let code = response.status().as_u16();
+    span.record("code", code);
+    record(&state, &info, code, started);
     response
+}
+
+/// The span of one API request (exported when OTLP is on), a child of the caller's
+/// span when the request carries a W3C `traceparent` header.
+fn request_span(info: &RequestInfo, headers: &HeaderMap) -> tracing::Span {
+    let r = info.resource;
+    let verb = info.verb.metrics_name();
+    let span = tracing::info_span!(
+        "api_request",
+        otel.name = %format_args!("{verb} {}", r.plural),
+        otel.kind = "server",
+        verb,
+        group = r.group,
+        version = r.version,
+        resource = r.plural,
+        subresource = info.subresource.as_str(),
+        namespace = info.namespace.as_str(),
+        name = info.name.as_str(),
+        code = tracing::field::Empty,
+    );
+    if let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        kubernel_sdk::set_remote_parent(&span, parent);
+    }
+    span
 }
 
 fn record(state: &ApiState, info: &RequestInfo, code: u16, started: Instant) {

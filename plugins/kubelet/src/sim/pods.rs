@@ -19,6 +19,7 @@ use kubernel_client::{
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::pod_view::{key_of, Phase, PodView};
 use super::Shared;
@@ -229,7 +230,22 @@ impl Pods {
         while let Some(key) = self.queue.get().await {
             let pending = self.pending.lock().remove(&key);
             if let Some(p) = pending {
-                match self.sync(&key, &p).await {
+                let span = tracing::info_span!(
+                    "pod_sync",
+                    pod = &*key,
+                    node = tracing::field::Empty,
+                    deleted = matches!(p.observed, Observed::Gone { .. }),
+                    error = tracing::field::Empty,
+                );
+                if let (false, Observed::Present(pod)) = (span.is_disabled(), &p.observed) {
+                    span.record("node", self.shared.fleet.name(pod.node));
+                }
+                let result = self.sync(&key, &p).instrument(span.clone()).await;
+                if let Err(e) = &result {
+                    span.record("error", tracing::field::display(e));
+                }
+                drop(span);
+                match result {
                     Ok(()) => self.queue.forget(&key),
                     Err(e) if e.is_retryable() => {
                         tracing::debug!(error = %e, "pod sync failed; retrying");

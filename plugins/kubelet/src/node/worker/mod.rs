@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod};
 use kubernel_client::{Api, EventRecorder, Patch};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument as _;
 
 mod containers;
 mod terminate;
@@ -220,7 +221,13 @@ impl Worker {
                         Operation::Sync
                     };
                     self.due = None;
-                    self.sync(&pod).await;
+                    let span = tracing::info_span!(
+                        "pod_sync",
+                        pod = self.key.as_str(),
+                        node = self.shared.node_name.as_str(),
+                        create = op == Operation::Create,
+                    );
+                    self.sync(&pod).instrument(span).await;
                     self.shared
                         .metrics
                         .observe_worker(op, started.elapsed().as_secs_f64());
