@@ -290,6 +290,8 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
                 && s.attr("result") == "scheduled"
                 && !s.attr("node").is_empty()
                 && s.attributes.contains_key("filter_seconds")
+                && s.attr("plugin_durations")
+                    .contains("Filter/NodeResourcesFit=")
         }),
         ("the kubelet's sync of the Deployment's pod", |s| {
             s.plugin == "kubelet"
@@ -341,6 +343,9 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
         m
     });
     eprintln!("{} spans received: {seen:?}", spans.len());
+    if let Some(cycle) = spans.iter().find(|s| s.name == "scheduling_cycle") {
+        eprintln!("scheduling cycle: {:?}", cycle.attributes);
+    }
     let status = k.terminate(Duration::from_secs(20))?;
     assert!(status.success(), "{}", k.logs());
     Ok(())

@@ -394,6 +394,7 @@ impl Scheduler {
                 score_seconds = tracing::field::Empty,
                 reserve_seconds = tracing::field::Empty,
                 permit_seconds = tracing::field::Empty,
+                plugin_durations = tracing::field::Empty,
             );
             let _cycle = span.enter();
             let fw = self.profiles[pi].framework.clone();
@@ -401,6 +402,9 @@ impl Scheduler {
             self.cycles += 1;
             let mut state = CycleState::new();
             state.record_plugin_metrics = self.cycles.is_multiple_of(PLUGIN_METRICS_SAMPLE_EVERY);
+            if !span.is_disabled() {
+                state.plugin_times = Some(crate::framework::PluginTimes::default());
+            }
             let ctx = CycleContext {
                 cache: &self.cache,
                 next_start: &mut self.next_start,
@@ -411,6 +415,7 @@ impl Scheduler {
                 Ok(p) => p,
                 Err(Failure::Error(s)) => {
                     span.record("result", "error");
+                    record_plugin_times(&span, &state);
                     return Some(self.fail(q, &profile, started, s, now));
                 }
                 Err(Failure::Unschedulable {
@@ -456,6 +461,7 @@ impl Scheduler {
                     q.unschedulable_plugins = plugins;
                     self.queue.requeue(q, false, now);
                     span.record("result", "unschedulable");
+                    record_plugin_times(&span, &state);
                     self.record_attempt("unschedulable", &profile, started);
                     return Some(ScheduleOutcome::Unschedulable(UnschedulablePod {
                         pod,
@@ -472,6 +478,7 @@ impl Scheduler {
             let node = self.cache.node(placement.slot).name.clone();
             if let Err(e) = self.cache.assume_pod(pod.clone(), &node) {
                 span.record("result", "error");
+                record_plugin_times(&span, &state);
                 return Some(self.fail(q, &profile, started, Status::error(e.to_string()), now));
             }
             self.cache.remove_nominated(&pod.uid);
@@ -479,6 +486,7 @@ impl Scheduler {
             if !s.is_success() {
                 let _ = self.cache.forget_pod(&pod.uid);
                 span.record("result", "error");
+                record_plugin_times(&span, &state);
                 return Some(self.fail(q, &profile, started, s, now));
             }
             let (s, waits) = fw.run_permit(&mut state, &pod, &node);
@@ -487,10 +495,12 @@ impl Scheduler {
                 let _ = self.cache.forget_pod(&pod.uid);
                 if s.code() == Code::Error {
                     span.record("result", "error");
+                    record_plugin_times(&span, &state);
                     return Some(self.fail(q, &profile, started, s, now));
                 }
                 self.queue.requeue(q, false, now);
                 span.record("result", "unschedulable");
+                record_plugin_times(&span, &state);
                 self.record_attempt("unschedulable", &profile, started);
                 return Some(ScheduleOutcome::Unschedulable(UnschedulablePod {
                     pod,
@@ -506,6 +516,7 @@ impl Scheduler {
             // Upstream adds the pod to the waiting map before the binding cycle starts, so
             // a later pod's Permit may already allow it.
             span.record("result", "scheduled");
+            record_plugin_times(&span, &state);
             span.record("node", node.as_str());
             span.record("evaluated_nodes", placement.evaluated);
             span.record("feasible_nodes", placement.feasible);
@@ -645,3 +656,10 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests;
+
+/// Puts the time each plugin took in this cycle into the cycle's span.
+fn record_plugin_times(span: &tracing::Span, state: &CycleState) {
+    if let Some(times) = &state.plugin_times {
+        span.record("plugin_durations", times.summary());
+    }
+}

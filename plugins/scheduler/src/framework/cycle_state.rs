@@ -1,7 +1,11 @@
 //! `CycleState`: data plugins share within one pod's scheduling and binding cycle.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::Status;
 
@@ -43,6 +47,9 @@ pub struct CycleState {
     pub(crate) skip_score: u64,
     /// Whether this cycle records per-plugin durations (sampled).
     pub(crate) record_plugin_metrics: bool,
+    /// Time spent in each plugin at each extension point, kept when the cycle's span
+    /// is exported (shared with the copies made for what-if filtering).
+    pub(crate) plugin_times: Option<PluginTimes>,
 }
 
 impl std::fmt::Debug for CycleState {
@@ -64,6 +71,7 @@ impl Clone for CycleState {
             skip_filter: self.skip_filter,
             skip_pre_filter: self.skip_pre_filter,
             skip_score: self.skip_score,
+            plugin_times: self.plugin_times.clone(),
             record_plugin_metrics: self.record_plugin_metrics,
         }
     }
@@ -120,5 +128,33 @@ mod tests {
             Some(&7),
             "the original is untouched"
         );
+    }
+}
+
+/// Time per (extension point, plugin) within one scheduling cycle, summed over the
+/// calls (a Filter plugin runs once per chunk of nodes, maybe on several threads).
+#[derive(Clone, Default)]
+pub struct PluginTimes(Arc<Mutex<BTreeMap<(&'static str, String), Duration>>>);
+
+impl PluginTimes {
+    /// Adds `elapsed` to `plugin` at `point`.
+    pub fn add(&self, point: &'static str, plugin: &str, elapsed: Duration) {
+        let mut times = self.0.lock();
+        match times.get_mut(&(point, plugin.to_string())) {
+            Some(t) => *t += elapsed,
+            None => {
+                times.insert((point, plugin.to_string()), elapsed);
+            }
+        }
+    }
+
+    /// `Point/Plugin=duration` pairs (e.g. `Filter/NodeName=1.2µs`), space-separated, in point and plugin order.
+    pub fn summary(&self) -> String {
+        self.0
+            .lock()
+            .iter()
+            .map(|((point, plugin), t)| format!("{point}/{plugin}={t:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }

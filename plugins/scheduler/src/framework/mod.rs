@@ -15,7 +15,7 @@ mod status;
 mod types;
 mod waiting_pods;
 
-pub use cycle_state::CycleState;
+pub use cycle_state::{CycleState, PluginTimes};
 pub use fit_error::FitError;
 pub use interface::{
     BindPlugin, FilterPlugin, PermitPlugin, Plugin, PostBindPlugin, PostFilterPlugin,

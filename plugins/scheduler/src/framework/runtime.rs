@@ -90,15 +90,21 @@ impl Framework {
         point: Point,
         f: impl FnOnce() -> (R, Code),
     ) -> R {
-        if !state.record_plugin_metrics {
+        if !state.record_plugin_metrics && state.plugin_times.is_none() {
             return f().0;
         }
         let start = Instant::now();
         let (r, code) = f();
-        self.metrics
-            .plugin_duration
-            .with_label_values(&[plugin, point.label(), code.as_str()])
-            .observe(start.elapsed().as_secs_f64());
+        let elapsed = start.elapsed();
+        if state.record_plugin_metrics {
+            self.metrics
+                .plugin_duration
+                .with_label_values(&[plugin, point.label(), code.as_str()])
+                .observe(elapsed.as_secs_f64());
+        }
+        if let Some(times) = &state.plugin_times {
+            times.add(point.label(), plugin, elapsed);
+        }
         r
     }
 
@@ -114,13 +120,19 @@ impl Framework {
         let mut narrowed_by = Vec::new();
         let mut outcome = Status::success();
         for (at, p) in self.pre_filter.iter().enumerate() {
-            let (r, s) = if state.record_plugin_metrics {
+            let (r, s) = if state.record_plugin_metrics || state.plugin_times.is_some() {
                 let t = Instant::now();
                 let out = p.pre_filter(state, pod, nodes);
-                self.metrics
-                    .plugin_duration
-                    .with_label_values(&[p.name(), "PreFilter", out.1.code().as_str()])
-                    .observe(t.elapsed().as_secs_f64());
+                let elapsed = t.elapsed();
+                if state.record_plugin_metrics {
+                    self.metrics
+                        .plugin_duration
+                        .with_label_values(&[p.name(), "PreFilter", out.1.code().as_str()])
+                        .observe(elapsed.as_secs_f64());
+                }
+                if let Some(times) = &state.plugin_times {
+                    times.add(Point::PreFilter.label(), p.name(), elapsed);
+                }
                 out
             } else {
                 p.pre_filter(state, pod, nodes)
