@@ -350,3 +350,42 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
     assert!(status.success(), "{}", k.logs());
     Ok(())
 }
+
+#[test]
+fn a_plugin_should_send_its_spans_when_it_stops() -> Result<()> {
+    let (endpoint, received) = collector()?;
+    let port = free_port()?;
+    let config = format!(
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {port}\n",
+        kernel_section(),
+        apiserver_lib().display(),
+    );
+    // Batches every 60 s: the create's span can only come with the flush at shutdown.
+    let mut k = Kernel::start(
+        &config,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+    )?;
+    let kubeconfig = k.data_dir().join("admin.kubeconfig");
+    kubectl(&kubeconfig, &["create", "configmap", "flushed"], "")?;
+    let status = k.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{}", k.logs());
+    let mut spans = Vec::new();
+    while let Ok((_, body)) = received.recv_timeout(Duration::from_secs(2)) {
+        spans.extend(decode(&body)?);
+    }
+    assert!(
+        spans.iter().any(|s| s.plugin == "apiserver"
+            && s.attr("resource") == "configmaps"
+            && s.attr("verb") == "POST"
+            && s.attr("code") == "201"),
+        "the create's span after the apiserver stopped; got {:?}",
+        spans
+            .iter()
+            .map(|s| (&s.plugin, &s.name))
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
