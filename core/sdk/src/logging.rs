@@ -34,21 +34,25 @@ pub(crate) fn install(host: HostVtable, filter: &str, name: &str) {
     let filter = filter.to_string();
     let name = name.to_string();
     INSTALL.call_once(move || {
-        let env_filter = || EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-        // The host layer only forwards events: spans are left to the exporter.
-        let events = env_filter().and(filter_fn(|meta| meta.is_event()));
-        #[cfg(feature = "otlp")]
-        let otel = otlp::layer(&name).map(|layer| layer.with_filter(env_filter()));
-        #[cfg(not(feature = "otlp"))]
-        let otel: Option<tracing_subscriber::layer::Identity> = {
-            let _ = name;
-            None
-        };
-        let subscriber = tracing_subscriber::registry()
-            .with(otel)
-            .with(HostLayer.with_filter(events));
+        let registry = tracing_subscriber::registry();
         // Fails only when this library copy already has a subscriber, which keeps working.
-        let _ = tracing::subscriber::set_global_default(subscriber);
+        // (No `Option` layer: a `None` one would enable every span.)
+        #[cfg(feature = "otlp")]
+        let _ = match otlp::layer(&name) {
+            Some(otel) => tracing::subscriber::set_global_default(
+                registry
+                    .with(otel.with_filter(
+                        EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")),
+                    ))
+                    .with(host_layer(&filter)),
+            ),
+            None => tracing::subscriber::set_global_default(registry.with(host_layer(&filter))),
+        };
+        #[cfg(not(feature = "otlp"))]
+        let _ = {
+            let _ = &name;
+            tracing::subscriber::set_global_default(registry.with(host_layer(&filter)))
+        };
         std::panic::set_hook(Box::new(|info| {
             let location = info
                 .location()
@@ -202,6 +206,16 @@ mod otlp {
     }
 }
 
+/// The layer that forwards events to the host's log. It only takes events: spans
+/// are left to the exporter.
+fn host_layer<S>(filter: &str) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    HostLayer.with_filter(filter.and(filter_fn(|meta| meta.is_event())))
+}
+
 fn forward(lvl: u8, target: &str, message: &str, fields: &str) {
     let Ok(current) = HOST.read() else { return };
     if let Some(host) = *current {
@@ -262,5 +276,86 @@ impl<S: Subscriber> Layer<S> for HostLayer {
         let mut fields = Fields::default();
         event.record(&mut fields);
         forward(lvl, meta.target(), &fields.message, &fields.rest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_void;
+    use std::sync::Mutex;
+
+    use kubernel_abi::{OutBuf, Status};
+
+    use super::*;
+
+    static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    extern "C" fn log(
+        _: *const c_void,
+        _: u8,
+        target: Bytes<'_>,
+        msg: Bytes<'_>,
+        fields: Bytes<'_>,
+    ) {
+        if let Ok(mut logged) = LOGGED.lock() {
+            logged.push(format!(
+                "{}: {} {}",
+                target.to_string_lossy(),
+                msg.to_string_lossy(),
+                fields.to_string_lossy()
+            ));
+        }
+    }
+
+    extern "C" fn message(
+        _: *const c_void,
+        _: Bytes<'_>,
+        _: Bytes<'_>,
+        _: Bytes<'_>,
+        _: &mut OutBuf<'_>,
+    ) -> Status {
+        Status::ERROR
+    }
+
+    extern "C" fn publish(_: *const c_void, _: Bytes<'_>, _: Bytes<'_>) -> Status {
+        Status::ERROR
+    }
+
+    extern "C" fn subscribe(_: *const c_void, _: Bytes<'_>) -> Status {
+        Status::ERROR
+    }
+
+    #[test]
+    fn without_an_otlp_endpoint_spans_should_be_disabled_and_events_forwarded() {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            eprintln!("skipped: OTEL_EXPORTER_OTLP_ENDPOINT is set");
+            return;
+        }
+        let host = HostVtable {
+            size: std::mem::size_of::<HostVtable>() as u32,
+            ctx: std::ptr::null(),
+            log,
+            send: message,
+            request: message,
+            publish,
+            subscribe,
+        };
+        install(host, "info", "test");
+        let span = tracing::info_span!("scheduling_cycle", pod = "default/p");
+        assert!(
+            span.is_disabled(),
+            "no layer takes spans: they cost nothing"
+        );
+        let _entered = span.enter();
+        assert_eq!(traceparent(), None);
+        tracing::info!(key = "v", "hello");
+        tracing::debug!("filtered out");
+        let logged = LOGGED.lock().map(|l| l.clone()).unwrap_or_default();
+        assert!(
+            logged.iter().any(|l| l.ends_with(": hello key=v")),
+            "{logged:?}"
+        );
+        assert!(!logged.iter().any(|l| l.contains("filtered out")));
+        detach(&host);
     }
 }
