@@ -53,8 +53,16 @@ pub struct Metrics {
     pub node_name: IntGaugeVec,
     /// `kubelet_pleg_relist_duration_seconds`: one listing of every runtime container.
     pub pleg_relist_duration: Histogram,
+    /// `kubelet_pleg_relist_interval_seconds`: time between the starts of two relists.
+    pub pleg_relist_interval: Histogram,
+    /// `kubelet_runtime_operations_errors_total{operation_type}`: runtime calls that
+    /// failed (`list_podsandbox`, `list_containers` of the relist).
+    pub runtime_errors: IntCounterVec,
     /// `prober_probe_total{probe_type,result}`: probes run, by type and result.
     pub probes: IntCounterVec,
+    /// `prober_probe_duration_seconds{probe_type}`: how long probes took (upstream also
+    /// labels by pod and container; left out here to keep the series bounded).
+    pub probe_duration: HistogramVec,
     /// `kubelet_http_requests_total{method,path,server_type,long_running}`: kubelet API requests.
     pub http_requests: IntCounterVec,
     /// `kubernel_kubelet_container_log_rotations_total`: container log files rotated.
@@ -132,12 +140,37 @@ impl Metrics {
                     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
                 ]),
             )?,
+            pleg_relist_interval: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubelet_pleg_relist_interval_seconds",
+                    "Interval in seconds between relisting in PLEG.",
+                )
+                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            )?,
+            runtime_errors: IntCounterVec::new(
+                Opts::new(
+                    "kubelet_runtime_operations_errors_total",
+                    "Cumulative number of runtime operation errors by operation type.",
+                ),
+                &["operation_type"],
+            )?,
             probes: IntCounterVec::new(
                 Opts::new(
                     "prober_probe_total",
                     "Cumulative number of a liveness, readiness or startup probe for a container by result.",
                 ),
                 &["probe_type", "result"],
+            )?,
+            probe_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "prober_probe_duration_seconds",
+                    "Duration in seconds for a probe response.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
+                ]),
+                &["probe_type"],
             )?,
             http_requests: IntCounterVec::new(
                 Opts::new(
@@ -182,6 +215,9 @@ impl Metrics {
         registry.register(Box::new(m.node_name.clone()))?;
         registry.register(Box::new(m.pleg_relist_duration.clone()))?;
         registry.register(Box::new(m.probes.clone()))?;
+        registry.register(Box::new(m.pleg_relist_interval.clone()))?;
+        registry.register(Box::new(m.runtime_errors.clone()))?;
+        registry.register(Box::new(m.probe_duration.clone()))?;
         registry.register(Box::new(m.http_requests.clone()))?;
         registry.register(Box::new(m.log_rotations.clone()))?;
         registry.register(Box::new(m.sim_nodes.clone()))?;

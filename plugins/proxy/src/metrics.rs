@@ -25,6 +25,10 @@ pub struct Metrics {
     pub active: IntGaugeVec,
     /// `kubernel_proxy_connect_errors_total{service}`: connects to an endpoint that failed.
     pub connect_errors: IntCounterVec,
+    /// `kubernel_proxy_sync_failures_total`: syncs that failed (in nftables mode
+    /// upstream's `kubeproxy_sync_proxy_rules_nftables_sync_failures_total`); each is
+    /// followed by a full sync.
+    pub sync_failures: IntCounter,
 }
 
 impl Metrics {
@@ -78,6 +82,10 @@ impl Metrics {
                 ),
                 &["service"],
             )?,
+            sync_failures: IntCounter::new(
+                "kubernel_proxy_sync_failures_total",
+                "Proxy rule syncs that failed (the next sync is a full one)",
+            )?,
         };
         registry.register(Box::new(m.sync_duration.clone()))?;
         registry.register(Box::new(m.last_sync.clone()))?;
@@ -87,6 +95,7 @@ impl Metrics {
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.active.clone()))?;
         registry.register(Box::new(m.connect_errors.clone()))?;
+        registry.register(Box::new(m.sync_failures.clone()))?;
         Ok(m)
     }
 }

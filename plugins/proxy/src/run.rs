@@ -114,6 +114,7 @@ impl Proxy {
                 Err(e) => {
                     // The next sync rewrites everything.
                     warn!(error = %e, "sync failed; retrying with a full sync");
+                    self.metrics.sync_failures.inc();
                     full = true;
                     tokio::select! {
                         _ = stop.cancelled() => break,

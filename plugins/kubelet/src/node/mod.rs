@@ -200,16 +200,34 @@ impl ProcessKubelet {
 /// sets `kubelet_running_pods` and `kubelet_running_containers` from what it finds.
 async fn relist(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.config.pod_resync_interval);
+    let mut previous: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let started = Instant::now();
-        let (Ok(sandboxes), Ok(containers)) = (
-            shared.runtime.list_pod_sandboxes().await,
-            shared.runtime.list_containers(None).await,
-        ) else {
+        if let Some(previous) = previous.replace(started) {
+            shared
+                .metrics
+                .pleg_relist_interval
+                .observe(started.duration_since(previous).as_secs_f64());
+        }
+        let sandboxes = shared.runtime.list_pod_sandboxes().await;
+        let containers = shared.runtime.list_containers(None).await;
+        for (failed, operation) in [
+            (sandboxes.is_err(), "list_podsandbox"),
+            (containers.is_err(), "list_containers"),
+        ] {
+            if failed {
+                shared
+                    .metrics
+                    .runtime_errors
+                    .with_label_values(&[operation])
+                    .inc();
+            }
+        }
+        let (Ok(sandboxes), Ok(containers)) = (sandboxes, containers) else {
             continue;
         };
         shared

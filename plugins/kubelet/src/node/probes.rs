@@ -144,6 +144,7 @@ async fn run(
         let period = secs(s.probe.period_seconds, 10).max(Duration::from_millis(100));
         s.due = tokio::time::Instant::now() + period;
         let timeout = secs(s.probe.timeout_seconds, 1).max(Duration::from_millis(100));
+        let probe_started = std::time::Instant::now();
         let result = match tokio::time::timeout(
             timeout,
             probe(&ctx.host, ctx.netns.as_deref(), &c, &env, &s.probe),
@@ -153,6 +154,10 @@ async fn run(
             Ok(r) => r,
             Err(_) => Err(format!("timeout: probe did not finish within {timeout:?}")),
         };
+        ctx.metrics
+            .probe_duration
+            .with_label_values(&[s.kind.label()])
+            .observe(probe_started.elapsed().as_secs_f64());
         ctx.metrics
             .probes
             .with_label_values(&[
