@@ -87,11 +87,17 @@ impl Client {
             .nth(1)
             .unwrap_or_default()
             .to_string();
-        let http = reqwest::Client::builder()
+        // reqwest is built without a default TLS provider: ring for the whole process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("kubernel/", env!("CARGO_PKG_VERSION")))
             .tcp_nodelay(true)
             .pool_max_idle_per_host(64)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if endpoint.server.starts_with("https://") {
+            builder = builder.tls_backend_preconfigured(crate::tls::client_config(&endpoint)?);
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
         Ok(Client {

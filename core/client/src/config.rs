@@ -40,10 +40,16 @@ impl Default for ClientConfig {
 }
 
 /// The server URL and credentials a client ends up with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Endpoint {
     pub server: String,
     pub token: Option<String>,
+    /// PEM CA bundle trusted for an `https://` server (none: the server is not verifiable).
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// `insecure-skip-tls-verify`.
+    pub insecure_skip_verify: bool,
 }
 
 impl ClientConfig {
@@ -55,6 +61,7 @@ impl ClientConfig {
             return Ok(Endpoint {
                 server: self.server.trim_end_matches('/').to_string(),
                 token,
+                ..Endpoint::default()
             });
         }
         let path = if self.kubeconfig.as_os_str().is_empty() {
@@ -98,8 +105,15 @@ struct Named<T> {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
 struct ClusterEntry {
     server: String,
+    #[serde(default)]
+    certificate_authority_data: String,
+    #[serde(default)]
+    certificate_authority: String,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
 }
 
 #[derive(Deserialize)]
@@ -110,9 +124,48 @@ struct ContextEntry {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
 struct UserEntry {
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    client_certificate_data: String,
+    #[serde(default)]
+    client_key_data: String,
+    #[serde(default)]
+    client_certificate: String,
+    #[serde(default)]
+    client_key: String,
+}
+
+/// PEM bytes from a kubeconfig `*-data` field (base64) or its file field (a path,
+/// relative to the kubeconfig's directory); `None` when both are empty.
+fn pem_field(
+    kubeconfig: &Path,
+    data: &str,
+    file: &str,
+    what: &str,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    use base64::Engine;
+    let name = kubeconfig.display();
+    if !data.is_empty() {
+        let clean: String = data.split_whitespace().collect();
+        return base64::engine::general_purpose::STANDARD
+            .decode(clean)
+            .map(Some)
+            .map_err(|e| {
+                ClientError::Config(format!("kubeconfig {name}: {what}-data is not base64: {e}"))
+            });
+    }
+    if file.is_empty() {
+        return Ok(None);
+    }
+    let path = kubeconfig
+        .parent()
+        .map_or_else(|| PathBuf::from(file), |dir| dir.join(file));
+    std::fs::read(&path).map(Some).map_err(|e| {
+        ClientError::Config(format!("kubeconfig {name}: {what} {}: {e}", path.display()))
+    })
 }
 
 /// Reads the current context's server and token from a kubeconfig file.
@@ -134,14 +187,43 @@ fn read_kubeconfig(path: &Path) -> Result<Endpoint, ClientError> {
     }
     .and_then(|c| c.value.as_ref())
     .ok_or_else(|| ClientError::Config(format!("kubeconfig {name}: no cluster with a server")))?;
-    let token = context
+    let user = context
         .and_then(|ctx| config.users.iter().find(|u| u.name == ctx.user))
-        .and_then(|u| u.value.as_ref())
-        .map(|u| u.token.clone())
-        .filter(|t| !t.is_empty());
+        .and_then(|u| u.value.as_ref());
+    let token = user.map(|u| u.token.clone()).filter(|t| !t.is_empty());
+    let ca_pem = pem_field(
+        path,
+        &cluster.certificate_authority_data,
+        &cluster.certificate_authority,
+        "certificate-authority",
+    )?;
+    let client_pem = match user {
+        Some(u) => {
+            let cert = pem_field(
+                path,
+                &u.client_certificate_data,
+                &u.client_certificate,
+                "client-certificate",
+            )?;
+            let key = pem_field(path, &u.client_key_data, &u.client_key, "client-key")?;
+            match (cert, key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    return Err(ClientError::Config(format!(
+                        "kubeconfig {name}: a client certificate needs both client-certificate and client-key"
+                    )))
+                }
+            }
+        }
+        None => None,
+    };
     Ok(Endpoint {
         server: cluster.server.trim_end_matches('/').to_string(),
         token,
+        ca_pem,
+        client_pem,
+        insecure_skip_verify: cluster.insecure_skip_tls_verify,
     })
 }
 

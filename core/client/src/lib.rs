@@ -13,6 +13,7 @@ mod informer;
 mod leader;
 mod metrics;
 mod params;
+mod tls;
 mod watch;
 mod workqueue;
 

@@ -166,8 +166,8 @@ fn validity(params: &mut CertificateParams, days: i64) {
 
 fn new_ca(cn: &str) -> Result<Ca, String> {
     let key = KeyPair::generate().map_err(|e| format!("CA key: {e}"))?;
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .map_err(|e| format!("CA parameters: {e}"))?;
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("CA parameters: {e}"))?;
     params.distinguished_name.push(DnType::CommonName, cn);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
