@@ -493,9 +493,12 @@ impl Cluster {
     }
 
     fn start_with(extra: &str) -> Result<Cluster> {
+        // kubectl and in-process components reach the apiserver over HTTPS (with the
+        // admin.kubeconfig it writes); `api` is the loopback plain-HTTP port.
         let port = free_port()?;
+        let secure_port = free_port()?;
         let config = format!(
-            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
+            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {secure_port}\ninsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
             kernel_section(),
             apiserver_lib().display()
         );

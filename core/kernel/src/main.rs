@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod kubeconfig;
 mod store;
 
 use std::path::PathBuf;
@@ -66,6 +67,25 @@ enum Command {
         #[arg(long, env = "KUBERNEL_ADMIN_ADDR", global = true)]
         admin_addr: Option<String>,
     },
+    /// Issue a client certificate signed by the cluster CA (`<data-dir>/pki/`) and
+    /// write a kubeconfig for it: `kubernel kubeconfig --user alice --group dev -o alice.kubeconfig`.
+    Kubeconfig {
+        /// User name (the certificate's CN).
+        #[arg(long)]
+        user: String,
+        /// Group (an O of the certificate); at most two.
+        #[arg(long)]
+        group: Vec<String>,
+        /// Output file, written 0600 (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Apiserver URL (default: the server of `<data-dir>/admin.kubeconfig`).
+        #[arg(long)]
+        server: Option<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// Benchmarks printed, not asserted.
     Bench {
         #[command(subcommand)]
@@ -112,6 +132,8 @@ enum BenchCommand {
 }
 
 fn main() {
+    // One TLS crypto provider for the process (the OTLP exporter's HTTP client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { config } => kubernel_kernel::run::run(&config, &cli.data_dir),
@@ -130,6 +152,20 @@ fn main() {
                 StoreCommand::Import { file } => store::import(&base, &file),
             }
         }
+        Command::Kubeconfig {
+            user,
+            group,
+            output,
+            server,
+            days,
+        } => kubeconfig::issue(&kubeconfig::Request {
+            data_dir: &cli.data_dir,
+            user: &user,
+            groups: &group,
+            output: output.as_deref(),
+            server: server.as_deref(),
+            days,
+        }),
         Command::Bench {
             what:
                 BenchCommand::Scheduler {

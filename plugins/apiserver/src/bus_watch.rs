@@ -179,7 +179,11 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
         builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
     }
     let request = match builder.body(axum::body::Body::empty()) {
-        Ok(r) => r,
+        Ok(mut r) => {
+            r.extensions_mut()
+                .insert(crate::auth::Caller::Bus(watcher.to_string()));
+            r
+        }
         Err(e) => {
             s.watches.forget(watcher, &req.id, open.serial);
             return refused(&ApiError::bad_request(format!(

@@ -10,11 +10,29 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiServerConfig {
-    /// Address to serve on. Until TLS lands (the security issue), only loopback
-    /// addresses are allowed: the API is served over plain HTTP.
+    /// Address the HTTPS port listens on (`--bind-address`); `0.0.0.0` for every interface.
     pub bind_address: IpAddr,
-    /// Port of the API (kube-apiserver's `--secure-port`).
+    /// Port of the API over HTTPS (kube-apiserver's `--secure-port`).
     pub secure_port: u16,
+    /// Plain-HTTP port without authentication or authorization (every request is
+    /// `system:unsecured` in `system:masters`, as upstream's removed insecure port);
+    /// 0 (the default) for none. Only for tests and local tools.
+    pub insecure_port: u16,
+    /// Address of `insecure_port`: a loopback address only.
+    pub insecure_bind_address: IpAddr,
+    /// Extra subject alternative names of the serving certificate (IPs or DNS names),
+    /// e.g. the address remote workers reach the apiserver at (kubeadm's `certSANs`).
+    /// Used when the certificate is generated (delete `pki/apiserver.*` to reissue).
+    pub cert_sans: Vec<String>,
+    /// Static bearer tokens (`--token-auth-file`): CSV lines `token,user,uid,"group1,group2"`.
+    pub token_auth_file: Option<PathBuf>,
+    /// Whether requests without credentials are served as `system:anonymous`
+    /// (`--anonymous-auth`); RBAC then lets them reach only the health and version paths.
+    pub anonymous_auth: bool,
+    /// Authorizers in order (`--authorization-mode`): `RBAC`, `Node` (kubelets are
+    /// allowed by the `system:node` role bound to `system:nodes` until the Node
+    /// authorizer lands) and `AlwaysAllow`.
+    pub authorization_modes: Vec<String>,
     /// IPv4 CIDR that Services get their cluster IPs from (`--service-cluster-ip-range`),
     /// from /12 to /30. Its first address is the `kubernetes` Service's; a Service may
     /// ask for any free address of it in `spec.clusterIP`.
@@ -88,6 +106,12 @@ impl Default for ApiServerConfig {
         ApiServerConfig {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             secure_port: 6443,
+            insecure_port: 0,
+            insecure_bind_address: IpAddr::from([127, 0, 0, 1]),
+            cert_sans: Vec::new(),
+            token_auth_file: None,
+            anonymous_auth: true,
+            authorization_modes: vec!["Node".into(), "RBAC".into()],
             service_cluster_ip_range: crate::allocator::ServiceCidr::default(),
             service_node_port_range: crate::allocator::PortRange::default(),
             max_requests_inflight: 400,

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod auth;
 pub mod bus_watch;
 pub mod config;
 pub mod discovery;
@@ -23,6 +24,7 @@ pub mod selectors;
 mod server;
 pub mod status;
 pub mod store;
+mod tls;
 pub mod yaml;
 
 use std::time::Duration;
@@ -71,7 +73,7 @@ impl Plugin for ApiServer {
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
         match msg.kind {
             ApiRequest::KIND => msg.reply::<ApiRequest>(|req| match &self.server {
-                Some(server) => Ok(server.call(req)),
+                Some(server) => Ok(server.call(msg.from, req)),
                 None => Err(PluginError::Failed("the apiserver is not serving".into())),
             }),
             ApiWatch::KIND => msg.reply::<ApiWatch>(|req| match &self.server {

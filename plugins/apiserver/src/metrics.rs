@@ -1,8 +1,8 @@
 //! The apiserver's metrics, with kube-apiserver's names and labels.
 
 use kubernel_sdk::prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Every apiserver metric (cheap to clone: handles to the registered collectors).
@@ -30,6 +30,12 @@ pub struct Metrics {
     pub revision: IntGauge,
     /// `apiserver_request_body_size_bytes` (kubernel): request body sizes.
     pub body_size: Histogram,
+    /// `apiserver_authentication_attempts{result}` (`success`, `failure`, `error`).
+    pub authentication_attempts: IntCounterVec,
+    /// `apiserver_authorization_decisions_total{decision}` (`allowed`, `denied`).
+    pub authorization_decisions: IntCounterVec,
+    /// `apiserver_tls_handshake_errors_total`.
+    pub tls_handshake_errors: IntCounter,
 }
 
 const REQUEST_LABELS: &[&str] = &[
@@ -94,8 +100,20 @@ impl Metrics {
             body_size: Histogram::with_opts(
                 HistogramOpts::new("apiserver_request_body_size_bytes", "Size of request bodies.").buckets(exponential_buckets(64.0, 4.0, 10)?),
             )?,
+            authentication_attempts: IntCounterVec::new(
+                Opts::new("apiserver_authentication_attempts", "Counter of authenticated attempts."),
+                &["result"],
+            )?,
+            authorization_decisions: IntCounterVec::new(
+                Opts::new("apiserver_authorization_decisions_total", "Total number of terminal decisions made by an authorizer split by decision."),
+                &["decision"],
+            )?,
+            tls_handshake_errors: IntCounter::new("apiserver_tls_handshake_errors_total", "Number of requests dropped with 'TLS handshake error from' error")?,
         };
         registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.authentication_attempts.clone()))?;
+        registry.register(Box::new(m.authorization_decisions.clone()))?;
+        registry.register(Box::new(m.tls_handshake_errors.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.inflight.clone()))?;
         registry.register(Box::new(m.longrunning.clone()))?;

@@ -1,7 +1,6 @@
 //! Starts and stops the apiserver: its runtime, store, default namespaces, HTTP listener and kubeconfig.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +13,11 @@ use kubernel_api::store::{StoreExport, StoreExportPage, StoreImport, StoreImport
 
 use crate::bus_watch::{self, BusWatches};
 
+use crate::auth::rbac::Modes;
+use crate::auth::TokenFile;
 use crate::config::ApiServerConfig;
 use crate::config::Storage;
-use crate::handlers::{dispatch, ApiState};
+use crate::handlers::{dispatch, ApiState, AuthSettings};
 use crate::metrics::Metrics;
 use crate::status::ApiError;
 use crate::store::embedded::EmbeddedStore;
@@ -45,12 +46,20 @@ impl Server {
         config: ApiServerConfig,
         metrics: Metrics,
     ) -> Result<Server, String> {
-        if !config.bind_address.is_loopback() {
+        if config.insecure_port != 0 && !config.insecure_bind_address.is_loopback() {
             return Err(format!(
-                "config: key bind_address: {} is not a loopback address; the API is served over plain HTTP until TLS is implemented, so only loopback is allowed",
-                config.bind_address
+                "config: key insecure_bind_address: {} is not a loopback address; the plain-HTTP port (insecure_port) skips authentication and authorization, so it may only listen on loopback",
+                config.insecure_bind_address
             ));
         }
+        let auth = AuthSettings {
+            tokens: match &config.token_auth_file {
+                Some(path) => TokenFile::load(path)?,
+                None => TokenFile::default(),
+            },
+            modes: Modes::parse(&config.authorization_modes)?,
+            anonymous: config.anonymous_auth,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
             .thread_name("apiserver")
@@ -77,40 +86,90 @@ impl Server {
         };
         runtime.block_on(ensure_namespaces(store.as_ref()))?;
         runtime.block_on(ensure_priority_classes(store.as_ref()))?;
+        runtime.block_on(crate::auth::bootstrap::ensure(store.as_ref()))?;
+        let kernel_dir = dir
+            .parent()
+            .ok_or_else(|| format!("data dir {} has no parent", dir.display()))?
+            .to_path_buf();
+        let names = serving_names(&config);
+        let pki = kubernel_pki::ensure(&kernel_dir.join("pki"), &names)?;
+        if pki.generated {
+            tracing::info!(dir = %pki.dir.display(), "generated the cluster PKI");
+        }
+        let tls = crate::tls::server_config(
+            &pki.serving.cert_pem,
+            &pki.serving.key_pem,
+            &pki.ca.cert_pem,
+        )?;
         let addr = SocketAddr::new(config.bind_address, config.secure_port);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .map_err(|e| format!("config: key secure_port: cannot listen on {addr}: {e}"))?;
         let addr = listener.local_addr().unwrap_or(addr);
+        let insecure = if config.insecure_port == 0 {
+            None
+        } else {
+            let insecure_addr = SocketAddr::new(config.insecure_bind_address, config.insecure_port);
+            Some(
+                runtime
+                    .block_on(tokio::net::TcpListener::bind(insecure_addr))
+                    .map_err(|e| {
+                        format!("config: key insecure_port: cannot listen on {insecure_addr}: {e}")
+                    })?,
+            )
+        };
         let shutdown = ctx.shutdown_signal().child_token();
-        let state = Arc::new(ApiState::new(store, metrics, config, shutdown.clone()));
+        let mut state = ApiState::new(store, metrics.clone(), config, shutdown.clone());
+        state.auth = auth;
+        let state = Arc::new(state);
         runtime
             .block_on(crate::allocator::start(&state, addr))
             .map_err(|e| format!("service allocations: {e}"))?;
         let router = axum::Router::new()
             .fallback(dispatch)
             .with_state(state.clone());
-        let stop = shutdown.clone();
-        let http_router = router.clone();
-        runtime.spawn(async move {
-            // As Go's net/http: no Nagle delay, so a watch event is not held back
-            // behind the client's delayed ACK of the previous one.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+        runtime.spawn(crate::tls::serve(
+            listener,
+            Arc::new(tls),
+            router.clone(),
+            metrics,
+            shutdown.clone(),
+        ));
+        if let Some(listener) = insecure {
+            let stop = shutdown.clone();
+            let http_router = router
+                .clone()
+                .layer(axum::Extension(crate::auth::Caller::Insecure));
+            let insecure_addr = listener.local_addr().ok();
+            tracing::warn!(addr = ?insecure_addr, "serving plain HTTP without authentication or authorization (insecure_port)");
+            runtime.spawn(async move {
+                // As Go's net/http: no Nagle delay, so a watch event is not held back
+                // behind the client's delayed ACK of the previous one.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                });
+                let serve = axum::serve(listener, http_router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "apiserver plain-HTTP listener failed");
                 }
             });
-            let serve = axum::serve(listener, http_router)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "apiserver listener failed");
-            }
-        });
-        let kubeconfig = match dir.parent() {
-            Some(kernel_dir) => write_kubeconfig(kernel_dir, addr)?,
-            None => String::new(),
-        };
-        tracing::info!(addr = %addr, kubeconfig = %kubeconfig, "apiserver serving; use kubectl --kubeconfig {kubeconfig}");
+        }
+        let server_url = format!("https://{}", client_addr(addr));
+        let kubeconfig = kernel_dir.join("admin.kubeconfig");
+        kubernel_pki::write_private(
+            &kubeconfig,
+            &kubernel_pki::kubeconfig(
+                &server_url,
+                &pki.ca.cert_pem,
+                "kubernetes-admin",
+                &pki.admin,
+            ),
+        )?;
+        let kubeconfig = kubeconfig.display().to_string();
+        tracing::info!(addr = %addr, kubeconfig = %kubeconfig, "apiserver serving HTTPS; use kubectl --kubeconfig {kubeconfig}");
         Ok(Server {
             runtime,
             shutdown,
@@ -123,7 +182,7 @@ impl Server {
 
     /// Runs an API request from a plugin of this process through the same handler
     /// chain as HTTP requests; blocks the calling (plugin) thread until answered.
-    pub fn call(&self, req: ApiRequest) -> ApiResponse {
+    pub fn call(&self, from: &str, req: ApiRequest) -> ApiResponse {
         let failed = |code: u16, e: ApiError| ApiResponse {
             status: code,
             content_type: "application/json".into(),
@@ -151,7 +210,11 @@ impl Server {
             builder = builder.header("traceparent", req.traceparent.as_str());
         }
         let request = match builder.body(axum::body::Body::from(req.body)) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                r.extensions_mut()
+                    .insert(crate::auth::Caller::Bus(from.to_string()));
+                r
+            }
             Err(e) => {
                 return failed(
                     400,
@@ -327,14 +390,51 @@ async fn ensure_priority_classes(store: &dyn Store) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `<data_dir>/admin.kubeconfig` pointing kubectl at this apiserver; returns its path.
-fn write_kubeconfig(kernel_dir: &Path, addr: SocketAddr) -> Result<String, String> {
-    let path = kernel_dir.join("admin.kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubernel\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: kubernel\n  context:\n    cluster: kubernel\n    user: kubernetes-admin\n    namespace: default\ncurrent-context: kubernel\nusers:\n- name: kubernetes-admin\n  user: {{}}\n"
+/// The address clients of this machine use for `addr`: loopback for a wildcard bind.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = if addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// The serving certificate's names: the host name, `localhost`, the `kubernetes`
+/// Service's names and ClusterIP, 127.0.0.1, the bind address and `cert_sans`.
+fn serving_names(config: &ApiServerConfig) -> kubernel_pki::ServingNames {
+    let mut names = kubernel_pki::ServingNames::default();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.dns.push(host.to_string());
+        }
+    }
+    for dns in [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ] {
+        names.dns.push(dns.to_string());
+    }
+    names.ips.push(IpAddr::from([127, 0, 0, 1]));
+    let services = crate::allocator::ServiceAllocator::new(
+        config.service_cluster_ip_range,
+        config.service_node_port_range,
     );
-    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    Ok(path.display().to_string())
+    names.ips.push(IpAddr::V4(services.first_ip()));
+    if !config.bind_address.is_unspecified() && !names.ips.contains(&config.bind_address) {
+        names.ips.push(config.bind_address);
+    }
+    for san in &config.cert_sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) if !names.ips.contains(&ip) => names.ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !names.dns.contains(san) => names.dns.push(san.clone()),
+            Err(_) => {}
+        }
+    }
+    names
 }

@@ -262,6 +262,11 @@ impl ApiError {
         e
     }
 
+    /// 401 Unauthorized (the reason is logged, never sent).
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 403 Forbidden.
     pub fn forbidden(
         group: &str,

@@ -178,7 +178,7 @@ fn apiserver(port: u16) -> Result<Kernel, String> {
         &plugin(
             "apiserver",
             "libkubernel_apiserver.so",
-            &format!("secure_port = {port}"),
+            &format!("secure_port = 0\ninsecure_port = {port}"),
         ),
     )
 }

@@ -1,8 +1,7 @@
 //! The HTTP entry point: discovery, OpenAPI, and resource requests through the handler chain.
 //!
-//! Every resource request goes: limits (in-flight, body size) -> routing ->
-//! authentication -> authorization -> admission (defaults, validation) -> storage.
-//! Authentication and authorization are permissive until the security issue fills them.
+//! Every request goes: authentication -> routing -> authorization -> limits
+//! (in-flight, body size) -> admission (defaults, validation) -> storage.
 
 mod log;
 mod read;
@@ -22,6 +21,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::allocator::ServiceAllocator;
+use crate::auth::rbac::{self, Attributes, Modes};
+use crate::auth::{Caller, TokenFile, UserInfo};
 use crate::config::ApiServerConfig;
 use crate::metrics::Metrics;
 use crate::negotiate::{self, json};
@@ -42,9 +43,22 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Cluster IPs and node ports held by Services.
     pub services: ServiceAllocator,
+    /// Bearer tokens and authorizers.
+    pub auth: AuthSettings,
     readonly: Semaphore,
     mutating: Semaphore,
     decoders: Semaphore,
+}
+
+/// How requests are authenticated and authorized.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// The static token file's tokens.
+    pub tokens: TokenFile,
+    /// The configured authorizers.
+    pub modes: Modes,
+    /// Whether requests without credentials are served as `system:anonymous`.
+    pub anonymous: bool,
 }
 
 impl ApiState {
@@ -67,6 +81,7 @@ impl ApiState {
             metrics,
             config,
             shutdown,
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -148,34 +163,92 @@ fn percent_decode(s: &str) -> String {
 /// The single handler every path goes through.
 pub async fn dispatch(
     State(state): State<Arc<ApiState>>,
+    caller: Option<axum::Extension<Caller>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = uri.path().trim_end_matches('/');
-    let query = parse_query(&uri);
-    if let Some(resp) = non_resource(path, &headers) {
-        return resp;
-    }
-    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (group, version, rest) = match parts.as_slice() {
-        ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => {
-            return negotiate::error(&ApiError::not_found("", "", "").with_message(format!(
-                "the server could not find the requested resource ({} {})",
-                method,
-                uri.path()
-            )))
+    let caller = caller.map_or(Caller::Tls(None), |c| c.0);
+    let user = match crate::auth::authenticate(
+        &caller,
+        &headers,
+        &state.auth.tokens,
+        state.auth.anonymous,
+    ) {
+        Ok(user) => {
+            if !matches!(caller, Caller::Bus(_)) {
+                state
+                    .metrics
+                    .authentication_attempts
+                    .with_label_values(&["success"])
+                    .inc();
+            }
+            user
+        }
+        Err(e) => {
+            state
+                .metrics
+                .authentication_attempts
+                .with_label_values(&["failure"])
+                .inc();
+            tracing::info!(reason = %e.0, path = uri.path(), "request refused: Unauthorized");
+            return negotiate::error(&ApiError::unauthorized());
         }
     };
+    let path = uri.path().trim_end_matches('/');
+    let query = parse_query(&uri);
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let resource_parts = match parts.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => Some(("", *v, rest)),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => Some((*g, *v, rest)),
+        _ => None,
+    };
+    let Some((group, version, rest)) = resource_parts else {
+        let attrs = Attributes {
+            verb: method.as_str().to_ascii_lowercase(),
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_string()
+            },
+            ..Attributes::default()
+        };
+        if let Err(e) = authorize(&state, &user, &attrs) {
+            return negotiate::error(&e);
+        }
+        if let Some(resp) = non_resource(path, &headers) {
+            return resp;
+        }
+        return negotiate::error(&ApiError::not_found("", "", "").with_message(format!(
+            "the server could not find the requested resource ({} {})",
+            method,
+            uri.path()
+        )));
+    };
+    if group == "authorization.k8s.io" && rest == ["selfsubjectaccessreviews"] {
+        return self_subject_access_review(&state, &user, &method, body).await;
+    }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let info = match route(&method, group, version, rest, watch) {
         Ok(i) => i,
         Err(e) => return negotiate::error(&e),
     };
+    let attrs = Attributes {
+        verb: info.verb.as_str().to_string(),
+        group: info.resource.group.to_string(),
+        resource: info.resource.plural.to_string(),
+        subresource: info.subresource.clone(),
+        namespace: info.namespace.clone(),
+        name: info.name.clone(),
+        path: String::new(),
+    };
     let started = Instant::now();
+    if let Err(e) = authorize(&state, &user, &attrs) {
+        let response = negotiate::error(&e);
+        record(&state, &info, response.status().as_u16(), started);
+        return response;
+    }
     let span = request_span(&info, &headers);
     let response = handle(&state, &info, &query, &headers, body)
         .instrument(span.clone())
@@ -208,6 +281,54 @@ fn request_span(info: &RequestInfo, headers: &HeaderMap) -> tracing::Span {
         kubernel_sdk::set_remote_parent(&span, parent);
     }
     span
+}
+
+/// Runs the authorizers, counting the decision; the 403 to answer when denied.
+fn authorize(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
+    let result = rbac::authorize(state.store.as_ref(), state.auth.modes, user, attrs);
+    let decision = if result.is_ok() { "allowed" } else { "denied" };
+    state
+        .metrics
+        .authorization_decisions
+        .with_label_values(&[decision])
+        .inc();
+    if let Err(e) = &result {
+        tracing::debug!(user = %user.name, groups = ?user.groups, reason = %e.message, "request forbidden");
+    }
+    result
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
+async fn self_subject_access_review(
+    state: &Arc<ApiState>,
+    user: &UserInfo,
+    method: &Method,
+    body: Body,
+) -> Response {
+    if method != Method::POST {
+        return negotiate::error(&ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} selfsubjectaccessreviews)"
+        )));
+    }
+    let attrs = Attributes {
+        verb: "create".into(),
+        group: "authorization.k8s.io".into(),
+        resource: "selfsubjectaccessreviews".into(),
+        ..Attributes::default()
+    };
+    if let Err(e) = authorize(state, user, &attrs) {
+        return negotiate::error(&e);
+    }
+    let result = match read_body(state, body).await {
+        Ok(bytes) => {
+            rbac::self_subject_access_review(state.store.as_ref(), state.auth.modes, user, &bytes)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(review) => json(201, "application/json", review.to_string()),
+        Err(e) => negotiate::error(&e),
+    }
 }
 
 fn record(state: &ApiState, info: &RequestInfo, code: u16, started: Instant) {

@@ -1,0 +1,402 @@
+//! Authorization: the privileged group, the bus components, RBAC, and the
+//! SelfSubjectAccessReview behind `kubectl auth can-i`.
+//!
+//! RBAC reads the bindings and roles from the store on each decision (the store
+//! serves them from memory): ClusterRoleBindings first, then the RoleBindings of the
+//! request's namespace, as upstream's `RBACAuthorizer`.
+
+use serde_json::{json, Value};
+
+use super::{UserInfo, AUTHENTICATED, MASTERS};
+use crate::status::ApiError;
+use crate::store::{ListOptions, Store};
+
+/// What a request asks to do (upstream's `authorizer.Attributes`).
+#[derive(Debug, Clone, Default)]
+pub struct Attributes {
+    /// `get`, `list`, `watch`, `create`, ...
+    pub verb: String,
+    /// API group, `""` for core.
+    pub group: String,
+    /// Resource plural; empty for a non-resource request.
+    pub resource: String,
+    /// Subresource, empty for none.
+    pub subresource: String,
+    /// Namespace, empty for cluster scope.
+    pub namespace: String,
+    /// Object name, empty for collections.
+    pub name: String,
+    /// Path of a non-resource request.
+    pub path: String,
+}
+
+impl Attributes {
+    fn is_resource(&self) -> bool {
+        !self.resource.is_empty()
+    }
+
+    fn resource_with_sub(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
+/// The configured authorizers, tried in order until one allows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Modes {
+    /// `AlwaysAllow`: everything is allowed.
+    pub always_allow: bool,
+    /// `RBAC`.
+    pub rbac: bool,
+}
+
+impl Modes {
+    /// Parses `authorization_modes`.
+    pub fn parse(modes: &[String]) -> Result<Modes, String> {
+        let mut m = Modes::default();
+        if modes.is_empty() {
+            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, AlwaysAllow)".into());
+        }
+        for mode in modes {
+            match mode.as_str() {
+                "RBAC" => m.rbac = true,
+                "AlwaysAllow" => m.always_allow = true,
+                // Kubelets are bound to system:node by RBAC until the Node authorizer lands.
+                "Node" => {}
+                other => {
+                    return Err(format!(
+                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, AlwaysAllow)"
+                    ))
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Whether `user` may do `attrs`: `Ok(())` or the 403 to answer.
+pub fn authorize(
+    store: &dyn Store,
+    modes: Modes,
+    user: &UserInfo,
+    attrs: &Attributes,
+) -> Result<(), ApiError> {
+    if allowed(store, modes, user, attrs) {
+        Ok(())
+    } else {
+        Err(forbidden(user, attrs))
+    }
+}
+
+/// The decision alone.
+pub fn allowed(store: &dyn Store, modes: Modes, user: &UserInfo, attrs: &Attributes) -> bool {
+    if user.in_group(MASTERS) || user.bus || modes.always_allow {
+        return true;
+    }
+    if !attrs.is_resource() {
+        // system:public-info-viewer for everyone, system:discovery and
+        // system:basic-user's paths for the authenticated.
+        let public = matches!(
+            attrs.path.as_str(),
+            "/healthz" | "/livez" | "/readyz" | "/version"
+        ) || attrs.path.starts_with("/healthz/")
+            || attrs.path.starts_with("/livez/")
+            || attrs.path.starts_with("/readyz/");
+        if public && attrs.verb == "get" {
+            return true;
+        }
+        if user.in_group(AUTHENTICATED)
+            && attrs.verb == "get"
+            && (matches!(
+                attrs.path.as_str(),
+                "/api" | "/apis" | "/openapi/v2" | "/openapi/v3"
+            ) || attrs.path.starts_with("/api/")
+                || attrs.path.starts_with("/apis/")
+                || attrs.path.starts_with("/openapi/"))
+        {
+            return true;
+        }
+    }
+    modes.rbac && rbac_allows(store, user, attrs)
+}
+
+/// `<resource> "<name>" is forbidden: User "u" cannot <verb> resource ...`, upstream's text.
+pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
+    if !attrs.is_resource() {
+        return ApiError::forbidden(
+            "",
+            "",
+            "",
+            format!(
+                "forbidden: User {:?} cannot {} path {:?}",
+                user.name, attrs.verb, attrs.path
+            ),
+        );
+    }
+    let reason = if attrs.namespace.is_empty() {
+        format!(
+            "User {:?} cannot {} resource {:?} in API group {:?} at the cluster scope",
+            user.name,
+            attrs.verb,
+            attrs.resource_with_sub(),
+            attrs.group
+        )
+    } else {
+        format!(
+            "User {:?} cannot {} resource {:?} in API group {:?} in the namespace {:?}",
+            user.name,
+            attrs.verb,
+            attrs.resource_with_sub(),
+            attrs.group,
+            attrs.namespace
+        )
+    };
+    let qualified = if attrs.group.is_empty() {
+        attrs.resource.clone()
+    } else {
+        format!("{}.{}", attrs.resource, attrs.group)
+    };
+    let message = if attrs.name.is_empty() {
+        format!("{qualified} is forbidden: {reason}")
+    } else {
+        format!("{qualified} {:?} is forbidden: {reason}", attrs.name)
+    };
+    ApiError::forbidden(&attrs.group, &attrs.resource, &attrs.name, message)
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+fn list(store: &dyn Store, prefix: String) -> Vec<std::sync::Arc<Value>> {
+    match store.list(&ListOptions {
+        prefix,
+        ..ListOptions::default()
+    }) {
+        Ok(r) => r.items.into_iter().map(|s| s.object).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "RBAC: reading bindings failed; denying");
+            Vec::new()
+        }
+    }
+}
+
+fn get(store: &dyn Store, key: String) -> Option<std::sync::Arc<Value>> {
+    store.get(&key).ok().flatten().map(|s| s.object)
+}
+
+fn rbac_allows(store: &dyn Store, user: &UserInfo, attrs: &Attributes) -> bool {
+    for binding in list(store, format!("clusterrolebindings.{RBAC}/")) {
+        if !binds(&binding, user, "") {
+            continue;
+        }
+        let role = binding["roleRef"]["name"].as_str().unwrap_or("");
+        if binding["roleRef"]["kind"] == "ClusterRole"
+            && get(store, format!("clusterroles.{RBAC}/{role}"))
+                .is_some_and(|r| role_allows(&r, attrs))
+        {
+            return true;
+        }
+    }
+    if attrs.namespace.is_empty() {
+        return false;
+    }
+    let ns = &attrs.namespace;
+    for binding in list(store, format!("rolebindings.{RBAC}/{ns}/")) {
+        if !binds(&binding, user, ns) {
+            continue;
+        }
+        let role = binding["roleRef"]["name"].as_str().unwrap_or("");
+        let key = match binding["roleRef"]["kind"].as_str() {
+            Some("ClusterRole") => format!("clusterroles.{RBAC}/{role}"),
+            Some("Role") => format!("roles.{RBAC}/{ns}/{role}"),
+            _ => continue,
+        };
+        if get(store, key).is_some_and(|r| role_allows(&r, attrs)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a binding names `user` (a ServiceAccount subject without a namespace
+/// takes the binding's).
+fn binds(binding: &Value, user: &UserInfo, binding_ns: &str) -> bool {
+    let Some(subjects) = binding["subjects"].as_array() else {
+        return false;
+    };
+    subjects.iter().any(|s| {
+        let name = s["name"].as_str().unwrap_or("");
+        match s["kind"].as_str() {
+            Some("User") => name == user.name,
+            Some("Group") => user.in_group(name),
+            Some("ServiceAccount") => {
+                let ns = s["namespace"]
+                    .as_str()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(binding_ns);
+                user.name == format!("system:serviceaccount:{ns}:{name}")
+            }
+            _ => false,
+        }
+    })
+}
+
+fn role_allows(role: &Value, attrs: &Attributes) -> bool {
+    role["rules"]
+        .as_array()
+        .is_some_and(|rules| rules.iter().any(|r| rule_allows(r, attrs)))
+}
+
+fn has(list: &Value, item: &str) -> bool {
+    list.as_array()
+        .is_some_and(|l| l.iter().any(|v| v == "*" || v == item))
+}
+
+fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
+    if !has(&rule["verbs"], &attrs.verb) {
+        return false;
+    }
+    if !attrs.is_resource() {
+        return rule["nonResourceURLs"].as_array().is_some_and(|urls| {
+            urls.iter().filter_map(Value::as_str).any(|u| {
+                u == "*"
+                    || u == attrs.path
+                    || u.strip_suffix('*')
+                        .is_some_and(|prefix| attrs.path.starts_with(prefix))
+            })
+        });
+    }
+    if !has(&rule["apiGroups"], &attrs.group) {
+        return false;
+    }
+    let wanted = attrs.resource_with_sub();
+    let resource_ok = rule["resources"].as_array().is_some_and(|l| {
+        l.iter().filter_map(Value::as_str).any(|r| {
+            r == "*"
+                || r == wanted
+                || (!attrs.subresource.is_empty()
+                    && r.strip_prefix("*/") == Some(attrs.subresource.as_str()))
+        })
+    });
+    if !resource_ok {
+        return false;
+    }
+    match rule["resourceNames"].as_array() {
+        Some(names) if !names.is_empty() => names.iter().any(|n| n == attrs.name.as_str()),
+        _ => true,
+    }
+}
+
+/// Answers a SelfSubjectAccessReview body for `user`: the review with its `status`.
+pub fn self_subject_access_review(
+    store: &dyn Store,
+    modes: Modes,
+    user: &UserInfo,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut review: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("decoding the SelfSubjectAccessReview: {e}")))?;
+    if !review.is_object() {
+        return Err(ApiError::bad_request(
+            "a SelfSubjectAccessReview must be a JSON object",
+        ));
+    }
+    let spec = &review["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let attrs = if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+        Attributes {
+            verb: text(&r["verb"]),
+            group: text(&r["group"]),
+            resource: text(&r["resource"]),
+            subresource: text(&r["subresource"]),
+            namespace: text(&r["namespace"]),
+            name: text(&r["name"]),
+            path: String::new(),
+        }
+    } else if let Some(n) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
+        Attributes {
+            verb: text(&n["verb"]),
+            path: text(&n["path"]),
+            ..Attributes::default()
+        }
+    } else {
+        return Err(ApiError::invalid(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "",
+            vec![crate::status::Cause::required("spec.resourceAttributes")],
+        ));
+    };
+    let allowed = allowed(store, modes, user, &attrs);
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    if !review["metadata"].is_object() {
+        review["metadata"] = json!({});
+    }
+    review["metadata"]["creationTimestamp"] = Value::Null;
+    review["status"] = if allowed {
+        json!({ "allowed": true, "reason": "allowed" })
+    } else {
+        json!({ "allowed": false })
+    };
+    Ok(review)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(verb: &str, group: &str, resource: &str, sub: &str, ns: &str) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            ..Attributes::default()
+        }
+    }
+
+    #[test]
+    fn rules_should_match_like_upstream() {
+        let rule =
+            json!({"apiGroups": [""], "resources": ["pods", "*/status"], "verbs": ["get", "list"]});
+        assert!(rule_allows(&rule, &attrs("get", "", "pods", "", "d")));
+        assert!(!rule_allows(&rule, &attrs("create", "", "pods", "", "d")));
+        assert!(!rule_allows(&rule, &attrs("get", "", "pods", "log", "d")));
+        assert!(rule_allows(&rule, &attrs("get", "", "nodes", "status", "")));
+        assert!(!rule_allows(&rule, &attrs("get", "apps", "pods", "", "d")));
+        let named =
+            json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"], "resourceNames": ["a"]});
+        let mut a = attrs("get", "apps", "deployments", "", "d");
+        assert!(!rule_allows(&named, &a));
+        a.name = "a".into();
+        assert!(rule_allows(&named, &a));
+    }
+
+    #[test]
+    fn forbidden_should_use_upstream_text() {
+        let user = UserInfo {
+            name: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+            bus: false,
+        };
+        let e = forbidden(&user, &attrs("list", "", "pods", "", "default"));
+        assert_eq!(e.message, "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
+        let mut a = attrs("get", "apps", "deployments", "scale", "");
+        a.name = "web".into();
+        assert_eq!(forbidden(&user, &a).message, "deployments.apps \"web\" is forbidden: User \"alice\" cannot get resource \"deployments/scale\" in API group \"apps\" at the cluster scope");
+        let np = Attributes {
+            verb: "get".into(),
+            path: "/api".into(),
+            ..Attributes::default()
+        };
+        assert_eq!(
+            forbidden(&user, &np).message,
+            "forbidden: User \"alice\" cannot get path \"/api\""
+        );
+    }
+}
