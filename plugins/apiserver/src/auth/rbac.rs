@@ -296,7 +296,13 @@ pub fn self_subject_access_review(
     user: &UserInfo,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let mut review: Value = serde_json::from_slice(body)
+    // kubectl sends protobuf; other clients JSON.
+    let decoded = if body.starts_with(b"k8s\0") {
+        crate::protobuf::decode(body)
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    };
+    let mut review: Value = decoded
         .map_err(|e| ApiError::bad_request(format!("decoding the SelfSubjectAccessReview: {e}")))?;
     if !review.is_object() {
         return Err(ApiError::bad_request(

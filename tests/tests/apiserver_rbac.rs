@@ -1,0 +1,267 @@
+//! RBAC through the real kubectl with per-user kubeconfigs issued by `kubernel
+//! kubeconfig`: the bootstrap roles, view/edit/admin bindings, group subjects,
+//! upstream's 403 text and `kubectl auth can-i`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use kubernel_e2e::{kubernel, Cluster};
+
+const POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: NAME
+spec:
+  containers:
+  - name: c
+    image: busybox:1.36
+"#;
+
+/// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig`.
+fn issue(c: &Cluster, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {
+    let path = dir.join(format!("{user}.kubeconfig"));
+    let data_dir = c.kernel.data_dir().display().to_string();
+    let out = path.display().to_string();
+    let mut args = vec![
+        "--data-dir",
+        &data_dir,
+        "kubeconfig",
+        "--user",
+        user,
+        "-o",
+        &out,
+    ];
+    for g in groups {
+        args.extend(["--group", g]);
+    }
+    let (status, stdout, stderr) = kubernel(&args, &[])?;
+    if !status.success() {
+        bail!("kubernel kubeconfig failed: {stderr}{stdout}");
+    }
+    Ok(path)
+}
+
+/// kubectl as the user of `kubeconfig`, with `stdin`: success, stdout, stderr.
+fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
+    use std::io::Write;
+    let cache = tempfile::tempdir()?;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running kubectl")?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn pod(name: &str) -> String {
+    POD.replace("NAME", name)
+}
+
+#[test]
+fn bootstrap_roles_should_exist() -> Result<()> {
+    let c = Cluster::start("")?;
+    let roles = c.ok(&["get", "clusterroles", "-o", "name"])?;
+    for role in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:node",
+        "system:kube-scheduler",
+        "system:kube-controller-manager",
+        "system:node-proxier",
+        "system:discovery",
+        "system:basic-user",
+    ] {
+        assert!(
+            roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{role}\n")),
+            "{role} missing:\n{roles}"
+        );
+    }
+    let bindings = c.ok(&["get", "clusterrolebinding", "cluster-admin", "-o", "json"])?;
+    let binding: serde_json::Value = serde_json::from_str(&bindings)?;
+    assert_eq!(binding["subjects"][0]["name"], "system:masters");
+    Ok(())
+}
+
+#[test]
+fn view_and_edit_should_allow_what_upstream_allows() -> Result<()> {
+    let c = Cluster::start("")?;
+    let dir = tempfile::tempdir()?;
+    let viewer = issue(&c, dir.path(), "viewer", &[])?;
+    let editor = issue(&c, dir.path(), "editor", &[])?;
+    let nobody = issue(&c, dir.path(), "nobody", &[])?;
+    let devs = issue(&c, dir.path(), "carol", &["devs"])?;
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "viewer-view",
+        "--clusterrole=view",
+        "--user=viewer",
+    ])?;
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "editor-edit",
+        "--clusterrole=edit",
+        "--user=editor",
+    ])?;
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "devs-view",
+        "--clusterrole=view",
+        "--group=devs",
+    ])?;
+    c.ok_stdin(&["create", "-f", "-"], &pod("seed"))?;
+
+    // view: get and list, not create.
+    let (ok, out, err) = kubectl_as(&viewer, &["get", "pods"], "")?;
+    assert!(ok, "{err}");
+    assert!(out.contains("seed"), "{out}");
+    let (ok, _, err) = kubectl_as(&viewer, &["get", "pod", "seed"], "")?;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl_as(&viewer, &["create", "-f", "-"], &pod("by-viewer"))?;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (Forbidden): error when creating \"STDIN\": pods is forbidden: User \"viewer\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_as(&viewer, &["get", "secrets"], "")?;
+    assert!(!ok, "view reads no secrets");
+    assert!(err.contains("secrets is forbidden: User \"viewer\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""), "{err}");
+    // Bound in default only.
+    let (ok, _, err) = kubectl_as(&viewer, &["get", "pods", "-n", "kube-system"], "")?;
+    assert!(!ok);
+    assert!(err.contains("in the namespace \"kube-system\""), "{err}");
+
+    // edit: create, not bind roles.
+    let (ok, _, err) = kubectl_as(&editor, &["create", "-f", "-"], &pod("by-editor"))?;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl_as(&editor, &["delete", "pod", "by-editor", "--wait=false"], "")?;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl_as(
+        &editor,
+        &[
+            "create",
+            "rolebinding",
+            "sneaky",
+            "--clusterrole=admin",
+            "--user=editor",
+        ],
+        "",
+    )?;
+    assert!(!ok);
+    assert!(
+        err.contains("rolebindings.rbac.authorization.k8s.io is forbidden: User \"editor\" cannot create resource \"rolebindings\" in API group \"rbac.authorization.k8s.io\" in the namespace \"default\""),
+        "{err}"
+    );
+
+    // No binding at all: the exact upstream message.
+    let (ok, _, err) = kubectl_as(&nobody, &["get", "pods"], "")?;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (Forbidden): pods is forbidden: User \"nobody\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_as(&nobody, &["get", "nodes"], "")?;
+    assert!(!ok);
+    assert!(err.contains("nodes is forbidden: User \"nobody\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"), "{err}");
+    let (ok, _, err) = kubectl_as(&nobody, &["get", "pod", "seed"], "")?;
+    assert!(!ok);
+    assert!(err.contains("pods \"seed\" is forbidden: User \"nobody\" cannot get resource \"pods\" in API group \"\" in the namespace \"default\""), "{err}");
+
+    // A group subject, from the certificate's O.
+    let (ok, out, err) = kubectl_as(&devs, &["get", "pods"], "")?;
+    assert!(ok, "{err}");
+    assert!(out.contains("seed"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn kubectl_auth_can_i_should_answer_from_rbac() -> Result<()> {
+    let c = Cluster::start("")?;
+    let dir = tempfile::tempdir()?;
+    let viewer = issue(&c, dir.path(), "viewer", &[])?;
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "viewer-view",
+        "--clusterrole=view",
+        "--user=viewer",
+    ])?;
+    let (ok, out, err) = kubectl_as(&viewer, &["auth", "can-i", "list", "pods"], "")?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "yes");
+    let (ok, out, _) = kubectl_as(&viewer, &["auth", "can-i", "create", "pods"], "")?;
+    assert!(!ok, "can-i exits 1 on no");
+    assert_eq!(out.trim(), "no");
+    let (ok, out, _) = kubectl_as(
+        &viewer,
+        &["auth", "can-i", "get", "pods", "-n", "kube-system"],
+        "",
+    )?;
+    assert!(!ok);
+    assert_eq!(out.trim(), "no");
+    let (ok, out, err) = kubectl_as(&c.kubeconfig, &["auth", "can-i", "*", "*"], "")?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "yes");
+    Ok(())
+}
+
+#[test]
+fn kubernel_kubeconfig_should_refuse_bad_input() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().display().to_string();
+    let (status, _, err) = kubernel(&["--data-dir", &data, "kubeconfig", "--user", "a"], &[])?;
+    assert!(!status.success());
+    assert!(
+        err.contains("no cluster CA in") && err.contains("ca.crt"),
+        "{err}"
+    );
+    let c = Cluster::start("")?;
+    let data = c.kernel.data_dir().display().to_string();
+    let (status, _, err) = kubernel(
+        &[
+            "--data-dir",
+            &data,
+            "kubeconfig",
+            "--user",
+            "a",
+            "--group",
+            "1",
+            "--group",
+            "2",
+            "--group",
+            "3",
+        ],
+        &[],
+    )?;
+    assert!(!status.success());
+    assert!(err.contains("at most two groups"), "{err}");
+    let (status, out, err) = kubernel(
+        &["--data-dir", &data, "kubeconfig", "--user", "stdout-user"],
+        &[],
+    )?;
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("client-certificate-data:") && out.contains("user: stdout-user"),
+        "{out}"
+    );
+    Ok(())
+}
