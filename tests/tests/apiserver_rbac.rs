@@ -265,3 +265,87 @@ fn kubernel_kubeconfig_should_refuse_bad_input() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn nobody_should_grant_what_they_do_not_hold() -> Result<()> {
+    let c = Cluster::start("")?;
+    let dir = tempfile::tempdir()?;
+    let boss = issue(&c, dir.path(), "boss", &[])?;
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "boss-admin",
+        "--clusterrole=admin",
+        "--user=boss",
+    ])?;
+    // admin holds everything edit grants: binding it is fine.
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &[
+            "create",
+            "rolebinding",
+            "helper-edit",
+            "--clusterrole=edit",
+            "--user=helper",
+        ],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    // cluster-admin is more than admin holds.
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &[
+            "create",
+            "rolebinding",
+            "me-root",
+            "--clusterrole=cluster-admin",
+            "--user=boss",
+        ],
+        "",
+    )?;
+    assert!(!ok);
+    assert!(
+        err.contains("rolebindings.rbac.authorization.k8s.io \"me-root\" is forbidden: user \"boss\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:"),
+        "{err}"
+    );
+    // A Role granting what admin lacks (nodes) is refused; one within admin is not.
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &[
+            "create",
+            "role",
+            "node-reader",
+            "--verb=get",
+            "--resource=nodes",
+        ],
+        "",
+    )?;
+    assert!(!ok);
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    assert!(err.contains("Resources:[\"nodes\"]"), "{err}");
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &[
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get",
+            "--verb=list",
+            "--resource=pods",
+        ],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    // The admin user may still do it all.
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "root",
+        "--clusterrole=cluster-admin",
+        "--user=boss",
+    ])?;
+    Ok(())
+}

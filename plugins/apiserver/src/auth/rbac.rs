@@ -406,3 +406,162 @@ mod tests {
         );
     }
 }
+
+/// Escalation prevention for a Role/ClusterRole or RoleBinding/ClusterRoleBinding
+/// being created or replaced with `object`, as upstream: a role's rules must all be
+/// held by the user (or the user may `escalate` it); a binding's role must be held
+/// whole (or the user may `bind` it).
+pub fn check_escalation(
+    store: &dyn Store,
+    modes: Modes,
+    user: &UserInfo,
+    attrs: &Attributes,
+    object: &Value,
+) -> Result<(), ApiError> {
+    if user.in_group(MASTERS) || user.bus || modes.always_allow {
+        return Ok(());
+    }
+    let ns = attrs.namespace.as_str();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or(attrs.name.as_str())
+        .to_string();
+    let (exempt_verb, role_resource, role_name, rules) = match attrs.resource.as_str() {
+        "roles" | "clusterroles" => (
+            "escalate",
+            attrs.resource.clone(),
+            name.clone(),
+            object["rules"].clone(),
+        ),
+        "rolebindings" | "clusterrolebindings" => {
+            let role = object["roleRef"]["name"].as_str().unwrap_or("").to_string();
+            let (resource, key) = match object["roleRef"]["kind"].as_str() {
+                Some("Role") if attrs.resource == "rolebindings" => {
+                    ("roles", format!("roles.{RBAC}/{ns}/{role}"))
+                }
+                Some("ClusterRole") => ("clusterroles", format!("clusterroles.{RBAC}/{role}")),
+                // Validation answers a bad roleRef.
+                _ => return Ok(()),
+            };
+            let rules = get(store, key).map_or(Value::Null, |r| r["rules"].clone());
+            ("bind", resource.to_string(), role, rules)
+        }
+        _ => return Ok(()),
+    };
+    let exempt = Attributes {
+        verb: exempt_verb.into(),
+        group: RBAC.into(),
+        resource: role_resource,
+        namespace: ns.to_string(),
+        name: role_name,
+        ..Attributes::default()
+    };
+    if allowed(store, modes, user, &exempt) {
+        return Ok(());
+    }
+    let missing: Vec<String> = rules
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .filter(|r| !rule_covered(store, modes, user, ns, r))
+                .map(describe_rule)
+                .collect()
+        })
+        .unwrap_or_default();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let groups: Vec<String> = user.groups.iter().map(|g| format!("{g:?}")).collect();
+    Err(ApiError::forbidden(
+        &attrs.group,
+        &attrs.resource,
+        &name,
+        format!(
+            "{}.{RBAC} {name:?} is forbidden: user {:?} (groups=[{}]) is attempting to grant RBAC permissions not currently held:\n{}",
+            attrs.resource,
+            user.name,
+            groups.join(" "),
+            missing.join("\n")
+        ),
+    ))
+}
+
+/// Whether `user` holds every permission `rule` grants, in namespace `ns`.
+fn rule_covered(store: &dyn Store, modes: Modes, user: &UserInfo, ns: &str, rule: &Value) -> bool {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let verbs = strings(&rule["verbs"]);
+    let urls = strings(&rule["nonResourceURLs"]);
+    if !urls.is_empty() {
+        return verbs.iter().all(|verb| {
+            urls.iter().all(|path| {
+                let attrs = Attributes {
+                    verb: verb.clone(),
+                    path: path.clone(),
+                    ..Attributes::default()
+                };
+                allowed(store, modes, user, &attrs)
+            })
+        });
+    }
+    let groups = strings(&rule["apiGroups"]);
+    let resources = strings(&rule["resources"]);
+    let mut names = strings(&rule["resourceNames"]);
+    if names.is_empty() {
+        names.push(String::new());
+    }
+    verbs.iter().all(|verb| {
+        groups.iter().all(|group| {
+            resources.iter().all(|resource| {
+                let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+                names.iter().all(|name| {
+                    let attrs = Attributes {
+                        verb: verb.clone(),
+                        group: group.clone(),
+                        resource: resource.to_string(),
+                        subresource: sub.to_string(),
+                        namespace: ns.to_string(),
+                        name: name.clone(),
+                        path: String::new(),
+                    };
+                    allowed(store, modes, user, &attrs)
+                })
+            })
+        })
+    })
+}
+
+/// `{APIGroups:["apps"], Resources:["deployments"], Verbs:["create"]}`, as upstream prints a rule.
+fn describe_rule(rule: &Value) -> String {
+    let list = |key: &str| -> Option<String> {
+        let items: Vec<String> = rule[key]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| format!("{s:?}"))
+            .collect();
+        Some(items.join(" "))
+    };
+    let mut parts = Vec::new();
+    for (key, label) in [
+        ("apiGroups", "APIGroups"),
+        ("resources", "Resources"),
+        ("resourceNames", "ResourceNames"),
+        ("nonResourceURLs", "NonResourceURLs"),
+        ("verbs", "Verbs"),
+    ] {
+        if let Some(items) = list(key).filter(|i| !i.is_empty()) {
+            parts.push(format!("{label}:[{items}]"));
+        }
+    }
+    format!("{{{}}}", parts.join(", "))
+}

@@ -249,6 +249,18 @@ pub async fn dispatch(
         record(&state, &info, response.status().as_u16(), started);
         return response;
     }
+    let body = if escalation_checked(&info) {
+        match check_escalation(&state, &user, &attrs, &info, &headers, body).await {
+            Ok(body) => body,
+            Err(e) => {
+                let response = negotiate::error(&e);
+                record(&state, &info, response.status().as_u16(), started);
+                return response;
+            }
+        }
+    } else {
+        body
+    };
     let span = request_span(&info, &headers);
     let response = handle(&state, &info, &query, &headers, body)
         .instrument(span.clone())
@@ -281,6 +293,37 @@ fn request_span(info: &RequestInfo, headers: &HeaderMap) -> tracing::Span {
         kubernel_sdk::set_remote_parent(&span, parent);
     }
     span
+}
+
+/// Creates and replacements of RBAC roles and bindings: checked for escalation.
+fn escalation_checked(info: &RequestInfo) -> bool {
+    info.resource.group == "rbac.authorization.k8s.io"
+        && info.subresource.is_empty()
+        && matches!(info.verb, Verb::Create | Verb::Update)
+}
+
+/// Reads the body of a role or binding write and refuses a grant the user does not
+/// hold; the body to handle.
+async fn check_escalation(
+    state: &ApiState,
+    user: &UserInfo,
+    attrs: &Attributes,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Body, ApiError> {
+    if user.in_group(crate::auth::MASTERS) || user.bus {
+        return Ok(body);
+    }
+    let bytes = read_body(state, body).await?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    // A body that does not parse is answered by the write path.
+    if let Ok(object) = crate::admission::parse_body(info.resource, content_type, &bytes) {
+        rbac::check_escalation(state.store.as_ref(), state.auth.modes, user, attrs, &object)?;
+    }
+    Ok(Body::from(bytes))
 }
 
 /// Runs the authorizers, counting the decision; the 403 to answer when denied.
