@@ -493,12 +493,12 @@ impl Cluster {
     }
 
     fn start_with(extra: &str) -> Result<Cluster> {
-        // kubectl and in-process components reach the apiserver over HTTPS (with the
-        // admin.kubeconfig it writes); `api` is the loopback plain-HTTP port.
+        // kubectl and in-process components reach the apiserver over HTTPS on a port
+        // the kernel picks (the admin.kubeconfig it writes names it, see
+        // `secure_port()`); `api` is the loopback plain-HTTP port.
         let port = free_port()?;
-        let secure_port = free_port()?;
         let config = format!(
-            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {secure_port}\ninsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
+            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = 0\ninsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
             kernel_section(),
             apiserver_lib().display()
         );
@@ -530,6 +530,16 @@ impl Cluster {
             cache,
             etcd,
         })
+    }
+
+    /// The apiserver's HTTPS port (the server of its admin.kubeconfig).
+    pub fn secure_port(&self) -> Result<u16> {
+        let text = std::fs::read_to_string(&self.kubeconfig)?;
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .and_then(|server| server.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .with_context(|| format!("no server port in {}", self.kubeconfig.display()))
     }
 
     /// Runs the installed `kubectl` against the cluster: exit status, stdout, stderr.

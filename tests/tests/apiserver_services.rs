@@ -36,7 +36,7 @@ const WEB: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labe
 #[test]
 fn the_kubernetes_service_should_point_at_the_apiserver_after_start() -> Result<()> {
     let c = Cluster::start("")?;
-    let port: u16 = c.api.rsplit(':').next().unwrap_or("").parse()?;
+    let port = c.secure_port()?;
     let svc = service(&c, "kubernetes")?;
     assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1", "{svc}");
     assert_eq!(svc["spec"]["clusterIPs"], json!(["10.96.0.1"]));
