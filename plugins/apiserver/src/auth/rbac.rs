@@ -350,63 +350,6 @@ pub fn self_subject_access_review(
     Ok(review)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attrs(verb: &str, group: &str, resource: &str, sub: &str, ns: &str) -> Attributes {
-        Attributes {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: sub.into(),
-            namespace: ns.into(),
-            ..Attributes::default()
-        }
-    }
-
-    #[test]
-    fn rules_should_match_like_upstream() {
-        let rule =
-            json!({"apiGroups": [""], "resources": ["pods", "*/status"], "verbs": ["get", "list"]});
-        assert!(rule_allows(&rule, &attrs("get", "", "pods", "", "d")));
-        assert!(!rule_allows(&rule, &attrs("create", "", "pods", "", "d")));
-        assert!(!rule_allows(&rule, &attrs("get", "", "pods", "log", "d")));
-        assert!(rule_allows(&rule, &attrs("get", "", "nodes", "status", "")));
-        assert!(!rule_allows(&rule, &attrs("get", "apps", "pods", "", "d")));
-        let named =
-            json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"], "resourceNames": ["a"]});
-        let mut a = attrs("get", "apps", "deployments", "", "d");
-        assert!(!rule_allows(&named, &a));
-        a.name = "a".into();
-        assert!(rule_allows(&named, &a));
-    }
-
-    #[test]
-    fn forbidden_should_use_upstream_text() {
-        let user = UserInfo {
-            name: "alice".into(),
-            uid: String::new(),
-            groups: vec![],
-            bus: false,
-        };
-        let e = forbidden(&user, &attrs("list", "", "pods", "", "default"));
-        assert_eq!(e.message, "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
-        let mut a = attrs("get", "apps", "deployments", "scale", "");
-        a.name = "web".into();
-        assert_eq!(forbidden(&user, &a).message, "deployments.apps \"web\" is forbidden: User \"alice\" cannot get resource \"deployments/scale\" in API group \"apps\" at the cluster scope");
-        let np = Attributes {
-            verb: "get".into(),
-            path: "/api".into(),
-            ..Attributes::default()
-        };
-        assert_eq!(
-            forbidden(&user, &np).message,
-            "forbidden: User \"alice\" cannot get path \"/api\""
-        );
-    }
-}
-
 /// Escalation prevention for a Role/ClusterRole or RoleBinding/ClusterRoleBinding
 /// being created or replaced with `object`, as upstream: a role's rules must all be
 /// held by the user (or the user may `escalate` it); a binding's role must be held
@@ -564,4 +507,61 @@ fn describe_rule(rule: &Value) -> String {
         }
     }
     format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(verb: &str, group: &str, resource: &str, sub: &str, ns: &str) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            ..Attributes::default()
+        }
+    }
+
+    #[test]
+    fn rules_should_match_like_upstream() {
+        let rule =
+            json!({"apiGroups": [""], "resources": ["pods", "*/status"], "verbs": ["get", "list"]});
+        assert!(rule_allows(&rule, &attrs("get", "", "pods", "", "d")));
+        assert!(!rule_allows(&rule, &attrs("create", "", "pods", "", "d")));
+        assert!(!rule_allows(&rule, &attrs("get", "", "pods", "log", "d")));
+        assert!(rule_allows(&rule, &attrs("get", "", "nodes", "status", "")));
+        assert!(!rule_allows(&rule, &attrs("get", "apps", "pods", "", "d")));
+        let named =
+            json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"], "resourceNames": ["a"]});
+        let mut a = attrs("get", "apps", "deployments", "", "d");
+        assert!(!rule_allows(&named, &a));
+        a.name = "a".into();
+        assert!(rule_allows(&named, &a));
+    }
+
+    #[test]
+    fn forbidden_should_use_upstream_text() {
+        let user = UserInfo {
+            name: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+            bus: false,
+        };
+        let e = forbidden(&user, &attrs("list", "", "pods", "", "default"));
+        assert_eq!(e.message, "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"");
+        let mut a = attrs("get", "apps", "deployments", "scale", "");
+        a.name = "web".into();
+        assert_eq!(forbidden(&user, &a).message, "deployments.apps \"web\" is forbidden: User \"alice\" cannot get resource \"deployments/scale\" in API group \"apps\" at the cluster scope");
+        let np = Attributes {
+            verb: "get".into(),
+            path: "/api".into(),
+            ..Attributes::default()
+        };
+        assert_eq!(
+            forbidden(&user, &np).message,
+            "forbidden: User \"alice\" cannot get path \"/api\""
+        );
+    }
 }
