@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Relays TCP connections from LISTEN_ADDR:LISTEN_PORT to TARGET_ADDR:TARGET_PORT.
 
-The lab's control plane serves its API on loopback only (plain HTTP until TLS
-lands), so lab.sh runs this inside the control plane's namespace to let the
-workers reach it on the control plane's lab address.
+The lab's control plane serves its API (HTTPS) on loopback only, so lab.sh runs
+this inside the control plane's namespace to let the workers reach it on the
+control plane's lab address.
 """
 import socket
 import sys

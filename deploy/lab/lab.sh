@@ -101,9 +101,11 @@ name = "apiserver"
 path = "libkubernel_apiserver.so"
 grace_period = "10s"
 [plugin.config]
-# Loopback only (plain HTTP until TLS lands); forward.py relays $cp_ip:6443 to it.
+# HTTPS on loopback; forward.py relays $cp_ip:6443 to it, so the serving
+# certificate names $cp_ip too. Workers use a kubeconfig issued by the cluster CA.
 bind_address = "127.0.0.1"
 secure_port = 6443
+cert_sans = ["$cp_ip"]
 
 [[plugin]]
 name = "scheduler"
@@ -144,7 +146,7 @@ port = 10250
 network = "bridge"
 lease_renew_interval = "2s"
 [plugin.config.client]
-server = "http://$cp_ip:6443"
+kubeconfig = "$LAB_DIR/worker.kubeconfig"
 
 [[plugin]]
 name = "proxy"
@@ -155,7 +157,7 @@ mode = "$PROXY_MODE"
 scheduler = "$PROXY_SCHEDULER"
 node_port_addresses = ["$ip"]
 [plugin.config.client]
-server = "http://$cp_ip:6443"
+kubeconfig = "$LAB_DIR/worker.kubeconfig"
 EOF
 }
 
@@ -246,6 +248,10 @@ cmd_up() {
   setsid nsenter --net="/run/netns/$(ns_of cp)" -- python3 "$here/forward.py" \
     "$cp_ip" 6443 127.0.0.1 6443 </dev/null >>"$LAB_DIR/cp/forward.log" 2>&1 &
   echo $! >"$LAB_DIR/cp/forward.pid"
+  # The workers' kubelets and proxies: a client certificate in system:nodes.
+  "$bin" --data-dir "$LAB_DIR/cp/data" kubeconfig --user system:kubelet --group system:nodes \
+    --server "https://$cp_ip:6443" -o "$LAB_DIR/worker.kubeconfig" ||
+    die "up: could not issue the workers' kubeconfig"
 
   for node in $list; do
     [[ $node == cp ]] && continue
