@@ -349,3 +349,22 @@ fn nobody_should_grant_what_they_do_not_hold() -> Result<()> {
     ])?;
     Ok(())
 }
+
+#[test]
+fn kubectl_auth_whoami_should_name_the_certificate_user() -> Result<()> {
+    let c = Cluster::start("")?;
+    let out = c.ok(&["auth", "whoami"])?;
+    assert!(out.contains("kubernetes-admin"), "{out}");
+    assert!(out.contains("system:masters"), "{out}");
+    let dir = tempfile::tempdir()?;
+    let carol = issue(&c, dir.path(), "carol", &["devs", "qa"])?;
+    let (ok, out, err) = kubectl_as(&carol, &["auth", "whoami", "-o", "json"], "")?;
+    assert!(ok, "{err}");
+    let review: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(review["status"]["userInfo"]["username"], "carol");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["devs", "qa", "system:authenticated"])
+    );
+    Ok(())
+}

@@ -226,6 +226,9 @@ pub async fn dispatch(
             uri.path()
         )));
     };
+    if group == "authentication.k8s.io" && rest == ["selfsubjectreviews"] {
+        return self_subject_review(&state, &user, &method);
+    }
     if group == "authorization.k8s.io" && rest == ["selfsubjectaccessreviews"] {
         return self_subject_access_review(&state, &user, &method, body).await;
     }
@@ -339,6 +342,36 @@ fn authorize(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<()
         tracing::debug!(user = %user.name, groups = ?user.groups, reason = %e.message, "request forbidden");
     }
     result
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`):
+/// the caller's user as authenticated; the request body carries nothing to read.
+fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Response {
+    if method != Method::POST {
+        return negotiate::error(&ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} selfsubjectreviews)"
+        )));
+    }
+    let attrs = Attributes {
+        verb: "create".into(),
+        group: "authentication.k8s.io".into(),
+        resource: "selfsubjectreviews".into(),
+        ..Attributes::default()
+    };
+    if let Err(e) = authorize(state, user, &attrs) {
+        return negotiate::error(&e);
+    }
+    let mut info = serde_json::json!({ "username": user.name, "groups": user.groups });
+    if !user.uid.is_empty() {
+        info["uid"] = serde_json::json!(user.uid);
+    }
+    let review = serde_json::json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": { "creationTimestamp": null },
+        "status": { "userInfo": info },
+    });
+    json(201, "application/json", review.to_string())
 }
 
 /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
