@@ -136,6 +136,9 @@ mod otlp {
         let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .ok()
             .filter(|e| !e.is_empty())?;
+        // reqwest is built without a default TLS provider (kubernel-client brings its
+        // own rustls setup): ring for this plugin's copy of rustls.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let exporter = match opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
