@@ -29,9 +29,9 @@ pub struct ApiServerConfig {
     /// Whether requests without credentials are served as `system:anonymous`
     /// (`--anonymous-auth`); RBAC then lets them reach only the health and version paths.
     pub anonymous_auth: bool,
-    /// Authorizers in order (`--authorization-mode`): `RBAC`, `Node` (kubelets are
-    /// allowed by the `system:node` role bound to `system:nodes` until the Node
-    /// authorizer lands) and `AlwaysAllow`.
+    /// Authorizers in order (`--authorization-mode`): `Node` (kubelets named
+    /// `system:node:<name>` in `system:nodes` reach their own Node, Lease, pods and what
+    /// those pods refer to), `RBAC` and `AlwaysAllow`.
     pub authorization_modes: Vec<String>,
     /// IPv4 CIDR that Services get their cluster IPs from (`--service-cluster-ip-range`),
     /// from /12 to /30. Its first address is the `kubernetes` Service's; a Service may

@@ -359,9 +359,10 @@ pub fn cluster_role_bindings() -> Vec<Value> {
                 ("Group", "system:unauthenticated"),
             ],
         ),
-        // Stands in for the Node authorizer until it lands: every kubelet may do what
-        // system:node allows.
-        binding("system:node", "system:node", &[("Group", "system:nodes")]),
+        // Upstream binds system:node to nobody: kubelets named system:node:<name> are
+        // decided by the Node authorizer. The shared `system:kubelet` identity of the
+        // lab's workers (one certificate for every node) keeps the role by name.
+        binding("system:node", "system:node", &[("User", "system:kubelet")]),
         binding(
             "system:kube-scheduler",
             "system:kube-scheduler",

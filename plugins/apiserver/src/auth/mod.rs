@@ -13,6 +13,7 @@
 //! insecure port was.
 
 pub mod bootstrap;
+pub mod node;
 pub mod rbac;
 
 use std::collections::HashMap;

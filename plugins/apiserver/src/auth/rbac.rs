@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use super::{UserInfo, AUTHENTICATED, MASTERS};
+use super::{node, UserInfo, AUTHENTICATED, MASTERS};
 use crate::status::ApiError;
 use crate::store::{ListOptions, Store};
 
@@ -51,6 +51,8 @@ pub struct Modes {
     pub always_allow: bool,
     /// `RBAC`.
     pub rbac: bool,
+    /// `Node`: the Node authorizer for `system:node:<name>` users.
+    pub node: bool,
 }
 
 impl Modes {
@@ -64,8 +66,7 @@ impl Modes {
             match mode.as_str() {
                 "RBAC" => m.rbac = true,
                 "AlwaysAllow" => m.always_allow = true,
-                // Kubelets are bound to system:node by RBAC until the Node authorizer lands.
-                "Node" => {}
+                "Node" => m.node = true,
                 other => {
                     return Err(format!(
                         "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, AlwaysAllow)"
@@ -85,10 +86,16 @@ pub fn authorize(
     attrs: &Attributes,
 ) -> Result<(), ApiError> {
     if allowed(store, modes, user, attrs) {
-        Ok(())
-    } else {
-        Err(forbidden(user, attrs))
+        return Ok(());
     }
+    let reason = match (modes.node, node::node_name(user)) {
+        (true, Some(name)) => match node::decide(store, name, attrs) {
+            node::Decision::NoOpinion(reason) => reason,
+            node::Decision::Allow => None,
+        },
+        _ => None,
+    };
+    Err(forbidden_because(user, attrs, reason.as_deref()))
 }
 
 /// The decision alone.
@@ -120,11 +127,23 @@ pub fn allowed(store: &dyn Store, modes: Modes, user: &UserInfo, attrs: &Attribu
             return true;
         }
     }
+    if modes.node {
+        if let Some(name) = node::node_name(user) {
+            if node::decide(store, name, attrs) == node::Decision::Allow {
+                return true;
+            }
+        }
+    }
     modes.rbac && rbac_allows(store, user, attrs)
 }
 
 /// `<resource> "<name>" is forbidden: User "u" cannot <verb> resource ...`, upstream's text.
 pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
+    forbidden_because(user, attrs, None)
+}
+
+/// [`forbidden`] with an authorizer's reason after the text, as upstream joins them.
+fn forbidden_because(user: &UserInfo, attrs: &Attributes, why: Option<&str>) -> ApiError {
     if !attrs.is_resource() {
         return ApiError::forbidden(
             "",
@@ -158,6 +177,10 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes) -> ApiError {
         attrs.resource.clone()
     } else {
         format!("{}.{}", attrs.resource, attrs.group)
+    };
+    let reason = match why {
+        Some(why) => format!("{reason}: {why}"),
+        None => reason,
     };
     let message = if attrs.name.is_empty() {
         format!("{qualified} is forbidden: {reason}")

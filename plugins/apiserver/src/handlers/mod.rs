@@ -264,6 +264,14 @@ pub async fn dispatch(
     } else {
         body
     };
+    let body = match node_restriction(&state, &user, &info, &headers, body).await {
+        Ok(body) => body,
+        Err(e) => {
+            let response = negotiate::error(&e);
+            record(&state, &info, response.status().as_u16(), started);
+            return response;
+        }
+    };
     let span = request_span(&info, &headers);
     let response = handle(&state, &info, &query, &headers, body)
         .instrument(span.clone())
@@ -296,6 +304,46 @@ fn request_span(info: &RequestInfo, headers: &HeaderMap) -> tracing::Span {
         kubernel_sdk::set_remote_parent(&span, parent);
     }
     span
+}
+
+/// NodeRestriction for creates: a node identity may create only the Node and the
+/// `kube-node-lease` Lease named after itself (the Node authorizer lets the create
+/// through without seeing the body); the body to handle.
+async fn node_restriction(
+    state: &ApiState,
+    user: &UserInfo,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Body, ApiError> {
+    let r = info.resource;
+    let restricted = state.auth.modes.node
+        && !user.bus
+        && !user.in_group(crate::auth::MASTERS)
+        && info.verb == Verb::Create
+        && info.subresource.is_empty()
+        && ((r.group.is_empty() && r.plural == "nodes")
+            || (r.group == "coordination.k8s.io" && r.plural == "leases"));
+    let Some(node) = crate::auth::node::node_name(user).filter(|_| restricted) else {
+        return Ok(body);
+    };
+    let bytes = read_body(state, body).await?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    // A body that does not parse is answered by the write path.
+    if let Ok(object) = crate::admission::parse_body(r, content_type, &bytes) {
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        if name != node {
+            let message = if r.plural == "nodes" {
+                format!("nodes {name:?} is forbidden: node {node:?} is not allowed to modify node {name:?}")
+            } else {
+                format!("leases.coordination.k8s.io {name:?} is forbidden: can only access node lease with the same name as the requesting node")
+            };
+            return Err(ApiError::forbidden(r.group, r.plural, name, message));
+        }
+    }
+    Ok(Body::from(bytes))
 }
 
 /// Creates and replacements of RBAC roles and bindings: checked for escalation.

@@ -1,0 +1,237 @@
+//! The Node authorizer: a kubelet identified as `system:node:<name>` in the group
+//! `system:nodes` may read what the pods bound to its node need and write its own
+//! Node, its own Lease and the status of its own pods, as upstream's
+//! `NodeAuthorizer` together with the `NodeRestriction` admission.
+//!
+//! The relations between a node and the secrets, config maps and claims it may read
+//! are found by scanning the pods bound to it (the store serves them from memory)
+//! rather than kept in a graph as upstream does.
+
+use serde_json::Value;
+
+use super::rbac::Attributes;
+use super::UserInfo;
+use crate::store::{ListOptions, Store};
+
+/// The group of node identities.
+pub const NODES_GROUP: &str = "system:nodes";
+/// The user name prefix of node identities.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// The namespace of the nodes' heartbeat Leases.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// What the Node authorizer says about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow,
+    /// Left to the next authorizer; the reason is added to a denial's message.
+    NoOpinion(Option<String>),
+}
+
+/// The node name of a node identity (`system:node:<name>` in `system:nodes`).
+pub fn node_name(user: &UserInfo) -> Option<&str> {
+    if !user.in_group(NODES_GROUP) {
+        return None;
+    }
+    user.name
+        .strip_prefix(NODE_USER_PREFIX)
+        .filter(|n| !n.is_empty())
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+
+/// Decides a request of the node `node`.
+pub fn decide(store: &dyn Store, node: &str, attrs: &Attributes) -> Decision {
+    if attrs.resource.is_empty() {
+        return Decision::NoOpinion(None);
+    }
+    let verb = attrs.verb.as_str();
+    let sub = attrs.subresource.as_str();
+    let allow = match (attrs.group.as_str(), attrs.resource.as_str()) {
+        ("", "nodes") => match sub {
+            "" | "status" if READ.contains(&verb) => true,
+            // The name of a created Node is checked on its body (NodeRestriction).
+            "" if verb == "create" => true,
+            "" | "status" => matches!(verb, "update" | "patch" | "delete") && attrs.name == node,
+            _ => false,
+        },
+        ("coordination.k8s.io", "leases") => {
+            sub.is_empty()
+                && attrs.namespace == NODE_LEASE_NAMESPACE
+                && match verb {
+                    "create" => true,
+                    "get" | "update" | "patch" | "delete" => attrs.name == node,
+                    _ => false,
+                }
+        }
+        ("", "services" | "endpoints") => sub.is_empty() && READ.contains(&verb),
+        ("", "pods") => match sub {
+            "" | "status" if READ.contains(&verb) => true,
+            "" if verb == "delete" => pod_bound_to(store, node, attrs),
+            "status" if matches!(verb, "update" | "patch") => pod_bound_to(store, node, attrs),
+            _ => false,
+        },
+        ("" | "events.k8s.io", "events") => {
+            sub.is_empty() && matches!(verb, "create" | "update" | "patch")
+        }
+        ("", kind @ ("secrets" | "configmaps" | "persistentvolumeclaims")) => {
+            if sub.is_empty() && verb == "get" && !attrs.name.is_empty() {
+                if referenced(store, node, kind, &attrs.namespace, &attrs.name) {
+                    return Decision::Allow;
+                }
+                return Decision::NoOpinion(Some(format!(
+                    "no relationship found between node '{node}' and this object"
+                )));
+            }
+            false
+        }
+        _ => false,
+    };
+    if allow {
+        Decision::Allow
+    } else {
+        Decision::NoOpinion(None)
+    }
+}
+
+/// Whether the named pod exists and its `spec.nodeName` is `node`.
+fn pod_bound_to(store: &dyn Store, node: &str, attrs: &Attributes) -> bool {
+    if attrs.name.is_empty() {
+        return false;
+    }
+    let key = format!("pods/{}/{}", attrs.namespace, attrs.name);
+    match store.get(&key) {
+        Ok(Some(pod)) => pod.object["spec"]["nodeName"] == node,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "Node authorizer: reading the pod failed; no opinion");
+            false
+        }
+    }
+}
+
+/// Whether a pod bound to `node` in `namespace` refers to the `kind` named `name`.
+fn referenced(store: &dyn Store, node: &str, kind: &str, namespace: &str, name: &str) -> bool {
+    let pods = match store.list(&ListOptions {
+        prefix: format!("pods/{namespace}/"),
+        ..ListOptions::default()
+    }) {
+        Ok(r) => r.items,
+        Err(e) => {
+            tracing::warn!(error = %e, "Node authorizer: listing pods failed; no opinion");
+            return false;
+        }
+    };
+    pods.iter()
+        .map(|p| &p.object)
+        .filter(|p| p["spec"]["nodeName"] == node)
+        .any(|p| references(&p["spec"], kind).any(|n| n == name))
+}
+
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+fn text(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| !s.is_empty())
+}
+
+/// The names of the `kind` objects a pod spec refers to.
+fn references<'a>(spec: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let containers = items(&spec["containers"])
+        .chain(items(&spec["initContainers"]))
+        .chain(items(&spec["ephemeralContainers"]));
+    let (volume_field, volume_name, env_ref, env_from, projected) = match kind {
+        "secrets" => (
+            "secret",
+            "secretName",
+            "secretKeyRef",
+            "secretRef",
+            "secret",
+        ),
+        "configmaps" => (
+            "configMap",
+            "name",
+            "configMapKeyRef",
+            "configMapRef",
+            "configMap",
+        ),
+        _ => ("persistentVolumeClaim", "claimName", "", "", ""),
+    };
+    let volumes = items(&spec["volumes"]).flat_map(move |v| {
+        let direct = text(&v[volume_field][volume_name]);
+        let projected = items(&v["projected"]["sources"])
+            .filter_map(move |s| text(&s[projected]["name"]).filter(|_| !projected.is_empty()));
+        direct.into_iter().chain(projected)
+    });
+    let env = containers.flat_map(move |c| {
+        let values = items(&c["env"]).filter_map(move |e| {
+            text(&e["valueFrom"][env_ref]["name"]).filter(|_| !env_ref.is_empty())
+        });
+        let from = items(&c["envFrom"])
+            .filter_map(move |e| text(&e[env_from]["name"]).filter(|_| !env_from.is_empty()));
+        values.chain(from)
+    });
+    let pull = items(&spec["imagePullSecrets"])
+        .filter(move |_| kind == "secrets")
+        .filter_map(|s| text(&s["name"]));
+    volumes.chain(env).chain(pull)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn names<'a>(spec: &'a Value, kind: &'a str) -> Vec<&'a str> {
+        references(spec, kind).collect()
+    }
+
+    #[test]
+    fn references_should_cover_volumes_env_and_pull_secrets() {
+        let spec = json!({
+            "volumes": [
+                {"name": "a", "secret": {"secretName": "s-vol"}},
+                {"name": "b", "configMap": {"name": "cm-vol"}},
+                {"name": "c", "persistentVolumeClaim": {"claimName": "claim"}},
+                {"name": "d", "projected": {"sources": [
+                    {"secret": {"name": "s-proj"}}, {"configMap": {"name": "cm-proj"}}
+                ]}}
+            ],
+            "containers": [{
+                "name": "c",
+                "env": [
+                    {"name": "X", "valueFrom": {"secretKeyRef": {"name": "s-env", "key": "k"}}},
+                    {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "cm-env", "key": "k"}}}
+                ],
+                "envFrom": [{"secretRef": {"name": "s-from"}}, {"configMapRef": {"name": "cm-from"}}]
+            }],
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s-init"}}]}],
+            "imagePullSecrets": [{"name": "s-pull"}]
+        });
+        assert_eq!(
+            names(&spec, "secrets"),
+            ["s-vol", "s-proj", "s-env", "s-from", "s-init", "s-pull"]
+        );
+        assert_eq!(
+            names(&spec, "configmaps"),
+            ["cm-vol", "cm-proj", "cm-env", "cm-from"]
+        );
+        assert_eq!(names(&spec, "persistentvolumeclaims"), ["claim"]);
+    }
+
+    #[test]
+    fn node_name_should_need_the_group_and_the_prefix() {
+        let user = |name: &str, groups: &[&str]| {
+            UserInfo::new(name, "", groups.iter().map(|g| g.to_string()).collect())
+        };
+        assert_eq!(
+            node_name(&user("system:node:n1", &[NODES_GROUP])),
+            Some("n1")
+        );
+        assert_eq!(node_name(&user("system:node:n1", &[])), None);
+        assert_eq!(node_name(&user("system:kubelet", &[NODES_GROUP])), None);
+        assert_eq!(node_name(&user("system:node:", &[NODES_GROUP])), None);
+    }
+}

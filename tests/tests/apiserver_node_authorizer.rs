@@ -1,0 +1,273 @@
+//! The Node authorizer through the real kubectl with node kubeconfigs issued by
+//! `kubernel kubeconfig` (`system:node:<name>` in `system:nodes`): a kubelet writes
+//! its own Node, Lease and pods' status, reads only the secrets its pods refer to,
+//! and gets upstream's 403 text for the rest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use kubernel_e2e::{kubernel, Cluster};
+
+/// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig`.
+fn issue(c: &Cluster, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {
+    let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
+    let data_dir = c.kernel.data_dir().display().to_string();
+    let out = path.display().to_string();
+    let mut args = vec![
+        "--data-dir",
+        &data_dir,
+        "kubeconfig",
+        "--user",
+        user,
+        "-o",
+        &out,
+    ];
+    for g in groups {
+        args.extend(["--group", g]);
+    }
+    let (status, stdout, stderr) = kubernel(&args, &[])?;
+    if !status.success() {
+        bail!("kubernel kubeconfig failed: {stderr}{stdout}");
+    }
+    Ok(path)
+}
+
+/// kubectl as the user of `kubeconfig`, with `stdin`: success, stdout, stderr.
+fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
+    use std::io::Write;
+    let cache = tempfile::tempdir()?;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running kubectl")?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn node(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n")
+}
+
+/// A pod bound to `node` that mounts the secret `secret`.
+fn pod(name: &str, node: &str, secret: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeName: {node}
+  containers:
+  - name: c
+    image: busybox:1.36
+  volumes:
+  - name: s
+    secret:
+      secretName: {secret}
+"#
+    )
+}
+
+fn lease(name: &str) -> String {
+    format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {name}\n  namespace: kube-node-lease\nspec:\n  holderIdentity: {name}\n"
+    )
+}
+
+const READY: &str = r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"kubelet is posting ready status"}]}}"#;
+const RUNNING: &str = r#"{"status":{"phase":"Running"}}"#;
+
+#[test]
+fn a_node_should_reach_only_its_own_objects() -> Result<()> {
+    let c = Cluster::start("")?;
+    let dir = tempfile::tempdir()?;
+    let n1 = issue(&c, dir.path(), "system:node:n1", &["system:nodes"])?;
+    for name in ["n1", "n2"] {
+        c.ok_stdin(&["create", "-f", "-"], &node(name))?;
+    }
+    c.ok(&["create", "secret", "generic", "s1", "--from-literal=k=v"])?;
+    c.ok(&["create", "secret", "generic", "s2", "--from-literal=k=v"])?;
+    c.ok_stdin(&["create", "-f", "-"], &pod("p1", "n1", "s1"))?;
+    c.ok_stdin(&["create", "-f", "-"], &pod("p2", "n2", "s2"))?;
+
+    // Its own Node and its status; every Node readable.
+    let (ok, _, err) = kubectl_as(
+        &n1,
+        &[
+            "patch",
+            "node",
+            "n1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            READY,
+        ],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    let status = c.ok(&[
+        "get",
+        "node",
+        "n1",
+        "-o",
+        "jsonpath={.status.conditions[0].reason}",
+    ])?;
+    assert_eq!(status, "KubeletReady");
+    let (ok, out, err) = kubectl_as(&n1, &["get", "nodes", "-o", "name"], "")?;
+    assert!(ok, "{err}");
+    assert!(out.contains("node/n2"), "{out}");
+    let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", "zone=a"], "")?;
+    assert!(ok, "{err}");
+
+    // Not another node's.
+    let (ok, _, err) = kubectl_as(
+        &n1,
+        &[
+            "patch",
+            "node",
+            "n2",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            READY,
+        ],
+        "",
+    )?;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (Forbidden): nodes \"n2\" is forbidden: User \"system:node:n1\" cannot patch resource \"nodes/status\" in API group \"\" at the cluster scope"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_as(&n1, &["delete", "node", "n2"], "")?;
+    assert!(!ok);
+    assert!(
+        err.contains("nodes \"n2\" is forbidden: User \"system:node:n1\" cannot delete resource \"nodes\" in API group \"\" at the cluster scope"),
+        "{err}"
+    );
+    // Creating a Node: only one named after itself (NodeRestriction).
+    let (ok, _, err) = kubectl_as(&n1, &["create", "-f", "-"], &node("n3"))?;
+    assert!(!ok);
+    assert!(
+        err.contains("nodes \"n3\" is forbidden: node \"n1\" is not allowed to modify node \"n3\""),
+        "{err}"
+    );
+
+    // Its own Lease in kube-node-lease only.
+    if !c
+        .kubectl(&["get", "namespace", "kube-node-lease"])?
+        .0
+        .success()
+    {
+        c.ok(&["create", "namespace", "kube-node-lease"])?;
+    }
+    let (ok, _, err) = kubectl_as(&n1, &["create", "-f", "-"], &lease("n1"))?;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl_as(&n1, &["create", "-f", "-"], &lease("n2"))?;
+    assert!(!ok);
+    assert!(
+        err.contains("can only access node lease with the same name as the requesting node"),
+        "{err}"
+    );
+
+    // Secrets: the one its pod mounts, not another.
+    let (ok, out, err) = kubectl_as(&n1, &["get", "secret", "s1", "-o", "name"], "")?;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "secret/s1");
+    let (ok, _, err) = kubectl_as(&n1, &["get", "secret", "s2"], "")?;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (Forbidden): secrets \"s2\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'n1' and this object"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_as(&n1, &["get", "secrets"], "")?;
+    assert!(!ok, "a node lists no secrets");
+    assert!(err.contains("cannot list resource \"secrets\""), "{err}");
+
+    // Pod status: its own pod's, not another node's.
+    let (ok, _, err) = kubectl_as(
+        &n1,
+        &[
+            "patch",
+            "pod",
+            "p1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            RUNNING,
+        ],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    assert_eq!(
+        c.ok(&["get", "pod", "p1", "-o", "jsonpath={.status.phase}"])?,
+        "Running"
+    );
+    let (ok, _, err) = kubectl_as(
+        &n1,
+        &[
+            "patch",
+            "pod",
+            "p2",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            RUNNING,
+        ],
+        "",
+    )?;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (Forbidden): pods \"p2\" is forbidden: User \"system:node:n1\" cannot patch resource \"pods/status\" in API group \"\" in the namespace \"default\""),
+        "{err}"
+    );
+    let (ok, out, err) = kubectl_as(&n1, &["get", "pods", "-o", "name"], "")?;
+    assert!(ok, "{err}");
+    assert!(out.contains("pod/p2"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn the_shared_kubelet_identity_should_keep_the_system_node_role() -> Result<()> {
+    let c = Cluster::start("")?;
+    let dir = tempfile::tempdir()?;
+    let kubelet = issue(&c, dir.path(), "system:kubelet", &["system:nodes"])?;
+    c.ok_stdin(&["create", "-f", "-"], &node("n2"))?;
+    let (ok, _, err) = kubectl_as(
+        &kubelet,
+        &[
+            "patch",
+            "node",
+            "n2",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            READY,
+        ],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    // The group alone no longer grants system:node.
+    let other = issue(&c, dir.path(), "someone", &["system:nodes"])?;
+    let (ok, _, err) = kubectl_as(&other, &["get", "nodes"], "")?;
+    assert!(!ok);
+    assert!(
+        err.contains("nodes is forbidden: User \"someone\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"),
+        "{err}"
+    );
+    Ok(())
+}
