@@ -146,7 +146,7 @@ port = 10250
 network = "bridge"
 lease_renew_interval = "2s"
 [plugin.config.client]
-kubeconfig = "$LAB_DIR/worker.kubeconfig"
+kubeconfig = "$LAB_DIR/$node/kubelet.kubeconfig"
 
 [[plugin]]
 name = "proxy"
@@ -157,7 +157,7 @@ mode = "$PROXY_MODE"
 scheduler = "$PROXY_SCHEDULER"
 node_port_addresses = ["$ip"]
 [plugin.config.client]
-kubeconfig = "$LAB_DIR/worker.kubeconfig"
+kubeconfig = "$LAB_DIR/proxy.kubeconfig"
 EOF
 }
 
@@ -248,13 +248,17 @@ cmd_up() {
   setsid nsenter --net="/run/netns/$(ns_of cp)" -- python3 "$here/forward.py" \
     "$cp_ip" 6443 127.0.0.1 6443 </dev/null >>"$LAB_DIR/cp/forward.log" 2>&1 &
   echo $! >"$LAB_DIR/cp/forward.pid"
-  # The workers' kubelets and proxies: a client certificate in system:nodes.
-  "$bin" --data-dir "$LAB_DIR/cp/data" kubeconfig --user system:kubelet --group system:nodes \
-    --server "https://$cp_ip:6443" -o "$LAB_DIR/worker.kubeconfig" ||
-    die "up: could not issue the workers' kubeconfig"
+  # The workers' proxies share system:kube-proxy (the system:node-proxier role); each
+  # kubelet is system:node:<its node name> in system:nodes, for the Node authorizer.
+  "$bin" --data-dir "$LAB_DIR/cp/data" kubeconfig --user system:kube-proxy \
+    --server "https://$cp_ip:6443" -o "$LAB_DIR/proxy.kubeconfig" ||
+    die "up: could not issue the proxies' kubeconfig"
 
   for node in $list; do
     [[ $node == cp ]] && continue
+    "$bin" --data-dir "$LAB_DIR/cp/data" kubeconfig --user "system:node:$(ns_of "$node")" \
+      --group system:nodes --server "https://$cp_ip:6443" -o "$LAB_DIR/$node/kubelet.kubeconfig" ||
+      die "up: could not issue the kubeconfig of $node's kubelet"
     worker_config "$node" >"$LAB_DIR/$node/kubernel.toml"
     start_node "$node"
   done
