@@ -188,6 +188,12 @@ async fn repair(
             Err(StoreError::Conflict { .. }) => {
                 tracing::warn!(key = %key, "not repaired: it changed while being repaired")
             }
+            // Deleted since it was read (another apiserver's cache or a controller):
+            // the caller creates it anew.
+            Err(StoreError::NotFound { .. }) => {
+                tracing::warn!(key = %key, "not repaired: it was deleted while being repaired; creating it");
+                return Ok(false);
+            }
             Err(e) => return Err(failed(e)),
         }
     }
