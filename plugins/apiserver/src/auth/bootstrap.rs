@@ -359,10 +359,9 @@ pub fn cluster_role_bindings() -> Vec<Value> {
                 ("Group", "system:unauthenticated"),
             ],
         ),
-        // Upstream binds system:node to nobody: kubelets named system:node:<name> are
-        // decided by the Node authorizer. The shared `system:kubelet` identity of the
-        // lab's workers (one certificate for every node) keeps the role by name.
-        binding("system:node", "system:node", &[("User", "system:kubelet")]),
+        // Bound to nobody, as upstream: kubelets named system:node:<name> in
+        // system:nodes are decided by the Node authorizer.
+        binding("system:node", "system:node", &[]),
         binding(
             "system:kube-scheduler",
             "system:kube-scheduler",
