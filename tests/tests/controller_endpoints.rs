@@ -296,5 +296,12 @@ fn service_endpoints_should_follow_pod_readiness_and_deletion() -> Result<()> {
         manual["subsets"][0]["addresses"][0]["ip"], "192.0.2.10",
         "user-managed Endpoints of a selector-less Service are left alone: {manual}"
     );
+    // The apiserver writes the `kubernetes` Service's Endpoints with the same
+    // skip-mirror label as the controller's own: the controller leaves them alone.
+    let apiserver = json(&c, &["endpoints", "kubernetes"])?;
+    assert!(
+        apiserver["subsets"][0]["addresses"][0]["ip"].is_string(),
+        "the apiserver's Endpoints are kept: {apiserver}"
+    );
     Ok(())
 }

@@ -21,6 +21,9 @@ pub use subsets::desired_subsets;
 /// EndpointSlice mirroring controller skips them).
 pub const MANAGED_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 
+/// The Endpoints of the `kubernetes` Service, which the apiserver writes itself.
+const APISERVER_ENDPOINTS: &str = "default/kubernetes";
+
 /// The label on the endpoints of a headless Service (`clusterIP: None`).
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 
@@ -133,13 +136,16 @@ impl EndpointsController {
             Some(s) => s,
         };
         if selector_of(&service).is_none() {
-            // Without a selector the Endpoints are the user's, unless this controller wrote them.
-            let ours = current.as_ref().is_some_and(|ep| {
-                ep.metadata
-                    .labels
-                    .as_ref()
-                    .is_some_and(|l| l.contains_key(MANAGED_LABEL))
-            });
+            // Without a selector the Endpoints are the user's, unless this controller wrote
+            // them. `default/kubernetes` is the apiserver's (its endpoint reconciler writes
+            // it with the same skip-mirror label as ours): never ours.
+            let ours = key != APISERVER_ENDPOINTS
+                && current.as_ref().is_some_and(|ep| {
+                    ep.metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.contains_key(MANAGED_LABEL))
+                });
             if ours {
                 self.delete(&api, ns, name).await.map_err(err)?;
             }
