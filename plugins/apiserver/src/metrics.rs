@@ -8,6 +8,9 @@ use kubernel_sdk::prometheus::{
 /// Every apiserver metric (cheap to clone: handles to the registered collectors).
 #[derive(Clone)]
 pub struct Metrics {
+    /// The embedded store's commit loop: `kubernel_store_commit_duration_seconds`,
+    /// `kubernel_store_commit_batch_writes`, `kubernel_store_commit_failures_total`.
+    pub commit: crate::store::embedded::CommitMetrics,
     /// `apiserver_request_total{verb,group,version,resource,subresource,scope,component,code}`.
     pub requests: IntCounterVec,
     /// `apiserver_request_duration_seconds{verb,group,version,resource,subresource,scope,component}`.
@@ -58,6 +61,7 @@ impl Metrics {
             8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
         ];
         let m = Metrics {
+            commit: crate::store::embedded::CommitMetrics::registered(registry)?,
             requests: IntCounterVec::new(
                 Opts::new("apiserver_request_total", "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code."),
                 &code_labels,

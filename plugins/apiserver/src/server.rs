@@ -75,7 +75,7 @@ impl Server {
         std::fs::create_dir_all(&dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
         let store: Arc<dyn Store> = match config.storage {
             Storage::Embedded => Arc::new(
-                EmbeddedStore::open(&dir, options)
+                EmbeddedStore::open_with_metrics(&dir, options, Some(metrics.commit.clone()))
                     .map_err(|e| format!("opening the store in {}: {e}", dir.display()))?,
             ),
             Storage::Etcd => Arc::new(

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
+pub use self::commit::CommitMetrics;
 use self::commit::{Op, Request};
 use self::disk::Disk;
 use super::cache::Cache;
@@ -54,6 +55,8 @@ struct Shared {
     batches: AtomicU64,
     /// Set when the store closes: the commit thread refuses what is still queued.
     stopping: AtomicBool,
+    /// The commit loop's metrics, when the store's owner registered some.
+    metrics: Option<CommitMetrics>,
 }
 
 impl EmbeddedStore {
@@ -62,6 +65,15 @@ impl EmbeddedStore {
     /// Fails with [`StoreError::Unavailable`] when the directory or file cannot be
     /// used (including when another store has it open).
     pub fn open(dir: &Path, options: CacheOptions) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_with_metrics(dir, options, None)
+    }
+
+    /// [`EmbeddedStore::open`], with the commit loop observed by `metrics`.
+    pub fn open_with_metrics(
+        dir: &Path,
+        options: CacheOptions,
+        metrics: Option<CommitMetrics>,
+    ) -> Result<EmbeddedStore, StoreError> {
         let (disk, loaded) = Disk::open(dir)?;
         let path = dir.join(disk::FILE_NAME);
         info!(path = %path.display(), keys = loaded.objects.len(), revision = loaded.revision, "embedded store opened");
@@ -69,6 +81,7 @@ impl EmbeddedStore {
             cache: RwLock::new(Cache::new(loaded.objects, loaded.revision, options)),
             batches: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            metrics,
         });
         let (requests, queue) = mpsc::channel(QUEUE);
         let thread = commit::spawn(disk, shared.clone(), queue).map_err(|err| {

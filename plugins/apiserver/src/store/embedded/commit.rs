@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use kubernel_sdk::prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, Registry,
+};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, trace};
@@ -17,6 +20,54 @@ use crate::store::{stored, Event, EventType, Revision, StoreError, Stored};
 
 /// At most this many writes share one disk commit (one fsync).
 pub(super) const MAX_BATCH: usize = 1000;
+
+/// The commit loop's metrics: its rate and duration (one sample per disk commit),
+/// the writes each commit holds, and the commits that failed.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    /// `kubernel_store_commit_duration_seconds`: one durable disk transaction (fsync included).
+    pub duration: Histogram,
+    /// `kubernel_store_commit_batch_writes`: writes sharing one disk commit.
+    pub batch_writes: Histogram,
+    /// `kubernel_store_commit_failures_total`: disk commits that failed (their writes are refused).
+    pub failures: IntCounter,
+}
+
+impl CommitMetrics {
+    fn new() -> Result<CommitMetrics, kubernel_sdk::prometheus::Error> {
+        Ok(CommitMetrics {
+            duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubernel_store_commit_duration_seconds",
+                    "Duration of one durable commit of the embedded store (a group of writes, one fsync).",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 16)?),
+            )?,
+            batch_writes: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubernel_store_commit_batch_writes",
+                    "Writes committed together in one durable commit of the embedded store.",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 11)?),
+            )?,
+            failures: IntCounter::new(
+                "kubernel_store_commit_failures_total",
+                "Durable commits of the embedded store that failed (their writes were refused).",
+            )?,
+        })
+    }
+
+    /// New handles, registered in `registry`.
+    pub fn registered(
+        registry: &Registry,
+    ) -> Result<CommitMetrics, kubernel_sdk::prometheus::Error> {
+        let m = CommitMetrics::new()?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.batch_writes.clone()))?;
+        registry.register(Box::new(m.failures.clone()))?;
+        Ok(m)
+    }
+}
 
 /// A write to apply to one key.
 #[derive(Debug)]
@@ -84,7 +135,15 @@ fn commit(disk: &Disk, shared: &Shared, batch: &mut Vec<Request>) {
         .filter_map(|(_, outcome)| outcome.as_ref().ok().cloned())
         .collect();
     if let Some(last) = events.last() {
-        if let Err(err) = disk.write(&events) {
+        let started = Instant::now();
+        let written = disk.write(&events);
+        if let Some(m) = &shared.metrics {
+            m.duration.observe(started.elapsed().as_secs_f64());
+            if written.is_err() {
+                m.failures.inc();
+            }
+        }
+        if let Err(err) = written {
             error!(error = %err, writes = events.len(), "store commit failed; the batch is refused");
             for (reply, _) in outcomes {
                 let _ = reply.send(Err(err.clone()));
@@ -92,6 +151,9 @@ fn commit(disk: &Disk, shared: &Shared, batch: &mut Vec<Request>) {
             return;
         }
         shared.batches.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &shared.metrics {
+            m.batch_writes.observe(events.len() as f64);
+        }
         shared.cache.write().apply(&events, Instant::now());
         trace!(
             writes = events.len(),
@@ -271,6 +333,30 @@ mod tests {
         assert!(matches!(outcomes[6], Err(StoreError::NotFound { .. })));
     }
 
+    #[tokio::test]
+    async fn commit_metrics_should_count_commits_and_their_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = kubernel_sdk::prometheus::Registry::new();
+        let metrics = super::CommitMetrics::registered(&registry).expect("register");
+        let store = EmbeddedStore::open_with_metrics(
+            dir.path(),
+            CacheOptions::default(),
+            Some(metrics.clone()),
+        )
+        .expect("open store");
+        for name in ["a", "b", "c"] {
+            store
+                .create(&format!("pods/default/{name}"), pod(name))
+                .await
+                .expect("create");
+        }
+        let commits = metrics.duration.get_sample_count();
+        assert!((1..=3).contains(&commits), "{commits} commits");
+        assert_eq!(metrics.batch_writes.get_sample_sum(), 3.0);
+        assert_eq!(metrics.failures.get(), 0);
+        assert_eq!(registry.gather().len(), 3);
+    }
+
     #[test]
     fn commit_thread_should_refuse_requests_still_queued_when_the_store_closes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -283,6 +369,7 @@ mod tests {
             )),
             batches: AtomicU64::new(0),
             stopping: AtomicBool::new(true),
+            metrics: None,
         };
         let (requests, queue) = mpsc::channel(4);
         let (reply, mut outcome) = oneshot::channel();
