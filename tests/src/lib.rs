@@ -231,9 +231,14 @@ impl Kernel {
         target: &str,
         kind: &str,
         payload: Vec<u8>,
+        traceparent: Option<&str>,
     ) -> Result<std::result::Result<Vec<u8>, BusError>> {
         let url = format!("{}/bus/{verb}/{target}/{kind}", self.admin);
-        let mut resp = agent().post(&url).send(&payload[..])?;
+        let mut req = agent().post(&url);
+        if let Some(parent) = traceparent {
+            req = req.header("traceparent", parent);
+        }
+        let mut resp = req.send(&payload[..])?;
         let http = resp.status().as_u16();
         let status = resp
             .headers()
@@ -261,7 +266,13 @@ impl Kernel {
         msg: &M,
     ) -> Result<std::result::Result<M::Reply, BusError>> {
         Ok(
-            match self.bus("request", target, M::KIND, codec::encode(M::KIND, msg)?)? {
+            match self.bus(
+                "request",
+                target,
+                M::KIND,
+                codec::encode(M::KIND, msg)?,
+                None,
+            )? {
                 Ok(bytes) => Ok(codec::decode(M::KIND, &bytes)?),
                 Err(e) => Err(e),
             },
@@ -274,9 +285,23 @@ impl Kernel {
             .map_err(|e| anyhow!("{} to {target}: {e:?}", M::KIND))
     }
 
+    /// `ask` with a W3C `traceparent`, which the kernel puts in the message envelope.
+    pub fn ask_traced<M: Message>(
+        &self,
+        target: &str,
+        msg: &M,
+        traceparent: &str,
+    ) -> Result<M::Reply> {
+        let payload = codec::encode(M::KIND, msg)?;
+        match self.bus("request", target, M::KIND, payload, Some(traceparent))? {
+            Ok(bytes) => Ok(codec::decode(M::KIND, &bytes)?),
+            Err(e) => bail!("{} to {target}: {e:?}", M::KIND),
+        }
+    }
+
     /// Queues a typed message in a plugin's mailbox.
     pub fn send<M: Message>(&self, target: &str, msg: &M) -> Result<()> {
-        match self.bus("send", target, M::KIND, codec::encode(M::KIND, msg)?)? {
+        match self.bus("send", target, M::KIND, codec::encode(M::KIND, msg)?, None)? {
             Ok(_) => Ok(()),
             Err(e) => bail!("send {} to {target}: {e:?}", M::KIND),
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use kubernel_abi::{OutBuf, Status};
 
-use crate::bus::{HeldGuard, PluginState, Slot};
+use crate::bus::{Envelope, HeldGuard, PluginState, Slot};
 use crate::config::PluginConfig;
 use crate::loader::{Library, Live};
 use crate::swap::{swap, SwapError, SwapReport};
@@ -29,6 +29,8 @@ pub struct Deliver {
     pub kind: String,
     /// Encoded message.
     pub payload: Vec<u8>,
+    /// The sender's trace context (see [`Envelope`]).
+    pub trace: Vec<u8>,
 }
 
 /// The instance of this generation crashed during a request on another thread.
@@ -158,12 +160,13 @@ impl PluginHost {
     /// Delivers a queued message; false when the instance crashed handling it.
     fn deliver(&mut self, msg: Deliver, ctx: &mut Context<Self>) -> bool {
         let mut out = Vec::new();
-        let status = self.slot.deliver(
-            &msg.from,
-            &msg.kind,
-            &msg.payload,
-            &mut OutBuf::new(&mut out),
-        );
+        let envelope = Envelope {
+            from: &msg.from,
+            kind: &msg.kind,
+            payload: &msg.payload,
+            trace: &msg.trace,
+        };
+        let status = self.slot.deliver(envelope, &mut OutBuf::new(&mut out));
         if status == Status::PANICKED || status == Status::FATAL {
             ctx.stop();
             return false;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::{Arbiter, Supervisor};
 
-use crate::bus::{Bus, HeldGuard, PluginState, Settings};
+use crate::bus::{Bus, Envelope, HeldGuard, PluginState, Settings};
 use crate::config::{Config, PluginConfig};
 use crate::host::{Drain, PluginHost, Swap};
 use crate::loader::{Library, Live, LoadError};
@@ -179,7 +179,7 @@ impl Kernel {
         let target = name.clone();
         let bus = self.bus.clone();
         let answer = tokio::task::spawn_blocking(move || {
-            bus.request("kernel", &target, RECONFIGURE_KIND, &payload)
+            bus.request(&target, Envelope::new("kernel", RECONFIGURE_KIND, &payload))
         })
         .await
         .map_err(|_| SwapError::HostGone(name.clone()))?;
@@ -224,7 +224,10 @@ impl Kernel {
         let target = name.to_string();
         let bus = self.bus.clone();
         let answer = tokio::task::spawn_blocking(move || {
-            bus.request("kernel", &target, SWAP_EXTENSION_KIND, payload.as_bytes())
+            bus.request(
+                &target,
+                Envelope::new("kernel", SWAP_EXTENSION_KIND, payload.as_bytes()),
+            )
         })
         .await
         .map_err(|_| SwapError::HostGone(name.to_string()))?;

@@ -206,8 +206,10 @@ impl Server {
         if !req.accept.is_empty() {
             builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
         }
-        if !req.traceparent.is_empty() {
-            builder = builder.header("traceparent", req.traceparent.as_str());
+        // The sender's trace context came in the message envelope: the span of
+        // the bus message is current, and the request's span becomes its child.
+        if let Some(parent) = kubernel_sdk::traceparent() {
+            builder = builder.header("traceparent", parent);
         }
         let request = match builder.body(axum::body::Body::from(req.body)) {
             Ok(mut r) => {
