@@ -27,6 +27,11 @@ struct Inner {
 }
 
 impl Client {
+    /// The metrics this client updates, if it has any.
+    pub(crate) fn metrics(&self) -> Option<&ClientMetrics> {
+        self.inner.metrics.as_ref()
+    }
+
     /// A client for the apiserver `config` names; a kubeconfig path left empty means
     /// `<kernel_data_dir>/admin.kubeconfig`.
     pub fn new(

@@ -120,6 +120,7 @@ impl PluginHost {
         let (state, from_version) = slot.snapshot.lock().clone();
         let mut guard = slot.instance.lock();
         let held = HeldGuard::new(slot.id);
+        let started = Instant::now();
         let result = Live::init(lib, &vtable_for(&slot), &params).and_then(|mut live| {
             if state.is_empty() {
                 return Ok(live);
@@ -135,6 +136,11 @@ impl PluginHost {
         match result {
             Ok(live) => {
                 *guard = Some(live);
+                slot.bus
+                    .metrics
+                    .load_duration
+                    .with_label_values(&[slot.name.as_str(), "restart"])
+                    .observe(started.elapsed().as_secs_f64());
                 slot.generation.fetch_add(1, Ordering::SeqCst);
                 *slot.started_at.write() = Instant::now();
                 slot.set_state(PluginState::Running, "");
@@ -151,6 +157,11 @@ impl PluginHost {
                 drop(held);
                 drop(guard);
                 tracing::error!(plugin = %slot.name, error = %e, "plugin restart failed");
+                slot.bus
+                    .metrics
+                    .load_failures
+                    .with_label_values(&[slot.name.as_str(), "restart"])
+                    .inc();
                 slot.set_state(PluginState::Failed, format!("restart failed: {e}"));
                 self.schedule_restart(ctx);
             }

@@ -80,6 +80,9 @@ impl Kernel {
             restart_backoff_max: k.restart_backoff_max,
         };
         let bus = Bus::new(settings, KernelMetrics::new()?);
+        for result in ["applied", "invalid"] {
+            bus.metrics.config_reloads.with_label_values(&[result]);
+        }
         let exe_dir = std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf));
@@ -112,6 +115,10 @@ impl Kernel {
                 },
             })?;
             *slot.instance.lock() = Some(live);
+            bus.metrics
+                .load_duration
+                .with_label_values(&[plugin.name.as_str(), "start"])
+                .observe(started.elapsed().as_secs_f64());
             let arbiter = Arbiter::new();
             let host_slot = slot.clone();
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {

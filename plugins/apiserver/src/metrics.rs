@@ -11,6 +11,8 @@ pub struct Metrics {
     /// The embedded store's commit loop: `kubernel_store_commit_duration_seconds`,
     /// `kubernel_store_commit_batch_writes`, `kubernel_store_commit_failures_total`.
     pub commit: crate::store::embedded::CommitMetrics,
+    /// The watch cache's events in and out, dropped watchers and apply duration.
+    pub watch_cache: crate::store::CacheMetrics,
     /// `apiserver_request_total{verb,group,version,resource,subresource,scope,component,code}`.
     pub requests: IntCounterVec,
     /// `apiserver_request_duration_seconds{verb,group,version,resource,subresource,scope,component}`.
@@ -62,6 +64,7 @@ impl Metrics {
         ];
         let m = Metrics {
             commit: crate::store::embedded::CommitMetrics::registered(registry)?,
+            watch_cache: crate::store::CacheMetrics::registered(registry)?,
             requests: IntCounterVec::new(
                 Opts::new("apiserver_request_total", "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code."),
                 &code_labels,

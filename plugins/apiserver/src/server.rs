@@ -69,6 +69,7 @@ impl Server {
         let options = CacheOptions {
             history_revisions: config.history_revisions,
             history_age: Duration::from_secs(config.history_seconds),
+            metrics: Some(metrics.watch_cache.clone()),
             ..CacheOptions::default()
         };
         let dir = ctx.data_dir().to_path_buf();
