@@ -2,11 +2,8 @@
 //! kubeconfig`: the bootstrap roles, view/edit/admin bindings, group subjects,
 //! upstream's 403 text and `kubectl auth can-i`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use anyhow::{bail, Context, Result};
-use kubernel_e2e::{kubernel, Cluster};
+use anyhow::Result;
+use kubernel_e2e::{kubectl_as, kubernel, Cluster};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -17,56 +14,6 @@ spec:
   - name: c
     image: busybox:1.36
 "#;
-
-/// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig`.
-fn issue(c: &Cluster, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {
-    let path = dir.join(format!("{user}.kubeconfig"));
-    let data_dir = c.kernel.data_dir().display().to_string();
-    let out = path.display().to_string();
-    let mut args = vec![
-        "--data-dir",
-        &data_dir,
-        "kubeconfig",
-        "--user",
-        user,
-        "-o",
-        &out,
-    ];
-    for g in groups {
-        args.extend(["--group", g]);
-    }
-    let (status, stdout, stderr) = kubernel(&args, &[])?;
-    if !status.success() {
-        bail!("kubernel kubeconfig failed: {stderr}{stdout}");
-    }
-    Ok(path)
-}
-
-/// kubectl as the user of `kubeconfig`, with `stdin`: success, stdout, stderr.
-fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
-    use std::io::Write;
-    let cache = tempfile::tempdir()?;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 fn pod(name: &str) -> String {
     POD.replace("NAME", name)
@@ -103,10 +50,10 @@ fn bootstrap_roles_should_exist() -> Result<()> {
 fn view_and_edit_should_allow_what_upstream_allows() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let viewer = issue(&c, dir.path(), "viewer", &[])?;
-    let editor = issue(&c, dir.path(), "editor", &[])?;
-    let nobody = issue(&c, dir.path(), "nobody", &[])?;
-    let devs = issue(&c, dir.path(), "carol", &["devs"])?;
+    let viewer = c.issue_kubeconfig(dir.path(), "viewer", &[])?;
+    let editor = c.issue_kubeconfig(dir.path(), "editor", &[])?;
+    let nobody = c.issue_kubeconfig(dir.path(), "nobody", &[])?;
+    let devs = c.issue_kubeconfig(dir.path(), "carol", &["devs"])?;
     c.ok(&[
         "create",
         "rolebinding",
@@ -197,7 +144,7 @@ fn view_and_edit_should_allow_what_upstream_allows() -> Result<()> {
 fn kubectl_auth_can_i_should_answer_from_rbac() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let viewer = issue(&c, dir.path(), "viewer", &[])?;
+    let viewer = c.issue_kubeconfig(dir.path(), "viewer", &[])?;
     c.ok(&[
         "create",
         "rolebinding",
@@ -270,7 +217,7 @@ fn kubernel_kubeconfig_should_refuse_bad_input() -> Result<()> {
 fn nobody_should_grant_what_they_do_not_hold() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let boss = issue(&c, dir.path(), "boss", &[])?;
+    let boss = c.issue_kubeconfig(dir.path(), "boss", &[])?;
     c.ok(&[
         "create",
         "rolebinding",
@@ -357,7 +304,7 @@ fn kubectl_auth_whoami_should_name_the_certificate_user() -> Result<()> {
     assert!(out.contains("kubernetes-admin"), "{out}");
     assert!(out.contains("system:masters"), "{out}");
     let dir = tempfile::tempdir()?;
-    let carol = issue(&c, dir.path(), "carol", &["devs", "qa"])?;
+    let carol = c.issue_kubeconfig(dir.path(), "carol", &["devs", "qa"])?;
     let (ok, out, err) = kubectl_as(&carol, &["auth", "whoami", "-o", "json"], "")?;
     assert!(ok, "{err}");
     let review: serde_json::Value = serde_json::from_str(&out)?;
