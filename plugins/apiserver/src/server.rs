@@ -59,6 +59,7 @@ impl Server {
             },
             modes: Modes::parse(&config.authorization_modes)?,
             anonymous: config.anonymous_auth,
+            service_accounts: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
@@ -120,8 +121,15 @@ impl Server {
             )
         };
         let shutdown = ctx.shutdown_signal().child_token();
+        let issuer = crate::auth::serviceaccount::TokenIssuer::load(
+            &pki.dir,
+            crate::auth::serviceaccount::DEFAULT_ISSUER,
+        )?;
         let mut state = ApiState::new(store, metrics.clone(), config, shutdown.clone());
-        state.auth = auth;
+        state.auth = AuthSettings {
+            service_accounts: Some(Arc::new(issuer)),
+            ..auth
+        };
         let state = Arc::new(state);
         runtime
             .block_on(crate::allocator::start(&state, addr))

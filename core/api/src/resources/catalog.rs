@@ -178,16 +178,25 @@ pub static RESOURCES: &[Resource] = &[
         true,
         columns::SECRET,
     ),
-    entry(
-        "",
-        "ServiceAccount",
-        "ServiceAccountList",
-        "serviceaccounts",
-        "serviceaccount",
-        &["sa"],
-        true,
-        columns::SERVICE_ACCOUNT,
-    ),
+    Resource {
+        subresources: &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }],
+        ..entry(
+            "",
+            "ServiceAccount",
+            "ServiceAccountList",
+            "serviceaccounts",
+            "serviceaccount",
+            &["sa"],
+            true,
+            columns::SERVICE_ACCOUNT,
+        )
+    },
     entry(
         "",
         "Event",

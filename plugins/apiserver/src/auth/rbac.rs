@@ -570,6 +570,7 @@ mod tests {
             name: "alice".into(),
             uid: String::new(),
             groups: vec![],
+            extra: Vec::new(),
             bus: false,
         };
         let e = forbidden(&user, &attrs("list", "", "pods", "", "default"));

@@ -5,6 +5,7 @@
 
 mod log;
 mod read;
+mod token;
 mod watch;
 mod write;
 
@@ -59,6 +60,8 @@ pub struct AuthSettings {
     pub modes: Modes,
     /// Whether requests without credentials are served as `system:anonymous`.
     pub anonymous: bool,
+    /// Signs and checks service-account tokens (absent in unit tests).
+    pub service_accounts: Option<Arc<crate::auth::serviceaccount::TokenIssuer>>,
 }
 
 impl ApiState {
@@ -170,10 +173,16 @@ pub async fn dispatch(
     body: Body,
 ) -> Response {
     let caller = caller.map_or(Caller::Tls(None), |c| c.0);
+    let accounts = state
+        .auth
+        .service_accounts
+        .as_deref()
+        .map(|issuer| (issuer, state.store.as_ref()));
     let user = match crate::auth::authenticate(
         &caller,
         &headers,
         &state.auth.tokens,
+        accounts,
         state.auth.anonymous,
     ) {
         Ok(user) => {
@@ -412,6 +421,13 @@ fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Re
     let mut info = serde_json::json!({ "username": user.name, "groups": user.groups });
     if !user.uid.is_empty() {
         info["uid"] = serde_json::json!(user.uid);
+    }
+    if !user.extra.is_empty() {
+        let mut extra = serde_json::Map::new();
+        for (k, v) in &user.extra {
+            extra.insert(k.clone(), serde_json::json!([v]));
+        }
+        info["extra"] = serde_json::Value::Object(extra);
     }
     let review = serde_json::json!({
         "kind": "SelfSubjectReview",

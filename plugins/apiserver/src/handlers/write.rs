@@ -497,7 +497,8 @@ async fn write_scale(
     ))
 }
 
-/// POST to a subresource: `pods/<name>/binding` and `pods/<name>/eviction`.
+/// POST to a subresource: `pods/<name>/binding`, `pods/<name>/eviction` and
+/// `serviceaccounts/<name>/token`.
 async fn create_subresource(
     state: &ApiState,
     info: &RequestInfo,
@@ -571,6 +572,7 @@ async fn create_subresource(
                 .map_err(|e| store_error(info, &info.name, e))?;
             Ok(json(201, "application/json", success(info).to_string()))
         }
+        ("ServiceAccount", "token") => super::token::create(state, info, &value).await,
         (_, sub) => Err(ApiError::method_not_allowed(format!(
             "POST is not supported on the {sub} subresource"
         ))),
