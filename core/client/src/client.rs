@@ -24,6 +24,7 @@ struct Inner {
     request_timeout: Duration,
     watch_timeout_seconds: u32,
     metrics: Option<ClientMetrics>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -105,6 +106,7 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        let ca_pem = endpoint.ca_pem.clone();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -114,8 +116,14 @@ impl Client {
                 request_timeout: config.request_timeout,
                 watch_timeout_seconds: config.watch_timeout_seconds,
                 metrics,
+                ca_pem,
             }),
         })
+    }
+
+    /// The PEM CA bundle this client trusts for the apiserver (none over plain HTTP).
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.inner.ca_pem.as_deref()
     }
 
     /// The apiserver's base URL.

@@ -13,6 +13,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
     ("serviceaccount-controller", "serviceaccount"),
+    (
+        "root-ca-certificate-publisher-controller",
+        "root-ca-cert-publisher",
+    ),
     ("node-lifecycle-controller", "nodelifecycle"),
     ("taint-eviction-controller", "taint-eviction"),
     ("endpoints-controller", "endpoint"),

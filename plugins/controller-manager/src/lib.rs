@@ -20,6 +20,7 @@ mod plugin;
 pub mod pods;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootcacertpublisher;
 pub mod selector;
 pub mod serviceaccount;
 pub mod services;

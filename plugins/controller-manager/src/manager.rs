@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::objectmetrics::ObjectMetrics;
 use crate::{
     deployment, disruption, endpoints, endpointslice, garbagecollector, namespace, nodeipam,
-    nodelifecycle, replicaset, resourcequota, serviceaccount, tainteviction,
+    nodelifecycle, replicaset, resourcequota, rootcacertpublisher, serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -143,12 +143,16 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 12] = [
+        let starters: [(&str, Starter); 13] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
             ("namespace-controller", namespace::start),
             ("serviceaccount-controller", serviceaccount::start),
+            (
+                "root-ca-certificate-publisher-controller",
+                rootcacertpublisher::start,
+            ),
             ("node-lifecycle-controller", nodelifecycle::start),
             ("taint-eviction-controller", tainteviction::start),
             ("endpoints-controller", endpoints::start),

@@ -24,6 +24,7 @@ mod render;
 mod resources;
 pub mod selector;
 mod service;
+pub mod service_account;
 mod tolerations;
 mod validation;
 mod workload_defaults;

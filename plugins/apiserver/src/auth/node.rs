@@ -75,6 +75,16 @@ pub fn decide(store: &dyn Store, node: &str, attrs: &Attributes) -> Decision {
         ("" | "events.k8s.io", "events") => {
             sub.is_empty() && matches!(verb, "create" | "update" | "patch")
         }
+        // A token for the ServiceAccount of a pod bound to the node (the kubelet's
+        // projected ServiceAccount volumes).
+        ("", "serviceaccounts") if sub == "token" && verb == "create" => {
+            if runs_as(store, node, &attrs.namespace, &attrs.name) {
+                return Decision::Allow;
+            }
+            return Decision::NoOpinion(Some(format!(
+                "no relationship found between node '{node}' and this object"
+            )));
+        }
         ("", kind @ ("secrets" | "configmaps" | "persistentvolumeclaims")) => {
             if sub.is_empty() && verb == "get" && !attrs.name.is_empty() {
                 if referenced(store, node, kind, &attrs.namespace, &attrs.name) {
@@ -109,6 +119,30 @@ fn pod_bound_to(store: &dyn Store, node: &str, attrs: &Attributes) -> bool {
             false
         }
     }
+}
+
+/// Whether a pod bound to `node` in `namespace` runs as the ServiceAccount `name`.
+fn runs_as(store: &dyn Store, node: &str, namespace: &str, name: &str) -> bool {
+    if name.is_empty() {
+        return false;
+    }
+    let pods = match store.list(&ListOptions {
+        prefix: format!("pods/{namespace}/"),
+        ..ListOptions::default()
+    }) {
+        Ok(r) => r.items,
+        Err(e) => {
+            tracing::warn!(error = %e, "Node authorizer: listing pods failed; no opinion");
+            return false;
+        }
+    };
+    pods.iter().map(|p| &p.object).any(|p| {
+        p["spec"]["nodeName"] == node
+            && p["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default")
+                == name
+    })
 }
 
 /// Whether a pod bound to `node` in `namespace` refers to the `kind` named `name`.
