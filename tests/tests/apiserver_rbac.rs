@@ -172,6 +172,66 @@ fn kubectl_auth_can_i_should_answer_from_rbac() -> Result<()> {
 }
 
 #[test]
+fn subject_access_reviews_should_answer_for_another_user() -> Result<()> {
+    let c = Cluster::start("")?;
+    let review = |path: &str, user: &str, ns: &str| -> Result<(u16, serde_json::Value)> {
+        let body = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": if path.contains("local") { "LocalSubjectAccessReview" } else { "SubjectAccessReview" },
+            "spec": {"user": user, "resourceAttributes": {"verb": "list", "resource": "pods", "namespace": ns}},
+        });
+        let (code, text) = c.send(
+            "POST",
+            path,
+            "application/json",
+            body.to_string().as_bytes(),
+        )?;
+        Ok((code, serde_json::from_str(&text)?))
+    };
+    let sar = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let (code, r) = review(sar, "alice", "default")?;
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(r["kind"], "SubjectAccessReview");
+    assert_eq!(r["status"]["allowed"], false, "{r}");
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ])?;
+    let (_, r) = review(sar, "alice", "default")?;
+    assert_eq!(r["status"]["allowed"], true, "{r}");
+    let local = "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews";
+    let (code, r) = review(local, "alice", "default")?;
+    assert_eq!(
+        (code, &r["status"]["allowed"]),
+        (201, &serde_json::json!(true)),
+        "{r}"
+    );
+    let (code, r) = review(local, "alice", "kube-system")?;
+    assert_eq!(code, 422, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must match metadata.namespace"),
+        "{r}"
+    );
+    // Asking needs the right to: a user without it is refused.
+    let dir = tempfile::tempdir()?;
+    let nobody = c.issue_kubeconfig(dir.path(), "nobody", &[])?;
+    let (ok, _, err) = kubectl_as(
+        &nobody,
+        &["create", "--raw", sar, "-f", "-"],
+        r#"{"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"user": "alice", "resourceAttributes": {"verb": "get", "resource": "pods"}}}"#,
+    )?;
+    assert!(!ok);
+    assert!(err.contains("forbidden"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn kubernel_kubeconfig_should_refuse_bad_input() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().display().to_string();

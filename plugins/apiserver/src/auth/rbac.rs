@@ -312,11 +312,50 @@ fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
     }
 }
 
-/// Answers a SelfSubjectAccessReview body for `user`: the review with its `status`.
+/// Answers a `SelfSubjectAccessReview` (`kubectl auth can-i`): may `user` do what
+/// the spec's attributes say.
 pub fn self_subject_access_review(
     store: &dyn Store,
     modes: Modes,
     user: &UserInfo,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    access_review(
+        store,
+        modes,
+        "SelfSubjectAccessReview",
+        Some(user),
+        None,
+        body,
+    )
+}
+
+/// Answers a `SubjectAccessReview`, or with `namespace` a
+/// `LocalSubjectAccessReview`: may the user the spec names (`user`, `groups`,
+/// `uid`, `extra`) do what its attributes say. A local review's attributes must be
+/// in its own namespace.
+pub fn subject_access_review(
+    store: &dyn Store,
+    modes: Modes,
+    namespace: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let kind = if namespace.is_some() {
+        "LocalSubjectAccessReview"
+    } else {
+        "SubjectAccessReview"
+    };
+    access_review(store, modes, kind, None, namespace, body)
+}
+
+/// The access reviews: `subject` is the requester for a self review, else the
+/// user comes from the spec.
+fn access_review(
+    store: &dyn Store,
+    modes: Modes,
+    kind: &str,
+    subject: Option<&UserInfo>,
+    namespace: Option<&str>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
     // kubectl sends protobuf; other clients JSON.
@@ -325,15 +364,18 @@ pub fn self_subject_access_review(
     } else {
         serde_json::from_slice(body).map_err(|e| e.to_string())
     };
-    let mut review: Value = decoded
-        .map_err(|e| ApiError::bad_request(format!("decoding the SelfSubjectAccessReview: {e}")))?;
+    let mut review: Value =
+        decoded.map_err(|e| ApiError::bad_request(format!("decoding the {kind}: {e}")))?;
     if !review.is_object() {
-        return Err(ApiError::bad_request(
-            "a SelfSubjectAccessReview must be a JSON object",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "a {kind} must be a JSON object"
+        )));
     }
     let spec = &review["spec"];
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let invalid = |cause: crate::status::Cause| {
+        ApiError::invalid("authorization.k8s.io", kind, "", vec![cause])
+    };
     let attrs = if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
         Attributes {
             verb: text(&r["verb"]),
@@ -351,20 +393,57 @@ pub fn self_subject_access_review(
             ..Attributes::default()
         }
     } else {
-        return Err(ApiError::invalid(
-            "authorization.k8s.io",
-            "SelfSubjectAccessReview",
-            "",
-            vec![crate::status::Cause::required("spec.resourceAttributes")],
-        ));
+        return Err(invalid(crate::status::Cause::required(
+            "spec.resourceAttributes",
+        )));
+    };
+    if let Some(ns) = namespace {
+        if attrs.namespace != ns || !attrs.path.is_empty() {
+            return Err(invalid(crate::status::Cause::invalid(
+                "spec.resourceAttributes.namespace",
+                &json!(attrs.namespace),
+                "must match metadata.namespace",
+            )));
+        }
+    }
+    let named;
+    let user = match subject {
+        Some(u) => u,
+        None => {
+            let name = text(&spec["user"]);
+            let groups: Vec<String> = spec["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            if name.is_empty() && groups.is_empty() {
+                return Err(invalid(crate::status::Cause::required_because(
+                    "spec.user",
+                    "at least one of user or group must be specified",
+                )));
+            }
+            named = UserInfo {
+                name,
+                uid: text(&spec["uid"]),
+                groups,
+                extra: Vec::new(),
+                bus: false,
+            };
+            &named
+        }
     };
     let allowed = allowed(store, modes, user, &attrs);
-    review["kind"] = json!("SelfSubjectAccessReview");
+    review["kind"] = json!(kind);
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     if !review["metadata"].is_object() {
         review["metadata"] = json!({});
     }
     review["metadata"]["creationTimestamp"] = Value::Null;
+    if let Some(ns) = namespace {
+        review["metadata"]["namespace"] = json!(ns);
+    }
     review["status"] = if allowed {
         json!({ "allowed": true, "reason": "allowed" })
     } else {

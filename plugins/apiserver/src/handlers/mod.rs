@@ -241,6 +241,17 @@ pub async fn dispatch(
     if group == "authorization.k8s.io" && rest == ["selfsubjectaccessreviews"] {
         return self_subject_access_review(&state, &user, &method, body).await;
     }
+    if group == "authorization.k8s.io" {
+        match rest {
+            ["subjectaccessreviews"] => {
+                return subject_access_review(&state, &user, &method, None, body).await
+            }
+            ["namespaces", ns, "localsubjectaccessreviews"] => {
+                return subject_access_review(&state, &user, &method, Some(ns), body).await
+            }
+            _ => {}
+        }
+    }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let info = match route(&method, group, version, rest, watch) {
         Ok(i) => i,
@@ -436,6 +447,47 @@ fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Re
         "status": { "userInfo": info },
     });
     json(201, "application/json", review.to_string())
+}
+
+/// `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`, or with `namespace`
+/// `.../namespaces/<ns>/localsubjectaccessreviews`: may someone else do something.
+async fn subject_access_review(
+    state: &Arc<ApiState>,
+    user: &UserInfo,
+    method: &Method,
+    namespace: Option<&str>,
+    body: Body,
+) -> Response {
+    let resource = if namespace.is_some() {
+        "localsubjectaccessreviews"
+    } else {
+        "subjectaccessreviews"
+    };
+    if method != Method::POST {
+        return negotiate::error(&ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {resource})"
+        )));
+    }
+    let attrs = Attributes {
+        verb: "create".into(),
+        group: "authorization.k8s.io".into(),
+        resource: resource.into(),
+        namespace: namespace.unwrap_or_default().to_string(),
+        ..Attributes::default()
+    };
+    if let Err(e) = authorize(state, user, &attrs) {
+        return negotiate::error(&e);
+    }
+    let result = match read_body(state, body).await {
+        Ok(bytes) => {
+            rbac::subject_access_review(state.store.as_ref(), state.auth.modes, namespace, &bytes)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(review) => json(201, "application/json", review.to_string()),
+        Err(e) => negotiate::error(&e),
+    }
 }
 
 /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
