@@ -346,6 +346,52 @@ fn nobody_should_grant_what_they_do_not_hold() -> Result<()> {
         "",
     )?;
     assert!(ok, "{err}");
+    // A patch is checked on the role it would leave: merge, JSON and apply.
+    for (kind, patch) in [
+        (
+            "merge",
+            r#"{"rules":[{"apiGroups":[""],"resources":["nodes"],"verbs":["get"]}]}"#,
+        ),
+        (
+            "json",
+            r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":[""],"resources":["nodes"],"verbs":["get"]}}]"#,
+        ),
+    ] {
+        let (ok, _, err) = kubectl_as(
+            &boss,
+            &["patch", "role", "pod-reader", "--type", kind, "-p", patch],
+            "",
+        )?;
+        assert!(!ok, "a {kind} patch granting nodes");
+        assert!(
+            err.contains("is attempting to grant RBAC permissions not currently held"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: applied, namespace: default}\nrules:\n- {apiGroups: [''], resources: [nodes], verbs: [get]}\n",
+    )?;
+    assert!(!ok, "server-side apply creating a role with nodes");
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &[
+            "patch",
+            "role",
+            "pod-reader",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"rules":[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]}"#,
+        ],
+        "",
+    )?;
+    assert!(ok, "a patch within admin: {err}");
     // The admin user may still do it all.
     c.ok(&[
         "create",

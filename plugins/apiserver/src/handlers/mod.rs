@@ -370,7 +370,7 @@ async fn node_restriction(
 fn escalation_checked(info: &RequestInfo) -> bool {
     info.resource.group == "rbac.authorization.k8s.io"
         && info.subresource.is_empty()
-        && matches!(info.verb, Verb::Create | Verb::Update)
+        && matches!(info.verb, Verb::Create | Verb::Update | Verb::Patch)
 }
 
 /// Reads the body of a role or binding write and refuses a grant the user does not
@@ -390,11 +390,42 @@ async fn check_escalation(
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    // A body that does not parse is answered by the write path.
-    if let Ok(object) = crate::admission::parse_body(info.resource, content_type, &bytes) {
+    // A body that does not parse, or a patch that does not apply, is answered by
+    // the write path.
+    let object = if info.verb == Verb::Patch {
+        patched(state, info, content_type, &bytes)
+    } else {
+        crate::admission::parse_body(info.resource, content_type, &bytes).ok()
+    };
+    if let Some(object) = object {
         rbac::check_escalation(state.store.as_ref(), state.auth.modes, user, attrs, &object)?;
     }
     Ok(Body::from(bytes))
+}
+
+/// The role or binding a PATCH would leave (for apply, also one it would create).
+fn patched(
+    state: &ApiState,
+    info: &RequestInfo,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Option<serde_json::Value> {
+    let patch_type = crate::patch::PatchType::from_content_type(content_type?)?;
+    let current = state.store.get(&info.key()).ok()?;
+    let original = match current {
+        Some(stored) => (*stored.object).clone(),
+        None if patch_type == crate::patch::PatchType::Apply => serde_json::json!({}),
+        None => return None,
+    };
+    crate::patch::apply_patch(
+        info.resource.kind,
+        &original,
+        patch_type,
+        bytes,
+        "escalation-check",
+        true,
+    )
+    .ok()
 }
 
 /// Runs the authorizers, counting the decision; the 403 to answer when denied.
