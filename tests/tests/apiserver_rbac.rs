@@ -232,6 +232,59 @@ fn subject_access_reviews_should_answer_for_another_user() -> Result<()> {
 }
 
 #[test]
+fn aggregated_cluster_roles_should_follow_the_roles_they_select() -> Result<()> {
+    let c = Cluster::start(&kubernel_e2e::component_entry(
+        "controller-manager",
+        "controller-manager",
+        "",
+    ))?;
+    let aggregated = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: monitoring}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {example.com/aggregate-to-monitoring: 'true'}
+rules: []
+";
+    c.ok_stdin(&["apply", "-f", "-"], aggregated)?;
+    let source = |name: &str, resource: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {name}
+  labels: {{example.com/aggregate-to-monitoring: 'true'}}
+rules:
+- {{apiGroups: [''], resources: [{resource}], verbs: [get, list]}}
+"
+        )
+    };
+    c.ok_stdin(&["apply", "-f", "-"], &source("read-pods", "pods"))?;
+    c.ok_stdin(&["apply", "-f", "-"], &source("read-nodes", "nodes"))?;
+    let rules = || {
+        c.ok(&[
+            "get",
+            "clusterrole",
+            "monitoring",
+            "-o",
+            "jsonpath={.rules[*].resources}",
+        ])
+    };
+    kubernel_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "both roles' rules",
+        || Ok(rules()? == r#"["nodes"] ["pods"]"#),
+    )?;
+    c.ok(&["delete", "clusterrole", "read-nodes"])?;
+    kubernel_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the deleted role's rules gone",
+        || Ok(rules()? == r#"["pods"]"#),
+    )?;
+    Ok(())
+}
+
+#[test]
 fn kubernel_kubeconfig_should_refuse_bad_input() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().display().to_string();

@@ -24,6 +24,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("resourcequota-controller", "resourcequota"),
     ("node-ipam-controller", "nodeipam"),
     ("disruption-controller", "disruption"),
+    (
+        "clusterrole-aggregation-controller",
+        "clusterrole-aggregation",
+    ),
 ];
 
 /// A config value the controller-manager refuses. Retrying does not help: fix the config.

@@ -16,8 +16,9 @@ use crate::informers::Informers;
 use crate::metrics::Metrics;
 use crate::objectmetrics::ObjectMetrics;
 use crate::{
-    deployment, disruption, endpoints, endpointslice, garbagecollector, namespace, nodeipam,
-    nodelifecycle, replicaset, resourcequota, rootcacertpublisher, serviceaccount, tainteviction,
+    clusterroleaggregation, deployment, disruption, endpoints, endpointslice, garbagecollector,
+    namespace, nodeipam, nodelifecycle, replicaset, resourcequota, rootcacertpublisher,
+    serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -143,7 +144,7 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 13] = [
+        let starters: [(&str, Starter); 14] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
@@ -160,6 +161,10 @@ impl Manager {
             ("resourcequota-controller", resourcequota::start),
             ("node-ipam-controller", nodeipam::start),
             ("disruption-controller", disruption::start),
+            (
+                "clusterrole-aggregation-controller",
+                clusterroleaggregation::start,
+            ),
         ];
         for (name, start) in starters {
             if self.config.enabled(name) {
