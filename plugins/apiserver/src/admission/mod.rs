@@ -12,6 +12,7 @@ mod decode;
 mod defaults;
 mod job;
 mod kinds;
+pub mod limit_ranger;
 mod meta;
 mod names;
 mod pod;

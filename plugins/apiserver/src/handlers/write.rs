@@ -174,6 +174,15 @@ async fn create(
                     format!("pods \"{name}\" is forbidden: {m}"),
                 )
             })?;
+        admission::limit_ranger::admit(state.store.as_ref(), &mut object).map_err(|m| {
+            let name = meta_str(&object, "name");
+            ApiError::forbidden(
+                "",
+                "pods",
+                name,
+                format!("pods \"{name}\" is forbidden: {m}"),
+            )
+        })?;
         admission::service_account::admit(state.store.as_ref(), &mut object).map_err(|m| {
             let name = meta_str(&object, "name");
             ApiError::forbidden(
