@@ -53,6 +53,8 @@ pub struct Modes {
     pub rbac: bool,
     /// `Node`: the Node authorizer for `system:node:<name>` users.
     pub node: bool,
+    /// `ABAC`: the policy file (see `auth::abac`, consulted by the request handler).
+    pub abac: bool,
 }
 
 impl Modes {
@@ -60,16 +62,17 @@ impl Modes {
     pub fn parse(modes: &[String]) -> Result<Modes, String> {
         let mut m = Modes::default();
         if modes.is_empty() {
-            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, AlwaysAllow)".into());
+            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, ABAC, AlwaysAllow)".into());
         }
         for mode in modes {
             match mode.as_str() {
                 "RBAC" => m.rbac = true,
                 "AlwaysAllow" => m.always_allow = true,
                 "Node" => m.node = true,
+                "ABAC" => m.abac = true,
                 other => {
                     return Err(format!(
-                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, AlwaysAllow)"
+                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, ABAC, AlwaysAllow)"
                     ))
                 }
             }
