@@ -1,11 +1,12 @@
 //! The audit log through the real kubectl: events of creates and denials with
-//! upstream's fields, the `Audit-Id` header, and a policy that leaves a user out and
-//! logs request bodies.
+//! upstream's fields, the `Audit-Id` header, requests over the bus, and a policy that
+//! leaves a user out and logs request bodies.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use kubernel_api::rest::ApiRequest;
 use kubernel_e2e::{kubectl_as, run_refused, Cluster};
 use serde_json::Value;
 
@@ -119,6 +120,30 @@ fn audit_log_should_record_creates_and_denials() -> Result<()> {
     assert_eq!(get["user"]["username"], "system:unsecured");
     assert_eq!(get["objectRef"]["name"], "c1");
     assert_eq!(get["responseStatus"]["code"], 200);
+
+    // A request over the bus is audited as the identity it runs as.
+    let over_bus = c.kernel.ask(
+        "@apiserver",
+        &ApiRequest {
+            method: "GET".into(),
+            path: "/api/v1/namespaces/default/configmaps/c1".into(),
+            content_type: String::new(),
+            accept: String::new(),
+            body: Vec::new(),
+        },
+    )?;
+    assert_eq!(over_bus.status, 200);
+    let from_bus = |e: &Value| {
+        e["verb"] == "get"
+            && e["objectRef"]["name"] == "c1"
+            && e["user"]["username"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("system:") && u != "system:unsecured")
+    };
+    let events = events_until(&log, 1, from_bus)?;
+    let bus = events.iter().find(|e| from_bus(e)).expect("bus event");
+    assert_eq!(bus["responseStatus"]["code"], 200);
+    assert!(bus.get("sourceIPs").is_none(), "{bus}");
 
     let (_, metrics) = c.kernel.get("/metrics")?;
     let counted: f64 = metrics
