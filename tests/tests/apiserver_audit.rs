@@ -164,11 +164,15 @@ rules:
     resources:
       - group: ""
         resources: ["configmaps"]
+  - level: RequestResponse
+    resources:
+      - group: ""
+        resources: ["secrets"]
   - level: Metadata
 "#;
 
 #[test]
-fn audit_policy_should_leave_out_users_and_log_request_bodies() -> Result<()> {
+fn audit_policy_should_leave_out_users_and_log_bodies() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("audit.log");
     let policy = dir.path().join("policy.yaml");
@@ -182,6 +186,7 @@ fn audit_policy_should_leave_out_users_and_log_request_bodies() -> Result<()> {
     // kubectl sends this one as protobuf: logged as JSON.
     c.ok(&["create", "configmap", "c2", "--from-literal=k=v"])?;
     c.ok(&["get", "pods"])?;
+    c.ok(&["create", "secret", "generic", "s1", "--from-literal=p=q"])?;
 
     let events = events_until(&log, 2, |e| {
         is(e, "create", "kubernetes-admin", "configmaps")
@@ -204,6 +209,16 @@ fn audit_policy_should_leave_out_users_and_log_request_bodies() -> Result<()> {
         .expect("list event");
     assert_eq!(list["level"], "Metadata");
     assert!(list.get("requestObject").is_none());
+    assert!(list.get("responseObject").is_none());
+    let events = events_until(&log, 1, |e| is(e, "create", "kubernetes-admin", "secrets"))?;
+    let secret = events
+        .iter()
+        .find(|e| is(e, "create", "kubernetes-admin", "secrets"))
+        .expect("secret event");
+    assert_eq!(secret["level"], "RequestResponse");
+    assert_eq!(secret["requestObject"]["metadata"]["name"], "s1");
+    assert_eq!(secret["responseObject"]["kind"], "Secret", "{secret}");
+    assert!(secret["responseObject"]["metadata"]["uid"].is_string());
     Ok(())
 }
 

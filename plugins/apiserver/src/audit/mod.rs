@@ -32,6 +32,10 @@ pub const AUDIT_ID_HEADER: &str = "Audit-Id";
 /// Error bodies up to this size are read back for the event's `responseStatus`.
 const STATUS_BODY_BYTES: u64 = 64 * 1024;
 
+/// Response bodies up to this size are logged at `RequestResponse`; larger ones and
+/// streams (watches, log follows) are not.
+const RESPONSE_BODY_BYTES: u64 = 3 * 1024 * 1024;
+
 /// The audit log of a running apiserver: its policy and writer.
 #[derive(Debug)]
 pub struct Auditor {
@@ -206,27 +210,44 @@ impl Record {
         }
         let code = response.status().as_u16();
         let mut status = json!({ "metadata": {}, "code": code });
-        if code >= 400
-            && response
-                .body()
-                .size_hint()
-                .exact()
-                .is_some_and(|n| n <= STATUS_BODY_BYTES)
+        // Read back a whole (not streamed) body: a failure's Status, and at
+        // `RequestResponse` the response object.
+        let limit = if decision.level >= Level::RequestResponse {
+            RESPONSE_BODY_BYTES
+        } else if code >= 400 {
+            STATUS_BODY_BYTES
+        } else {
+            0
+        };
+        let mut response_object = None;
+        if response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > 0 && n <= limit)
         {
             let (parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, STATUS_BODY_BYTES as usize)
+            let bytes = axum::body::to_bytes(body, limit as usize)
                 .await
                 .unwrap_or_default();
-            if let Ok(Value::Object(sent)) = serde_json::from_slice::<Value>(&bytes) {
-                for key in ["status", "message", "reason", "details"] {
-                    if let Some(v) = sent.get(key) {
-                        status[key] = v.clone();
+            if let Ok(sent) = serde_json::from_slice::<Value>(&bytes) {
+                if code >= 400 {
+                    for key in ["status", "message", "reason", "details"] {
+                        if let Some(v) = sent.get(key) {
+                            status[key] = v.clone();
+                        }
                     }
+                }
+                if decision.level >= Level::RequestResponse {
+                    response_object = Some(sent);
                 }
             }
             response = Response::from_parts(parts, Body::from(bytes));
         }
-        let event = self.event(&attrs, &decision, stage, status);
+        let mut event = self.event(&attrs, &decision, stage, status);
+        if let (Some(object), Value::Object(e)) = (response_object, &mut event) {
+            e.insert("responseObject".into(), object);
+        }
         auditor.events.inc();
         auditor.log.write(event.to_string());
         response

@@ -23,7 +23,7 @@ pub enum Level {
     Metadata,
     /// Metadata and the request body (`requestObject`).
     Request,
-    /// As `Request`; the response body is not logged yet (see the README).
+    /// `Request` and the response body (`responseObject`) when it is not a stream.
     RequestResponse,
 }
 
