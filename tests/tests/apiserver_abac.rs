@@ -59,6 +59,18 @@ fn abac_policy_should_allow_only_what_it_names() -> Result<()> {
         err.contains(r#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "team-b""#),
         "{err}"
     );
+    let (_, out, _) = kubectl_as(
+        &alice,
+        &["auth", "can-i", "list", "pods", "-n", "team-a"],
+        "",
+    )?;
+    assert_eq!(out.trim(), "yes");
+    let (_, out, _) = kubectl_as(
+        &alice,
+        &["auth", "can-i", "create", "pods", "-n", "team-a"],
+        "",
+    )?;
+    assert_eq!(out.trim(), "no");
     let (ok, _, err) = kubectl_as(&alice, &["get", "deployments", "-n", "team-a"], "")?;
     assert!(!ok && err.contains("forbidden"), "{err}");
 

@@ -571,7 +571,12 @@ async fn self_subject_access_review(
         Err(e) => Err(e),
     };
     match result {
-        Ok(review) => json(201, "application/json", review.to_string()),
+        Ok(mut review) => {
+            if let Some(abac) = &state.auth.abac {
+                abac.review(user, &mut review);
+            }
+            json(201, "application/json", review.to_string())
+        }
         Err(e) => negotiate::error(&e),
     }
 }
