@@ -41,6 +41,10 @@ pub struct Metrics {
     pub authorization_decisions: IntCounterVec,
     /// `apiserver_tls_handshake_errors_total`.
     pub tls_handshake_errors: IntCounter,
+    /// `apiserver_audit_event_total`: audit events generated and sent to the log.
+    pub audit_events: IntCounter,
+    /// `apiserver_audit_error_total{plugin}`: audit events dropped or not written.
+    pub audit_errors: IntCounterVec,
 }
 
 const REQUEST_LABELS: &[&str] = &[
@@ -116,7 +120,14 @@ impl Metrics {
                 &["decision"],
             )?,
             tls_handshake_errors: IntCounter::new("apiserver_tls_handshake_errors_total", "Number of requests dropped with 'TLS handshake error from' error")?,
+            audit_events: IntCounter::new("apiserver_audit_event_total", "Counter of audit events generated and sent to the audit backend.")?,
+            audit_errors: IntCounterVec::new(
+                Opts::new("apiserver_audit_error_total", "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error."),
+                &["plugin"],
+            )?,
         };
+        registry.register(Box::new(m.audit_events.clone()))?;
+        registry.register(Box::new(m.audit_errors.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.authentication_attempts.clone()))?;
         registry.register(Box::new(m.authorization_decisions.clone()))?;

@@ -4,7 +4,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
@@ -60,7 +59,12 @@ impl Server {
             modes: Modes::parse(&config.authorization_modes)?,
             anonymous: config.anonymous_auth,
             service_accounts: None,
+            abac: crate::auth::abac::from_config(
+                &config.authorization_modes,
+                config.authorization_policy_file.as_deref(),
+            )?,
         };
+        let auditor = crate::audit::Auditor::start(&config, &metrics)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
             .thread_name("apiserver")
@@ -130,6 +134,7 @@ impl Server {
             service_accounts: Some(Arc::new(issuer)),
             ..auth
         };
+        state.audit = auditor;
         let state = Arc::new(state);
         runtime
             .block_on(crate::allocator::start(&state, addr))
@@ -142,29 +147,18 @@ impl Server {
             Arc::new(tls),
             router.clone(),
             metrics,
+            state.config.max_header_bytes,
             shutdown.clone(),
         ));
         if let Some(listener) = insecure {
-            let stop = shutdown.clone();
-            let http_router = router
-                .clone()
-                .layer(axum::Extension(crate::auth::Caller::Insecure));
             let insecure_addr = listener.local_addr().ok();
             tracing::warn!(addr = ?insecure_addr, "serving plain HTTP without authentication or authorization (insecure_port)");
-            runtime.spawn(async move {
-                // As Go's net/http: no Nagle delay, so a watch event is not held back
-                // behind the client's delayed ACK of the previous one.
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY not set");
-                    }
-                });
-                let serve = axum::serve(listener, http_router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "apiserver plain-HTTP listener failed");
-                }
-            });
+            runtime.spawn(crate::plain::serve(
+                listener,
+                router.clone(),
+                state.config.max_header_bytes,
+                shutdown.clone(),
+            ));
         }
         let server_url = format!("https://{}", client_addr(addr));
         let kubeconfig = kernel_dir.join("admin.kubeconfig");

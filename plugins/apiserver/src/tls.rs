@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use kubernel_sdk::CancellationToken;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -56,6 +56,7 @@ pub async fn serve(
     config: Arc<rustls::ServerConfig>,
     router: axum::Router,
     metrics: Metrics,
+    max_header_bytes: usize,
     stop: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -115,6 +116,8 @@ pub async fn serve(
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(caller.clone());
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(peer));
                     let router = router.clone();
                     async move {
                         use tower::ServiceExt;
@@ -122,7 +125,7 @@ pub async fn serve(
                     }
                 },
             );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let builder = crate::limits::http_builder(max_header_bytes);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -12,6 +12,7 @@
 //! (`insecure_port`) are `system:unsecured` in `system:masters`, as upstream's old
 //! insecure port was.
 
+pub mod abac;
 pub mod bootstrap;
 pub mod node;
 pub mod rbac;

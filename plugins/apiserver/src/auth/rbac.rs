@@ -53,6 +53,8 @@ pub struct Modes {
     pub rbac: bool,
     /// `Node`: the Node authorizer for `system:node:<name>` users.
     pub node: bool,
+    /// `ABAC`: the policy file (see `auth::abac`, consulted by the request handler).
+    pub abac: bool,
 }
 
 impl Modes {
@@ -60,16 +62,17 @@ impl Modes {
     pub fn parse(modes: &[String]) -> Result<Modes, String> {
         let mut m = Modes::default();
         if modes.is_empty() {
-            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, AlwaysAllow)".into());
+            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, ABAC, AlwaysAllow)".into());
         }
         for mode in modes {
             match mode.as_str() {
                 "RBAC" => m.rbac = true,
                 "AlwaysAllow" => m.always_allow = true,
                 "Node" => m.node = true,
+                "ABAC" => m.abac = true,
                 other => {
                     return Err(format!(
-                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, AlwaysAllow)"
+                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, ABAC, AlwaysAllow)"
                     ))
                 }
             }
@@ -348,6 +351,24 @@ pub fn subject_access_review(
     access_review(store, modes, kind, None, namespace, body)
 }
 
+/// The user a (Local)SubjectAccessReview's spec names: `user`, `uid`, `groups`.
+pub fn review_subject(review: &Value) -> UserInfo {
+    let spec = &review["spec"];
+    UserInfo {
+        name: spec["user"].as_str().unwrap_or_default().to_string(),
+        uid: spec["uid"].as_str().unwrap_or_default().to_string(),
+        groups: spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        extra: Vec::new(),
+        bus: false,
+    }
+}
+
 /// The access reviews: `subject` is the requester for a self review, else the
 /// user comes from the spec.
 fn access_review(
@@ -410,27 +431,13 @@ fn access_review(
     let user = match subject {
         Some(u) => u,
         None => {
-            let name = text(&spec["user"]);
-            let groups: Vec<String> = spec["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect();
-            if name.is_empty() && groups.is_empty() {
+            named = review_subject(&review);
+            if named.name.is_empty() && named.groups.is_empty() {
                 return Err(invalid(crate::status::Cause::required_because(
                     "spec.user",
                     "at least one of user or group must be specified",
                 )));
             }
-            named = UserInfo {
-                name,
-                uid: text(&spec["uid"]),
-                groups,
-                extra: Vec::new(),
-                bus: false,
-            };
             &named
         }
     };

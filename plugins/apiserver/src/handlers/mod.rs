@@ -10,11 +10,12 @@ mod watch;
 mod write;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use kubernel_sdk::CancellationToken;
@@ -22,6 +23,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::allocator::ServiceAllocator;
+use crate::audit::Record;
 use crate::auth::rbac::{self, Attributes, Modes};
 use crate::auth::{Caller, TokenFile, UserInfo};
 use crate::config::ApiServerConfig;
@@ -46,6 +48,8 @@ pub struct ApiState {
     pub services: ServiceAllocator,
     /// Bearer tokens and authorizers.
     pub auth: AuthSettings,
+    /// The audit log, when on.
+    pub audit: Option<crate::audit::Auditor>,
     readonly: Semaphore,
     mutating: Semaphore,
     decoders: Semaphore,
@@ -62,6 +66,8 @@ pub struct AuthSettings {
     pub anonymous: bool,
     /// Signs and checks service-account tokens (absent in unit tests).
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::TokenIssuer>>,
+    /// The ABAC policy, when `ABAC` is a mode.
+    pub abac: Option<Arc<crate::auth::abac::PolicyList>>,
 }
 
 impl ApiState {
@@ -85,6 +91,7 @@ impl ApiState {
             config,
             shutdown,
             auth: AuthSettings::default(),
+            audit: None,
         }
     }
 }
@@ -163,16 +170,41 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The single handler every path goes through.
+/// The single handler every path goes through; its audit record ends with the response.
 pub async fn dispatch(
     State(state): State<Arc<ApiState>>,
     caller: Option<axum::Extension<Caller>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let caller = caller.map_or(Caller::Tls(None), |c| c.0);
+    let mut audit = Record::begin(&method, &uri, &headers, peer.map(|p| p.0 .0));
+    let response = serve(
+        state.clone(),
+        caller,
+        method,
+        uri,
+        headers,
+        body,
+        &mut audit,
+    )
+    .await;
+    audit.finish(state.audit.as_ref(), response).await
+}
+
+/// Authentication, routing, authorization and the handler of one request.
+async fn serve(
+    state: Arc<ApiState>,
+    caller: Caller,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    audit: &mut Record,
+) -> Response {
     let accounts = state
         .auth
         .service_accounts
@@ -193,6 +225,7 @@ pub async fn dispatch(
                     .with_label_values(&["success"])
                     .inc();
             }
+            audit.authenticated(&user);
             user
         }
         Err(e) => {
@@ -223,7 +256,8 @@ pub async fn dispatch(
             },
             ..Attributes::default()
         };
-        if let Err(e) = authorize(&state, &user, &attrs) {
+        audit.routed(state.audit.as_ref(), &attrs, "");
+        if let Err(e) = authorize(&state, &user, &attrs, audit) {
             return negotiate::error(&e);
         }
         if let Some(resp) = non_resource(path, &headers) {
@@ -236,18 +270,18 @@ pub async fn dispatch(
         )));
     };
     if group == "authentication.k8s.io" && rest == ["selfsubjectreviews"] {
-        return self_subject_review(&state, &user, &method);
+        return self_subject_review(&state, &user, &method, audit);
     }
     if group == "authorization.k8s.io" && rest == ["selfsubjectaccessreviews"] {
-        return self_subject_access_review(&state, &user, &method, body).await;
+        return self_subject_access_review(&state, &user, &method, body, audit).await;
     }
     if group == "authorization.k8s.io" {
         match rest {
             ["subjectaccessreviews"] => {
-                return subject_access_review(&state, &user, &method, None, body).await
+                return subject_access_review(&state, &user, &method, None, body, audit).await
             }
             ["namespaces", ns, "localsubjectaccessreviews"] => {
-                return subject_access_review(&state, &user, &method, Some(ns), body).await
+                return subject_access_review(&state, &user, &method, Some(ns), body, audit).await
             }
             _ => {}
         }
@@ -266,8 +300,9 @@ pub async fn dispatch(
         name: info.name.clone(),
         path: String::new(),
     };
+    audit.routed(state.audit.as_ref(), &attrs, info.resource.version);
     let started = Instant::now();
-    if let Err(e) = authorize(&state, &user, &attrs) {
+    if let Err(e) = authorize(&state, &user, &attrs, audit) {
         let response = negotiate::error(&e);
         record(&state, &info, response.status().as_u16(), started);
         return response;
@@ -292,14 +327,81 @@ pub async fn dispatch(
             return response;
         }
     };
+    let body = match audit_request_object(&state, &info, &headers, body, audit).await {
+        Ok(body) => body,
+        Err(e) => {
+            let response = negotiate::error(&e);
+            record(&state, &info, response.status().as_u16(), started);
+            return response;
+        }
+    };
     let span = request_span(&info, &headers);
-    let response = handle(&state, &info, &query, &headers, body)
-        .instrument(span.clone())
-        .await;
+    let response = if crate::limits::long_running(&info, &query) {
+        handle(&state, &info, &query, &headers, body)
+            .instrument(span.clone())
+            .await
+    } else {
+        handle_within_timeout(&state, info.clone(), query, headers, body, span.clone()).await
+    };
     let code = response.status().as_u16();
     span.record("code", code);
     record(&state, &info, code, started);
     response
+}
+
+/// Runs the handler as a task of its own and answers 504 once the request timeout
+/// passes; the task goes on to the end (its write lands, its in-flight slot is held).
+async fn handle_within_timeout(
+    state: &Arc<ApiState>,
+    info: RequestInfo,
+    query: Query,
+    headers: HeaderMap,
+    body: Body,
+    span: tracing::Span,
+) -> Response {
+    let limit = crate::limits::request_timeout(&state.config, &query);
+    let task_state = state.clone();
+    let task = tokio::spawn(
+        async move { handle(&task_state, &info, &query, &headers, body).await }.instrument(span),
+    );
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => negotiate::error(&ApiError::internal(format!(
+            "the request handler failed: {e}"
+        ))),
+        Err(_) => negotiate::error(&crate::limits::timed_out()),
+    }
+}
+
+/// Reads the body of a write the audit record wants (its `requestObject`, or the
+/// name of a created object), decoded to JSON from any accepted media type; the
+/// body to handle.
+async fn audit_request_object(
+    state: &ApiState,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+    audit: &mut Record,
+) -> Result<Body, ApiError> {
+    if !audit.wants_body() || !info.verb.is_mutating() {
+        return Ok(body);
+    }
+    let bytes = read_body(state, body).await?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let object = match info.verb {
+        Verb::Create | Verb::Update => {
+            crate::admission::parse_body(info.resource, content_type, &bytes).ok()
+        }
+        _ => None,
+    };
+    // A body that does not parse is answered by the write path; patches and delete
+    // options are logged when they are JSON.
+    if let Some(object) = object.or_else(|| serde_json::from_slice(&bytes).ok()) {
+        audit.request_object(object);
+    }
+    Ok(Body::from(bytes))
 }
 
 /// The span of one API request (exported when OTLP is on), a child of the caller's
@@ -428,9 +530,20 @@ fn patched(
     .ok()
 }
 
-/// Runs the authorizers, counting the decision; the 403 to answer when denied.
-fn authorize(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
-    let result = rbac::authorize(state.store.as_ref(), state.auth.modes, user, attrs);
+/// Runs the authorizers, counting the decision and noting it in the audit record;
+/// the 403 to answer when denied.
+fn authorize(
+    state: &ApiState,
+    user: &UserInfo,
+    attrs: &Attributes,
+    audit: &mut Record,
+) -> Result<(), ApiError> {
+    let mut result = rbac::authorize(state.store.as_ref(), state.auth.modes, user, attrs);
+    let reason = match &state.auth.abac {
+        Some(abac) => abac.after(&mut result, user, attrs),
+        None => String::new(),
+    };
+    audit.authorized(result.is_ok(), reason);
     let decision = if result.is_ok() { "allowed" } else { "denied" };
     state
         .metrics
@@ -445,7 +558,12 @@ fn authorize(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<()
 
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`):
 /// the caller's user as authenticated; the request body carries nothing to read.
-fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Response {
+fn self_subject_review(
+    state: &ApiState,
+    user: &UserInfo,
+    method: &Method,
+    audit: &mut Record,
+) -> Response {
     if method != Method::POST {
         return negotiate::error(&ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} selfsubjectreviews)"
@@ -457,7 +575,8 @@ fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Re
         resource: "selfsubjectreviews".into(),
         ..Attributes::default()
     };
-    if let Err(e) = authorize(state, user, &attrs) {
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
     let mut info = serde_json::json!({ "username": user.name, "groups": user.groups });
@@ -488,6 +607,7 @@ async fn subject_access_review(
     method: &Method,
     namespace: Option<&str>,
     body: Body,
+    audit: &mut Record,
 ) -> Response {
     let resource = if namespace.is_some() {
         "localsubjectaccessreviews"
@@ -506,7 +626,8 @@ async fn subject_access_review(
         namespace: namespace.unwrap_or_default().to_string(),
         ..Attributes::default()
     };
-    if let Err(e) = authorize(state, user, &attrs) {
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
     let result = match read_body(state, body).await {
@@ -516,7 +637,12 @@ async fn subject_access_review(
         Err(e) => Err(e),
     };
     match result {
-        Ok(review) => json(201, "application/json", review.to_string()),
+        Ok(mut review) => {
+            if let Some(abac) = &state.auth.abac {
+                abac.review(&rbac::review_subject(&review), &mut review);
+            }
+            json(201, "application/json", review.to_string())
+        }
         Err(e) => negotiate::error(&e),
     }
 }
@@ -527,6 +653,7 @@ async fn self_subject_access_review(
     user: &UserInfo,
     method: &Method,
     body: Body,
+    audit: &mut Record,
 ) -> Response {
     if method != Method::POST {
         return negotiate::error(&ApiError::method_not_allowed(format!(
@@ -539,7 +666,8 @@ async fn self_subject_access_review(
         resource: "selfsubjectaccessreviews".into(),
         ..Attributes::default()
     };
-    if let Err(e) = authorize(state, user, &attrs) {
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
     let result = match read_body(state, body).await {
@@ -549,7 +677,12 @@ async fn self_subject_access_review(
         Err(e) => Err(e),
     };
     match result {
-        Ok(review) => json(201, "application/json", review.to_string()),
+        Ok(mut review) => {
+            if let Some(abac) = &state.auth.abac {
+                abac.review(user, &mut review);
+            }
+            json(201, "application/json", review.to_string())
+        }
         Err(e) => negotiate::error(&e),
     }
 }
@@ -724,7 +857,7 @@ async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
     // client reads the 413 instead of a broken pipe.
     if total > limit {
         return Err(ApiError::too_large(format!(
-            "the request body is larger than the limit of {limit} bytes"
+            "Request entity too large: limit is {limit}"
         )));
     }
     state.metrics.body_size.observe(total as f64);
