@@ -4,8 +4,9 @@
 //! container restarts with backoff, an exec liveness probe restarts a container, a
 //! missing image backs off in ImagePullBackOff, deletion removes the sandbox and
 //! containers from containerd; containerd killed and restarted makes the node NotReady
-//! then Ready with the pod still running; an unreachable endpoint at start leaves the
-//! kernel up and the node NotReady, naming the endpoint.
+//! then Ready with the pod still running, and a restarted kubelet re-adopts it; an
+//! unreachable endpoint at start leaves the kernel up and the node NotReady, naming the
+//! endpoint.
 
 mod cri_support;
 
@@ -330,6 +331,24 @@ fn containerd_killed_and_restarted_makes_the_node_not_ready_then_ready() -> Resu
     );
     assert_eq!(restarts(&after), 0, "{after}");
     assert_eq!(cluster.ok(&["logs", "web"])?, "up\n");
+
+    // A restarted kubelet finds the pod's sandbox and container in containerd again.
+    let cluster = cluster.kill_and_restart()?;
+    eventually(
+        Duration::from_secs(30),
+        "node Ready after the restart",
+        || Ok(ready(&cluster, node)?.0 == "True"),
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let adopted = pod(&cluster, "web")?;
+    assert_eq!(
+        adopted["status"]["containerStatuses"][0]["containerID"], id,
+        "{adopted}"
+    );
+    assert_eq!(restarts(&adopted), 0, "{adopted}");
+    eventually(Duration::from_secs(20), "logs after the restart", || {
+        Ok(cluster.ok(&["logs", "web"])? == "up\n")
+    })?;
 
     cluster.ok(&["delete", "pod", "web", "--wait=true", "--timeout=60s"])?;
     eventually(Duration::from_secs(30), "containerd empty", || {

@@ -1,4 +1,4 @@
-//! Stopping a pod: the preStop hooks, SIGTERM, the grace period, SIGKILL, the sandbox
+//! Stopping a pod (once the runtime answers): the preStop hooks, SIGTERM, the grace period, SIGKILL, the sandbox
 //! removed, then the delete finished with grace period 0.
 
 use std::collections::HashMap;
@@ -14,6 +14,14 @@ use crate::runtime::{ContainerState, SandboxId};
 impl Worker {
     /// Stops every container (SIGTERM, `grace`, SIGKILL) and removes the sandbox.
     pub(super) async fn terminate(&mut self, pod: &Pod, grace: Duration) {
+        // With the runtime down nothing could be stopped or removed: wait for it, so no
+        // sandbox outlives its pod.
+        while self.shared.runtime_health.lock().is_err() {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
         let rt = self.shared.runtime.clone();
         let mut stops = Vec::new();
         let pod_ip = self.ip();
