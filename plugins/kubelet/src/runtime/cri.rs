@@ -22,6 +22,7 @@ use super::{
     ContainerConfig, ContainerId, ContainerStatus, ExecOutput, ImageError, NodeRuntime,
     PodSandboxConfig, PullPolicy, Runtime, RuntimeError, SandboxId, SandboxStatus,
 };
+use crate::cidr::Ipv4Cidr;
 use crate::metrics::Metrics;
 
 /// Longest any CRI call may take (a pull of a large image included).
@@ -586,6 +587,24 @@ impl NodeRuntime for CriRuntime {
             "Successfully pulled image {image:?} in {:.3}s",
             took.as_secs_f64()
         ))
+    }
+
+    async fn update_pod_cidr(&self, cidr: Ipv4Cidr) -> Result<(), RuntimeError> {
+        let mut client = self.runtime_client();
+        let request = cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: cidr.to_string(),
+                }),
+            }),
+        };
+        self.call(
+            "update_runtime_config",
+            &cidr.to_string(),
+            client.update_runtime_config(request),
+        )
+        .await
+        .map(drop)
     }
 
     async fn health(&self) -> Result<String, String> {

@@ -340,6 +340,13 @@ pub trait NodeRuntime: Runtime {
         ))
     }
 
+    /// Tells the runtime the node's pod CIDR (CRI `UpdateRuntimeConfig`; containerd
+    /// renders it into its CNI config template).
+    async fn update_pod_cidr(&self, cidr: Ipv4Cidr) -> Result<(), RuntimeError> {
+        let _ = cidr;
+        Ok(())
+    }
+
     /// Checks that the runtime answers and is ready; `Ok` carries its version (the
     /// node's `containerRuntimeVersion`), `Err` why it is not usable.
     async fn health(&self) -> Result<String, String> {
