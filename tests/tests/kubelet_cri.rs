@@ -6,7 +6,9 @@
 //! containers from containerd; containerd killed and restarted makes the node NotReady
 //! then Ready with the pod still running, and a restarted kubelet re-adopts it; an
 //! unreachable endpoint at start leaves the kernel up and the node NotReady, naming the
-//! endpoint.
+//! endpoint; with the bridge network (in a network namespace of the test's own)
+//! containerd's CNI gives the pod an address from the node's podCIDR, which the kubelet
+//! sends it.
 
 mod cri_support;
 
@@ -19,11 +21,21 @@ use serde_json::{json, Value};
 
 /// A cluster with a CRI kubelet named `node` on `endpoint`, its pod logs in `log_dir`.
 fn start(node: &str, endpoint: &str, log_dir: &std::path::Path) -> Result<Cluster> {
+    start_on(node, endpoint, log_dir, "host")
+}
+
+/// [`start`] with pod network `network`.
+fn start_on(
+    node: &str,
+    endpoint: &str,
+    log_dir: &std::path::Path,
+    network: &str,
+) -> Result<Cluster> {
     Cluster::start(&component_entry(
         "kubelet",
         "kubelet",
         &format!(
-            "runtime = \"cri\"\nruntime_endpoint = \"{endpoint}\"\npod_log_dir = \"{}\"\nnetwork = \"host\"\nnode_name = \"{node}\"\nport = 0\nlease_renew_interval = \"1s\"\nnode_status_update_frequency = \"1s\"\ncrash_loop_backoff = \"300ms\"\ncrash_loop_backoff_max = \"3s\"\n",
+            "runtime = \"cri\"\nruntime_endpoint = \"{endpoint}\"\npod_log_dir = \"{}\"\nnetwork = \"{network}\"\nnode_name = \"{node}\"\nport = 0\nlease_renew_interval = \"1s\"\nnode_status_update_frequency = \"1s\"\ncrash_loop_backoff = \"300ms\"\ncrash_loop_backoff_max = \"3s\"\n",
             log_dir.display()
         ),
     ))
@@ -392,5 +404,138 @@ fn unreachable_runtime_endpoint_keeps_the_kernel_up_and_the_node_not_ready() -> 
             "operation_type=\"version\"",
         )? > tries)
     })?;
+    Ok(())
+}
+
+/// Set in the environment of the bridge test's second run, in its network namespace.
+const IN_NETNS: &str = "KUBERNEL_TEST_IN_NETNS";
+
+/// Runs test `name` of this binary again in a network namespace of its own
+/// (`unshare --net`: the mounts stay the host's, so runc finds the cgroups, which
+/// `ip netns exec`'s fresh /sys would hide); the namespace goes with the run.
+fn in_new_netns(name: &str) -> Result<()> {
+    let out = std::process::Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe()?)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .output()
+        .context("running unshare")?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !text.contains("1 passed") {
+        bail!("inside the network namespace:\n{text}");
+    }
+    Ok(())
+}
+
+/// containerd's CNI config template of the bridge test: the standard bridge and
+/// host-local plugins over the pod CIDR the kubelet sends (`@DIR@`: the CNI directory).
+const CNI_TEMPLATE: &str = r#"{
+  "cniVersion": "0.4.0",
+  "name": "kubernel-cri",
+  "plugins": [{
+    "type": "bridge",
+    "bridge": "kncri0",
+    "isGateway": true,
+    "ipMasq": false,
+    "ipam": {
+      "type": "host-local",
+      "ranges": [[{"subnet": "{{.PodCIDR}}"}]],
+      "routes": [{"dst": "0.0.0.0/0"}],
+      "dataDir": "@DIR@/ipam"
+    }
+  }]
+}"#;
+
+#[test]
+fn cri_bridge_pod_gets_an_address_from_the_node_pod_cidr() -> Result<()> {
+    let name = "cri_bridge_pod_gets_an_address_from_the_node_pod_cidr";
+    if !runnable() {
+        return Ok(());
+    }
+    let bin = std::path::Path::new("/usr/lib/cni");
+    if !bin.join("bridge").exists() {
+        eprintln!("skipped: no CNI plugins in /usr/lib/cni (Debian's containernetworking-plugins)");
+        return Ok(());
+    }
+    if std::env::var_os(IN_NETNS).is_none() {
+        return in_new_netns(name);
+    }
+    let lo = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()?;
+    if !lo.success() {
+        bail!("ip link set lo up: {lo}");
+    }
+    let containerd = Containerd::start_with_cni(Some((CNI_TEMPLATE, bin)))?;
+    let node = "cri-bridge";
+    let cluster = start_on(
+        node,
+        &containerd.endpoint(),
+        &containerd.log_dir(),
+        "bridge",
+    )?;
+    eventually(Duration::from_secs(30), "node registered", || {
+        Ok(get(&cluster, &format!("/api/v1/nodes/{node}"))?.is_some())
+    })?;
+    // Until containerd has a CNI config the node is NotReady (its network is not).
+    let (status, message) = ready(&cluster, node)?;
+    assert!(
+        status == "False" && message.contains("NetworkReady"),
+        "{status} {message}"
+    );
+    let cidr = "10.244.9.0/24";
+    cluster.ok(&[
+        "patch",
+        "node",
+        node,
+        "--type=merge",
+        "-p",
+        &json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}).to_string(),
+    ])?;
+    eventually(
+        Duration::from_secs(30),
+        "node Ready with its pod network",
+        || Ok(ready(&cluster, node)?.0 == "True"),
+    )?;
+    create(
+        &cluster,
+        &busybox_pod(node, "bridged", "echo bridged; sleep 3600", json!({})),
+    )?;
+    let p = wait_pod(
+        &cluster,
+        "bridged",
+        "bridged Running",
+        Duration::from_secs(60),
+        |p| p["status"]["phase"] == "Running",
+    )
+    .with_context(|| {
+        format!(
+            "events: {}
+containerd: {}",
+            events_of(&cluster, "bridged").unwrap_or_default(),
+            containerd.logs()
+        )
+    })?;
+    let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(
+        ip.starts_with("10.244.9.") && ip != "10.244.9.1",
+        "podIP {ip} from {cidr}"
+    );
+    // The pod answers on its own address from the node (the gateway is the bridge).
+    let ping = std::process::Command::new("/bin/busybox")
+        .args(["ping", "-c", "1", "-W", "2", ip])
+        .output()?;
+    assert!(ping.status.success(), "ping {ip}: {ping:?}");
+    cluster.ok(&["delete", "pod", "bridged", "--wait=true", "--timeout=60s"])?;
+    eventually(Duration::from_secs(30), "containerd empty", || {
+        Ok(containerd.containers()?.is_empty())
+    })?;
+    drop(cluster);
     Ok(())
 }

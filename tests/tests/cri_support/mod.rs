@@ -62,8 +62,28 @@ pub struct Containerd {
 impl Containerd {
     /// Starts a containerd in a fresh temp dir with both test images imported.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with_cni(None)
+    }
+
+    /// Starts a containerd whose CRI plugin networks pods with the standard CNI plugins
+    /// (`cni_bin_dir`) from `template`, a CNI config in which containerd puts the pod
+    /// CIDR the kubelet sends (`{{.PodCIDR}}`); `None`: no CNI config (host network only).
+    pub fn start_with_cni(template: Option<(&str, &Path)>) -> Result<Containerd> {
         let dir = tempfile::Builder::new().prefix("kn-cri-").tempdir()?;
         let d = dir.path();
+        let cni = d.join("cni");
+        let (cni_bin, cni_template) = match template {
+            Some((text, bin)) => {
+                std::fs::create_dir_all(&cni)?;
+                let path = cni.join("template.json");
+                std::fs::write(&path, text.replace("@DIR@", &cni.to_string_lossy()))?;
+                (
+                    bin.to_path_buf(),
+                    format!("    conf_template = \"{}\"\n", path.display()),
+                )
+            }
+            None => (cni.join("bin"), String::new()),
+        };
         let config = format!(
             r#"version = 2
 root = "{root}"
@@ -80,13 +100,14 @@ state = "{state}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni}/bin"
+    bin_dir = "{bin}"
     conf_dir = "{cni}/conf"
-"#,
+{cni_template}"#,
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = d.join("containerd.sock").display(),
-            cni = d.join("cni").display(),
+            cni = cni.display(),
+            bin = cni_bin.display(),
         );
         std::fs::write(d.join("config.toml"), config)?;
         let mut c = Containerd { dir, child: None };
