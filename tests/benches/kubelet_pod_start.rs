@@ -50,6 +50,46 @@ struct Figures {
     latencies: Vec<Duration>,
     all_running: Duration,
     deleted: Duration,
+    /// Mean duration of each runtime call made (CRI only), from the kubelet's metrics.
+    operations: Vec<(String, f64, f64)>,
+}
+
+/// `(operation_type, calls, mean seconds)` from `kubelet_runtime_operations_duration_seconds`.
+fn operations(cluster: &Cluster) -> Result<Vec<(String, f64, f64)>> {
+    let (_, body) = cluster.kernel.get("/metrics")?;
+    let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in body.lines() {
+        for (suffix, slot) in [("_sum{", 0), ("_count{", 1)] {
+            let Some(rest) = line.strip_prefix(&format!(
+                "kubelet_runtime_operations_duration_seconds{suffix}"
+            )) else {
+                continue;
+            };
+            let op = rest
+                .split("operation_type=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("");
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            let entry = sums.entry(op.to_string()).or_default();
+            if slot == 0 {
+                entry.0 += value;
+            } else {
+                entry.1 += value;
+            }
+        }
+    }
+    let mut out: Vec<(String, f64, f64)> = sums
+        .into_iter()
+        .filter(|(_, (_, n))| *n > 0.0)
+        .map(|(op, (sum, n))| (op, n, sum / n))
+        .collect();
+    out.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(out)
 }
 
 impl Figures {
@@ -149,6 +189,7 @@ fn measure(runtime_config: &str, count: usize) -> Result<Figures> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let all_running = started.elapsed();
+    let operations = operations(&cluster)?;
     let created = created
         .lock()
         .map_err(|_| anyhow::anyhow!("creator thread panicked"))?
@@ -170,6 +211,7 @@ fn measure(runtime_config: &str, count: usize) -> Result<Figures> {
         latencies,
         all_running,
         deleted: deleting.elapsed(),
+        operations,
     })
 }
 
@@ -194,6 +236,13 @@ fn main() -> Result<()> {
         count,
     )?;
     println!("{}", cri.line("cri", count));
+    let calls: Vec<String> = cri
+        .operations
+        .iter()
+        .take(6)
+        .map(|(op, n, mean)| format!("{op} {:.0} ms x{n}", mean * 1000.0))
+        .collect();
+    println!("  cri calls until all Running (mean): {}", calls.join(", "));
     let p50 = |f: &Figures| percentile(&f.latencies, 0.5).as_secs_f64();
     if p50(&process) > 0.0 {
         println!("  cri/process p50 ratio: {:.1}x", p50(&cri) / p50(&process));
