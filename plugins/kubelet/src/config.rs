@@ -501,6 +501,21 @@ mod tests {
     }
 
     #[test]
+    fn config_should_default_the_cri_endpoint_and_refuse_one_that_is_not_unix() {
+        let mut c = parse("runtime = \"cri\"").expect("config");
+        assert_eq!(c.runtime, RuntimeKind::Cri);
+        assert_eq!(c.runtime_endpoint, "unix:///run/containerd/containerd.sock");
+        assert_eq!(c.pod_log_dir, std::path::PathBuf::from("/var/log/pods"));
+        assert!(c.validate().is_ok());
+        c.runtime_endpoint = "tcp://127.0.0.1:1".into();
+        let err = c.validate().expect_err("tcp endpoint").to_string();
+        assert!(
+            err.contains("runtime_endpoint") && err.contains("tcp://127.0.0.1:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn config_should_default_every_sim_key() {
         let c = parse("runtime = \"sim\"").expect("config");
         assert_eq!(c.nodes, 1000);
