@@ -1,7 +1,9 @@
 //! The kubelet's metrics, with upstream kubelet names where they exist.
 //!
 //! The process runtime exports `kubelet_node_name{node}`, `kubelet_pleg_relist_duration_seconds`
-//! and `prober_probe_total{probe_type,result}` as well.
+//! and `prober_probe_total{probe_type,result}` as well; the CRI runtime also every CRI
+//! call in `kubelet_runtime_operations_*{operation_type}` and
+//! `kubelet_image_pull_duration_seconds`.
 //!
 //! The sim runtime does not export upstream's `kubelet_node_name{node}` (one series per
 //! simulated node is too many); it exports `kubernel_kubelet_sim_nodes` instead.

@@ -3,7 +3,8 @@
 //! so they survive a kubelet restart and are re-adopted by uid; every call is counted in
 //! `kubelet_runtime_operations_total{operation_type}` and timed. The channel connects
 //! lazily and again after the runtime restarts, so a runtime that is down at start or
-//! goes away only fails calls (and makes the node NotReady) until it is back.
+//! goes away only fails calls (and makes the node NotReady) until it is back. Images,
+//! exec, health: `cri_node.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,10 +20,9 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::cri_convert::{self, PodIdentity};
 use super::{
-    ContainerConfig, ContainerId, ContainerStatus, ExecOutput, ImageError, NodeRuntime,
-    PodSandboxConfig, PullPolicy, Runtime, RuntimeError, SandboxId, SandboxStatus,
+    ContainerConfig, ContainerId, ContainerStatus, NodeRuntime, PodSandboxConfig, Runtime,
+    RuntimeError, SandboxId, SandboxStatus,
 };
-use crate::cidr::Ipv4Cidr;
 use crate::metrics::Metrics;
 
 /// Longest any CRI call may take (a pull of a large image included).
@@ -30,22 +30,22 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A CRI runtime reached over a Unix socket.
 pub struct CriRuntime {
-    endpoint: String,
-    channel: Channel,
-    metrics: Metrics,
+    pub(super) endpoint: String,
+    pub(super) channel: Channel,
+    pub(super) metrics: Metrics,
     /// Where pod directories (volumes) live.
-    root: PathBuf,
+    pub(super) root: PathBuf,
     /// Where container logs go (`pod_log_dir`).
-    log_root: PathBuf,
+    pub(super) log_root: PathBuf,
     /// The runtime's name and version (`containerd://1.6.20`), once it answered.
-    version: Mutex<Option<String>>,
+    pub(super) version: Mutex<Option<String>>,
     /// Sandboxes seen, by id, with the pod they belong to (the CRI's CreateContainer
     /// needs the sandbox config again).
-    sandboxes: Mutex<HashMap<String, PodIdentity>>,
+    pub(super) sandboxes: Mutex<HashMap<String, PodIdentity>>,
     /// The sandbox of each container seen (CRI ContainerStatus does not say it).
-    containers: Mutex<HashMap<String, SandboxId>>,
+    pub(super) containers: Mutex<HashMap<String, SandboxId>>,
     /// Whether pods that are not `hostNetwork` need the runtime's pod network (its CNI).
-    pod_network: bool,
+    pub(super) pod_network: bool,
 }
 
 /// The socket path of a `unix://` endpoint.
@@ -94,17 +94,17 @@ impl CriRuntime {
         })
     }
 
-    fn runtime_client(&self) -> RuntimeServiceClient<Channel> {
+    pub(super) fn runtime_client(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
     }
 
-    fn image_client(&self) -> ImageServiceClient<Channel> {
+    pub(super) fn image_client(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(self.channel.clone())
     }
 
     /// Runs CRI call `operation` (upstream's operation_type label), counting and timing
     /// it; `what` names the object for errors.
-    async fn call<T, Fut>(
+    pub(super) async fn call<T, Fut>(
         &self,
         operation: &'static str,
         what: &str,
@@ -212,43 +212,6 @@ impl CriRuntime {
         let sandbox = SandboxId(c.pod_sandbox_id);
         self.containers.lock().insert(id.0.clone(), sandbox.clone());
         Ok(sandbox)
-    }
-
-    async fn image_present(&self, image: &str) -> Result<bool, String> {
-        let mut client = self.image_client();
-        let request = cri::ImageStatusRequest {
-            image: Some(image_spec(image)),
-            verbose: false,
-        };
-        self.call("image_status", image, client.image_status(request))
-            .await
-            .map(|r| r.image.is_some())
-            .map_err(|e| e.to_string())
-    }
-
-    async fn pull(&self, image: &str) -> Result<Duration, String> {
-        let mut client = self.image_client();
-        let request = cri::PullImageRequest {
-            image: Some(image_spec(image)),
-            ..cri::PullImageRequest::default()
-        };
-        let started = Instant::now();
-        let result = self
-            .call("pull_image", image, client.pull_image(request))
-            .await;
-        let took = started.elapsed();
-        self.metrics.image_pull_duration.observe(took.as_secs_f64());
-        result.map(|_| took).map_err(|e| match e {
-            RuntimeError::Failed { message, .. } => message,
-            other => other.to_string(),
-        })
-    }
-}
-
-fn image_spec(image: &str) -> cri::ImageSpec {
-    cri::ImageSpec {
-        image: image.to_string(),
-        ..cri::ImageSpec::default()
     }
 }
 
@@ -521,129 +484,6 @@ impl CriRuntime {
             .call("list_containers", what, client.list_containers(request))
             .await?
             .containers)
-    }
-}
-
-#[async_trait::async_trait]
-impl NodeRuntime for CriRuntime {
-    fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        self.root.join(format!("{namespace}_{name}_{uid}"))
-    }
-
-    fn execs_in_containers(&self) -> bool {
-        true
-    }
-
-    fn cri_logs(&self) -> bool {
-        true
-    }
-
-    async fn exec_sync(
-        &self,
-        id: &ContainerId,
-        command: &[String],
-        timeout: Duration,
-    ) -> Result<ExecOutput, RuntimeError> {
-        let mut client = self.runtime_client();
-        let request = cri::ExecSyncRequest {
-            container_id: id.0.clone(),
-            cmd: command.to_vec(),
-            timeout: i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX),
-        };
-        let r = self
-            .call("exec_sync", &id.0, client.exec_sync(request))
-            .await?;
-        let mut output = r.stdout;
-        output.extend_from_slice(&r.stderr);
-        Ok(ExecOutput {
-            exit_code: r.exit_code,
-            output,
-        })
-    }
-
-    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, ImageError> {
-        let pull_failed = |message: String| ImageError {
-            reason: "ErrImagePull",
-            message: format!("Failed to pull image {image:?}: {message}"),
-        };
-        if policy != PullPolicy::Always {
-            let present = self.image_present(image).await.map_err(pull_failed)?;
-            if present {
-                return Ok(format!(
-                    "Container image {image:?} already present on machine"
-                ));
-            }
-            if policy == PullPolicy::Never {
-                return Err(ImageError {
-                    reason: "ErrImageNeverPull",
-                    message: format!(
-                        "Container image {image:?} is not present with pull policy of Never"
-                    ),
-                });
-            }
-        }
-        let took = self.pull(image).await.map_err(pull_failed)?;
-        Ok(format!(
-            "Successfully pulled image {image:?} in {:.3}s",
-            took.as_secs_f64()
-        ))
-    }
-
-    async fn update_pod_cidr(&self, cidr: Ipv4Cidr) -> Result<(), RuntimeError> {
-        let mut client = self.runtime_client();
-        let request = cri::UpdateRuntimeConfigRequest {
-            runtime_config: Some(cri::RuntimeConfig {
-                network_config: Some(cri::NetworkConfig {
-                    pod_cidr: cidr.to_string(),
-                }),
-            }),
-        };
-        self.call(
-            "update_runtime_config",
-            &cidr.to_string(),
-            client.update_runtime_config(request),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn health(&self) -> Result<String, String> {
-        let mut client = self.runtime_client();
-        let v = self
-            .call(
-                "version",
-                "",
-                client.version(cri::VersionRequest {
-                    version: "v1".into(),
-                }),
-            )
-            .await
-            .map_err(|e| match e {
-                RuntimeError::Failed { message, .. } => message,
-                other => other.to_string(),
-            })?;
-        let version = format!("{}://{}", v.runtime_name, v.runtime_version);
-        *self.version.lock() = Some(version.clone());
-        let mut client = self.runtime_client();
-        let status = self
-            .call(
-                "status",
-                "",
-                client.status(cri::StatusRequest { verbose: false }),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        for c in status.status.map(|s| s.conditions).unwrap_or_default() {
-            let needed =
-                c.r#type == "RuntimeReady" || (c.r#type == "NetworkReady" && self.pod_network);
-            if needed && !c.status {
-                return Err(format!(
-                    "container runtime {} is not ready: {} {}: {}",
-                    self.endpoint, c.r#type, c.reason, c.message
-                ));
-            }
-        }
-        Ok(version)
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod cri;
 mod cri_convert;
+mod cri_node;
 pub mod pod_network;
 pub mod process;
 mod process_container;
