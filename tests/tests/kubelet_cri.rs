@@ -1,8 +1,8 @@
 //! The kubelet's `cri` runtime against a real containerd the test starts itself (config,
 //! root, state and socket in a temp dir) with images built locally from busybox-static
-//! and imported with `ctr`: a pod runs and `kubectl logs` shows its output, a crashing
-//! container restarts with backoff, an exec liveness probe restarts a container, a
-//! missing image backs off in ImagePullBackOff, deletion removes the sandbox and
+//! and imported with `ctr`: a pod runs and `kubectl logs` (and `-f`) shows its output,
+//! a crashing container restarts with backoff, an exec liveness probe restarts a
+//! container, a missing image backs off in ImagePullBackOff, deletion removes the sandbox and
 //! containers from containerd; containerd killed and restarted makes the node NotReady
 //! then Ready with the pod still running, and a restarted kubelet re-adopts it; an
 //! unreachable endpoint at start leaves the kernel up and the node NotReady, naming the
@@ -199,6 +199,60 @@ fn cri_pods_run_log_restart_back_off_and_are_removed() -> Result<()> {
     let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
     let log_dir = containerd.log_dir().join(format!("default_hi_{uid}"));
     assert!(log_dir.join("main/0.log").exists(), "{}", log_dir.display());
+
+    // kubectl logs -f: new lines of a running container, and all of a finished one.
+    create(
+        &cluster,
+        &busybox_pod(
+            node,
+            "ticker",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+            json!({}),
+        ),
+    )?;
+    let mut done = busybox_pod(node, "done", "echo one; echo two", json!({}));
+    done["spec"]["restartPolicy"] = json!("Never");
+    create(&cluster, &done)?;
+    wait_pod(
+        &cluster,
+        "ticker",
+        "ticker Running",
+        Duration::from_secs(60),
+        |p| p["status"]["phase"] == "Running",
+    )?;
+    let mut follow = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["logs", "-f", "ticker", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = follow.stdout.take().context("kubectl logs -f: no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let followed = rx.recv_timeout(Duration::from_secs(10));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let followed = followed.context("kubectl logs -f showed no new line")?;
+    assert!(followed.starts_with("tick "), "{followed:?}");
+    wait_pod(
+        &cluster,
+        "done",
+        "done Succeeded",
+        Duration::from_secs(60),
+        |p| p["status"]["phase"] == "Succeeded",
+    )?;
+    assert_eq!(cluster.ok(&["logs", "-f", "done"])?, "one\ntwo\n");
 
     // A crashing container restarts with backoff; its previous log stays readable.
     create(
