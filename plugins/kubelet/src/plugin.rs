@@ -73,7 +73,7 @@ impl Kubelet {
                     shutdown.clone(),
                 ))
             }
-            RuntimeKind::Process => {
+            RuntimeKind::Process | RuntimeKind::Cri => {
                 let root = self
                     .config
                     .root_dir
@@ -93,7 +93,8 @@ impl Kubelet {
                     port = agent.port(),
                     root = %root.display(),
                     network = if self.config.bridge_network() { "bridge" } else { "host" },
-                    "kubelet started (process runtime)"
+                    runtime = if self.config.runtime == RuntimeKind::Cri { self.config.runtime_endpoint.as_str() } else { "process" },
+                    "kubelet started"
                 );
                 Agent::Process(agent)
             }
@@ -109,7 +110,7 @@ impl Kubelet {
     fn stop(&mut self, deadline: Duration) {
         if let Some(r) = self.running.take() {
             if let Agent::Process(p) = &r.agent {
-                self.parked = Some(p.runtime());
+                self.parked = p.process_runtime();
             }
             r.shutdown.cancel();
             r.runtime.shutdown_timeout(deadline);
