@@ -1,9 +1,9 @@
 //! The kubelet's metrics, with upstream kubelet names where they exist.
 //!
-//! The process runtime exports `kubelet_node_name{node}`, `kubelet_pleg_relist_duration_seconds`
-//! and `prober_probe_total{probe_type,result}` as well; the CRI runtime also every CRI
-//! call in `kubelet_runtime_operations_*{operation_type}` and
-//! `kubelet_image_pull_duration_seconds`.
+//! The process runtime exports `kubelet_node_name{node}`, `kubelet_pleg_relist_duration_seconds`,
+//! `prober_probe_total{probe_type,result}` and its relist's two runtime calls in
+//! `kubelet_runtime_operations_*{operation_type}` as well; the CRI runtime every CRI
+//! call there and `kubelet_image_pull_duration_seconds`.
 //!
 //! The sim runtime does not export upstream's `kubelet_node_name{node}` (one series per
 //! simulated node is too many); it exports `kubernel_kubelet_sim_nodes` instead.
@@ -291,8 +291,10 @@ impl Metrics {
         self.runtime_operations_duration
             .with_label_values(&[operation])
             .observe(seconds);
+        // The error series exists from the first call, so `increase()` sees the first error.
+        let errors = self.runtime_errors.with_label_values(&[operation]);
         if failed {
-            self.runtime_errors.with_label_values(&[operation]).inc();
+            errors.inc();
         }
     }
 

@@ -265,19 +265,19 @@ async fn relist(shared: Arc<Shared>) {
                 .observe(started.duration_since(previous).as_secs_f64());
         }
         let sandboxes = shared.runtime.list_pod_sandboxes().await;
+        let listed_sandboxes = started.elapsed();
         let containers = shared.runtime.list_containers(None).await;
-        // The CRI runtime counts its own calls.
-        let counted = shared.config.runtime == RuntimeKind::Cri;
-        for (failed, operation) in [
-            (sandboxes.is_err(), "list_podsandbox"),
-            (containers.is_err(), "list_containers"),
-        ] {
-            if failed && !counted {
+        // The CRI runtime counts its own calls; the relist's two are counted here
+        // for the process runtime.
+        if shared.config.runtime != RuntimeKind::Cri {
+            let listed_containers = started.elapsed().saturating_sub(listed_sandboxes);
+            for (failed, operation, took) in [
+                (sandboxes.is_err(), "list_podsandbox", listed_sandboxes),
+                (containers.is_err(), "list_containers", listed_containers),
+            ] {
                 shared
                     .metrics
-                    .runtime_errors
-                    .with_label_values(&[operation])
-                    .inc();
+                    .runtime_operation(operation, took.as_secs_f64(), failed);
             }
         }
         let (Ok(sandboxes), Ok(containers)) = (sandboxes, containers) else {
