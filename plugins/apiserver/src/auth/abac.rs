@@ -166,25 +166,7 @@ impl PolicyList {
         if review["status"]["allowed"] == true {
             return;
         }
-        let spec = &review["spec"];
-        let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-        let attrs = if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
-            Attributes {
-                verb: text(&r["verb"]),
-                group: text(&r["group"]),
-                resource: text(&r["resource"]),
-                subresource: text(&r["subresource"]),
-                namespace: text(&r["namespace"]),
-                name: text(&r["name"]),
-                path: String::new(),
-            }
-        } else if let Some(n) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
-            Attributes {
-                verb: text(&n["verb"]),
-                path: text(&n["path"]),
-                ..Attributes::default()
-            }
-        } else {
+        let Some(attrs) = super::rbac::review_attributes(&review["spec"]) else {
             return;
         };
         if let Some(line) = self.allows(user, &attrs) {

@@ -7,6 +7,8 @@
 //! are found by scanning the pods bound to it (the store serves them from memory)
 //! rather than kept in a graph as upstream does.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::rbac::Attributes;
@@ -121,45 +123,41 @@ fn pod_bound_to(store: &dyn Store, node: &str, attrs: &Attributes) -> bool {
     }
 }
 
-/// Whether a pod bound to `node` in `namespace` runs as the ServiceAccount `name`.
-fn runs_as(store: &dyn Store, node: &str, namespace: &str, name: &str) -> bool {
-    if name.is_empty() {
-        return false;
-    }
-    let pods = match store.list(&ListOptions {
+/// The pods in `namespace` bound to `node` (none when the store cannot list them:
+/// the authorizer then has no opinion).
+fn pods_on(store: &dyn Store, node: &str, namespace: &str) -> Vec<Arc<Value>> {
+    match store.list(&ListOptions {
         prefix: format!("pods/{namespace}/"),
         ..ListOptions::default()
     }) {
-        Ok(r) => r.items,
+        Ok(r) => r
+            .items
+            .into_iter()
+            .map(|p| p.object)
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "Node authorizer: listing pods failed; no opinion");
-            return false;
+            Vec::new()
         }
-    };
-    pods.iter().map(|p| &p.object).any(|p| {
-        p["spec"]["nodeName"] == node
-            && p["spec"]["serviceAccountName"]
+    }
+}
+
+/// Whether a pod bound to `node` in `namespace` runs as the ServiceAccount `name`.
+fn runs_as(store: &dyn Store, node: &str, namespace: &str, name: &str) -> bool {
+    !name.is_empty()
+        && pods_on(store, node, namespace).iter().any(|p| {
+            p["spec"]["serviceAccountName"]
                 .as_str()
                 .unwrap_or("default")
                 == name
-    })
+        })
 }
 
 /// Whether a pod bound to `node` in `namespace` refers to the `kind` named `name`.
 fn referenced(store: &dyn Store, node: &str, kind: &str, namespace: &str, name: &str) -> bool {
-    let pods = match store.list(&ListOptions {
-        prefix: format!("pods/{namespace}/"),
-        ..ListOptions::default()
-    }) {
-        Ok(r) => r.items,
-        Err(e) => {
-            tracing::warn!(error = %e, "Node authorizer: listing pods failed; no opinion");
-            return false;
-        }
-    };
-    pods.iter()
-        .map(|p| &p.object)
-        .filter(|p| p["spec"]["nodeName"] == node)
+    pods_on(store, node, namespace)
+        .iter()
         .any(|p| references(&p["spec"], kind).any(|n| n == name))
 }
 

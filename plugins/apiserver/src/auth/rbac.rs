@@ -351,6 +351,31 @@ pub fn subject_access_review(
     access_review(store, modes, kind, None, namespace, body)
 }
 
+/// What an access review's spec asks about: its `resourceAttributes`, else its
+/// `nonResourceAttributes`; `None` when it has neither.
+pub fn review_attributes(spec: &Value) -> Option<Attributes> {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+        Some(Attributes {
+            verb: text(&r["verb"]),
+            group: text(&r["group"]),
+            resource: text(&r["resource"]),
+            subresource: text(&r["subresource"]),
+            namespace: text(&r["namespace"]),
+            name: text(&r["name"]),
+            path: String::new(),
+        })
+    } else {
+        spec.get("nonResourceAttributes")
+            .filter(|v| v.is_object())
+            .map(|n| Attributes {
+                verb: text(&n["verb"]),
+                path: text(&n["path"]),
+                ..Attributes::default()
+            })
+    }
+}
+
 /// The user a (Local)SubjectAccessReview's spec names: `user`, `uid`, `groups`.
 pub fn review_subject(review: &Value) -> UserInfo {
     let spec = &review["spec"];
@@ -392,28 +417,10 @@ fn access_review(
             "a {kind} must be a JSON object"
         )));
     }
-    let spec = &review["spec"];
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
     let invalid = |cause: crate::status::Cause| {
         ApiError::invalid("authorization.k8s.io", kind, "", vec![cause])
     };
-    let attrs = if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
-        Attributes {
-            verb: text(&r["verb"]),
-            group: text(&r["group"]),
-            resource: text(&r["resource"]),
-            subresource: text(&r["subresource"]),
-            namespace: text(&r["namespace"]),
-            name: text(&r["name"]),
-            path: String::new(),
-        }
-    } else if let Some(n) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
-        Attributes {
-            verb: text(&n["verb"]),
-            path: text(&n["path"]),
-            ..Attributes::default()
-        }
-    } else {
+    let Some(attrs) = review_attributes(&review["spec"]) else {
         return Err(invalid(crate::status::Cause::required(
             "spec.resourceAttributes",
         )));

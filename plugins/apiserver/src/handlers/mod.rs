@@ -272,18 +272,15 @@ async fn serve(
     if group == "authentication.k8s.io" && rest == ["selfsubjectreviews"] {
         return self_subject_review(&state, &user, &method, audit);
     }
-    if group == "authorization.k8s.io" && rest == ["selfsubjectaccessreviews"] {
-        return self_subject_access_review(&state, &user, &method, body, audit).await;
-    }
     if group == "authorization.k8s.io" {
-        match rest {
-            ["subjectaccessreviews"] => {
-                return subject_access_review(&state, &user, &method, None, body, audit).await
-            }
-            ["namespaces", ns, "localsubjectaccessreviews"] => {
-                return subject_access_review(&state, &user, &method, Some(ns), body, audit).await
-            }
-            _ => {}
+        let review = match rest {
+            ["selfsubjectaccessreviews"] => Some((Review::SelfSubject, None)),
+            ["subjectaccessreviews"] => Some((Review::Subject, None)),
+            ["namespaces", ns, "localsubjectaccessreviews"] => Some((Review::Subject, Some(*ns))),
+            _ => None,
+        };
+        if let Some((review, namespace)) = review {
+            return access_review(&state, &user, &method, review, namespace, body, audit).await;
         }
     }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -599,20 +596,31 @@ fn self_subject_review(
     json(201, "application/json", review.to_string())
 }
 
-/// `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`, or with `namespace`
-/// `.../namespaces/<ns>/localsubjectaccessreviews`: may someone else do something.
-async fn subject_access_review(
+/// Which access review a request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Review {
+    /// `selfsubjectaccessreviews` (`kubectl auth can-i`): may I.
+    SelfSubject,
+    /// `subjectaccessreviews`, or `localsubjectaccessreviews` in a namespace: may the
+    /// user the spec names.
+    Subject,
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`,
+/// `.../subjectaccessreviews` and `.../namespaces/<ns>/localsubjectaccessreviews`.
+async fn access_review(
     state: &Arc<ApiState>,
     user: &UserInfo,
     method: &Method,
+    review: Review,
     namespace: Option<&str>,
     body: Body,
     audit: &mut Record,
 ) -> Response {
-    let resource = if namespace.is_some() {
-        "localsubjectaccessreviews"
-    } else {
-        "subjectaccessreviews"
+    let resource = match (review, namespace) {
+        (Review::SelfSubject, _) => "selfsubjectaccessreviews",
+        (Review::Subject, None) => "subjectaccessreviews",
+        (Review::Subject, Some(_)) => "localsubjectaccessreviews",
     };
     if method != Method::POST {
         return negotiate::error(&ApiError::method_not_allowed(format!(
@@ -630,58 +638,24 @@ async fn subject_access_review(
     if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
+    let (store, modes) = (state.store.as_ref(), state.auth.modes);
     let result = match read_body(state, body).await {
-        Ok(bytes) => {
-            rbac::subject_access_review(state.store.as_ref(), state.auth.modes, namespace, &bytes)
+        Ok(bytes) if review == Review::SelfSubject => {
+            rbac::self_subject_access_review(store, modes, user, &bytes)
         }
+        Ok(bytes) => rbac::subject_access_review(store, modes, namespace, &bytes),
         Err(e) => Err(e),
     };
     match result {
-        Ok(mut review) => {
+        Ok(mut answer) => {
             if let Some(abac) = &state.auth.abac {
-                abac.review(&rbac::review_subject(&review), &mut review);
+                let subject = match review {
+                    Review::SelfSubject => user.clone(),
+                    Review::Subject => rbac::review_subject(&answer),
+                };
+                abac.review(&subject, &mut answer);
             }
-            json(201, "application/json", review.to_string())
-        }
-        Err(e) => negotiate::error(&e),
-    }
-}
-
-/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
-async fn self_subject_access_review(
-    state: &Arc<ApiState>,
-    user: &UserInfo,
-    method: &Method,
-    body: Body,
-    audit: &mut Record,
-) -> Response {
-    if method != Method::POST {
-        return negotiate::error(&ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} selfsubjectaccessreviews)"
-        )));
-    }
-    let attrs = Attributes {
-        verb: "create".into(),
-        group: "authorization.k8s.io".into(),
-        resource: "selfsubjectaccessreviews".into(),
-        ..Attributes::default()
-    };
-    audit.routed(state.audit.as_ref(), &attrs, "v1");
-    if let Err(e) = authorize(state, user, &attrs, audit) {
-        return negotiate::error(&e);
-    }
-    let result = match read_body(state, body).await {
-        Ok(bytes) => {
-            rbac::self_subject_access_review(state.store.as_ref(), state.auth.modes, user, &bytes)
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(mut review) => {
-            if let Some(abac) = &state.auth.abac {
-                abac.review(user, &mut review);
-            }
-            json(201, "application/json", review.to_string())
+            json(201, "application/json", answer.to_string())
         }
         Err(e) => negotiate::error(&e),
     }

@@ -164,7 +164,10 @@ async fn create(
     }
     objects::prepare_create(info, &mut object)?;
     if (r.group, r.kind) == ("", "Pod") {
-        admission::priority::resolve(state.store.as_ref(), &mut object, requested_priority)
+        let store = state.store.as_ref();
+        admission::priority::resolve(store, &mut object, requested_priority)
+            .and_then(|()| admission::limit_ranger::admit(store, &mut object))
+            .and_then(|()| admission::service_account::admit(store, &mut object))
             .map_err(|m| {
                 let name = meta_str(&object, "name");
                 ApiError::forbidden(
@@ -174,24 +177,6 @@ async fn create(
                     format!("pods \"{name}\" is forbidden: {m}"),
                 )
             })?;
-        admission::limit_ranger::admit(state.store.as_ref(), &mut object).map_err(|m| {
-            let name = meta_str(&object, "name");
-            ApiError::forbidden(
-                "",
-                "pods",
-                name,
-                format!("pods \"{name}\" is forbidden: {m}"),
-            )
-        })?;
-        admission::service_account::admit(state.store.as_ref(), &mut object).map_err(|m| {
-            let name = meta_str(&object, "name");
-            ApiError::forbidden(
-                "",
-                "pods",
-                name,
-                format!("pods \"{name}\" is forbidden: {m}"),
-            )
-        })?;
         let config = &state.config;
         admission::default_toleration_seconds(
             &mut object,
