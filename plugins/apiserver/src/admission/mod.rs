@@ -17,6 +17,7 @@ mod meta;
 mod names;
 mod pod;
 mod pod_defaults;
+pub mod pod_security;
 mod pod_update;
 pub mod priority;
 mod quantity;

@@ -158,7 +158,7 @@ async fn create(
     }
     let object = parse_body(state, r, content_type, body).await?;
     let requested_priority = object.pointer("/spec/priority").and_then(Value::as_i64);
-    let (mut object, warnings) = admit(info, query, object)?;
+    let (mut object, mut warnings) = admit(info, query, object)?;
     if r.namespaced {
         check_namespace(state, &info.namespace)?;
     }
@@ -168,6 +168,8 @@ async fn create(
         admission::priority::resolve(store, &mut object, requested_priority)
             .and_then(|()| admission::limit_ranger::admit(store, &mut object))
             .and_then(|()| admission::service_account::admit(store, &mut object))
+            .and_then(|()| admission::pod_security::admit(store, &object))
+            .map(|w| warnings.extend(w))
             .map_err(|m| {
                 let name = meta_str(&object, "name");
                 ApiError::forbidden(
