@@ -305,6 +305,13 @@ fn static_tokens_should_authenticate_and_garbage_should_get_401() -> Result<()> 
         "result=\"failure\"",
     )?;
     assert!(failures >= 4.0, "failures counted: {failures}");
+    // Successful requests count by compressed user name (system:anonymous: `other`).
+    let users = metric_sum(
+        &c.kernel,
+        "authenticated_user_requests",
+        "username=\"other\"",
+    )?;
+    assert!(users >= 1.0, "authenticated requests counted: {users}");
     Ok(())
 }
 

@@ -219,10 +219,12 @@ async fn serve(
     ) {
         Ok(user) => {
             if !matches!(caller, Caller::Bus(_)) {
-                state
-                    .metrics
-                    .authentication_attempts
+                let m = &state.metrics;
+                m.authentication_attempts
                     .with_label_values(&["success"])
+                    .inc();
+                m.authenticated_user_requests
+                    .with_label_values(&[crate::metrics::compress_username(&user.name)])
                     .inc();
             }
             audit.authenticated(&user);
