@@ -80,6 +80,42 @@ fn a_node_should_reach_only_its_own_objects() -> Result<()> {
     assert!(out.contains("node/n2"), "{out}");
     let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", "zone=a"], "")?;
     assert!(ok, "{err}");
+    // NodeRestriction: not the labels reserved to the cluster, not its taints.
+    for (label, message) in [
+        (
+            "node-restriction.kubernetes.io/pool=gpu",
+            "node-restriction.kubernetes.io/pool",
+        ),
+        (
+            "node-role.kubernetes.io/worker=",
+            "node-role.kubernetes.io/worker",
+        ),
+    ] {
+        let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", label], "")?;
+        assert!(!ok, "{label} set by the node");
+        assert!(
+            err.contains(&format!(
+                "node \"system:node:n1\" is not allowed to modify labels: {message}"
+            )) || err.contains(&format!(
+                "node \"n1\" is not allowed to modify labels: {message}"
+            )),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = kubectl_as(&n1, &["taint", "node", "n1", "dedicated=x:NoSchedule"], "")?;
+    assert!(!ok, "taint set by the node");
+    assert!(err.contains("is not allowed to modify taints"), "{err}");
+    c.ok(&[
+        "label",
+        "node",
+        "n1",
+        "node-restriction.kubernetes.io/pool=gpu",
+    ])?;
+    let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", "zone=b", "--overwrite"], "")?;
+    assert!(
+        ok,
+        "a label the cluster set stays, others still change: {err}"
+    );
 
     // Not another node's.
     let (ok, _, err) = kubectl_as(

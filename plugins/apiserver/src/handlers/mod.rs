@@ -427,9 +427,11 @@ fn request_span(info: &RequestInfo, headers: &HeaderMap) -> tracing::Span {
     span
 }
 
-/// NodeRestriction for creates: a node identity may create only the Node and the
-/// `kube-node-lease` Lease named after itself (the Node authorizer lets the create
-/// through without seeing the body); the body to handle.
+/// NodeRestriction for what the Node authorizer lets through without seeing the
+/// body: a node identity may create only the Node and the `kube-node-lease` Lease
+/// named after itself; on its Node it may not set labels reserved to the cluster
+/// (`node-restriction.kubernetes.io/`, and `kubernetes.io`/`k8s.io` ones beyond
+/// the kubelet's own), nor change taints after creating it. The body to handle.
 async fn node_restriction(
     state: &ApiState,
     user: &UserInfo,
@@ -438,13 +440,18 @@ async fn node_restriction(
     body: Body,
 ) -> Result<Body, ApiError> {
     let r = info.resource;
+    let node_object = r.group.is_empty() && r.plural == "nodes";
     let restricted = state.auth.modes.node
         && !user.bus
         && !user.in_group(crate::auth::MASTERS)
-        && info.verb == Verb::Create
-        && info.subresource.is_empty()
-        && ((r.group.is_empty() && r.plural == "nodes")
-            || (r.group == "coordination.k8s.io" && r.plural == "leases"));
+        && match info.verb {
+            Verb::Create => {
+                info.subresource.is_empty()
+                    && (node_object || (r.group == "coordination.k8s.io" && r.plural == "leases"))
+            }
+            Verb::Update | Verb::Patch => node_object,
+            _ => false,
+        };
     let Some(node) = crate::auth::node::node_name(user).filter(|_| restricted) else {
         return Ok(body);
     };
@@ -452,16 +459,57 @@ async fn node_restriction(
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    // A body that does not parse is answered by the write path.
-    if let Ok(object) = crate::admission::parse_body(r, content_type, &bytes) {
-        let name = object["metadata"]["name"].as_str().unwrap_or("");
-        if name != node {
-            let message = if r.plural == "nodes" {
-                format!("nodes {name:?} is forbidden: node {node:?} is not allowed to modify node {name:?}")
-            } else {
-                format!("leases.coordination.k8s.io {name:?} is forbidden: can only access node lease with the same name as the requesting node")
-            };
-            return Err(ApiError::forbidden(r.group, r.plural, name, message));
+    // A body that does not parse, or a patch that does not apply, is answered by
+    // the write path.
+    let object = if info.verb == Verb::Patch {
+        patched(state, info, content_type, &bytes)
+    } else {
+        crate::admission::parse_body(r, content_type, &bytes).ok()
+    };
+    let Some(object) = object else {
+        return Ok(Body::from(bytes));
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or(&info.name);
+    let forbid = |message: String| ApiError::forbidden(r.group, r.plural, name, message);
+    if info.verb == Verb::Create && name != node {
+        return Err(forbid(if node_object {
+            format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to modify node {name:?}"
+            )
+        } else {
+            format!("leases.coordination.k8s.io {name:?} is forbidden: can only access node lease with the same name as the requesting node")
+        }));
+    }
+    if !node_object {
+        return Ok(Body::from(bytes));
+    }
+    let labels = &object["metadata"]["labels"];
+    if info.verb == Verb::Create {
+        let set = crate::auth::node::forbidden_labels(labels, &serde_json::Value::Null);
+        if !set.is_empty() {
+            return Err(forbid(format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to set the following labels: {}",
+                set.join(", ")
+            )));
+        }
+        return Ok(Body::from(bytes));
+    }
+    // An update of its own Node (the Node authorizer refused the others).
+    if let Ok(Some(current)) = state.store.get(&info.key()) {
+        let old = &current.object;
+        let changed = crate::auth::node::forbidden_labels(labels, &old["metadata"]["labels"]);
+        if !changed.is_empty() {
+            return Err(forbid(format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to modify labels: {}",
+                changed.join(", ")
+            )));
+        }
+        let taints =
+            |o: &serde_json::Value| o["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        if info.subresource.is_empty() && taints(&object) != taints(old) {
+            return Err(forbid(format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to modify taints"
+            )));
         }
     }
     Ok(Body::from(bytes))
