@@ -168,6 +168,36 @@ fn kubectl_auth_can_i_should_answer_from_rbac() -> Result<()> {
     let (ok, out, err) = kubectl_as(&c.kubeconfig, &["auth", "can-i", "*", "*"], "")?;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "yes");
+    // `--list` (SelfSubjectRulesReview): the view role's rules in the namespace.
+    let (ok, out, err) = kubectl_as(&viewer, &["auth", "can-i", "--list"], "")?;
+    assert!(ok, "{err}");
+    let pods = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_default();
+    assert!(pods.contains("[get list watch]"), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.contains("selfsubjectaccessreviews.authorization.k8s.io")
+                && l.contains("[create]")
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("secrets ")),
+        "view does not read secrets: {out}"
+    );
+    let (ok, out, err) = kubectl_as(
+        &viewer,
+        &["auth", "can-i", "--list", "-n", "kube-system"],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    assert!(
+        !out.lines()
+            .any(|l| l.split_whitespace().next() == Some("pods")),
+        "{out}"
+    );
     Ok(())
 }
 

@@ -351,6 +351,110 @@ pub fn subject_access_review(
     access_review(store, modes, kind, None, namespace, body)
 }
 
+/// Answers a `SelfSubjectRulesReview` (`kubectl auth can-i --list`): the rules RBAC
+/// grants `user` in `spec.namespace` (cluster-wide bindings included), split into
+/// resource and non-resource rules. `incomplete` when another authorizer may grant
+/// more (the Node authorizer for a node, ABAC).
+pub fn self_subject_rules_review(
+    store: &dyn Store,
+    modes: Modes,
+    abac: bool,
+    user: &UserInfo,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let decoded = if body.starts_with(b"k8s\0") {
+        crate::protobuf::decode(body)
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    };
+    let mut review: Value = decoded
+        .map_err(|e| ApiError::bad_request(format!("decoding the SelfSubjectRulesReview: {e}")))?;
+    if !review.is_object() {
+        return Err(ApiError::bad_request(
+            "a SelfSubjectRulesReview must be a JSON object",
+        ));
+    }
+    let ns = review["spec"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let rules: Vec<Value> = if user.in_group(crate::auth::MASTERS) || modes.always_allow {
+        vec![
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+            json!({"verbs": ["*"], "nonResourceURLs": ["*"]}),
+        ]
+    } else if modes.rbac {
+        let mut rules = Vec::new();
+        let mut add = |role: Option<std::sync::Arc<Value>>| {
+            for r in role
+                .iter()
+                .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+            {
+                if !rules.contains(&r) {
+                    rules.push(r);
+                }
+            }
+        };
+        for binding in list(store, format!("clusterrolebindings.{RBAC}/")) {
+            if binds(&binding, user, "") && binding["roleRef"]["kind"] == "ClusterRole" {
+                let role = binding["roleRef"]["name"].as_str().unwrap_or("");
+                add(get(store, format!("clusterroles.{RBAC}/{role}")));
+            }
+        }
+        if !ns.is_empty() {
+            for binding in list(store, format!("rolebindings.{RBAC}/{ns}/")) {
+                if !binds(&binding, user, &ns) {
+                    continue;
+                }
+                let role = binding["roleRef"]["name"].as_str().unwrap_or("");
+                match binding["roleRef"]["kind"].as_str() {
+                    Some("ClusterRole") => add(get(store, format!("clusterroles.{RBAC}/{role}"))),
+                    Some("Role") => add(get(store, format!("roles.{RBAC}/{ns}/{role}"))),
+                    _ => {}
+                }
+            }
+        }
+        rules
+    } else {
+        Vec::new()
+    };
+    let field = |r: &Value, f: &str| r[f].as_array().cloned().unwrap_or_default();
+    let mut resource_rules = Vec::new();
+    let mut non_resource_rules = Vec::new();
+    for r in &rules {
+        if !field(r, "resources").is_empty() {
+            let mut rule = json!({
+                "verbs": field(r, "verbs"),
+                "apiGroups": field(r, "apiGroups"),
+                "resources": field(r, "resources"),
+            });
+            if !field(r, "resourceNames").is_empty() {
+                rule["resourceNames"] = json!(field(r, "resourceNames"));
+            }
+            resource_rules.push(rule);
+        }
+        if !field(r, "nonResourceURLs").is_empty() {
+            non_resource_rules.push(json!({
+                "verbs": field(r, "verbs"),
+                "nonResourceURLs": field(r, "nonResourceURLs"),
+            }));
+        }
+    }
+    let incomplete = abac || (modes.node && crate::auth::node::node_name(user).is_some());
+    review["kind"] = json!("SelfSubjectRulesReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    if !review["metadata"].is_object() {
+        review["metadata"] = json!({});
+    }
+    review["metadata"]["creationTimestamp"] = Value::Null;
+    review["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": incomplete,
+    });
+    Ok(review)
+}
+
 /// What an access review's spec asks about: its `resourceAttributes`, else its
 /// `nonResourceAttributes`; `None` when it has neither.
 pub fn review_attributes(spec: &Value) -> Option<Attributes> {

@@ -277,6 +277,7 @@ async fn serve(
     if group == "authorization.k8s.io" {
         let review = match rest {
             ["selfsubjectaccessreviews"] => Some((Review::SelfSubject, None)),
+            ["selfsubjectrulesreviews"] => Some((Review::SelfRules, None)),
             ["subjectaccessreviews"] => Some((Review::Subject, None)),
             ["namespaces", ns, "localsubjectaccessreviews"] => Some((Review::Subject, Some(*ns))),
             _ => None,
@@ -654,10 +655,13 @@ enum Review {
     /// `subjectaccessreviews`, or `localsubjectaccessreviews` in a namespace: may the
     /// user the spec names.
     Subject,
+    /// `selfsubjectrulesreviews` (`kubectl auth can-i --list`): what may I.
+    SelfRules,
 }
 
 /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`,
-/// `.../subjectaccessreviews` and `.../namespaces/<ns>/localsubjectaccessreviews`.
+/// `.../selfsubjectrulesreviews`, `.../subjectaccessreviews` and
+/// `.../namespaces/<ns>/localsubjectaccessreviews`.
 async fn access_review(
     state: &Arc<ApiState>,
     user: &UserInfo,
@@ -669,6 +673,7 @@ async fn access_review(
 ) -> Response {
     let resource = match (review, namespace) {
         (Review::SelfSubject, _) => "selfsubjectaccessreviews",
+        (Review::SelfRules, _) => "selfsubjectrulesreviews",
         (Review::Subject, None) => "subjectaccessreviews",
         (Review::Subject, Some(_)) => "localsubjectaccessreviews",
     };
@@ -693,15 +698,19 @@ async fn access_review(
         Ok(bytes) if review == Review::SelfSubject => {
             rbac::self_subject_access_review(store, modes, user, &bytes)
         }
+        Ok(bytes) if review == Review::SelfRules => {
+            let abac = state.auth.abac.is_some();
+            rbac::self_subject_rules_review(store, modes, abac, user, &bytes)
+        }
         Ok(bytes) => rbac::subject_access_review(store, modes, namespace, &bytes),
         Err(e) => Err(e),
     };
     match result {
         Ok(mut answer) => {
-            if let Some(abac) = &state.auth.abac {
+            if let (Some(abac), false) = (&state.auth.abac, review == Review::SelfRules) {
                 let subject = match review {
-                    Review::SelfSubject => user.clone(),
                     Review::Subject => rbac::review_subject(&answer),
+                    _ => user.clone(),
                 };
                 abac.review(&subject, &mut answer);
             }
