@@ -581,6 +581,28 @@ impl Cluster {
         kubectl_with(&self.kubeconfig, self.cache.path(), args, stdin)
     }
 
+    /// A kubeconfig in `dir` for the bearer `token` (a ServiceAccount or bootstrap
+    /// token), with the cluster's HTTPS server and CA from `admin.kubeconfig`.
+    pub fn token_kubeconfig(&self, dir: &Path, token: &str) -> Result<PathBuf> {
+        let admin = std::fs::read_to_string(&self.kubeconfig)?;
+        let field = |key: &str| {
+            admin
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .map(str::to_string)
+                .with_context(|| format!("admin kubeconfig without {key}"))
+        };
+        let (server, ca) = (field("server: ")?, field("certificate-authority-data: ")?);
+        let path = dir.join(format!("token-{}.kubeconfig", token.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: t\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: t\ncurrent-context: c\n"
+            ),
+        )?;
+        Ok(path)
+    }
+
     /// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig` (a
     /// client certificate signed by the cluster CA), written into `dir`.
     pub fn issue_kubeconfig(&self, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {

@@ -7,34 +7,12 @@
 //! `/var/run/secrets/kubernetes.io/serviceaccount` and sets `KUBERNETES_SERVICE_*`,
 //! and the pod calls the API with them.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kubernel_e2e::netns::is_root;
 use kubernel_e2e::{component_entry, eventually, free_port, kubectl_as, Cluster};
 use serde_json::json;
-
-/// A kubeconfig for `token`, with the cluster's server and CA.
-fn token_kubeconfig(c: &Cluster, dir: &Path, token: &str) -> Result<std::path::PathBuf> {
-    let admin = std::fs::read_to_string(&c.kubeconfig)?;
-    let server = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .context("admin kubeconfig without a server")?;
-    let ca = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
-        .context("admin kubeconfig without a CA")?;
-    let path = dir.join("sa.kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: sa\ncurrent-context: c\n"
-        ),
-    )?;
-    Ok(path)
-}
 
 #[test]
 fn kubectl_create_token_should_issue_a_token_that_authenticates_until_its_account_goes(
@@ -50,7 +28,7 @@ fn kubectl_create_token_should_issue_a_token_that_authenticates_until_its_accoun
         "{token}"
     );
     let dir = tempfile::tempdir()?;
-    let kubeconfig = token_kubeconfig(&c, dir.path(), token)?;
+    let kubeconfig = c.token_kubeconfig(dir.path(), token)?;
     let (ok, out, err) = kubectl_as(
         &kubeconfig,
         &[

@@ -1,5 +1,6 @@
 //! The kubernel controller-manager plugin: reconcile loops that keep the cluster at its desired state.
 
+pub mod certificates;
 pub mod clusterroleaggregation;
 pub mod config;
 pub mod controller;

@@ -16,9 +16,9 @@ use crate::informers::Informers;
 use crate::metrics::Metrics;
 use crate::objectmetrics::ObjectMetrics;
 use crate::{
-    clusterroleaggregation, deployment, disruption, endpoints, endpointslice, garbagecollector,
-    namespace, nodeipam, nodelifecycle, replicaset, resourcequota, rootcacertpublisher,
-    serviceaccount, tainteviction,
+    certificates, clusterroleaggregation, deployment, disruption, endpoints, endpointslice,
+    garbagecollector, namespace, nodeipam, nodelifecycle, replicaset, resourcequota,
+    rootcacertpublisher, serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -29,6 +29,8 @@ type Starter = fn(&ControllerContext, &mut Informers);
 pub struct ControllerContext {
     /// The API client.
     pub client: Client,
+    /// The kernel's data dir (its `pki/` holds the cluster CA), when known.
+    pub kernel_data_dir: Option<PathBuf>,
     /// The plugin config.
     pub config: Arc<ControllerManagerConfig>,
     /// Metrics.
@@ -137,6 +139,7 @@ impl Manager {
         self.queues.lock().clear();
         let ctx = ControllerContext {
             client: client.clone(),
+            kernel_data_dir: self.kernel_data_dir.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             recorder: EventRecorder::new(client.clone(), "controller-manager", ""),
@@ -144,7 +147,7 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 14] = [
+        let starters: [(&str, Starter); 16] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
@@ -164,6 +167,14 @@ impl Manager {
             (
                 "clusterrole-aggregation-controller",
                 clusterroleaggregation::start,
+            ),
+            (
+                "certificatesigningrequest-approving-controller",
+                certificates::start_approver,
+            ),
+            (
+                "certificatesigningrequest-signing-controller",
+                certificates::start_signer,
             ),
         ];
         for (name, start) in starters {

@@ -152,6 +152,15 @@ pub struct KubeletConfig {
     /// writes into the kernel's data dir).
     #[serde(default)]
     pub client: ClientConfig,
+    /// Process/CRI: TLS bootstrap (upstream `--bootstrap-kubeconfig`). When
+    /// `client.kubeconfig` does not exist, this kubeconfig (a bootstrap token) asks
+    /// the cluster for the node's client certificate and `client.kubeconfig` is
+    /// written with it.
+    #[serde(default)]
+    pub bootstrap_kubeconfig: Option<std::path::PathBuf>,
+    /// How long the TLS bootstrap waits for its certificate to be approved and signed.
+    #[serde(default = "defaults::tls_bootstrap_timeout", with = "humantime_serde")]
+    pub tls_bootstrap_timeout: Duration,
     /// Threads of the kubelet's own async runtime.
     #[serde(default = "defaults::worker_threads")]
     pub worker_threads: usize,
@@ -274,6 +283,9 @@ mod defaults {
     }
     pub fn nodes() -> u32 {
         1000
+    }
+    pub fn tls_bootstrap_timeout() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn node_name_prefix() -> String {
         "sim-node-".into()

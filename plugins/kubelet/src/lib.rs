@@ -3,6 +3,7 @@
 //! `process` runtime runs one real node whose containers are host processes; the `cri`
 //! runtime runs one real node whose containers run in containerd (any CRI runtime).
 
+pub mod bootstrap;
 pub mod cidr;
 pub mod config;
 pub mod metrics;

@@ -349,6 +349,29 @@ pub static RESOURCES: &[Resource] = &[
             columns::POD_DISRUPTION_BUDGET,
         )
     },
+    // certificates.k8s.io/v1
+    Resource {
+        subresources: &[
+            status("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+            Subresource {
+                name: "approval",
+                group: "certificates.k8s.io",
+                version: "v1",
+                kind: "CertificateSigningRequest",
+                verbs: GET_PATCH_UPDATE,
+            },
+        ],
+        ..entry(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            "CertificateSigningRequestList",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            &["csr"],
+            false,
+            columns::CERTIFICATE_SIGNING_REQUEST,
+        )
+    },
     // scheduling.k8s.io/v1
     entry(
         "scheduling.k8s.io",

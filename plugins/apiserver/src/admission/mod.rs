@@ -7,6 +7,7 @@
 
 mod body;
 mod compare;
+pub mod csr;
 mod de;
 mod decode;
 mod defaults;

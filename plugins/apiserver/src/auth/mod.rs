@@ -2,7 +2,8 @@
 //!
 //! As kube-apiserver's union authenticator: an x509 client certificate verified
 //! against the cluster CA (CN = user, O = groups), else a bearer token from the static
-//! token file or a service-account token (see [`serviceaccount`]), else — when the request carries no credentials at all — the anonymous
+//! token file, a bootstrap token (see [`bootstrap_token`]) or a service-account
+//! token (see [`serviceaccount`]), else — when the request carries no credentials at all — the anonymous
 //! user `system:anonymous` in `system:unauthenticated`. Every authenticated user is
 //! also in `system:authenticated`. Invalid credentials are refused with 401 and the
 //! reason goes to the log only.
@@ -14,6 +15,7 @@
 
 pub mod abac;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod node;
 pub mod rbac;
 pub mod serviceaccount;
@@ -284,6 +286,9 @@ pub fn authenticate(
         return Ok(user.clone());
     }
     if let Some((issuer, store)) = accounts {
+        if let Some(result) = bootstrap_token::authenticate(store, token, jiff::Timestamp::now()) {
+            return result.map_err(Unauthenticated);
+        }
         if let Some(result) = issuer.authenticate(store, token) {
             return result.map_err(Unauthenticated);
         }

@@ -337,11 +337,12 @@ async fn serve(
     };
     let span = request_span(&info, &headers);
     let response = if crate::limits::long_running(&info, &query) {
-        handle(&state, &info, &query, &headers, body)
+        handle(&state, &info, &query, &headers, body, &user)
             .instrument(span.clone())
             .await
     } else {
-        handle_within_timeout(&state, info.clone(), query, headers, body, span.clone()).await
+        let job = (info.clone(), query, headers, body, user);
+        handle_within_timeout(&state, job, span.clone()).await
     };
     let code = response.status().as_u16();
     span.record("code", code);
@@ -353,16 +354,14 @@ async fn serve(
 /// passes; the task goes on to the end (its write lands, its in-flight slot is held).
 async fn handle_within_timeout(
     state: &Arc<ApiState>,
-    info: RequestInfo,
-    query: Query,
-    headers: HeaderMap,
-    body: Body,
+    (info, query, headers, body, user): (RequestInfo, Query, HeaderMap, Body, UserInfo),
     span: tracing::Span,
 ) -> Response {
     let limit = crate::limits::request_timeout(&state.config, &query);
     let task_state = state.clone();
     let task = tokio::spawn(
-        async move { handle(&task_state, &info, &query, &headers, body).await }.instrument(span),
+        async move { handle(&task_state, &info, &query, &headers, body, &user).await }
+            .instrument(span),
     );
     match tokio::time::timeout(limit, task).await {
         Ok(Ok(response)) => response,
@@ -807,6 +806,7 @@ async fn handle(
     query: &Query,
     headers: &HeaderMap,
     body: Body,
+    user: &UserInfo,
 ) -> Response {
     if info.verb == Verb::Get && info.subresource == "log" {
         return log::proxy(state, info, query)
@@ -843,7 +843,7 @@ async fn handle(
         Verb::List => read::list(state, info, query, headers).await,
         Verb::Watch => watch::watch(state.clone(), info, query, headers),
         _ => match read_body(state, body).await {
-            Ok(bytes) => write::mutate(state, info, query, headers, bytes).await,
+            Ok(bytes) => write::mutate(state, info, query, headers, bytes, user).await,
             Err(e) => Err(e),
         },
     };

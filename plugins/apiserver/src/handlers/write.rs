@@ -27,15 +27,27 @@ pub async fn mutate(
     query: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    user: &crate::auth::UserInfo,
 ) -> Result<Response, ApiError> {
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     match info.verb {
-        Verb::Create => create(state, info, query, content_type, &body, dry_run).await,
+        Verb::Create => create(state, info, query, (content_type, &body), dry_run, user).await,
         Verb::Update => update(state, info, query, content_type, &body, dry_run).await,
-        Verb::Patch => patch(state, info, query, headers, content_type, &body, dry_run).await,
+        Verb::Patch => {
+            patch(
+                state,
+                info,
+                query,
+                headers,
+                (content_type, &body),
+                dry_run,
+                user,
+            )
+            .await
+        }
         Verb::Delete => delete(state, info, query, &body, dry_run).await,
         Verb::DeleteCollection => delete_collection(state, info, query, &body, dry_run).await,
         _ => Err(ApiError::method_not_allowed("not a mutating verb")),
@@ -142,9 +154,9 @@ async fn create(
     state: &ApiState,
     info: &RequestInfo,
     query: &Query,
-    content_type: Option<&str>,
-    body: &Bytes,
+    (content_type, body): (Option<&str>, &Bytes),
     dry_run: bool,
+    user: &crate::auth::UserInfo,
 ) -> Result<Response, ApiError> {
     let r = info.resource;
     if !info.subresource.is_empty() {
@@ -190,6 +202,9 @@ async fn create(
     }
     if r.kind == "Namespace" {
         object["status"] = json!({ "phase": "Active" });
+    }
+    if (r.group, r.kind) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        admission::csr::admit(&mut object, user)?;
     }
     if r.kind == "Job" {
         objects::generate_job_selector(&mut object);
@@ -354,9 +369,9 @@ async fn patch(
     info: &RequestInfo,
     query: &Query,
     headers: &HeaderMap,
-    content_type: Option<&str>,
-    body: &Bytes,
+    (content_type, body): (Option<&str>, &Bytes),
     dry_run: bool,
+    user: &crate::auth::UserInfo,
 ) -> Result<Response, ApiError> {
     let r = info.resource;
     let ct = content_type.unwrap_or("");
@@ -399,9 +414,9 @@ async fn patch(
                     state,
                     &create_info,
                     query,
-                    Some("application/json"),
-                    &bytes,
+                    (Some("application/json"), &bytes),
                     dry_run,
+                    user,
                 )
                 .await;
             }
