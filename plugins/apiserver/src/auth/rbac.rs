@@ -362,18 +362,7 @@ pub fn self_subject_rules_review(
     user: &UserInfo,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    let decoded = if body.starts_with(b"k8s\0") {
-        crate::protobuf::decode(body)
-    } else {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
-    };
-    let mut review: Value = decoded
-        .map_err(|e| ApiError::bad_request(format!("decoding the SelfSubjectRulesReview: {e}")))?;
-    if !review.is_object() {
-        return Err(ApiError::bad_request(
-            "a SelfSubjectRulesReview must be a JSON object",
-        ));
-    }
+    let mut review = decode_review("SelfSubjectRulesReview", body)?;
     let ns = review["spec"]["namespace"]
         .as_str()
         .unwrap_or("")
@@ -498,6 +487,23 @@ pub fn review_subject(review: &Value) -> UserInfo {
     }
 }
 
+/// A review's body as JSON: kubectl sends protobuf, other clients JSON.
+fn decode_review(kind: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let decoded = if body.starts_with(b"k8s\0") {
+        crate::protobuf::decode(body)
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    };
+    let review: Value =
+        decoded.map_err(|e| ApiError::bad_request(format!("decoding the {kind}: {e}")))?;
+    if !review.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "a {kind} must be a JSON object"
+        )));
+    }
+    Ok(review)
+}
+
 /// The access reviews: `subject` is the requester for a self review, else the
 /// user comes from the spec.
 fn access_review(
@@ -508,19 +514,7 @@ fn access_review(
     namespace: Option<&str>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    // kubectl sends protobuf; other clients JSON.
-    let decoded = if body.starts_with(b"k8s\0") {
-        crate::protobuf::decode(body)
-    } else {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
-    };
-    let mut review: Value =
-        decoded.map_err(|e| ApiError::bad_request(format!("decoding the {kind}: {e}")))?;
-    if !review.is_object() {
-        return Err(ApiError::bad_request(format!(
-            "a {kind} must be a JSON object"
-        )));
-    }
+    let mut review = decode_review(kind, body)?;
     let invalid = |cause: crate::status::Cause| {
         ApiError::invalid("authorization.k8s.io", kind, "", vec![cause])
     };
