@@ -141,24 +141,7 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
     };
 
     // Baseline.
-    let mut added = Vec::new();
-    for c in &containers {
-        let extra: Vec<String> = sc(c, "capabilities")["add"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|cap| !DEFAULT_CAPABILITIES.contains(cap))
-            .map(|cap| format!("{cap:?}"))
-            .collect();
-        if !extra.is_empty() {
-            added.push(format!(
-                "{} must not include {} in securityContext.capabilities.add",
-                named("container", &[c]),
-                extra.join(", ")
-            ));
-        }
-    }
+    let added = added_capabilities(&containers, |cap| DEFAULT_CAPABILITIES.contains(&cap));
     check(
         "non-default capabilities",
         (!added.is_empty()).then(|| added.join("; ")),
@@ -220,11 +203,7 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
             )
         }),
     );
-    let privileged: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| sc(c, "privileged") == true)
-        .collect();
+    let privileged: Vec<&Value> = that(&containers, |c| sc(c, "privileged") == true);
     check(
         "privileged",
         (!privileged.is_empty()).then(|| {
@@ -234,11 +213,9 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
             )
         }),
     );
-    let unmasked: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| sc(c, "procMount").as_str().is_some_and(|m| m != "Default"))
-        .collect();
+    let unmasked: Vec<&Value> = that(&containers, |c| {
+        sc(c, "procMount").as_str().is_some_and(|m| m != "Default")
+    });
     check(
         "procMount",
         (!unmasked.is_empty()).then(|| {
@@ -250,11 +227,8 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
     );
     let unconfined = |v: &Value| v["seccompProfile"]["type"] == "Unconfined";
     let pod_unconfined = unconfined(&spec["securityContext"]);
-    let unconfined_containers: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| unconfined(&c["securityContext"]))
-        .collect();
+    let unconfined_containers: Vec<&Value> =
+        that(&containers, |c| unconfined(&c["securityContext"]));
     if pod_unconfined || !unconfined_containers.is_empty() {
         let who = match (pod_unconfined, unconfined_containers.is_empty()) {
             (true, true) => "pod".to_string(),
@@ -284,11 +258,7 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
     }
 
     // Restricted.
-    let escalating: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| sc(c, "allowPrivilegeEscalation") != false)
-        .collect();
+    let escalating: Vec<&Value> = that(&containers, |c| sc(c, "allowPrivilegeEscalation") != false);
     check(
         "allowPrivilegeEscalation != false",
         (!escalating.is_empty()).then(|| {
@@ -298,17 +268,13 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
             )
         }),
     );
-    let not_dropping: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| {
-            !sc(c, "capabilities")["drop"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|d| d == "ALL")
-        })
-        .collect();
+    let not_dropping: Vec<&Value> = that(&containers, |c| {
+        !sc(c, "capabilities")["drop"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d == "ALL")
+    });
     let mut unrestricted = Vec::new();
     if !not_dropping.is_empty() {
         unrestricted.push(format!(
@@ -316,23 +282,9 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
             names("container", &not_dropping)
         ));
     }
-    for c in &containers {
-        let extra: Vec<String> = sc(c, "capabilities")["add"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .filter(|cap| *cap != "NET_BIND_SERVICE")
-            .map(|cap| format!("{cap:?}"))
-            .collect();
-        if !extra.is_empty() {
-            unrestricted.push(format!(
-                "{} must not include {} in securityContext.capabilities.add",
-                named("container", &[c]),
-                extra.join(", ")
-            ));
-        }
-    }
+    unrestricted.extend(added_capabilities(&containers, |cap| {
+        cap == "NET_BIND_SERVICE"
+    }));
     check(
         "unrestricted capabilities",
         (!unrestricted.is_empty()).then(|| unrestricted.join("; ")),
@@ -364,14 +316,10 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
             Some("pod must not set securityContext.runAsNonRoot=false".into()),
         );
     } else {
-        let root: Vec<&Value> = containers
-            .iter()
-            .copied()
-            .filter(|c| {
-                let own = sc(c, "runAsNonRoot");
-                own == false || (own.is_null() && *pod_non_root != true)
-            })
-            .collect();
+        let root: Vec<&Value> = that(&containers, |c| {
+            let own = sc(c, "runAsNonRoot");
+            own == false || (own.is_null() && *pod_non_root != true)
+        });
         check(
             "runAsNonRoot != true",
             (!root.is_empty()).then(|| {
@@ -383,11 +331,7 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
         );
     }
     let pod_root = spec["securityContext"]["runAsUser"] == 0;
-    let root_users: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| sc(c, "runAsUser") == 0)
-        .collect();
+    let root_users: Vec<&Value> = that(&containers, |c| sc(c, "runAsUser") == 0);
     if pod_root || !root_users.is_empty() {
         let who = match (pod_root, root_users.is_empty()) {
             (true, true) => "pod".to_string(),
@@ -406,16 +350,12 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
         )
     };
     let pod_confined = confined(&spec["securityContext"]);
-    let unset: Vec<&Value> = containers
-        .iter()
-        .copied()
-        .filter(|c| {
-            // A container's own profile, else the pod's, must confine it.
-            let own = &c["securityContext"]["seccompProfile"];
-            let inherits = own.is_null() && pod_confined;
-            !(confined(&c["securityContext"]) || inherits)
-        })
-        .collect();
+    let unset: Vec<&Value> = that(&containers, |c| {
+        // A container's own profile, else the pod's, must confine it.
+        let own = &c["securityContext"]["seccompProfile"];
+        let inherits = own.is_null() && pod_confined;
+        !(confined(&c["securityContext"]) || inherits)
+    });
     check(
         "seccompProfile",
         (!unset.is_empty()).then(|| {
@@ -428,6 +368,36 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
     out
 }
 
+/// The containers for which `pred` holds, in order.
+fn that<'a>(containers: &[&'a Value], pred: impl Fn(&&'a Value) -> bool) -> Vec<&'a Value> {
+    containers.iter().copied().filter(pred).collect()
+}
+
+/// `container "c" must not include "X", "Y" in securityContext.capabilities.add` for
+/// each container adding capabilities that `allowed` refuses.
+fn added_capabilities(containers: &[&Value], allowed: impl Fn(&str) -> bool) -> Vec<String> {
+    containers
+        .iter()
+        .filter_map(|c| {
+            let extra: Vec<String> = c["securityContext"]["capabilities"]["add"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|cap| !allowed(cap))
+                .map(|cap| format!("{cap:?}"))
+                .collect();
+            (!extra.is_empty()).then(|| {
+                format!(
+                    "{} must not include {} in securityContext.capabilities.add",
+                    names("container", &[c]),
+                    extra.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 /// `container "a"` or `containers "a", "b"`.
 fn names(noun: &str, objects: &[&Value]) -> String {
     let quoted: Vec<String> = objects
@@ -436,12 +406,6 @@ fn names(noun: &str, objects: &[&Value]) -> String {
         .collect();
     let plural = if quoted.len() == 1 { "" } else { "s" };
     format!("{noun}{plural} {}", quoted.join(", "))
-}
-
-/// `container "a"` for one object.
-fn named(noun: &str, objects: &[&&Value]) -> String {
-    let list: Vec<&Value> = objects.iter().map(|o| **o).collect();
-    names(noun, &list)
 }
 
 #[cfg(test)]
