@@ -652,6 +652,58 @@ impl Cluster {
         Ok(out)
     }
 
+    /// GET a path of the API as JSON: `None` on 404, an error on any other failure.
+    pub fn get_json(&self, path: &str) -> Result<Option<serde_json::Value>> {
+        let (code, body) = self.get(path)?;
+        match code {
+            200 => Ok(Some(serde_json::from_str(&body)?)),
+            404 => Ok(None),
+            _ => bail!("GET {path}: {code} {body}"),
+        }
+    }
+
+    /// Pod `name` of the `default` namespace.
+    pub fn pod(&self, name: &str) -> Result<serde_json::Value> {
+        self.get_json(&format!("/api/v1/namespaces/default/pods/{name}"))?
+            .ok_or_else(|| anyhow!("pod {name} not found"))
+    }
+
+    /// Polls pod `name` until `cond` holds (failing after `timeout` with `what` and
+    /// the last status seen); the pod as it was then.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let mut last = serde_json::Value::Null;
+        eventually(timeout, what, || {
+            last = self.pod(name)?;
+            Ok(cond(&last))
+        })
+        .with_context(|| format!("last seen status: {}", last["status"]))?;
+        Ok(last)
+    }
+
+    /// `kubectl create -f -` of a JSON manifest.
+    pub fn create_object(&self, manifest: &serde_json::Value) -> Result<()> {
+        self.ok_stdin(&["create", "-f", "-"], &manifest.to_string())?;
+        Ok(())
+    }
+
+    /// The Events of object `name`: `REASON MESSAGE` lines, as kubectl prints them.
+    pub fn events_of(&self, name: &str) -> Result<String> {
+        self.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+        ])
+    }
+
     /// GET a path of the API: status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
         let mut resp = agent().get(&format!("{}{path}", self.api)).call()?;

@@ -52,39 +52,10 @@ fn runnable() -> bool {
     }
 }
 
-fn get(cluster: &Cluster, path: &str) -> Result<Option<Value>> {
-    let (code, body) = cluster.get(path)?;
-    match code {
-        200 => Ok(Some(serde_json::from_str(&body)?)),
-        404 => Ok(None),
-        _ => bail!("GET {path}: {code} {body}"),
-    }
-}
-
-fn pod(cluster: &Cluster, name: &str) -> Result<Value> {
-    get(cluster, &format!("/api/v1/namespaces/default/pods/{name}"))?
-        .ok_or_else(|| anyhow!("pod {name} not found"))
-}
-
-fn wait_pod(
-    cluster: &Cluster,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut(&Value) -> bool,
-) -> Result<Value> {
-    let mut last = Value::Null;
-    eventually(timeout, what, || {
-        last = pod(cluster, name)?;
-        Ok(cond(&last))
-    })
-    .with_context(|| format!("last seen status: {}", last["status"]))?;
-    Ok(last)
-}
-
 /// The node's Ready condition: (status, message).
 fn ready(cluster: &Cluster, node: &str) -> Result<(String, String)> {
-    let n = get(cluster, &format!("/api/v1/nodes/{node}"))?
+    let n = cluster
+        .get_json(&format!("/api/v1/nodes/{node}"))?
         .ok_or_else(|| anyhow!("node {node} not registered"))?;
     let c = n["status"]["conditions"]
         .as_array()
@@ -95,17 +66,6 @@ fn ready(cluster: &Cluster, node: &str) -> Result<(String, String)> {
         c["status"].as_str().unwrap_or("").to_string(),
         c["message"].as_str().unwrap_or("").to_string(),
     ))
-}
-
-fn events_of(cluster: &Cluster, name: &str) -> Result<String> {
-    cluster.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-        "-o",
-        "custom-columns=REASON:.reason,MESSAGE:.message",
-    ])
 }
 
 /// A pod on `node` running busybox `sh -c script` (plus `extra` container fields).
@@ -131,11 +91,6 @@ fn busybox_pod(node: &str, name: &str, script: &str, extra: Value) -> Value {
         }
     }
     p
-}
-
-fn create(cluster: &Cluster, manifest: &Value) -> Result<()> {
-    cluster.ok_stdin(&["create", "-f", "-"], &manifest.to_string())?;
-    Ok(())
 }
 
 /// The sum of the samples of metric `name` whose labels contain `label`.
@@ -168,7 +123,9 @@ fn cri_pods_run_log_restart_back_off_and_are_removed() -> Result<()> {
     eventually(Duration::from_secs(30), "node Ready", || {
         Ok(ready(&cluster, node)?.0 == "True")
     })?;
-    let n = get(&cluster, &format!("/api/v1/nodes/{node}"))?.unwrap_or_default();
+    let n = cluster
+        .get_json(&format!("/api/v1/nodes/{node}"))?
+        .unwrap_or_default();
     let version = n["status"]["nodeInfo"]["containerRuntimeVersion"]
         .as_str()
         .unwrap_or("");
@@ -176,11 +133,13 @@ fn cri_pods_run_log_restart_back_off_and_are_removed() -> Result<()> {
 
     // A pod from the locally built image: Running, its output in kubectl logs.
     let created = Instant::now();
-    create(
-        &cluster,
-        &busybox_pod(node, "hi", "echo $GREETING; sleep 3600", json!({})),
-    )?;
-    let p = wait_pod(&cluster, "hi", "hi Running", Duration::from_secs(60), |p| {
+    cluster.create_object(&busybox_pod(
+        node,
+        "hi",
+        "echo $GREETING; sleep 3600",
+        json!({}),
+    ))?;
+    let p = cluster.wait_pod("hi", "hi Running", Duration::from_secs(60), |p| {
         p["status"]["phase"] == "Running"
     })?;
     println!("hi Running {:?} after create", created.elapsed());
@@ -201,25 +160,18 @@ fn cri_pods_run_log_restart_back_off_and_are_removed() -> Result<()> {
     assert!(log_dir.join("main/0.log").exists(), "{}", log_dir.display());
 
     // kubectl logs -f: new lines of a running container, and all of a finished one.
-    create(
-        &cluster,
-        &busybox_pod(
-            node,
-            "ticker",
-            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
-            json!({}),
-        ),
-    )?;
+    cluster.create_object(&busybox_pod(
+        node,
+        "ticker",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+        json!({}),
+    ))?;
     let mut done = busybox_pod(node, "done", "echo one; echo two", json!({}));
     done["spec"]["restartPolicy"] = json!("Never");
-    create(&cluster, &done)?;
-    wait_pod(
-        &cluster,
-        "ticker",
-        "ticker Running",
-        Duration::from_secs(60),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    cluster.create_object(&done)?;
+    cluster.wait_pod("ticker", "ticker Running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     let mut follow = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
@@ -245,22 +197,14 @@ fn cri_pods_run_log_restart_back_off_and_are_removed() -> Result<()> {
     let _ = follow.wait();
     let followed = followed.context("kubectl logs -f showed no new line")?;
     assert!(followed.starts_with("tick "), "{followed:?}");
-    wait_pod(
-        &cluster,
-        "done",
-        "done Succeeded",
-        Duration::from_secs(60),
-        |p| p["status"]["phase"] == "Succeeded",
-    )?;
+    cluster.wait_pod("done", "done Succeeded", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Succeeded"
+    })?;
     assert_eq!(cluster.ok(&["logs", "-f", "done"])?, "one\ntwo\n");
 
     // A crashing container restarts with backoff; its previous log stays readable.
-    create(
-        &cluster,
-        &busybox_pod(node, "crash", "echo boom; exit 3", json!({})),
-    )?;
-    let p = wait_pod(
-        &cluster,
+    cluster.create_object(&busybox_pod(node, "crash", "echo boom; exit 3", json!({})))?;
+    let p = cluster.wait_pod(
         "crash",
         "crash restarted twice",
         Duration::from_secs(60),
@@ -269,48 +213,43 @@ fn cri_pods_run_log_restart_back_off_and_are_removed() -> Result<()> {
     let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 3, "{p}");
     assert_eq!(cluster.ok(&["logs", "crash", "--previous"])?, "boom\n");
-    let events = events_of(&cluster, "crash")?;
+    let events = cluster.events_of("crash")?;
     assert!(
         events.contains("Back-off restarting failed container"),
         "{events}"
     );
 
     // An exec liveness probe (ExecSync in the container) restarts the container.
-    create(
-        &cluster,
-        &busybox_pod(
-            node,
-            "liveness",
-            "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600",
-            json!({"livenessProbe": {
-                "exec": {"command": ["cat", "/tmp/healthy"]},
-                "periodSeconds": 1,
-                "failureThreshold": 1,
-            }}),
-        ),
-    )?;
-    wait_pod(
-        &cluster,
+    cluster.create_object(&busybox_pod(
+        node,
+        "liveness",
+        "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600",
+        json!({"livenessProbe": {
+            "exec": {"command": ["cat", "/tmp/healthy"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        }}),
+    ))?;
+    cluster.wait_pod(
         "liveness",
         "liveness restarted by its probe",
         Duration::from_secs(60),
         |p| restarts(p) >= 1,
     )?;
-    let events = events_of(&cluster, "liveness")?;
+    let events = cluster.events_of("liveness")?;
     assert!(events.contains("failed liveness probe"), "{events}");
 
     // A missing image: ErrImagePull, then ImagePullBackOff.
     let mut missing = busybox_pod(node, "missing", "true", json!({}));
     missing["spec"]["containers"][0]["image"] = json!("kubernel.local/missing:v1");
-    create(&cluster, &missing)?;
-    wait_pod(
-        &cluster,
+    cluster.create_object(&missing)?;
+    cluster.wait_pod(
         "missing",
         "missing in ImagePullBackOff",
         Duration::from_secs(90),
         |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff",
     )?;
-    let events = events_of(&cluster, "missing")?;
+    let events = cluster.events_of("missing")?;
     assert!(
         events.contains("Failed to pull image \"kubernel.local/missing:v1\""),
         "{events}"
@@ -355,22 +294,15 @@ fn containerd_killed_and_restarted_makes_the_node_not_ready_then_ready() -> Resu
     let mut containerd = Containerd::start()?;
     let node = "cri-restart";
     let cluster = start(node, &containerd.endpoint(), &containerd.log_dir())?;
-    create(
-        &cluster,
-        &busybox_pod(
-            node,
-            "web",
-            "echo up; sleep 3600",
-            json!({"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}),
-        ),
-    )?;
-    let before = wait_pod(
-        &cluster,
+    cluster.create_object(&busybox_pod(
+        node,
         "web",
-        "web Running",
-        Duration::from_secs(60),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+        "echo up; sleep 3600",
+        json!({"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}),
+    ))?;
+    let before = cluster.wait_pod("web", "web Running", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     let id = before["status"]["containerStatuses"][0]["containerID"].clone();
 
     containerd.kill();
@@ -389,7 +321,7 @@ fn containerd_killed_and_restarted_makes_the_node_not_ready_then_ready() -> Resu
     // The container ran on under its shim: the same instance, not restarted (a failing
     // exec while the runtime was down is no finding).
     std::thread::sleep(Duration::from_secs(3));
-    let after = pod(&cluster, "web")?;
+    let after = cluster.pod("web")?;
     assert_eq!(after["status"]["phase"], "Running", "{after}");
     assert_eq!(
         after["status"]["containerStatuses"][0]["containerID"], id,
@@ -406,7 +338,7 @@ fn containerd_killed_and_restarted_makes_the_node_not_ready_then_ready() -> Resu
         || Ok(ready(&cluster, node)?.0 == "True"),
     )?;
     std::thread::sleep(Duration::from_secs(3));
-    let adopted = pod(&cluster, "web")?;
+    let adopted = cluster.pod("web")?;
     assert_eq!(
         adopted["status"]["containerStatuses"][0]["containerID"], id,
         "{adopted}"
@@ -535,7 +467,9 @@ fn cri_bridge_pod_gets_an_address_from_the_node_pod_cidr() -> Result<()> {
         "bridge",
     )?;
     eventually(Duration::from_secs(30), "node registered", || {
-        Ok(get(&cluster, &format!("/api/v1/nodes/{node}"))?.is_some())
+        Ok(cluster
+            .get_json(&format!("/api/v1/nodes/{node}"))?
+            .is_some())
     })?;
     // Until containerd has a CNI config the node is NotReady (its network is not).
     let (status, message) = ready(&cluster, node)?;
@@ -557,25 +491,24 @@ fn cri_bridge_pod_gets_an_address_from_the_node_pod_cidr() -> Result<()> {
         "node Ready with its pod network",
         || Ok(ready(&cluster, node)?.0 == "True"),
     )?;
-    create(
-        &cluster,
-        &busybox_pod(node, "bridged", "echo bridged; sleep 3600", json!({})),
-    )?;
-    let p = wait_pod(
-        &cluster,
+    cluster.create_object(&busybox_pod(
+        node,
         "bridged",
-        "bridged Running",
-        Duration::from_secs(60),
-        |p| p["status"]["phase"] == "Running",
-    )
-    .with_context(|| {
-        format!(
-            "events: {}
+        "echo bridged; sleep 3600",
+        json!({}),
+    ))?;
+    let p = cluster
+        .wait_pod("bridged", "bridged Running", Duration::from_secs(60), |p| {
+            p["status"]["phase"] == "Running"
+        })
+        .with_context(|| {
+            format!(
+                "events: {}
 containerd: {}",
-            events_of(&cluster, "bridged").unwrap_or_default(),
-            containerd.logs()
-        )
-    })?;
+                cluster.events_of("bridged").unwrap_or_default(),
+                containerd.logs()
+            )
+        })?;
     let ip = p["status"]["podIP"].as_str().unwrap_or_default();
     assert!(
         ip.starts_with("10.244.9.") && ip != "10.244.9.1",
