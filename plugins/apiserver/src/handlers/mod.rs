@@ -456,17 +456,7 @@ async fn node_restriction(
         return Ok(body);
     };
     let bytes = read_body(state, body).await?;
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // A body that does not parse, or a patch that does not apply, is answered by
-    // the write path.
-    let object = if info.verb == Verb::Patch {
-        patched(state, info, content_type, &bytes)
-    } else {
-        crate::admission::parse_body(r, content_type, &bytes).ok()
-    };
-    let Some(object) = object else {
+    let Some(object) = written_object(state, info, headers, &bytes) else {
         return Ok(Body::from(bytes));
     };
     let name = object["metadata"]["name"].as_str().unwrap_or(&info.name);
@@ -536,23 +526,32 @@ async fn check_escalation(
         return Ok(body);
     }
     let bytes = read_body(state, body).await?;
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // A body that does not parse, or a patch that does not apply, is answered by
-    // the write path.
-    let object = if info.verb == Verb::Patch {
-        patched(state, info, content_type, &bytes)
-    } else {
-        crate::admission::parse_body(info.resource, content_type, &bytes).ok()
-    };
-    if let Some(object) = object {
+    if let Some(object) = written_object(state, info, headers, &bytes) {
         rbac::check_escalation(state.store.as_ref(), state.auth.modes, user, attrs, &object)?;
     }
     Ok(Body::from(bytes))
 }
 
-/// The role or binding a PATCH would leave (for apply, also one it would create).
+/// The object a create, update or patch would write, for the checks that look at
+/// it before the write path; `None` when the body does not parse or the patch does
+/// not apply (the write path answers those).
+fn written_object(
+    state: &ApiState,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Option<serde_json::Value> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if info.verb == Verb::Patch {
+        patched(state, info, content_type, bytes)
+    } else {
+        crate::admission::parse_body(info.resource, content_type, bytes).ok()
+    }
+}
+
+/// The object a PATCH would leave (for apply, also one it would create).
 fn patched(
     state: &ApiState,
     info: &RequestInfo,
