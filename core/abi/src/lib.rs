@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 
 mod shim;
 
-pub use shim::{descriptor, header, Entry};
+pub use shim::{descriptor, header, Entry, SharedEntry};
 
 /// The first eight bytes of every descriptor: `KUBERNEL` in ASCII.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"KUBERNEL");
@@ -322,8 +322,8 @@ pub struct DescriptorHeader {
 
 /// What a plugin exports: its identity and its entry points.
 ///
-/// Every entry point is called with the instance's lock held, so a plugin sees one
-/// call at a time (its own threads aside). Entry points that can fail write a
+/// Every entry point but `handle_shared` is called with the instance's lock held,
+/// so a plugin sees one such call at a time (its own threads aside). Entry points that can fail write a
 /// UTF-8 message into their `OutBuf` and return a non-OK [`Status`].
 #[repr(C)]
 pub struct PluginDescriptor {
@@ -362,6 +362,12 @@ pub struct PluginDescriptor {
     // Appended entry points: `None` when the descriptor's `size` does not cover them.
     /// `handle` with the sender's trace context from the message envelope.
     pub handle_traced: Option<TracedHandle>,
+    /// Handles a message without exclusive access to the instance: the host may
+    /// call it on several threads at once, never during another entry point's call
+    /// (it holds the instance's lock shared). For kinds the plugin does not take this
+    /// way it returns [`Status::UNKNOWN_KIND`] with nothing written, and the host
+    /// delivers the message through `handle_traced` (or `handle`) instead.
+    pub handle_shared: Option<TracedHandle>,
 }
 
 // SAFETY: the descriptor holds only `'static` strings and plain function pointers.

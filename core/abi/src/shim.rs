@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use crate::{Bytes, DescriptorHeader, HostVtable, Instance, OutBuf, PluginDescriptor, Status, Str};
 
@@ -37,6 +38,42 @@ pub trait Entry: Sized + Send + 'static {
     fn metrics(&mut self, out: &mut OutBuf<'_>) -> Result<(), String>;
     /// Destroys the instance.
     fn shutdown(self);
+    /// The part of the instance that takes messages concurrently (see
+    /// [`PluginDescriptor::handle_shared`]), asked once after `init`.
+    fn shared(&self) -> Option<Arc<dyn SharedEntry>> {
+        None
+    }
+}
+
+/// Handles messages on many threads at once, beside an [`Entry`].
+pub trait SharedEntry: Send + Sync + 'static {
+    /// As [`Entry::handle`]; returns [`Status::UNKNOWN_KIND`] without writing to
+    /// `out` for a kind that must go through the exclusive `handle`.
+    fn handle(
+        &self,
+        from: &[u8],
+        kind: &[u8],
+        payload: &[u8],
+        trace: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Status;
+}
+
+/// What an instance pointer points at: the entry and its shared part.
+struct Hosting<E> {
+    entry: E,
+    shared: Option<Arc<dyn SharedEntry>>,
+}
+
+/// The entry behind an instance pointer, for calls made under the exclusive lock.
+///
+/// # Safety
+/// `inst` must be a non-null pointer returned by `init::<E>`, not yet shut down,
+/// and the host must hold the instance's lock exclusively for the call.
+unsafe fn entry_mut<'a, E>(inst: Instance) -> &'a mut E {
+    // SAFETY: per the contract; the field is reached without forming a reference
+    // to the whole `Hosting`, whose `shared` part other threads never touch then.
+    unsafe { &mut *std::ptr::addr_of_mut!((*(inst as *mut Hosting<E>)).entry) }
 }
 
 /// Builds the descriptor that exports `E`; used by the SDK's `export_plugin!`.
@@ -64,6 +101,7 @@ pub const fn descriptor<E: Entry>(
         metrics: metrics::<E>,
         shutdown: shutdown::<E>,
         handle_traced: Some(handle_traced::<E>),
+        handle_shared: Some(handle_shared::<E>),
     }
 }
 
@@ -89,9 +127,9 @@ fn guarded<E: Entry>(
         return Status::ERROR;
     }
     // SAFETY: the host only passes back the pointer that `init::<E>` returned from
-    // `Box::into_raw`, never after `shutdown`, and holds the instance's lock for the
-    // duration of the call, so this is the only live reference.
-    let entry = unsafe { &mut *(inst as *mut E) };
+    // `Box::into_raw`, never after `shutdown`, and holds the instance's lock
+    // exclusively for the duration of the call, so this is the only live reference.
+    let entry = unsafe { entry_mut::<E>(inst) };
     let mut scratch = Vec::new();
     let result = {
         let mut guarded_out = OutBuf::new(&mut scratch);
@@ -140,7 +178,8 @@ extern "C" fn init<E: Entry>(
     let host = unsafe { HostVtable::read_from(host) };
     match catch_unwind(AssertUnwindSafe(|| E::init(host, config.as_slice()))) {
         Ok(Ok(entry)) => {
-            *inst = Box::into_raw(Box::new(entry)) as Instance;
+            let shared = entry.shared();
+            *inst = Box::into_raw(Box::new(Hosting { entry, shared })) as Instance;
             Status::OK
         }
         Ok(Err(e)) => {
@@ -179,10 +218,47 @@ extern "C" fn handle_traced<E: Entry>(
         return Status::ERROR;
     }
     // SAFETY: as in `guarded`: the pointer came from `init::<E>` and the host holds
-    // the instance lock for this call.
-    let entry = unsafe { &mut *(inst as *mut E) };
+    // the instance lock exclusively for this call.
+    let entry = unsafe { entry_mut::<E>(inst) };
     let result = catch_unwind(AssertUnwindSafe(|| {
         entry.handle(
+            from.as_slice(),
+            kind.as_slice(),
+            payload.as_slice(),
+            trace.as_slice(),
+            out,
+        )
+    }));
+    match result {
+        Ok(status) => status,
+        Err(p) => {
+            out.write(panic_message(p.as_ref()).as_bytes());
+            Status::PANICKED
+        }
+    }
+}
+
+extern "C" fn handle_shared<E: Entry>(
+    inst: Instance,
+    from: Bytes<'_>,
+    kind: Bytes<'_>,
+    payload: Bytes<'_>,
+    trace: Bytes<'_>,
+    out: &mut OutBuf<'_>,
+) -> Status {
+    if inst.is_null() {
+        out.write(b"null plugin instance");
+        return Status::ERROR;
+    }
+    // SAFETY: the pointer came from `init::<E>` and is not shut down (the host holds
+    // the instance lock shared); only the `shared` field is read, which nothing
+    // writes after `init`.
+    let shared = unsafe { &*std::ptr::addr_of!((*(inst as *const Hosting<E>)).shared) };
+    let Some(shared) = shared else {
+        return Status::UNKNOWN_KIND;
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        shared.handle(
             from.as_slice(),
             kind.as_slice(),
             payload.as_slice(),
@@ -256,10 +332,10 @@ extern "C" fn shutdown<E: Entry>(inst: Instance) {
     }
     // SAFETY: the pointer came from `Box::into_raw` in `init::<E>`; the host calls
     // `shutdown` once, last, and never uses the instance afterwards.
-    let entry = unsafe { Box::from_raw(inst as *mut E) };
+    let hosting = unsafe { Box::from_raw(inst as *mut Hosting<E>) };
     // A panic while shutting down cannot be reported anywhere useful; the
     // instance is gone either way.
-    let _ = catch_unwind(AssertUnwindSafe(|| entry.shutdown()));
+    let _ = catch_unwind(AssertUnwindSafe(|| hosting.entry.shutdown()));
 }
 
 /// A descriptor header, for hand-built descriptors in tests of the loader.

@@ -1,13 +1,17 @@
-//! The HTTP transport: one connection pool to the apiserver, requests with metrics and `Status` errors.
+//! The client: one connection pool to the apiserver (or the kernel bus, see
+//! [`crate::BusLink`]), requests with metrics and `Status` errors.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use kubernel_sdk::api::rest::ApiRequest;
 
-use crate::config::{ClientConfig, Endpoint};
+use crate::bus::BusLink;
+use crate::config::{ClientConfig, Endpoint, Transport};
 use crate::{ClientError, ClientMetrics};
 
 /// A connection to the apiserver; cheap to clone (clones share the pool).
@@ -25,6 +29,8 @@ struct Inner {
     watch_timeout_seconds: u32,
     metrics: Option<ClientMetrics>,
     ca_pem: Option<Vec<u8>>,
+    /// Requests go over the kernel bus instead of `http`.
+    bus: Option<Arc<BusLink>>,
 }
 
 impl Client {
@@ -57,6 +63,80 @@ impl Client {
         loop {
             match Client::new(config, kernel_data_dir, metrics.clone()) {
                 Ok(c) => return Some(c),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
+    /// The client of a component plugin: over the kernel bus when `config`'s
+    /// transport says so, or is `auto` with neither `server` nor `kubeconfig` set and
+    /// an apiserver plugin in this process; else [`Client::new`].
+    pub fn for_plugin(
+        config: &ClientConfig,
+        link: &Arc<BusLink>,
+        kernel_data_dir: Option<&Path>,
+        metrics: Option<ClientMetrics>,
+    ) -> Result<Client, ClientError> {
+        let bus = match config.transport {
+            Transport::Bus => true,
+            Transport::Http => false,
+            Transport::Auto => {
+                config.server.is_empty()
+                    && config.kubeconfig.as_os_str().is_empty()
+                    && link.has_apiserver()
+            }
+        };
+        if !bus {
+            return Self::new(config, kernel_data_dir, metrics);
+        }
+        // The cluster CA, for components that publish it (kube-root-ca.crt).
+        let ca_pem = config.endpoint(kernel_data_dir).ok().and_then(|e| e.ca_pem);
+        // Unused over the bus, but built like any other: with the process's provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http: reqwest::Client::new(),
+                server: "bus://@apiserver".into(),
+                host: "bus".into(),
+                token: None,
+                request_timeout: config.request_timeout,
+                watch_timeout_seconds: config.watch_timeout_seconds,
+                metrics,
+                ca_pem,
+                bus: Some(link.clone()),
+            }),
+        })
+    }
+
+    /// [`Client::for_plugin`], retried as [`Client::connect`] does.
+    pub async fn connect_plugin(
+        config: &ClientConfig,
+        link: &Arc<BusLink>,
+        kernel_data_dir: Option<&Path>,
+        metrics: Option<ClientMetrics>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Client> {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            let link2 = link.clone();
+            let (config2, dir, metrics2) = (
+                config.clone(),
+                kernel_data_dir.map(Path::to_path_buf),
+                metrics.clone(),
+            );
+            // The bus probe waits on the apiserver: not on a runtime worker.
+            let made = tokio::task::spawn_blocking(move || {
+                Client::for_plugin(&config2, &link2, dir.as_deref(), metrics2)
+            })
+            .await;
+            match made {
+                Ok(Ok(c)) => return Some(c),
+                Ok(Err(e)) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
                 Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
             }
             tokio::select! {
@@ -117,6 +197,7 @@ impl Client {
                 watch_timeout_seconds: config.watch_timeout_seconds,
                 metrics,
                 ca_pem,
+                bus: None,
             }),
         })
     }
@@ -126,7 +207,7 @@ impl Client {
         self.inner.ca_pem.as_deref()
     }
 
-    /// The apiserver's base URL.
+    /// The apiserver's base URL (`bus://@apiserver` over the kernel bus).
     pub fn server(&self) -> &str {
         &self.inner.server
     }
@@ -172,6 +253,9 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Bytes, ClientError> {
+        if let Some(bus) = &self.inner.bus {
+            return self.send_bus(bus, method, path, body).await;
+        }
         let started = Instant::now();
         let mut b = self
             .builder(method, path)
@@ -202,12 +286,68 @@ impl Client {
         }
     }
 
+    /// [`Client::send`] over the kernel bus.
+    async fn send_bus(
+        &self,
+        bus: &BusLink,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Bytes, ClientError> {
+        let started = Instant::now();
+        let (content_type, body) = body.map(|(t, b)| (t.to_string(), b)).unwrap_or_default();
+        let req = ApiRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            content_type,
+            accept: "application/json".into(),
+            body,
+        };
+        match bus.request(req, self.inner.request_timeout).await {
+            Err(message) => {
+                self.observe(method, "<error>", started);
+                Err(ClientError::Bus {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    message,
+                })
+            }
+            Ok(resp) => {
+                self.observe(method, &resp.status.to_string(), started);
+                if (200..300).contains(&resp.status) {
+                    Ok(Bytes::from(resp.body))
+                } else {
+                    Err(api_error(method, path, resp.status, &resp.body))
+                }
+            }
+        }
+    }
+
     /// Opens a watch (`path` includes `watch=true`) and yields one JSON event per item.
     pub(crate) async fn watch_lines(
         &self,
         path: &str,
-    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static, ClientError> {
+    ) -> Result<BoxStream<'static, Result<Bytes, ClientError>>, ClientError> {
         let started = Instant::now();
+        if let Some(bus) = &self.inner.bus {
+            let failed = |message| ClientError::Bus {
+                method: "GET".into(),
+                path: path.to_string(),
+                message,
+            };
+            let (resp, lines) = match bus.watch(path, self.inner.request_timeout).await {
+                Ok(started_watch) => started_watch,
+                Err(message) => {
+                    self.observe("GET", "<error>", started);
+                    return Err(failed(message));
+                }
+            };
+            self.observe("GET", &resp.status.to_string(), started);
+            if !(200..300).contains(&resp.status) {
+                return Err(api_error("GET", path, resp.status, &resp.body));
+            }
+            return Ok(lines.map(Ok).boxed());
+        }
         let transport = |source| ClientError::Transport {
             method: "GET".into(),
             path: path.to_string(),
@@ -250,12 +390,12 @@ impl Client {
                 let _ = tx.send(Ok(Bytes::from(pending))).await;
             }
         });
-        Ok(lines)
+        Ok(lines.boxed())
     }
 }
 
 /// Runs `produce` as a task feeding a channel and returns the channel as a stream.
-fn async_stream<T, F, Fut>(produce: F) -> impl Stream<Item = T> + Send + 'static
+fn async_stream<T, F, Fut>(produce: F) -> impl futures::Stream<Item = T> + Send + 'static
 where
     T: Send + 'static,
     F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,

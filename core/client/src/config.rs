@@ -25,6 +25,23 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Server-side timeout asked for each watch (`timeoutSeconds`); the informer re-watches after it.
     pub watch_timeout_seconds: u32,
+    /// How a component plugin reaches the apiserver: `auto` (the kernel bus when
+    /// the apiserver is a plugin of the same process, loaded before this one, and
+    /// neither `server` nor `kubeconfig` is set; else HTTPS), `bus` or `http`.
+    pub transport: Transport,
+}
+
+/// How a component plugin reaches the apiserver (see [`ClientConfig::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The bus when the apiserver is in the process and no server is named.
+    #[default]
+    Auto,
+    /// Always the kernel bus.
+    Bus,
+    /// Always HTTP(S).
+    Http,
 }
 
 impl Default for ClientConfig {
@@ -35,6 +52,7 @@ impl Default for ClientConfig {
             token: String::new(),
             request_timeout: Duration::from_secs(30),
             watch_timeout_seconds: 300,
+            transport: Transport::Auto,
         }
     }
 }

@@ -29,6 +29,17 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The apiserver of this process could not be asked over the kernel bus (it is
+    /// restarting, or did not answer in time). Retrying helps.
+    #[error("{method} {path}: over the bus: {message}")]
+    Bus {
+        /// HTTP method of the request.
+        method: String,
+        /// Path of the request.
+        path: String,
+        /// What the kernel or the transport said.
+        message: String,
+    },
     /// A body could not be encoded or decoded. Retrying does not help.
     #[error("{what}: {source}")]
     Decode {
@@ -70,7 +81,7 @@ impl ClientError {
     /// True when the same request may succeed later unchanged.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::Transport { .. } => true,
+            ClientError::Transport { .. } | ClientError::Bus { .. } => true,
             ClientError::Api { code, .. } => *code == 429 || *code >= 500,
             _ => false,
         }

@@ -4,6 +4,7 @@
 
 mod api;
 mod backoff;
+mod bus;
 mod client;
 mod component;
 mod config;
@@ -19,9 +20,10 @@ mod workqueue;
 
 pub use api::{Api, ObjectList, ObjectResource};
 pub use backoff::Backoff;
+pub use bus::BusLink;
 pub use client::Client;
 pub use component::ComponentRuntime;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Transport};
 pub use error::ClientError;
 pub use events::EventRecorder;
 pub use informer::{Cache, Change, Informer};

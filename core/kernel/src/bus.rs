@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use kubernel_abi::{OutBuf, Status};
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::config::PluginConfig;
@@ -135,7 +135,8 @@ pub struct Slot {
     pub name: String,
     pub(crate) bus: Arc<Bus>,
     pub(crate) config: RwLock<PluginConfig>,
-    pub(crate) instance: Mutex<Option<Live>>,
+    /// The instance: held exclusively for its entry points, shared for `handle_shared`.
+    pub(crate) instance: RwLock<Option<Live>>,
     pub(crate) library: RwLock<Arc<Library>>,
     pub(crate) graveyard: Mutex<Vec<Arc<Library>>>,
     status: RwLock<(PluginState, String)>,
@@ -215,7 +216,14 @@ impl Slot {
     pub(crate) fn lock(
         &self,
         timeout: Duration,
-    ) -> Result<MutexGuard<'_, Option<Live>>, CallError> {
+    ) -> Result<RwLockWriteGuard<'_, Option<Live>>, CallError> {
+        self.refuse_reentry()?;
+        self.instance
+            .try_write_for(timeout)
+            .ok_or_else(|| self.busy(timeout))
+    }
+
+    fn refuse_reentry(&self) -> Result<(), CallError> {
         if HeldGuard::is_held(self.id) {
             return Err(CallError {
                 status: Status::REENTRANT,
@@ -225,12 +233,61 @@ impl Slot {
                 ),
             });
         }
-        self.instance
-            .try_lock_for(timeout)
-            .ok_or_else(|| CallError {
-                status: Status::TIMEOUT,
-                message: format!("plugin {:?} stayed busy for {timeout:?}", self.name),
-            })
+        Ok(())
+    }
+
+    fn busy(&self, timeout: Duration) -> CallError {
+        CallError {
+            status: Status::TIMEOUT,
+            message: format!("plugin {:?} stayed busy for {timeout:?}", self.name),
+        }
+    }
+
+    /// Offers a message to the instance's `handle_shared`, holding its lock shared.
+    /// `None`: the plugin takes this kind only through its exclusive `handle`.
+    fn deliver_shared(&self, msg: Envelope<'_>, out: &mut OutBuf<'_>) -> Option<Status> {
+        if let Err(e) = self.refuse_reentry() {
+            out.write(e.message.as_bytes());
+            return Some(e.status);
+        }
+        let timeout = self.bus.settings.request_timeout;
+        let Some(guard) = self.instance.try_read_for(timeout) else {
+            out.write(self.busy(timeout).message.as_bytes());
+            return Some(Status::TIMEOUT);
+        };
+        let live = guard.as_ref()?;
+        if !live.has_shared_handler() {
+            return None;
+        }
+        let _held = HeldGuard::new(self.id);
+        let started = Instant::now();
+        let status = live.handle_shared(msg, out);
+        let seconds = started.elapsed().as_secs_f64();
+        drop(guard);
+        match status {
+            Status::UNKNOWN_KIND => return None,
+            Status::PANICKED | Status::FATAL => {
+                // Like a panic in `handle`: the instance is dropped (leaked, its
+                // memory cannot be trusted) and the host restarts it.
+                let poisoned = self.instance.write().take();
+                if status == Status::FATAL {
+                    if let Some(live) = poisoned {
+                        live.shutdown();
+                    }
+                }
+                self.poison(format!(
+                    "{} while handling {} from {}",
+                    status.name(),
+                    msg.kind,
+                    msg.from
+                ));
+            }
+            _ => {}
+        }
+        self.bus
+            .metrics
+            .observe_message(msg.from, &self.name, msg.kind, seconds);
+        Some(status)
     }
 
     /// Delivers a message to the current instance on this thread; the reply goes to `out`.
@@ -244,6 +301,9 @@ impl Slot {
     }
 
     fn deliver_once(&self, msg: Envelope<'_>, out: &mut OutBuf<'_>) -> Status {
+        if let Some(status) = self.deliver_shared(msg, out) {
+            return status;
+        }
         let Envelope { from, kind, .. } = msg;
         let mut guard = match self.lock(self.bus.settings.request_timeout) {
             Ok(g) => g,
@@ -359,7 +419,7 @@ impl Bus {
             name: config.name.clone(),
             bus: self.clone(),
             config: RwLock::new(config),
-            instance: Mutex::new(None),
+            instance: RwLock::new(None),
             library: RwLock::new(library),
             graveyard: Mutex::new(Vec::new()),
             status: RwLock::new((PluginState::Running, String::new())),

@@ -118,7 +118,7 @@ impl PluginHost {
         let lib = slot.library.read().clone();
         let params = slot.init_params(&slot.config.read());
         let (state, from_version) = slot.snapshot.lock().clone();
-        let mut guard = slot.instance.lock();
+        let mut guard = slot.instance.write();
         let held = HeldGuard::new(slot.id);
         let started = Instant::now();
         let result = Live::init(lib, &vtable_for(&slot), &params).and_then(|mut live| {

@@ -114,7 +114,7 @@ impl Kernel {
                     e.message
                 },
             })?;
-            *slot.instance.lock() = Some(live);
+            *slot.instance.write() = Some(live);
             bus.metrics
                 .load_duration
                 .with_label_values(&[plugin.name.as_str(), "start"])

@@ -367,9 +367,13 @@ pub struct Live {
 
 struct RawInstance(Instance);
 
-// SAFETY: an instance is only ever used by the thread holding its slot's lock,
-// and the ABI requires plugin types to be `Send` (see `kubernel_abi::Entry`).
+// SAFETY: an instance is only ever used by the thread holding its slot's lock
+// exclusively, and the ABI requires plugin types to be `Send` (see
+// `kubernel_abi::Entry`)...
 unsafe impl Send for RawInstance {}
+// SAFETY: ...or by threads holding it shared, which only reach `handle_shared`:
+// that touches the instance's `SharedEntry`, which is `Send + Sync`.
+unsafe impl Sync for RawInstance {}
 
 impl Live {
     /// Creates an instance of `lib` with host context `ctx` and JSON init parameters.
@@ -413,6 +417,28 @@ impl Live {
             }
             _ => (self.lib.desc.handle)(self.inst.0, from, kind, payload, out),
         }
+    }
+
+    /// Whether the plugin exports `handle_shared` (its SDK may still have no
+    /// shared handler: then it answers `UNKNOWN_KIND` to everything).
+    pub fn has_shared_handler(&self) -> bool {
+        self.lib.desc.handle_shared.is_some()
+    }
+
+    /// Delivers one message through `handle_shared`; the caller holds the
+    /// instance's lock shared. `UNKNOWN_KIND`: deliver it through [`Live::handle`].
+    pub fn handle_shared(&self, msg: Envelope<'_>, out: &mut OutBuf<'_>) -> Status {
+        let Some(handle) = self.lib.desc.handle_shared else {
+            return Status::UNKNOWN_KIND;
+        };
+        handle(
+            self.inst.0,
+            Bytes::from(msg.from),
+            Bytes::from(msg.kind),
+            Bytes::new(msg.payload),
+            Bytes::new(msg.trace),
+            out,
+        )
     }
 
     /// Asks the instance to stop taking work within `deadline`.

@@ -71,23 +71,7 @@ impl<P: Plugin> Entry for Hosted<P> {
             out.write(b"message kind or sender is not UTF-8");
             return Status::BAD_MESSAGE;
         };
-        // A bus hop from a traced sender: the message's span is a child of the
-        // sender's, and whatever the plugin traces while handling it, of this one.
-        let span = match std::str::from_utf8(trace) {
-            Ok(parent) if !parent.is_empty() => {
-                let span = tracing::info_span!(
-                    "bus_message",
-                    otel.name = %format_args!("bus {kind}"),
-                    otel.kind = "consumer",
-                    kind,
-                    from,
-                    to = self.ctx.name(),
-                );
-                logging::set_remote_parent(&span, parent);
-                span
-            }
-            _ => tracing::Span::none(),
-        };
+        let span = message_span(kind, from, self.ctx.name(), trace);
         let _entered = span.enter();
         let msg = Incoming {
             from,
@@ -106,16 +90,15 @@ impl<P: Plugin> Entry for Hosted<P> {
         } else {
             self.plugin.handle(&msg)
         };
-        match result {
-            Ok(reply) => {
-                out.write(&reply.0);
-                Status::OK
-            }
-            Err(e) => {
-                out.write(e.to_string().as_bytes());
-                e.status()
-            }
-        }
+        write_result(result, out)
+    }
+
+    fn shared(&self) -> Option<std::sync::Arc<dyn kubernel_abi::SharedEntry>> {
+        let handler = self.plugin.shared()?;
+        Some(std::sync::Arc::new(SharedHosted {
+            handler,
+            name: self.ctx.name().to_string(),
+        }))
     }
 
     fn quiesce(&mut self, deadline_ms: u64) -> Result<(), String> {
@@ -156,6 +139,73 @@ impl<P: Plugin> Entry for Hosted<P> {
         self.ctx.cancel();
         self.plugin.shutdown();
         logging::detach(self.ctx.host());
+    }
+}
+
+/// The span of a bus message from a traced sender: a child of the sender's span,
+/// and the parent of whatever the plugin traces while handling it.
+fn message_span(kind: &str, from: &str, to: &str, trace: &[u8]) -> tracing::Span {
+    match std::str::from_utf8(trace) {
+        Ok(parent) if !parent.is_empty() => {
+            let span = tracing::info_span!(
+                "bus_message",
+                otel.name = %format_args!("bus {kind}"),
+                otel.kind = "consumer",
+                kind,
+                from,
+                to,
+            );
+            logging::set_remote_parent(&span, parent);
+            span
+        }
+        _ => tracing::Span::none(),
+    }
+}
+
+/// Writes a handler's reply, or its error, to `out`.
+fn write_result(result: Result<Reply, crate::PluginError>, out: &mut OutBuf<'_>) -> Status {
+    match result {
+        Ok(reply) => {
+            out.write(&reply.0);
+            Status::OK
+        }
+        Err(e) => {
+            out.write(e.to_string().as_bytes());
+            e.status()
+        }
+    }
+}
+
+/// A plugin's [`crate::SharedHandler`], as the ABI shims see it.
+struct SharedHosted {
+    handler: std::sync::Arc<dyn crate::SharedHandler>,
+    name: String,
+}
+
+impl kubernel_abi::SharedEntry for SharedHosted {
+    fn handle(
+        &self,
+        from: &[u8],
+        kind: &[u8],
+        payload: &[u8],
+        trace: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Status {
+        let (Ok(from), Ok(kind)) = (std::str::from_utf8(from), std::str::from_utf8(kind)) else {
+            // The exclusive handler answers it, with the same error.
+            return Status::UNKNOWN_KIND;
+        };
+        let span = message_span(kind, from, &self.name, trace);
+        let _entered = span.enter();
+        let msg = Incoming {
+            from,
+            kind,
+            payload,
+        };
+        match self.handler.handle(&msg) {
+            Some(result) => write_result(result, out),
+            None => Status::UNKNOWN_KIND,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ mod plugin;
 pub use context::{Context, RequestError};
 pub use entry::{Hosted, InitParams};
 pub use logging::{set_remote_parent, traceparent};
-pub use plugin::{Incoming, Plugin, PluginError, Reply};
+pub use plugin::{Incoming, Plugin, PluginError, Reply, SharedHandler};
 
 pub use kubernel_abi as abi;
 pub use kubernel_api as api;

@@ -24,6 +24,14 @@ pub trait Plugin: Sized + Send + 'static {
     /// Handles one message and returns its reply.
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError>;
 
+    /// The handler of the messages this plugin takes on many threads at once,
+    /// without the instance's lock (asked once, after `init`). A plugin that serves
+    /// requests which wait on I/O (the apiserver's `api.Request`) answers them
+    /// here, so one slow request does not hold up the others.
+    fn shared(&self) -> Option<std::sync::Arc<dyn SharedHandler>> {
+        None
+    }
+
     /// Stops taking new work and finishes in-flight work before `deadline` elapses;
     /// called before a snapshot for a hot swap and on shutdown.
     fn quiesce(&mut self, _deadline: Duration) -> Result<(), PluginError> {
@@ -110,6 +118,15 @@ impl Incoming<'_> {
         let reply = f(self.decode::<M>()?)?;
         Reply::of::<M>(&reply)
     }
+}
+
+/// Messages a plugin handles concurrently, beside [`Plugin::handle`].
+///
+/// The kernel calls it on any thread, never during a call of the plugin's
+/// exclusive methods (`handle`, `quiesce`, ...).
+pub trait SharedHandler: Send + Sync + 'static {
+    /// Handles `msg`, or returns `None` for a kind [`Plugin::handle`] takes.
+    fn handle(&self, msg: &Incoming<'_>) -> Option<Result<Reply, PluginError>>;
 }
 
 /// An encoded reply.

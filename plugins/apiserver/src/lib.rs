@@ -30,16 +30,17 @@ pub mod store;
 mod tls;
 pub mod yaml;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_sdk::api::rest::{ApiRequest, ApiWatch, ApiWatchStop};
+use kubernel_sdk::api::rest::{ApiRequest, ApiResponse, ApiWatch, ApiWatchStop};
 use kubernel_sdk::api::store::{StoreExport, StoreImport};
 use kubernel_sdk::api::Message;
-use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply, SharedHandler};
 
 use crate::config::ApiServerConfig;
 use crate::metrics::Metrics;
-use crate::server::Server;
+use crate::server::{BusCaller, Server};
 
 /// The apiserver plugin instance.
 pub struct ApiServer {
@@ -47,14 +48,39 @@ pub struct ApiServer {
     config: ApiServerConfig,
     metrics: Metrics,
     server: Option<Server>,
+    /// Answers `api.Request`s concurrently while the server runs.
+    calls: Arc<BusCalls>,
 }
 
 impl ApiServer {
     fn start(&mut self) -> Result<(), PluginError> {
         let server = Server::start(&self.ctx, self.config.clone(), self.metrics.clone())
             .map_err(PluginError::Failed)?;
+        *self.calls.0.write() = Some(server.caller());
         self.server = Some(server);
         Ok(())
+    }
+}
+
+/// The apiserver's shared handler: `api.Request`s from plugins of this process run
+/// at once, each on its sender's thread, like concurrent HTTP requests.
+#[derive(Default)]
+struct BusCalls(parking_lot::RwLock<Option<BusCaller>>);
+
+impl BusCalls {
+    fn call(&self, from: &str, req: ApiRequest) -> Result<ApiResponse, PluginError> {
+        let caller = self.0.read().clone();
+        match caller {
+            Some(caller) => Ok(caller.call(from, req)),
+            None => Err(PluginError::Failed("the apiserver is not serving".into())),
+        }
+    }
+}
+
+impl SharedHandler for BusCalls {
+    fn handle(&self, msg: &Incoming<'_>) -> Option<Result<Reply, PluginError>> {
+        (msg.kind == ApiRequest::KIND)
+            .then(|| msg.reply::<ApiRequest>(|req| self.call(msg.from, req)))
     }
 }
 
@@ -68,6 +94,7 @@ impl Plugin for ApiServer {
             config,
             metrics,
             server: None,
+            calls: Arc::default(),
         };
         s.start()?;
         Ok(s)
@@ -75,10 +102,7 @@ impl Plugin for ApiServer {
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
         match msg.kind {
-            ApiRequest::KIND => msg.reply::<ApiRequest>(|req| match &self.server {
-                Some(server) => Ok(server.call(msg.from, req)),
-                None => Err(PluginError::Failed("the apiserver is not serving".into())),
-            }),
+            ApiRequest::KIND => msg.reply::<ApiRequest>(|req| self.calls.call(msg.from, req)),
             ApiWatch::KIND => msg.reply::<ApiWatch>(|req| match &self.server {
                 Some(server) => Ok(server.watch(msg.from, req)),
                 None => Err(PluginError::Failed("the apiserver is not serving".into())),
@@ -101,7 +125,12 @@ impl Plugin for ApiServer {
         }
     }
 
+    fn shared(&self) -> Option<Arc<dyn SharedHandler>> {
+        Some(self.calls.clone())
+    }
+
     fn quiesce(&mut self, deadline: Duration) -> Result<(), PluginError> {
+        *self.calls.0.write() = None;
         if let Some(server) = self.server.take() {
             server.stop(deadline);
         }

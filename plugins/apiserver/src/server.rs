@@ -183,80 +183,12 @@ impl Server {
         })
     }
 
-    /// Runs an API request from a plugin of this process through the same handler
-    /// chain as HTTP requests; blocks the calling (plugin) thread until answered.
-    pub fn call(&self, from: &str, req: ApiRequest) -> ApiResponse {
-        let failed = |code: u16, e: ApiError| ApiResponse {
-            status: code,
-            content_type: "application/json".into(),
-            body: e.to_status().to_string().into_bytes(),
-            warnings: Vec::new(),
-        };
-        if req.path.contains("watch=true") || req.path.contains("watch=1") {
-            return failed(
-                400,
-                ApiError::bad_request(
-                    "an api.Request cannot watch: send an api.Watch (its events come as api.WatchEvents messages)",
-                ),
-            );
-        }
-        let mut builder = axum::http::Request::builder()
-            .method(req.method.as_str())
-            .uri(req.path.as_str());
-        if !req.content_type.is_empty() {
-            builder = builder.header(axum::http::header::CONTENT_TYPE, req.content_type.as_str());
-        }
-        if !req.accept.is_empty() {
-            builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
-        }
-        // The sender's trace context came in the message envelope: the span of
-        // the bus message is current, and the request's span becomes its child.
-        if let Some(parent) = kubernel_sdk::traceparent() {
-            builder = builder.header("traceparent", parent);
-        }
-        let request = match builder.body(axum::body::Body::from(req.body)) {
-            Ok(mut r) => {
-                r.extensions_mut()
-                    .insert(crate::auth::Caller::Bus(from.to_string()));
-                r
-            }
-            Err(e) => {
-                return failed(
-                    400,
-                    ApiError::bad_request(format!("invalid API request: {e}")),
-                )
-            }
-        };
-        let router = self.router.clone();
-        let limit = self.state.config.max_request_body_bytes * 64;
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
-            use tower::ServiceExt;
-            let Ok(resp) = router.oneshot(request).await;
-            let (parts, body) = resp.into_parts();
-            let body = axum::body::to_bytes(body, limit).await.map(|b| b.to_vec());
-            let _ = tx.send((parts, body));
-        });
-        match rx.recv() {
-            Ok((parts, Ok(body))) => ApiResponse {
-                status: parts.status.as_u16(),
-                content_type: header_text(
-                    &parts.headers,
-                    axum::http::header::CONTENT_TYPE.as_str(),
-                ),
-                body,
-                warnings: parts
-                    .headers
-                    .get_all("warning")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok().map(str::to_string))
-                    .collect(),
-            },
-            Ok((_, Err(e))) => failed(
-                500,
-                ApiError::internal(format!("reading the response: {e}")),
-            ),
-            Err(_) => failed(503, ApiError::unavailable("the apiserver is stopping")),
+    /// What answers `api.Request`s from plugins of this process, on any thread.
+    pub fn caller(&self) -> BusCaller {
+        BusCaller {
+            runtime: self.runtime.handle().clone(),
+            router: self.router.clone(),
+            limit: self.state.config.max_request_body_bytes * 64,
         }
     }
 
@@ -323,6 +255,95 @@ impl Server {
         self.shutdown.cancel();
         drop(self.state);
         self.runtime.shutdown_timeout(deadline);
+    }
+}
+
+/// Runs `api.Request`s of plugins in this process through the apiserver's handler
+/// chain; cheap to clone, usable from many threads at once.
+#[derive(Clone)]
+pub struct BusCaller {
+    runtime: tokio::runtime::Handle,
+    router: axum::Router,
+    /// Largest response body read back.
+    limit: usize,
+}
+
+impl BusCaller {
+    /// Runs an API request from a plugin of this process through the same handler
+    /// chain as HTTP requests; blocks the calling (plugin) thread until answered.
+    pub fn call(&self, from: &str, req: ApiRequest) -> ApiResponse {
+        let failed = |code: u16, e: ApiError| ApiResponse {
+            status: code,
+            content_type: "application/json".into(),
+            body: e.to_status().to_string().into_bytes(),
+            warnings: Vec::new(),
+        };
+        if req.path.contains("watch=true") || req.path.contains("watch=1") {
+            return failed(
+                400,
+                ApiError::bad_request(
+                    "an api.Request cannot watch: send an api.Watch (its events come as api.WatchEvents messages)",
+                ),
+            );
+        }
+        let mut builder = axum::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(req.path.as_str());
+        if !req.content_type.is_empty() {
+            builder = builder.header(axum::http::header::CONTENT_TYPE, req.content_type.as_str());
+        }
+        if !req.accept.is_empty() {
+            builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
+        }
+        // The sender's trace context came in the message envelope: the span of
+        // the bus message is current, and the request's span becomes its child.
+        if let Some(parent) = kubernel_sdk::traceparent() {
+            builder = builder.header("traceparent", parent);
+        }
+        let request = match builder.body(axum::body::Body::from(req.body)) {
+            Ok(mut r) => {
+                r.extensions_mut()
+                    .insert(crate::auth::Caller::Bus(from.to_string()));
+                r
+            }
+            Err(e) => {
+                return failed(
+                    400,
+                    ApiError::bad_request(format!("invalid API request: {e}")),
+                )
+            }
+        };
+        let router = self.router.clone();
+        let limit = self.limit;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            use tower::ServiceExt;
+            let Ok(resp) = router.oneshot(request).await;
+            let (parts, body) = resp.into_parts();
+            let body = axum::body::to_bytes(body, limit).await.map(|b| b.to_vec());
+            let _ = tx.send((parts, body));
+        });
+        match rx.recv() {
+            Ok((parts, Ok(body))) => ApiResponse {
+                status: parts.status.as_u16(),
+                content_type: header_text(
+                    &parts.headers,
+                    axum::http::header::CONTENT_TYPE.as_str(),
+                ),
+                body,
+                warnings: parts
+                    .headers
+                    .get_all("warning")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_string))
+                    .collect(),
+            },
+            Ok((_, Err(e))) => failed(
+                500,
+                ApiError::internal(format!("reading the response: {e}")),
+            ),
+            Err(_) => failed(503, ApiError::unavailable("the apiserver is stopping")),
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Manager {
     pub metrics: Metrics,
     /// REST client metrics.
     pub client_metrics: ClientMetrics,
+    /// The plugin's link to an apiserver in the process.
+    pub bus: Arc<kubernel_client::BusLink>,
     /// The plugin's registry (for `leader_election_master_status`).
     pub registry: Registry,
     /// The kernel's data dir, where the apiserver writes `admin.kubeconfig`.
@@ -126,8 +128,9 @@ impl Manager {
 
     /// Builds the client, retrying until the apiserver's kubeconfig exists.
     async fn connect(&self, shutdown: &CancellationToken) -> Option<Client> {
-        Client::connect(
+        Client::connect_plugin(
             &self.config.client,
+            &self.bus,
             self.kernel_data_dir.as_deref(),
             Some(self.client_metrics.clone()),
             shutdown,

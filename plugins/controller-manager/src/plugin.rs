@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_client::{ClientMetrics, ComponentRuntime, WorkQueue};
+use kubernel_client::{BusLink, ClientMetrics, ComponentRuntime, WorkQueue};
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 use parking_lot::Mutex;
 
@@ -19,6 +19,7 @@ pub struct ControllerManager {
     config: Arc<ControllerManagerConfig>,
     metrics: Metrics,
     client_metrics: ClientMetrics,
+    bus: Arc<BusLink>,
     queues: Arc<Mutex<Vec<WorkQueue<String>>>>,
     election_registered: Arc<AtomicBool>,
     objects: ObjectMetrics,
@@ -31,6 +32,7 @@ impl ControllerManager {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             client_metrics: self.client_metrics.clone(),
+            bus: self.bus.clone(),
             registry: self.ctx.registry().clone(),
             kernel_data_dir: self.ctx.data_dir().parent().map(|p| p.to_path_buf()),
             queues: self.queues.clone(),
@@ -67,6 +69,7 @@ impl Plugin for ControllerManager {
         let client_metrics = ClientMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let objects = ObjectMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let mut cm = ControllerManager {
+            bus: BusLink::new(ctx.clone()),
             ctx,
             config: Arc::new(config),
             metrics,
@@ -81,6 +84,9 @@ impl Plugin for ControllerManager {
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        if let Some(delivered) = self.bus.deliver(msg) {
+            return delivered;
+        }
         Err(PluginError::UnknownKind(msg.kind.to_string()))
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_client::{CancellationToken, Client, ClientMetrics, WorkQueueMetrics};
+use kubernel_client::{BusLink, CancellationToken, Client, ClientMetrics, WorkQueueMetrics};
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 
 use crate::config::{KubeletConfig, RuntimeKind};
@@ -21,6 +21,7 @@ pub struct Kubelet {
     metrics: Metrics,
     client_metrics: ClientMetrics,
     queue_metrics: WorkQueueMetrics,
+    bus: Arc<BusLink>,
     running: Option<Running>,
     /// The process runtime of a stopped (quiesced) process agent: its processes still
     /// run until `shutdown` kills them, unless `snapshot` handed them to a successor.
@@ -44,8 +45,9 @@ impl Kubelet {
     fn start(&mut self) -> Result<(), PluginError> {
         let kernel_dir = self.ctx.data_dir().parent();
         self.tls_bootstrap()?;
-        let client = Client::new(
+        let client = Client::for_plugin(
             &self.config.client,
+            &self.bus,
             kernel_dir,
             Some(self.client_metrics.clone()),
         )
@@ -163,6 +165,7 @@ impl Plugin for Kubelet {
         let client_metrics = ClientMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let queue_metrics = WorkQueueMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let mut kubelet = Kubelet {
+            bus: BusLink::new(ctx.clone()),
             ctx,
             config,
             metrics,
@@ -176,6 +179,9 @@ impl Plugin for Kubelet {
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        if let Some(delivered) = self.bus.deliver(msg) {
+            return delivered;
+        }
         Err(PluginError::UnknownKind(msg.kind.to_string()))
     }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_client::{ClientMetrics, ComponentRuntime};
+use kubernel_client::{BusLink, ClientMetrics, ComponentRuntime};
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 
 use crate::config::ProxyConfig;
@@ -17,6 +17,7 @@ pub struct ProxyPlugin {
     config: Arc<ProxyConfig>,
     metrics: Metrics,
     client_metrics: ClientMetrics,
+    bus: Arc<BusLink>,
     last_sync: Arc<AtomicI64>,
     running: Option<ComponentRuntime>,
 }
@@ -27,6 +28,7 @@ impl ProxyPlugin {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             client_metrics: self.client_metrics.clone(),
+            bus: self.bus.clone(),
             kernel_data_dir: self.ctx.data_dir().parent().map(|p| p.to_path_buf()),
             last_sync: self.last_sync.clone(),
         };
@@ -64,6 +66,7 @@ impl Plugin for ProxyPlugin {
         let metrics = Metrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let client_metrics = ClientMetrics::new(ctx.registry()).map_err(PluginError::failed)?;
         let mut p = ProxyPlugin {
+            bus: BusLink::new(ctx.clone()),
             ctx,
             config: Arc::new(config),
             metrics,
@@ -76,6 +79,9 @@ impl Plugin for ProxyPlugin {
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        if let Some(delivered) = self.bus.deliver(msg) {
+            return delivered;
+        }
         Err(PluginError::UnknownKind(msg.kind.to_string()))
     }
 

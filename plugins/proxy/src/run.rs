@@ -60,6 +60,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     /// REST client metrics.
     pub client_metrics: ClientMetrics,
+    /// The plugin's link to an apiserver in the process.
+    pub bus: Arc<kubernel_client::BusLink>,
     /// The kernel's data dir, where the apiserver writes `admin.kubeconfig`.
     pub kernel_data_dir: Option<PathBuf>,
     /// Unix time of the last successful sync (for `/healthz`).
@@ -179,8 +181,9 @@ impl Proxy {
 
     /// Builds the client, retrying until the apiserver's kubeconfig exists.
     async fn connect(&self, stop: &CancellationToken) -> Option<Client> {
-        Client::connect(
+        Client::connect_plugin(
             &self.config.client,
+            &self.bus,
             self.kernel_data_dir.as_deref(),
             Some(self.client_metrics.clone()),
             stop,

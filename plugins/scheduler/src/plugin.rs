@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_client::{ClientConfig, ClientMetrics};
+use kubernel_client::{BusLink, ClientConfig, ClientMetrics};
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -107,6 +107,7 @@ pub struct SchedulerPlugin {
     config: PluginConfig,
     engine: Arc<Engine>,
     client_metrics: ClientMetrics,
+    bus: Arc<BusLink>,
     runner: Option<Runner>,
 }
 
@@ -117,6 +118,7 @@ impl SchedulerPlugin {
             &self.config,
             self.engine.clone(),
             self.client_metrics.clone(),
+            &self.bus,
         )
         .map_err(PluginError::Failed)?;
         self.runner = Some(runner);
@@ -141,6 +143,7 @@ impl Plugin for SchedulerPlugin {
             scratch,
         });
         let mut plugin = SchedulerPlugin {
+            bus: BusLink::new(ctx.clone()),
             ctx,
             config,
             engine,
@@ -152,6 +155,9 @@ impl Plugin for SchedulerPlugin {
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
+        if let Some(delivered) = self.bus.deliver(msg) {
+            return delivered;
+        }
         Err(PluginError::UnknownKind(msg.kind.to_string()))
     }
 

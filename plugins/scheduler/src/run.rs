@@ -106,9 +106,11 @@ impl Runner {
         config: &PluginConfig,
         engine: Arc<Engine>,
         client_metrics: ClientMetrics,
+        bus: &Arc<kubernel_client::BusLink>,
     ) -> Result<Runner, String> {
-        let client = Client::new(
+        let client = Client::for_plugin(
             &config.client,
+            bus,
             ctx.data_dir().parent(),
             Some(client_metrics),
         )
