@@ -522,8 +522,17 @@ impl Cluster {
         // the kernel picks (the admin.kubeconfig it writes names it, see
         // `secure_port()`); `api` is the loopback plain-HTTP port.
         let port = free_port()?;
+        // Loopback only, unless the test names another address.
+        let bind = if extra
+            .lines()
+            .any(|l| l.trim_start().starts_with("bind_address"))
+        {
+            ""
+        } else {
+            "bind_address = \"127.0.0.1\"\n"
+        };
         let config = format!(
-            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = 0\ninsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
+            "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\n{bind}secure_port = 0\ninsecure_port = {port}\nwatch_bookmark_interval_seconds = 1\n{extra}",
             kernel_section(),
             apiserver_lib().display()
         );
@@ -1184,4 +1193,62 @@ pub mod netns {
         }
         Ok(())
     }
+}
+
+/// A raw HTTP/1.1 GET over TLS trusting `ca_pem`, with an optional client pair and
+/// extra header lines: the status code and body, or the TLS/IO error.
+pub fn tls_get(
+    port: u16,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    path: &str,
+    headers: &[u8],
+) -> Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use std::io::Write as _;
+
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder.with_client_auth_cert(
+            rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()?,
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut req =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n").into_bytes();
+    req.extend_from_slice(headers);
+    req.extend_from_slice(b"\r\n");
+    tls.write_all(&req)?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        // The server may close without close_notify after a full response.
+        Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e.into()),
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((code, body))
 }

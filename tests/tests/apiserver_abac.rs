@@ -99,7 +99,7 @@ fn refused(policy_text: &str, modes: &str) -> Result<(Option<i32>, String, Strin
     let policy = dir.path().join("abac.jsonl");
     std::fs::write(&policy, policy_text)?;
     let config = format!(
-        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = 0\nauthorization_modes = {modes}\nauthorization_policy_file = \"{}\"\n",
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = 0\nauthorization_modes = {modes}\nauthorization_policy_file = \"{}\"\n",
         kubernel_e2e::kernel_section(),
         kubernel_e2e::apiserver_lib().display(),
         policy.display()

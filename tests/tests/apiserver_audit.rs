@@ -1,13 +1,14 @@
 //! The audit log through the real kubectl: events of creates and denials with
-//! upstream's fields, the `Audit-Id` header, requests over the bus, and a policy that
-//! leaves a user out and logs request bodies.
+//! upstream's fields, the `Audit-Id` header, requests over the bus (and the
+//! in-process components that use it, each as its identity), and a policy that leaves
+//! a user out and logs request bodies.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use kubernel_api::rest::ApiRequest;
-use kubernel_e2e::{kubectl_as, run_refused, Cluster};
+use kubernel_e2e::{component_entry, kubectl_as, run_refused, Cluster};
 use serde_json::Value;
 
 /// The events in the log once `want` of them match `pred` (the writer is asynchronous).
@@ -155,6 +156,61 @@ fn audit_log_should_record_creates_and_denials() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn in_process_components_should_call_over_the_bus_as_their_identity() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("audit.log");
+    let c = Cluster::start(&format!(
+        "{}{}{}",
+        config(&log, None),
+        component_entry("scheduler", "scheduler", ""),
+        component_entry("controller-manager", "controller-manager", ""),
+    ))?;
+    c.ok(&["create", "deployment", "web", "--image=busybox"])?;
+
+    // The controller-manager creates the ReplicaSet, the scheduler watches pods:
+    // each under its component identity, over the bus (no source IP).
+    let by = |user: &'static str, verb: &'static str, resource: &'static str| {
+        move |e: &Value| is(e, verb, user, resource) && e.get("sourceIPs").is_none()
+    };
+    let rs = by("system:kube-controller-manager", "create", "replicasets");
+    let pods = by("system:kube-scheduler", "watch", "pods");
+    let events = events_until(&log, 2, |e| rs(e) || pods(e))?;
+    assert!(
+        events.iter().any(rs),
+        "no ReplicaSet create by the controller-manager"
+    );
+    assert!(events.iter().any(pods), "no pod watch by the scheduler");
+    let admin = events
+        .iter()
+        .filter(|e| e["user"]["username"] == "kubernetes-admin")
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("kubernel"))
+        })
+        .count();
+    assert_eq!(admin, 0, "a component called over HTTPS as the admin");
+
+    // Their client metrics name the bus as the host.
+    let (_, metrics) = c.kernel.get("/metrics")?;
+    let over_bus = metrics.lines().any(|l| {
+        l.starts_with("rest_client_requests_total{")
+            && [
+                "host=\"bus\"",
+                "method=\"POST\"",
+                "plugin=\"controller-manager\"",
+            ]
+            .iter()
+            .all(|label| l.contains(label))
+    });
+    assert!(
+        over_bus,
+        "no POST over the bus in the controller-manager's rest_client_requests_total"
+    );
+    Ok(())
+}
+
 const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
 kind: Policy
 rules:
@@ -231,7 +287,7 @@ fn a_bad_audit_policy_should_be_refused_at_start() -> Result<()> {
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Loud\n",
     )?;
     let config = format!(
-        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = 0\n{}",
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = 0\n{}",
         kubernel_e2e::kernel_section(),
         kubernel_e2e::apiserver_lib().display(),
         config(&dir.path().join("audit.log"), Some(&policy))

@@ -6,13 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kubernel_e2e::{kubectl_as, run_refused, Cluster, Kernel};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// `https://127.0.0.1:<port>` from a kubeconfig.
 fn server_of(kubeconfig: &Path) -> Result<String> {
@@ -41,8 +38,7 @@ fn metric_sum(k: &Kernel, name: &str, labels: &str) -> Result<f64> {
         .sum())
 }
 
-/// A raw HTTP/1.1 GET over TLS trusting `ca_pem`, with an optional client pair and
-/// extra header lines: the status code and body, or the TLS/IO error.
+/// A raw HTTP/1.1 GET over TLS trusting `ca_pem` (see `kubernel_e2e::tls_get`).
 fn raw_get(
     port: u16,
     ca_pem: &str,
@@ -50,49 +46,7 @@ fn raw_get(
     path: &str,
     headers: &[u8],
 ) -> Result<(u16, String)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let config = match client {
-        Some((cert, key)) => builder.with_client_auth_cert(
-            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?,
-            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    let name = ServerName::try_from("127.0.0.1")?.to_owned();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name)?;
-    let tcp = TcpStream::connect(("127.0.0.1", port))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let mut req =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n").into_bytes();
-    req.extend_from_slice(headers);
-    req.extend_from_slice(b"\r\n");
-    tls.write_all(&req)?;
-    let mut out = Vec::new();
-    match tls.read_to_end(&mut out) {
-        Ok(_) => {}
-        // The server may close without close_notify after a full response.
-        Err(e) if !out.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-        Err(e) => return Err(e.into()),
-    }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status line in {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((code, body))
+    kubernel_e2e::tls_get(port, ca_pem, client, path, headers)
 }
 
 fn secure_port(c: &Cluster) -> Result<u16> {
@@ -352,7 +306,7 @@ fn anonymous_requests_should_reach_only_health_and_version() -> Result<()> {
 #[test]
 fn an_insecure_port_off_loopback_should_be_refused() -> Result<()> {
     let config = format!(
-        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {}\ninsecure_port = {}\ninsecure_bind_address = \"0.0.0.0\"\n",
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = {}\ninsecure_port = {}\ninsecure_bind_address = \"0.0.0.0\"\n",
         kubernel_e2e::kernel_section(),
         kubernel_e2e::apiserver_lib().display(),
         kubernel_e2e::free_port()?,

@@ -1053,3 +1053,67 @@ fn deployment_pods_are_scheduled_onto_the_process_node_and_scaled() -> Result<()
     cluster.kernel.terminate(Duration::from_secs(20))?;
     Ok(())
 }
+
+#[test]
+fn the_kubelet_api_should_take_only_cluster_admins_over_tls() -> Result<()> {
+    let (cluster, port) = start("node-tls")?;
+    let data = cluster.kernel.data_dir();
+    let kubelet_cert = data.join("kubelet/pki/kubelet.crt");
+    eventually(
+        Duration::from_secs(15),
+        "the kubelet's serving pair",
+        || Ok(kubelet_cert.exists()),
+    )?;
+    // Its own self-signed serving certificate is what a client can pin.
+    let serving = std::fs::read_to_string(&kubelet_cert)?;
+    let pki = data.join("pki");
+    let read = |f: &str| std::fs::read_to_string(pki.join(f));
+    let (admin_cert, admin_key) = (read("admin.crt")?, read("admin.key")?);
+
+    // A cluster admin's certificate: served.
+    let (code, body) = kubernel_e2e::tls_get(
+        port,
+        &serving,
+        Some((&admin_cert, &admin_key)),
+        "/pods",
+        b"",
+    )?;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("PodList"), "{body}");
+
+    // A user of the cluster who is not an admin: upstream's refusal.
+    let ca = kubernel_pki::load_ca(&pki).map_err(anyhow::Error::msg)?;
+    let alice = kubernel_pki::issue_client(&ca, "alice", &["devs".to_string()], 1)
+        .map_err(anyhow::Error::msg)?;
+    let (code, body) = kubernel_e2e::tls_get(
+        port,
+        &serving,
+        Some((&alice.cert_pem, &alice.key_pem)),
+        "/pods",
+        b"",
+    )?;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        body,
+        "Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)"
+    );
+
+    // No certificate, or plain HTTP: no answer at all.
+    assert!(kubernel_e2e::tls_get(port, &serving, None, "/pods", b"").is_err());
+    let plain = http_get(port, "/pods").unwrap_or_default();
+    assert!(!plain.contains("PodList"), "plain HTTP served: {plain}");
+
+    // The apiserver's own kubelet client certificate is an admin's.
+    let (code, _) = kubernel_e2e::tls_get(
+        port,
+        &serving,
+        Some((
+            &read("apiserver-kubelet-client.crt")?,
+            &read("apiserver-kubelet-client.key")?,
+        )),
+        "/healthz",
+        b"",
+    )?;
+    assert_eq!(code, 200);
+    Ok(())
+}

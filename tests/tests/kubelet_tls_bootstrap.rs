@@ -164,3 +164,38 @@ fn a_client_certificate_request_should_be_approved_by_hand_and_signed() -> Resul
     assert_eq!(requester, "kubernetes-admin", "the server sets who asked");
     Ok(())
 }
+
+#[test]
+fn a_malformed_certificate_request_should_be_refused_and_not_stored() -> Result<()> {
+    let c = Cluster::start("")?;
+    let manifest = |name: &str, request: &str, signer: &str| {
+        format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\nspec:\n  request: {request}\n  signerName: \"{signer}\"\n  usages: [client auth]\n")
+    };
+    let garbage = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"-----BEGIN CERTIFICATE REQUEST-----\nbm90IGEgcmVxdWVzdA==\n-----END CERTIFICATE REQUEST-----\n",
+    );
+    let (status, _, err) = c.kubectl_stdin(
+        &["create", "-f", "-"],
+        &manifest("garbage", &garbage, "kubernetes.io/kube-apiserver-client"),
+    )?;
+    assert!(!status.success());
+    assert!(
+        err.contains("spec.request: Invalid value: \"<binary>\": invalid certificate request"),
+        "{err}"
+    );
+    let (csr, _key) = kubernel_pki::client_request("bob", "devs").map_err(anyhow::Error::msg)?;
+    let good = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, csr.as_bytes());
+    let (status, _, err) =
+        c.kubectl_stdin(&["create", "-f", "-"], &manifest("unsigned", &good, ""))?;
+    assert!(!status.success());
+    assert!(err.contains("spec.signerName: Required value"), "{err}");
+    for name in ["garbage", "unsigned"] {
+        let (status, _, err) = c.kubectl(&["get", "csr", name])?;
+        assert!(
+            !status.success() && err.contains("NotFound"),
+            "{name}: {err}"
+        );
+    }
+    Ok(())
+}

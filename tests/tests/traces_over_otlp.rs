@@ -209,19 +209,30 @@ const CHAINED: [Chained; 2] = [
 ];
 
 /// The apiserver's span of the ReplicaSet create that the deployment controller
-/// made while reconciling the Deployment: same trace, parented by the reconcile.
+/// made while reconciling the Deployment: same trace, parented by the reconcile
+/// through the bus hop (the controller-manager calls over the kernel bus).
 fn child_call(spans: &[Span]) -> Option<&Span> {
     let reconciles: Vec<&Span> = spans
         .iter()
         .filter(|s| s.attr("controller") == "deployment" && s.attr("key") == "default/traced")
         .collect();
+    let under_reconcile = |s: &Span| {
+        reconciles
+            .iter()
+            .any(|r| r.trace_id == s.trace_id && r.span_id == s.parent_span_id)
+    };
+    let hops: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.plugin == "apiserver" && s.name == "bus api.Request" && under_reconcile(s))
+        .collect();
     spans.iter().find(|s| {
         s.plugin == "apiserver"
             && s.attr("verb") == "POST"
             && s.attr("resource") == "replicasets"
-            && reconciles
-                .iter()
-                .any(|r| r.trace_id == s.trace_id && r.span_id == s.parent_span_id)
+            && (under_reconcile(s)
+                || hops
+                    .iter()
+                    .any(|h| h.trace_id == s.trace_id && h.span_id == s.parent_span_id))
     })
 }
 
@@ -275,7 +286,7 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
     let (endpoint, received) = collector()?;
     let port = free_port()?;
     let config = format!(
-        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {port}\n{}{}{}",
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = {port}\n{}{}{}",
         kernel_section(),
         apiserver_lib().display(),
         component_entry("controller-manager", "controller-manager", ""),
@@ -392,7 +403,7 @@ fn a_plugin_should_send_its_spans_when_it_stops() -> Result<()> {
     let (endpoint, received) = collector()?;
     let port = free_port()?;
     let config = format!(
-        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {port}\n",
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = {port}\n",
         kernel_section(),
         apiserver_lib().display(),
     );

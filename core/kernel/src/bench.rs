@@ -113,6 +113,7 @@ config_poll_interval = "0s"
 name = "apiserver"
 path = "libkubernel_apiserver.so"
 [plugin.config]
+bind_address = "127.0.0.1"
 secure_port = {api_port}
 
 [[plugin]]

@@ -123,7 +123,7 @@ impl KernelProcess {
             .port();
         let dir = tempfile::tempdir()?;
         let config = format!(
-            "[kernel]\nadmin_addr = \"127.0.0.1:0\"\nlog_filter = \"warn\"\n\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = 0\ninsecure_port = {port}\n",
+            "[kernel]\nadmin_addr = \"127.0.0.1:0\"\nlog_filter = \"warn\"\n\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = 0\ninsecure_port = {port}\n",
             target.join("libkubernel_apiserver.so").display()
         );
         let config_path = dir.path().join("kubernel.toml");

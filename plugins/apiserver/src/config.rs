@@ -10,7 +10,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiServerConfig {
-    /// Address the HTTPS port listens on (`--bind-address`); `0.0.0.0` for every interface.
+    /// Address the HTTPS port listens on (`--bind-address`); `0.0.0.0` (the default,
+    /// as upstream) for every interface.
     pub bind_address: IpAddr,
     /// Port of the API over HTTPS (kube-apiserver's `--secure-port`).
     pub secure_port: u16,
@@ -128,7 +129,7 @@ pub enum Storage {
 impl Default for ApiServerConfig {
     fn default() -> Self {
         ApiServerConfig {
-            bind_address: IpAddr::from([127, 0, 0, 1]),
+            bind_address: IpAddr::from([0, 0, 0, 0]),
             secure_port: 6443,
             insecure_port: 0,
             insecure_bind_address: IpAddr::from([127, 0, 0, 1]),

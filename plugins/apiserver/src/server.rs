@@ -59,6 +59,7 @@ impl Server {
             modes: Modes::parse(&config.authorization_modes)?,
             anonymous: config.anonymous_auth,
             service_accounts: None,
+            kubelet_client: None,
             abac: crate::auth::abac::from_config(
                 &config.authorization_modes,
                 config.authorization_policy_file.as_deref(),
@@ -132,6 +133,9 @@ impl Server {
         let mut state = ApiState::new(store, metrics.clone(), config, shutdown.clone());
         state.auth = AuthSettings {
             service_accounts: Some(Arc::new(issuer)),
+            kubelet_client: Some(Arc::new(crate::tls::kubelet_client_config(
+                &pki.kubelet_client,
+            )?)),
             ..auth
         };
         state.audit = auditor;
@@ -426,8 +430,32 @@ fn client_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
+/// The addresses of this host's interfaces (in the apiserver's network namespace),
+/// loopback and link-local ones left out; empty if they cannot be read.
+fn host_addresses() -> Vec<IpAddr> {
+    let interfaces = match if_addrs::get_if_addrs() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the network interfaces for the serving certificate");
+            return Vec::new();
+        }
+    };
+    let mut ips = Vec::new();
+    for ip in interfaces.iter().map(|i| i.ip()) {
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if !ip.is_loopback() && !link_local && !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
 /// The serving certificate's names: the host name, `localhost`, the `kubernetes`
-/// Service's names and ClusterIP, 127.0.0.1, the bind address and `cert_sans`.
+/// Service's names and ClusterIP, 127.0.0.1, the bind address (every interface's
+/// address when it is `0.0.0.0`) and `cert_sans`.
 fn serving_names(config: &ApiServerConfig) -> kubernel_pki::ServingNames {
     let mut names = kubernel_pki::ServingNames::default();
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
@@ -451,8 +479,16 @@ fn serving_names(config: &ApiServerConfig) -> kubernel_pki::ServingNames {
         config.service_node_port_range,
     );
     names.ips.push(IpAddr::V4(services.first_ip()));
-    if !config.bind_address.is_unspecified() && !names.ips.contains(&config.bind_address) {
-        names.ips.push(config.bind_address);
+    // Every interface when bound to all of them (the node IPs), else the one bound.
+    let bound = if config.bind_address.is_unspecified() {
+        host_addresses()
+    } else {
+        vec![config.bind_address]
+    };
+    for ip in bound {
+        if !names.ips.contains(&ip) {
+            names.ips.push(ip);
+        }
     }
     for san in &config.cert_sans {
         match san.parse::<IpAddr>() {

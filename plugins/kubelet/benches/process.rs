@@ -116,7 +116,7 @@ fn start(api_port: u16) -> Result<Kernel, String> {
     let lib = |name: &str| build_dir().join(format!("libkubernel_{name}.so"));
     let config = format!(
         "[kernel]\nadmin_addr = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog_filter = \"warn\"\nconfig_poll_interval = \"0s\"\n\
-         [[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nsecure_port = {api_port}\n\
+         [[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = {api_port}\n\
          [[plugin]]\nname = \"kubelet\"\npath = \"{}\"\n[plugin.config]\nruntime = \"process\"\nnode_name = \"bench-node\"\nport = {}\n",
         lib("apiserver").display(),
         lib("kubelet").display(),

@@ -113,6 +113,19 @@ pub struct KubeletConfig {
     /// Process: port of the kubelet API (upstream 10250; 0 picks a free port).
     #[serde(default = "defaults::port")]
     pub port: u16,
+    /// Process: the kubelet API's serving certificate and key (PEM files, upstream
+    /// `tlsCertFile`/`tlsPrivateKeyFile`). Unset: a self-signed pair made at the
+    /// first start under `<plugin data dir>/pki/`.
+    #[serde(default)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// Key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_private_key_file: Option<std::path::PathBuf>,
+    /// Process: the CA whose client certificates the kubelet API takes (upstream
+    /// `authentication.x509.clientCAFile`). Unset: the cluster CA of the kubelet's
+    /// kubeconfig (or of the kernel's `pki/ca.crt`).
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
     /// Process: how often the node status is checked and posted when it changed
     /// (upstream `nodeStatusUpdateFrequency`: 10 s).
     #[serde(

@@ -98,21 +98,7 @@ pub struct Unauthenticated(pub String);
 /// The user of a client certificate already verified against the cluster CA:
 /// CN is the user name, each O a group.
 pub fn user_from_certificate(der: &[u8]) -> Result<UserInfo, String> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("client certificate: {e}"))?;
-    let subject = cert.subject();
-    let name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .filter(|cn| !cn.is_empty())
-        .ok_or("client certificate without a common name")?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .map(str::to_string)
-        .collect();
+    let (name, groups) = kubernel_pki::certificate_subject(der)?;
     Ok(UserInfo::new(name, "", groups))
 }
 

@@ -1,11 +1,13 @@
 //! `GET pods/{name}/log`: finds the kubelet serving the pod (the Node's address and
 //! `status.daemonEndpoints.kubeletEndpoint.Port`) and streams its
 //! `/containerLogs/{namespace}/{pod}/{container}` answer back, so `kubectl logs` and
-//! `kubectl logs -f` work. Plain HTTP to the kubelet until the security issue lands.
+//! `kubectl logs -f` work. The kubelet is called over TLS with the apiserver's
+//! `apiserver-kubelet-client` certificate.
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{read, ApiState, Query};
@@ -109,32 +111,44 @@ fn kubelet_query(query: &Query) -> Result<String, ApiError> {
     Ok(parts.join("&"))
 }
 
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// A connection to a kubelet: TLS, or plain TCP in unit tests.
+trait KubeletConn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> KubeletConn for T {}
+
+/// Connects to the kubelet at `addr` (`host:port`), over TLS when the apiserver has
+/// its kubelet client settings.
+async fn connect(state: &ApiState, addr: &str) -> std::io::Result<Box<dyn KubeletConn>> {
+    let timed_out = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("dial tcp {addr}: i/o timeout"),
+        )
+    };
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out())??;
+    let Some(tls) = &state.auth.kubelet_client else {
+        return Ok(Box::new(tcp));
+    };
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or(addr);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| timed_out())??;
+    Ok(Box::new(stream))
 }
 
 /// Reads what is there (up to 16 KiB); empty at the end of the stream.
-async fn read_some(stream: &TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_some(stream: &mut Box<dyn KubeletConn>) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        stream.readable().await?;
-        match stream.try_read(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = stream.read(&mut buf).await?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Serves `GET pods/{name}/log` by proxying to the pod's kubelet.
@@ -158,25 +172,24 @@ pub async fn proxy(
         info.namespace,
         kubelet_query(query)?
     );
+    let scheme = if state.auth.kubelet_client.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let unreachable =
-        |e: std::io::Error| ApiError::internal(format!("Get \"http://{kubelet}{path}\": {e}"));
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&kubelet))
-        .await
-        .map_err(|_| {
-            unreachable(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("dial tcp {kubelet}: i/o timeout"),
-            ))
-        })?
-        .map_err(unreachable)?;
+        |e: std::io::Error| ApiError::internal(format!("Get \"{scheme}://{kubelet}{path}\": {e}"));
+    let mut stream = connect(state, &kubelet).await.map_err(unreachable)?;
     // HTTP/1.0: the kubelet ends a streamed body by closing the connection.
     let request = format!("GET {path} HTTP/1.0\r\nHost: {kubelet}\r\n\r\n");
-    write_all(&stream, request.as_bytes())
+    stream
+        .write_all(request.as_bytes())
         .await
         .map_err(unreachable)?;
+    stream.flush().await.map_err(unreachable)?;
     let mut head = Vec::new();
     let body_start = loop {
-        let chunk = read_some(&stream).await.map_err(unreachable)?;
+        let chunk = read_some(&mut stream).await.map_err(unreachable)?;
         if chunk.is_empty() {
             return Err(ApiError::internal(format!(
                 "kubelet {kubelet} closed the connection without an answer"
@@ -202,7 +215,7 @@ pub async fn proxy(
     if code != 200 {
         let mut message = rest;
         loop {
-            let chunk = read_some(&stream).await.unwrap_or_default();
+            let chunk = read_some(&mut stream).await.unwrap_or_default();
             if chunk.is_empty() || message.len() > 64 * 1024 {
                 break;
             }
@@ -216,14 +229,14 @@ pub async fn proxy(
         });
     }
     let first = (!rest.is_empty()).then_some(rest);
-    let body = futures::stream::unfold((stream, first), |(stream, first)| async move {
+    let body = futures::stream::unfold((stream, first), |(mut stream, first)| async move {
         if let Some(bytes) = first {
             return Some((
                 Ok::<Bytes, std::io::Error>(Bytes::from(bytes)),
                 (stream, None),
             ));
         }
-        match read_some(&stream).await {
+        match read_some(&mut stream).await {
             Ok(chunk) if chunk.is_empty() => None,
             Ok(chunk) => Some((Ok(Bytes::from(chunk)), (stream, None))),
             Err(e) => Some((Err(e), (stream, None))),

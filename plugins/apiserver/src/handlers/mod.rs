@@ -68,6 +68,9 @@ pub struct AuthSettings {
     pub service_accounts: Option<Arc<crate::auth::serviceaccount::TokenIssuer>>,
     /// The ABAC policy, when `ABAC` is a mode.
     pub abac: Option<Arc<crate::auth::abac::PolicyList>>,
+    /// How the apiserver calls kubelet APIs (`pods/log`): TLS with its
+    /// `apiserver-kubelet-client` certificate (absent in unit tests: plain HTTP).
+    pub kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ApiState {

@@ -185,8 +185,17 @@ impl ProcessKubelet {
             listener.local_addr().map_or(0, |a| a.port()),
             Ordering::Relaxed,
         );
+        let tls = server::tls_config(
+            &shared.config,
+            &shared.root.with_file_name("pki"),
+            &shared.node_name,
+            shared.client.ca_pem(),
+        )?;
+        if tls.is_none() {
+            tracing::warn!("the kubelet API serves plain HTTP: no cluster CA is known (set client_ca_file, or reach the apiserver over HTTPS)");
+        }
         let s = shared.clone();
-        handle.spawn(server::serve(s, listener));
+        handle.spawn(server::serve(s, listener, tls));
         let s = shared.clone();
         handle.spawn(async move {
             check_runtime(&s).await;

@@ -1,8 +1,14 @@
-//! The kubelet API (plain HTTP on `address:port` until the security issue brings TLS):
-//! `/healthz`, `/pods` (the pods bound to this node, as a PodList) and
-//! `/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`,
-//! `limitBytes`, `previous`, `timestamps` and `sinceSeconds`. The apiserver's `pods/log`
-//! proxies to the last one. Room is left for exec/attach/port-forward routes.
+//! The kubelet API, HTTPS on `address:port`: `/healthz`, `/pods` (the pods bound to
+//! this node, as a PodList) and `/containerLogs/{namespace}/{pod}/{container}` with
+//! `follow`, `tailLines`, `limitBytes`, `previous`, `timestamps` and `sinceSeconds`.
+//! The apiserver's `pods/log` proxies to the last one. Room is left for
+//! exec/attach/port-forward routes.
+//!
+//! Every client presents a certificate signed by the cluster CA; only members of
+//! `system:masters` (the apiserver's `kube-apiserver-kubelet-client`, admins) are
+//! served, others get upstream's `Forbidden (user=..., verb=get, resource=nodes,
+//! subresource=proxy)`. A kubelet that knows no cluster CA (its apiserver is plain
+//! HTTP: tests only) serves plain HTTP, and says so in its log.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -35,8 +41,80 @@ pub(super) async fn bind(config: &KubeletConfig) -> std::io::Result<TcpListener>
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding {addr}: {e}")))
 }
 
-/// Serves the kubelet API on `listener` until shutdown.
-pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+/// The kubelet API's TLS settings: its serving pair (`tls_cert_file`, else a
+/// self-signed pair kept in `pki_dir`) and the CA of its clients (`client_ca_file`,
+/// else `cluster_ca`). `None` when no client CA is known.
+pub(super) fn tls_config(
+    config: &KubeletConfig,
+    pki_dir: &std::path::Path,
+    node_name: &str,
+    cluster_ca: Option<&[u8]>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("config: key {key}: {}: {e}", path.display()))
+    };
+    let ca = match &config.client_ca_file {
+        Some(path) => read(path, "client_ca_file")?,
+        None => match cluster_ca {
+            Some(pem) => String::from_utf8_lossy(pem).into_owned(),
+            None => return Ok(None),
+        },
+    };
+    let serving = match (&config.tls_cert_file, &config.tls_private_key_file) {
+        (Some(cert), Some(key)) => kubernel_pki::CertKey {
+            cert_pem: read(cert, "tls_cert_file")?,
+            key_pem: read(key, "tls_private_key_file")?,
+        },
+        (None, None) => self_signed(config, pki_dir, node_name)?,
+        _ => {
+            return Err(
+                "config: keys tls_cert_file and tls_private_key_file go together".to_string(),
+            )
+        }
+    };
+    let mut tls =
+        kubernel_pki::tls_server_config(&serving, &ca, kubernel_pki::ClientCerts::Required)
+            .map_err(|e| format!("kubelet API TLS: {e}"))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(tls)))
+}
+
+/// The kubelet's own serving pair in `dir` (`kubelet.crt`, `kubelet.key`), made
+/// self-signed for the node's name and addresses when missing.
+fn self_signed(
+    config: &KubeletConfig,
+    dir: &std::path::Path,
+    node_name: &str,
+) -> Result<kubernel_pki::CertKey, String> {
+    let (cert, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+    if let (Ok(cert_pem), Ok(key_pem)) = (
+        std::fs::read_to_string(&cert),
+        std::fs::read_to_string(&key),
+    ) {
+        return Ok(kubernel_pki::CertKey { cert_pem, key_pem });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut names = kubernel_pki::ServingNames::default();
+    names.dns.push(node_name.to_string());
+    names.dns.push("localhost".to_string());
+    names.ips.push(std::net::IpAddr::V4(config.address));
+    if !config.address.is_loopback() {
+        names.ips.push(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    let pair = kubernel_pki::self_signed_serving(node_name, &names)?;
+    kubernel_pki::write_private(&key, &pair.key_pem)?;
+    kubernel_pki::write_private(&cert, &pair.cert_pem)?;
+    Ok(pair)
+}
+
+/// Serves the kubelet API on `listener` until shutdown: over TLS with `tls`, else
+/// plain HTTP.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let shutdown = shared.shutdown.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -44,11 +122,82 @@ pub(super) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         .route("/containerLogs/{namespace}/{pod}/{container}", get(logs))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::warn!(error = %e, "the kubelet API stopped");
+    let Some(tls) = tls else {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the kubelet API stopped");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "kubelet API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app, stop) = (acceptor.clone(), app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %peer, error = %e, "kubelet API: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let subject = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| kubernel_pki::certificate_subject(leaf.as_ref()));
+            let refusal = match subject {
+                Some(Ok((_, groups))) if groups.iter().any(|g| g == "system:masters") => None,
+                Some(Ok((user, _))) => Some(format!(
+                    "Forbidden (user={user}, verb=get, resource=nodes, subresource=proxy)"
+                )),
+                _ => Some("Unauthorized".to_string()),
+            };
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    let refusal = refusal.clone();
+                    async move {
+                        if let Some(message) = refusal {
+                            let code = if message == "Unauthorized" {
+                                StatusCode::UNAUTHORIZED
+                            } else {
+                                StatusCode::FORBIDDEN
+                            };
+                            return Ok((code, message).into_response());
+                        }
+                        use tower::ServiceExt;
+                        app.oneshot(req.map(Body::new)).await
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(peer = %peer, error = %e, "kubelet API connection ended");
+                    }
+                }
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
     }
 }
 
