@@ -80,3 +80,37 @@ fn a_limit_range_should_default_and_bound_container_resources() -> Result<()> {
     assert_eq!(got, "{}");
     Ok(())
 }
+
+#[test]
+fn a_disabled_admission_plugin_should_not_run_and_an_unknown_one_should_stop_the_start(
+) -> Result<()> {
+    let c = Cluster::start("disable_admission_plugins = [\"LimitRanger\"]\n")?;
+    c.ok_stdin(&["create", "-f", "-"], LIMITS)?;
+    // Neither defaulted nor bounded.
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        &pod("greedy", "{limits: {cpu: '2'}}"),
+    )?;
+    let got = c.ok(&[
+        "get",
+        "pod",
+        "greedy",
+        "-o",
+        "jsonpath={.spec.containers[0].resources.requests.cpu}|{.metadata.annotations}",
+    ])?;
+    assert_eq!(got, "2|", "LimitRanger ran");
+    drop(c);
+
+    let config = format!(
+        "{}\n[[plugin]]\nname = \"apiserver\"\npath = \"{}\"\n[plugin.config]\nbind_address = \"127.0.0.1\"\nsecure_port = 0\nenable_admission_plugins = [\"AlwaysPullImages\"]\n",
+        kubernel_e2e::kernel_section(),
+        kubernel_e2e::apiserver_lib().display(),
+    );
+    let (code, err) = kubernel_e2e::run_refused(&config, &[])?;
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("enable_admission_plugins: unknown admission plugin \"AlwaysPullImages\""),
+        "{err}"
+    );
+    Ok(())
+}

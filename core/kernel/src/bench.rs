@@ -24,6 +24,8 @@ pub struct SchedulerBench {
     pub scheduler_config: Option<PathBuf>,
     /// Give up after this long.
     pub timeout: Duration,
+    /// The components' `client.transport`: `bus` or `http`.
+    pub transport: String,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -122,14 +124,17 @@ path = "libkubernel_kubelet.so"
 [plugin.config]
 runtime = "sim"
 nodes = {nodes}
+client.transport = "{transport}"
 
 [[plugin]]
 name = "scheduler"
 path = "libkubernel_scheduler.so"
 [plugin.config]
+client.transport = "{transport}"
 {scheduler_extra}
 "#,
-        nodes = opts.nodes
+        nodes = opts.nodes,
+        transport = opts.transport,
     );
     let config_path = dir.join("bench.toml");
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
@@ -342,11 +347,12 @@ path = "libkubernel_scheduler.so"
     );
 
     println!(
-        "scheduler benchmark: {} nodes, {} pods ({} create errors), {} creating clients",
+        "scheduler benchmark: {} nodes, {} pods ({} create errors), {} creating clients, components over {}",
         opts.nodes,
         opts.pods,
         errors.load(Ordering::Relaxed),
-        opts.concurrency
+        opts.concurrency,
+        if opts.transport == "http" { "HTTPS" } else { "the kernel bus" }
     );
     for (text, n) in error_texts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         println!("  create error ({n}x):       {text}");

@@ -128,6 +128,10 @@ enum BenchCommand {
         /// Give up waiting for bindings after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout_seconds: u64,
+        /// How the scheduler and the simulated kubelets reach the apiserver: `bus`
+        /// (the kernel bus, the default in one process) or `http` (HTTPS).
+        #[arg(long, default_value = "bus", value_parser = ["bus", "http"])]
+        transport: String,
     },
 }
 
@@ -174,6 +178,7 @@ fn main() {
                     concurrency,
                     scheduler_config,
                     timeout_seconds,
+                    transport,
                 },
         } => bench::scheduler(
             &bench::SchedulerBench {
@@ -182,6 +187,7 @@ fn main() {
                 concurrency,
                 scheduler_config,
                 timeout: std::time::Duration::from_secs(timeout_seconds),
+                transport,
             },
             &cli.data_dir,
         ),

@@ -88,6 +88,13 @@ pub struct ApiServerConfig {
     /// stopped heartbeating) before it is evicted, unless the pod tolerates that taint
     /// itself (`--default-unreachable-toleration-seconds`).
     pub default_unreachable_toleration_seconds: i64,
+    /// Admission plugins to run besides the default ones (`--enable-admission-plugins`);
+    /// all of ours are on by default: NamespaceLifecycle, Priority, LimitRanger,
+    /// ServiceAccount, PodSecurity, DefaultTolerationSeconds, NodeRestriction and
+    /// ResourceQuota.
+    pub enable_admission_plugins: Vec<String>,
+    /// Admission plugins turned off (`--disable-admission-plugins`).
+    pub disable_admission_plugins: Vec<String>,
     /// Where objects are stored (`--storage-backend`): `"embedded"` (the default: a
     /// durable file in the data dir, nothing to install) or `"etcd"` (etcd v3 at
     /// `etcd_endpoints`; several apiservers may share one etcd).
@@ -154,6 +161,8 @@ impl Default for ApiServerConfig {
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            enable_admission_plugins: Vec::new(),
+            disable_admission_plugins: Vec::new(),
             storage: Storage::Embedded,
             etcd_endpoints: Vec::new(),
             etcd_ca_file: None,

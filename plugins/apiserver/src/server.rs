@@ -65,6 +65,10 @@ impl Server {
                 config.authorization_policy_file.as_deref(),
             )?,
         };
+        let admission = crate::admission::AdmissionPlugins::from_lists(
+            &config.enable_admission_plugins,
+            &config.disable_admission_plugins,
+        )?;
         let auditor = crate::audit::Auditor::start(&config, &metrics)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
@@ -139,6 +143,7 @@ impl Server {
             ..auth
         };
         state.audit = auditor;
+        state.admission = admission;
         let state = Arc::new(state);
         runtime
             .block_on(crate::allocator::start(&state, addr))

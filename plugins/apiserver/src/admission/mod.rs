@@ -16,6 +16,7 @@ mod kinds;
 pub mod limit_ranger;
 mod meta;
 mod names;
+pub mod plugins;
 mod pod;
 mod pod_defaults;
 pub mod pod_security;
@@ -36,6 +37,7 @@ mod workloads;
 pub use body::parse_body;
 pub use decode::decode;
 pub use defaults::apply_defaults;
+pub use plugins::AdmissionPlugins;
 pub use tolerations::{default_toleration_seconds, TolerationSeconds};
 pub use validation::{validate_create, validate_update};
 

@@ -50,6 +50,8 @@ pub struct ApiState {
     pub auth: AuthSettings,
     /// The audit log, when on.
     pub audit: Option<crate::audit::Auditor>,
+    /// The admission plugins that run.
+    pub admission: crate::admission::AdmissionPlugins,
     readonly: Semaphore,
     mutating: Semaphore,
     decoders: Semaphore,
@@ -95,6 +97,7 @@ impl ApiState {
             shutdown,
             auth: AuthSettings::default(),
             audit: None,
+            admission: crate::admission::AdmissionPlugins::default(),
         }
     }
 }
@@ -445,6 +448,7 @@ async fn node_restriction(
     let r = info.resource;
     let node_object = r.group.is_empty() && r.plural == "nodes";
     let restricted = state.auth.modes.node
+        && state.admission.enabled("NodeRestriction")
         && !user.bus
         && !user.in_group(crate::auth::MASTERS)
         && match info.verb {

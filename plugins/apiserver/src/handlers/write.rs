@@ -171,34 +171,47 @@ async fn create(
     let object = parse_body(state, r, content_type, body).await?;
     let requested_priority = object.pointer("/spec/priority").and_then(Value::as_i64);
     let (mut object, mut warnings) = admit(info, query, object)?;
-    if r.namespaced {
+    let on = |plugin: &str| state.admission.enabled(plugin);
+    if r.namespaced && on("NamespaceLifecycle") {
         check_namespace(state, &info.namespace)?;
     }
     objects::prepare_create(info, &mut object)?;
     if (r.group, r.kind) == ("", "Pod") {
         let store = state.store.as_ref();
-        admission::priority::resolve(store, &mut object, requested_priority)
-            .and_then(|()| admission::limit_ranger::admit(store, &mut object))
-            .and_then(|()| admission::service_account::admit(store, &mut object))
-            .and_then(|()| admission::pod_security::admit(store, &object))
-            .map(|w| warnings.extend(w))
-            .map_err(|m| {
-                let name = meta_str(&object, "name");
-                ApiError::forbidden(
-                    "",
-                    "pods",
-                    name,
-                    format!("pods \"{name}\" is forbidden: {m}"),
-                )
-            })?;
+        let mut pod_admission = || -> Result<Vec<String>, String> {
+            if on("Priority") {
+                admission::priority::resolve(store, &mut object, requested_priority)?;
+            }
+            if on("LimitRanger") {
+                admission::limit_ranger::admit(store, &mut object)?;
+            }
+            if on("ServiceAccount") {
+                admission::service_account::admit(store, &mut object)?;
+            }
+            if on("PodSecurity") {
+                return admission::pod_security::admit(store, &object);
+            }
+            Ok(Vec::new())
+        };
+        pod_admission().map(|w| warnings.extend(w)).map_err(|m| {
+            let name = meta_str(&object, "name");
+            ApiError::forbidden(
+                "",
+                "pods",
+                name,
+                format!("pods \"{name}\" is forbidden: {m}"),
+            )
+        })?;
         let config = &state.config;
-        admission::default_toleration_seconds(
-            &mut object,
-            admission::TolerationSeconds {
-                not_ready: config.default_not_ready_toleration_seconds,
-                unreachable: config.default_unreachable_toleration_seconds,
-            },
-        );
+        if on("DefaultTolerationSeconds") {
+            admission::default_toleration_seconds(
+                &mut object,
+                admission::TolerationSeconds {
+                    not_ready: config.default_not_ready_toleration_seconds,
+                    unreachable: config.default_unreachable_toleration_seconds,
+                },
+            );
+        }
     }
     if r.kind == "Namespace" {
         object["status"] = json!({ "phase": "Active" });
@@ -217,7 +230,7 @@ async fn create(
     let started = Instant::now();
     admission::validate_create(r, &object)?;
     observe_admission(state, "create", started);
-    if r.namespaced {
+    if r.namespaced && on("ResourceQuota") {
         admission::quota::charge(state.store.as_ref(), r, &info.namespace, &object, dry_run)
             .await?;
     }
