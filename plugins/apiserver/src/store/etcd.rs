@@ -2,13 +2,16 @@
 //!
 //! Writes are etcd transactions: a create compares the key's `create_revision`
 //! with 0, an update or delete its `mod_revision` with the expected one, so the
-//! revision etcd gives the write is the object's `resourceVersion`. A write returns
+//! revision etcd gives the write is the object's `resourceVersion`. Concurrent
+//! writes share one etcd transaction, each with its own compare (see [`batch`]),
+//! and then one revision. A write returns
 //! once this apiserver's cache has applied it, so reads through the same apiserver
 //! see it. While etcd is unreachable, reads and new watches fail at once with
 //! [`StoreError::Unavailable`] and writes within the request timeout; open watches
 //! stay registered and resume when the feed is re-established from the cache's
 //! revision (or close, for a clean 410 and re-list, if etcd compacted it meanwhile).
 
+mod batch;
 mod codec;
 mod feed;
 mod shared;
@@ -22,10 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, KvClient,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -99,15 +103,18 @@ pub enum EtcdError {
     },
 }
 
+/// Writes that may wait to be sent to etcd before callers wait to queue theirs.
+const WRITE_QUEUE: usize = 1024;
+
 /// The etcd-backed [`Store`]. Dropping it stops its tasks and closes every watch.
 pub struct EtcdStore {
     /// State shared with the feed and upkeep tasks.
     shared: Arc<Shared>,
-    /// Client for transactions.
-    kv: KvClient,
+    /// Writes waiting to be sent to etcd in a group.
+    writes: mpsc::Sender<batch::Write>,
     /// Key prefix in etcd.
     prefix: Prefix,
-    /// The feed, health check and compaction tasks.
+    /// The feed, group commit, health check and compaction tasks.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -144,8 +151,10 @@ impl EtcdStore {
             .map_err(|reason| failed(&format!("list {}", prefix.as_str()), reason))?;
         info!(etcd = %endpoints, prefix = prefix.as_str(), keys = loaded.objects.len(), revision = loaded.revision, "etcd store connected");
         let shared = Arc::new(Shared::new(loaded, options.cache, endpoints, timeout));
+        let (writes, queued) = mpsc::channel(WRITE_QUEUE);
         let mut tasks = vec![
             tokio::spawn(feed::run(shared.clone(), client.clone(), prefix.clone())),
+            tokio::spawn(batch::run(shared.clone(), client.kv_client(), queued)),
             tokio::spawn(upkeep::check_health(shared.clone(), client.clone())),
         ];
         if !options.compaction_interval.is_zero() {
@@ -157,41 +166,58 @@ impl EtcdStore {
         }
         Ok(EtcdStore {
             shared,
-            kv: client.kv_client(),
+            writes,
             prefix,
             tasks,
         })
     }
 
-    /// Runs one transaction on `key` within the request timeout.
-    async fn txn(&self, verb: &str, key: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
+    /// Runs the transaction of one write to `key` (whose value is `bytes` long),
+    /// in a group with concurrent ones, within the request timeout. Returns the
+    /// revision of the etcd transaction that carried it and the answer to its own.
+    async fn txn(
+        &self,
+        verb: &str,
+        key: &str,
+        etcd_key: String,
+        bytes: usize,
+        txn: Txn,
+    ) -> Result<(Revision, TxnResponse), StoreError> {
         if key.is_empty() {
             return Err(StoreError::Invalid("empty key".into()));
         }
-        let mut kv = self.kv.clone();
         let timeout = self.shared.request_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut attempts = 0;
-        let reason = loop {
-            attempts += 1;
-            match tokio::time::timeout_at(deadline, kv.txn(txn.clone())).await {
-                Ok(Ok(response)) => {
-                    if let Some(header) = response.header() {
-                        self.shared.reach(codec::revision(header.revision()));
-                    }
-                    return Ok(response);
-                }
-                // The client balances over every endpoint, a dead member's too: a
-                // request that could not even connect was never sent, so another
-                // member may take it.
-                Ok(Err(err)) if never_sent(&err) && attempts < 2 * self.shared.members() => {
-                    continue;
-                }
-                Ok(Err(err)) => break describe(&err),
-                Err(_) => break format!("no answer within {timeout:?}"),
-            }
+        let what = format!("{verb} {key}");
+        let (reply, answer) = oneshot::channel();
+        let write = batch::Write {
+            what: what.clone(),
+            etcd_key,
+            txn,
+            bytes,
+            reply,
         };
-        Err(self.shared.unavailable(&format!("{verb} {key}"), reason))
+        let queued = tokio::time::timeout_at(deadline, self.writes.send(write)).await;
+        let closed = || {
+            self.shared
+                .unavailable(&what, "the store is shutting down".into())
+        };
+        match queued {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => {
+                return Err(self
+                    .shared
+                    .unavailable(&what, format!("no answer within {timeout:?}")))
+            }
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer.map(|answer| (answer.revision, answer.response)),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(self
+                .shared
+                .unavailable(&what, format!("no answer within {timeout:?}"))),
+        }
     }
 
     /// The object written at `mod_revision`, once the cache has applied that revision
@@ -233,11 +259,11 @@ fn first_kv(response: &TxnResponse) -> Option<etcd_client::KeyValue> {
     }
 }
 
-/// The revision of a transaction: the write's revision when it succeeded.
-fn txn_revision(response: &TxnResponse) -> Revision {
-    response
-        .header()
-        .map_or(0, |header| codec::revision(header.revision()))
+/// The transaction creating `etcd_key` with `value` unless the key exists.
+fn create_txn(etcd_key: &str, value: Vec<u8>) -> Txn {
+    Txn::new()
+        .when([Compare::create_revision(etcd_key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(etcd_key, value, None)])
 }
 
 /// The condition of an update or delete: the expected mod revision, or that the key exists.
@@ -271,21 +297,15 @@ fn refused(
 impl Store for EtcdStore {
     async fn create(&self, key: &str, mut object: Value) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
+        let bytes = value.len();
         let etcd_key = self.prefix.etcd_key(key);
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                etcd_key.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(etcd_key, value, None)]);
-        let response = self.txn("create", key, txn).await?;
+        let txn = create_txn(&etcd_key, value);
+        let (revision, response) = self.txn("create", key, etcd_key, bytes, txn).await?;
         if !response.succeeded() {
             return Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             });
         }
-        let revision = txn_revision(&response);
         self.written(key, object, revision, revision).await
     }
 
@@ -296,6 +316,7 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
+        let bytes = value.len();
         let etcd_key = self.prefix.etcd_key(key);
         let txn = Txn::new()
             .when([expectation(&etcd_key, expected)])
@@ -305,12 +326,11 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let response = self.txn("update", key, txn).await?;
+        let (revision, response) = self.txn("update", key, etcd_key, bytes, txn).await?;
         let previous = first_kv(&response);
         if !response.succeeded() {
             return Err(refused(key, expected, previous));
         }
-        let revision = txn_revision(&response);
         let created = previous.map_or(revision, |kv| codec::revision(kv.create_revision()));
         self.written(key, object, created, revision).await
     }
@@ -324,7 +344,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let response = self.txn("delete", key, txn).await?;
+        let (revision, response) = self.txn("delete", key, etcd_key, 0, txn).await?;
         let previous = first_kv(&response);
         if !response.succeeded() {
             return Err(refused(key, expected, previous));
@@ -332,7 +352,6 @@ impl Store for EtcdStore {
         let previous = previous.ok_or_else(|| StoreError::NotFound {
             key: key.to_owned(),
         })?;
-        let revision = txn_revision(&response);
         let deleted = codec::decode(
             Arc::from(key),
             previous.value(),
@@ -436,8 +455,6 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EtcdError> {
     })
 }
 
-/// A short description of an etcd client error: the gRPC message, without the
-/// status' debug dump.
 /// True when a request failed because no connection to the chosen member could be
 /// made (the request never left this process), so retrying it on another member is safe.
 fn never_sent(err: &etcd_client::Error) -> bool {
@@ -461,6 +478,8 @@ fn never_sent(err: &etcd_client::Error) -> bool {
     .any(|needle| text.contains(needle))
 }
 
+/// A short description of an etcd client error: the gRPC message, without the
+/// status' debug dump.
 fn describe(err: &etcd_client::Error) -> String {
     match err {
         etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {

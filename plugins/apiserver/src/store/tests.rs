@@ -11,9 +11,7 @@ use serde_json::{json, Value};
 
 use super::embedded::EmbeddedStore;
 use super::etcd::{EtcdOptions, EtcdStore};
-use super::{
-    CacheOptions, Event, EventType, ListOptions, Revision, Store, StoreError, Stored, Watch,
-};
+use super::{CacheOptions, Event, EventType, ListOptions, Revision, Store, StoreError, Stored};
 
 /// A minimal pod-like object named `name`.
 pub(super) fn pod(name: &str) -> Value {
@@ -112,19 +110,6 @@ impl Harness {
     fn relative(&self, revisions: impl IntoIterator<Item = Revision>) -> Vec<Revision> {
         revisions.into_iter().map(|r| r - self.base).collect()
     }
-}
-
-/// Receives events until one at `last` (or a timeout), returning their revisions.
-async fn revisions_until(watch: &mut Watch, last: Revision) -> Vec<Revision> {
-    let mut seen: Vec<Revision> = watch.backlog.iter().map(|event| event.revision).collect();
-    while seen.last().is_none_or(|revision| *revision < last) {
-        let next = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
-        match next.expect("events arrive in time") {
-            Some(event) => seen.push(event.revision),
-            None => panic!("watch closed after {seen:?}"),
-        }
-    }
-    seen
 }
 
 /// Instantiates each scenario as a test on each backend: `embedded::<scenario>`, `etcd::<scenario>`.
@@ -495,7 +480,7 @@ async fn watch_should_miss_and_repeat_nothing_while_writes_race_with_registratio
             for i in 0..100 {
                 let key = format!("pods/ns{task}/p{i}");
                 let created = store.create(&key, pod(&key)).await.expect("create pod");
-                pods.push(created.mod_revision);
+                pods.push((created.mod_revision, key));
                 if i % 2 == 0 {
                     let key = format!("configmaps/ns{task}/c{i}");
                     store
@@ -513,15 +498,40 @@ async fn watch_should_miss_and_repeat_nothing_while_writes_race_with_registratio
         watches.push((from, h.store.watch("pods/", from).expect("watch")));
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Concurrent writes may share a revision (one etcd transaction): a watch
+    // gets each write once, in revision order.
     let mut pods = BTreeSet::new();
     for writer in writers {
         pods.extend(writer.await.expect("writer"));
     }
-    let last = *pods.last().expect("some pods");
     for (from, mut watch) in watches {
-        let seen = revisions_until(&mut watch, last).await;
-        let expected: Vec<Revision> = pods.range(from + 1..).copied().collect();
+        let expected: Vec<(Revision, String)> = pods
+            .iter()
+            .filter(|(revision, _)| *revision > from)
+            .cloned()
+            .collect();
+        let mut seen: Vec<(Revision, String)> = watch
+            .backlog
+            .iter()
+            .map(|event| (event.revision, event.object.key.to_string()))
+            .collect();
+        while seen.len() < expected.len() {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
+            match next.expect("events arrive in time") {
+                Some(event) => seen.push((event.revision, event.object.key.to_string())),
+                None => panic!("watch from {from} closed after {} events", seen.len()),
+            }
+        }
+        assert!(
+            seen.windows(2).all(|pair| pair[0].0 <= pair[1].0),
+            "watch from {from}: revisions in order"
+        );
+        seen.sort();
         assert_eq!(seen, expected, "watch from {from}");
+        assert!(
+            watch.events.try_recv().is_err(),
+            "watch from {from}: nothing more"
+        );
     }
 }
 
