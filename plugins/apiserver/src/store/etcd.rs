@@ -222,6 +222,8 @@ impl EtcdStore {
 
     /// The object written at `mod_revision`, once the cache has applied that revision
     /// (so reads through this apiserver see it), or the request timeout has passed.
+    /// The cache's copy (decoded from the watch event) is the same object: it is
+    /// answered when the cache has it, rather than serializing the object again.
     async fn written(
         &self,
         key: &str,
@@ -229,9 +231,12 @@ impl EtcdStore {
         create_revision: Revision,
         mod_revision: Revision,
     ) -> Result<Stored, StoreError> {
-        let stored = stored(&Arc::from(key), object, create_revision, mod_revision)?;
         self.wait_applied(mod_revision).await;
-        Ok(stored)
+        let cached = self.shared.cache.read().get(key);
+        match cached {
+            Some(cached) if cached.mod_revision == mod_revision => Ok(cached),
+            _ => stored(&Arc::from(key), object, create_revision, mod_revision),
+        }
     }
 
     /// Waits until the cache has applied `revision`, unless the feed is down (the
