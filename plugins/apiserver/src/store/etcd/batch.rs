@@ -24,7 +24,7 @@ use crate::store::{Revision, StoreError};
 
 /// Groups sent to etcd at once; a write arriving while they are in flight waits
 /// for the next group.
-const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 4;
 
 /// Most writes in one group (etcd refuses more than `--max-txn-ops`, 128 by default).
 const MAX_WRITES: usize = 64;
