@@ -231,9 +231,14 @@ impl Kernel {
         target: &str,
         kind: &str,
         payload: Vec<u8>,
+        traceparent: Option<&str>,
     ) -> Result<std::result::Result<Vec<u8>, BusError>> {
         let url = format!("{}/bus/{verb}/{target}/{kind}", self.admin);
-        let mut resp = agent().post(&url).send(&payload[..])?;
+        let mut req = agent().post(&url);
+        if let Some(parent) = traceparent {
+            req = req.header("traceparent", parent);
+        }
+        let mut resp = req.send(&payload[..])?;
         let http = resp.status().as_u16();
         let status = resp
             .headers()
@@ -261,7 +266,13 @@ impl Kernel {
         msg: &M,
     ) -> Result<std::result::Result<M::Reply, BusError>> {
         Ok(
-            match self.bus("request", target, M::KIND, codec::encode(M::KIND, msg)?)? {
+            match self.bus(
+                "request",
+                target,
+                M::KIND,
+                codec::encode(M::KIND, msg)?,
+                None,
+            )? {
                 Ok(bytes) => Ok(codec::decode(M::KIND, &bytes)?),
                 Err(e) => Err(e),
             },
@@ -274,9 +285,23 @@ impl Kernel {
             .map_err(|e| anyhow!("{} to {target}: {e:?}", M::KIND))
     }
 
+    /// `ask` with a W3C `traceparent`, which the kernel puts in the message envelope.
+    pub fn ask_traced<M: Message>(
+        &self,
+        target: &str,
+        msg: &M,
+        traceparent: &str,
+    ) -> Result<M::Reply> {
+        let payload = codec::encode(M::KIND, msg)?;
+        match self.bus("request", target, M::KIND, payload, Some(traceparent))? {
+            Ok(bytes) => Ok(codec::decode(M::KIND, &bytes)?),
+            Err(e) => bail!("{} to {target}: {e:?}", M::KIND),
+        }
+    }
+
     /// Queues a typed message in a plugin's mailbox.
     pub fn send<M: Message>(&self, target: &str, msg: &M) -> Result<()> {
-        match self.bus("send", target, M::KIND, codec::encode(M::KIND, msg)?)? {
+        match self.bus("send", target, M::KIND, codec::encode(M::KIND, msg)?, None)? {
             Ok(_) => Ok(()),
             Err(e) => bail!("send {} to {target}: {e:?}", M::KIND),
         }
@@ -553,27 +578,54 @@ impl Cluster {
         args: &[&str],
         stdin: &str,
     ) -> Result<(ExitStatus, String, String)> {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running kubectl (is it installed?)")?;
-        if let Some(mut input) = child.stdin.take() {
-            input.write_all(stdin.as_bytes())?;
+        kubectl_with(&self.kubeconfig, self.cache.path(), args, stdin)
+    }
+
+    /// A kubeconfig in `dir` for the bearer `token` (a ServiceAccount or bootstrap
+    /// token), with the cluster's HTTPS server and CA from `admin.kubeconfig`.
+    pub fn token_kubeconfig(&self, dir: &Path, token: &str) -> Result<PathBuf> {
+        let admin = std::fs::read_to_string(&self.kubeconfig)?;
+        let field = |key: &str| {
+            admin
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .map(str::to_string)
+                .with_context(|| format!("admin kubeconfig without {key}"))
+        };
+        let (server, ca) = (field("server: ")?, field("certificate-authority-data: ")?);
+        let path = dir.join(format!("token-{}.kubeconfig", token.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: t\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: t\ncurrent-context: c\n"
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig` (a
+    /// client certificate signed by the cluster CA), written into `dir`.
+    pub fn issue_kubeconfig(&self, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
+        let data_dir = self.kernel.data_dir().display().to_string();
+        let out = path.display().to_string();
+        let mut args = vec![
+            "--data-dir",
+            &data_dir,
+            "kubeconfig",
+            "--user",
+            user,
+            "-o",
+            &out,
+        ];
+        for g in groups {
+            args.extend(["--group", g]);
         }
-        let out = child.wait_with_output()?;
-        Ok((
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        let (status, stdout, stderr) = kubernel(&args, &[])?;
+        if !status.success() {
+            bail!("kubernel kubeconfig failed: {stderr}{stdout}");
+        }
+        Ok(path)
     }
 
     /// Runs `kubectl`, failing the test unless it succeeds; returns stdout.
@@ -598,6 +650,58 @@ impl Cluster {
             );
         }
         Ok(out)
+    }
+
+    /// GET a path of the API as JSON: `None` on 404, an error on any other failure.
+    pub fn get_json(&self, path: &str) -> Result<Option<serde_json::Value>> {
+        let (code, body) = self.get(path)?;
+        match code {
+            200 => Ok(Some(serde_json::from_str(&body)?)),
+            404 => Ok(None),
+            _ => bail!("GET {path}: {code} {body}"),
+        }
+    }
+
+    /// Pod `name` of the `default` namespace.
+    pub fn pod(&self, name: &str) -> Result<serde_json::Value> {
+        self.get_json(&format!("/api/v1/namespaces/default/pods/{name}"))?
+            .ok_or_else(|| anyhow!("pod {name} not found"))
+    }
+
+    /// Polls pod `name` until `cond` holds (failing after `timeout` with `what` and
+    /// the last status seen); the pod as it was then.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let mut last = serde_json::Value::Null;
+        eventually(timeout, what, || {
+            last = self.pod(name)?;
+            Ok(cond(&last))
+        })
+        .with_context(|| format!("last seen status: {}", last["status"]))?;
+        Ok(last)
+    }
+
+    /// `kubectl create -f -` of a JSON manifest.
+    pub fn create_object(&self, manifest: &serde_json::Value) -> Result<()> {
+        self.ok_stdin(&["create", "-f", "-"], &manifest.to_string())?;
+        Ok(())
+    }
+
+    /// The Events of object `name`: `REASON MESSAGE` lines, as kubectl prints them.
+    pub fn events_of(&self, name: &str) -> Result<String> {
+        self.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "custom-columns=REASON:.reason,MESSAGE:.message",
+        ])
     }
 
     /// GET a path of the API: status and body.
@@ -964,4 +1068,120 @@ pub fn stream_lines(url: &str) -> Result<std::sync::mpsc::Receiver<String>> {
         }
     });
     Ok(rx)
+}
+
+/// Runs `kubectl` with `kubeconfig`, a discovery cache in `cache_dir` and `stdin`
+/// piped in: exit status, stdout, stderr.
+pub fn kubectl_with(
+    kubeconfig: &Path,
+    cache_dir: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> Result<(ExitStatus, String, String)> {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running kubectl (is it installed?)")?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Runs `kubectl` as the user of `kubeconfig` (a fresh discovery cache), with
+/// `stdin`: success, stdout, stderr.
+pub fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
+    let cache = tempfile::tempdir()?;
+    let (status, stdout, stderr) = kubectl_with(kubeconfig, cache.path(), args, stdin)?;
+    Ok((status.success(), stdout, stderr))
+}
+
+/// Tests that need root and a network of their own: the test runs itself again
+/// inside a network namespace it creates (and the mount namespace `ip netns exec`
+/// gives it), so nothing touches the host's network.
+pub mod netns {
+    use std::process::Command;
+
+    use anyhow::{bail, Result};
+
+    /// Set in the environment of the test's second run, inside its namespace.
+    const INSIDE: &str = "KUBERNEL_TEST_IN_NETNS";
+
+    /// Whether this process runs as root.
+    pub fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Whether this is the run inside the test's namespace.
+    pub fn inside() -> bool {
+        std::env::var_os(INSIDE).is_some()
+    }
+
+    /// Deletes the namespace when the test ends, however it ends.
+    struct Netns(String);
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    /// Runs test `name` of this binary again inside a new network namespace; skips
+    /// (passes, saying so) when not root. The inner run's lines that contain
+    /// `measured:` are printed, so figures reach the outer test's output.
+    pub fn in_new_netns(name: &str) -> Result<()> {
+        if inside() {
+            bail!("{name}: already inside the test's network namespace");
+        }
+        if !is_root() {
+            eprintln!("{name}: skipped, needs root (it creates network namespaces)");
+            return Ok(());
+        }
+        // Tests of one binary run at once: the test's name keeps their namespaces apart.
+        let short: String = name.chars().take(40).collect();
+        let ns = Netns(format!("kubernel-nettest-{}-{short}", std::process::id()));
+        let out = Command::new("ip").args(["netns", "add", &ns.0]).output()?;
+        if !out.status.success() {
+            bail!("ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let exe = std::env::current_exe()?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(exe)
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(INSIDE, "1")
+            .output()?;
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || !text.contains("1 passed") {
+            bail!("inside the network namespace:\n{text}");
+        }
+        for line in text.lines().filter(|l| l.contains("measured:")) {
+            println!("{line}");
+        }
+        Ok(())
+    }
 }

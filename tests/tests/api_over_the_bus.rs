@@ -20,7 +20,6 @@ fn request(method: &str, path: &str, body: &str) -> ApiRequest {
         },
         accept: String::new(),
         body: body.as_bytes().to_vec(),
-        traceparent: String::new(),
     }
 }
 
@@ -214,7 +213,6 @@ fn a_plugin_should_watch_over_the_bus_until_it_stops_or_the_watch_times_out() ->
             content_type: "application/merge-patch+json".into(),
             accept: String::new(),
             body: br#"{"data":{"k":"2"}}"#.to_vec(),
-            traceparent: String::new(),
         },
     )?;
     assert_eq!(

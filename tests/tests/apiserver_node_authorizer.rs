@@ -3,61 +3,8 @@
 //! its own Node, Lease and pods' status, reads only the secrets its pods refer to,
 //! and gets upstream's 403 text for the rest.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use anyhow::{bail, Context, Result};
-use kubernel_e2e::{kubernel, Cluster};
-
-/// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig`.
-fn issue(c: &Cluster, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {
-    let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
-    let data_dir = c.kernel.data_dir().display().to_string();
-    let out = path.display().to_string();
-    let mut args = vec![
-        "--data-dir",
-        &data_dir,
-        "kubeconfig",
-        "--user",
-        user,
-        "-o",
-        &out,
-    ];
-    for g in groups {
-        args.extend(["--group", g]);
-    }
-    let (status, stdout, stderr) = kubernel(&args, &[])?;
-    if !status.success() {
-        bail!("kubernel kubeconfig failed: {stderr}{stdout}");
-    }
-    Ok(path)
-}
-
-/// kubectl as the user of `kubeconfig`, with `stdin`: success, stdout, stderr.
-fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
-    use std::io::Write;
-    let cache = tempfile::tempdir()?;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
+use anyhow::Result;
+use kubernel_e2e::{kubectl_as, Cluster};
 
 fn node(name: &str) -> String {
     format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n")
@@ -96,7 +43,7 @@ const RUNNING: &str = r#"{"status":{"phase":"Running"}}"#;
 fn a_node_should_reach_only_its_own_objects() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let n1 = issue(&c, dir.path(), "system:node:n1", &["system:nodes"])?;
+    let n1 = c.issue_kubeconfig(dir.path(), "system:node:n1", &["system:nodes"])?;
     for name in ["n1", "n2"] {
         c.ok_stdin(&["create", "-f", "-"], &node(name))?;
     }
@@ -133,6 +80,42 @@ fn a_node_should_reach_only_its_own_objects() -> Result<()> {
     assert!(out.contains("node/n2"), "{out}");
     let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", "zone=a"], "")?;
     assert!(ok, "{err}");
+    // NodeRestriction: not the labels reserved to the cluster, not its taints.
+    for (label, message) in [
+        (
+            "node-restriction.kubernetes.io/pool=gpu",
+            "node-restriction.kubernetes.io/pool",
+        ),
+        (
+            "node-role.kubernetes.io/worker=",
+            "node-role.kubernetes.io/worker",
+        ),
+    ] {
+        let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", label], "")?;
+        assert!(!ok, "{label} set by the node");
+        assert!(
+            err.contains(&format!(
+                "node \"system:node:n1\" is not allowed to modify labels: {message}"
+            )) || err.contains(&format!(
+                "node \"n1\" is not allowed to modify labels: {message}"
+            )),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = kubectl_as(&n1, &["taint", "node", "n1", "dedicated=x:NoSchedule"], "")?;
+    assert!(!ok, "taint set by the node");
+    assert!(err.contains("is not allowed to modify taints"), "{err}");
+    c.ok(&[
+        "label",
+        "node",
+        "n1",
+        "node-restriction.kubernetes.io/pool=gpu",
+    ])?;
+    let (ok, _, err) = kubectl_as(&n1, &["label", "node", "n1", "zone=b", "--overwrite"], "")?;
+    assert!(
+        ok,
+        "a label the cluster set stays, others still change: {err}"
+    );
 
     // Not another node's.
     let (ok, _, err) = kubectl_as(
@@ -246,7 +229,7 @@ fn the_group_alone_should_grant_nothing_of_system_node() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
     // Not a system:node:<name> user: RBAC decides, and system:node is bound to nobody.
-    let kubelet = issue(&c, dir.path(), "system:kubelet", &["system:nodes"])?;
+    let kubelet = c.issue_kubeconfig(dir.path(), "system:kubelet", &["system:nodes"])?;
     c.ok_stdin(&["create", "-f", "-"], &node("n2"))?;
     let (ok, _, err) = kubectl_as(
         &kubelet,

@@ -2,11 +2,8 @@
 //! kubeconfig`: the bootstrap roles, view/edit/admin bindings, group subjects,
 //! upstream's 403 text and `kubectl auth can-i`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use anyhow::{bail, Context, Result};
-use kubernel_e2e::{kubernel, Cluster};
+use anyhow::Result;
+use kubernel_e2e::{kubectl_as, kubernel, Cluster};
 
 const POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -17,56 +14,6 @@ spec:
   - name: c
     image: busybox:1.36
 "#;
-
-/// Issues a kubeconfig for `user` in `groups` with `kubernel kubeconfig`.
-fn issue(c: &Cluster, dir: &Path, user: &str, groups: &[&str]) -> Result<PathBuf> {
-    let path = dir.join(format!("{user}.kubeconfig"));
-    let data_dir = c.kernel.data_dir().display().to_string();
-    let out = path.display().to_string();
-    let mut args = vec![
-        "--data-dir",
-        &data_dir,
-        "kubeconfig",
-        "--user",
-        user,
-        "-o",
-        &out,
-    ];
-    for g in groups {
-        args.extend(["--group", g]);
-    }
-    let (status, stdout, stderr) = kubernel(&args, &[])?;
-    if !status.success() {
-        bail!("kubernel kubeconfig failed: {stderr}{stdout}");
-    }
-    Ok(path)
-}
-
-/// kubectl as the user of `kubeconfig`, with `stdin`: success, stdout, stderr.
-fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
-    use std::io::Write;
-    let cache = tempfile::tempdir()?;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .context("running kubectl")?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 fn pod(name: &str) -> String {
     POD.replace("NAME", name)
@@ -103,10 +50,10 @@ fn bootstrap_roles_should_exist() -> Result<()> {
 fn view_and_edit_should_allow_what_upstream_allows() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let viewer = issue(&c, dir.path(), "viewer", &[])?;
-    let editor = issue(&c, dir.path(), "editor", &[])?;
-    let nobody = issue(&c, dir.path(), "nobody", &[])?;
-    let devs = issue(&c, dir.path(), "carol", &["devs"])?;
+    let viewer = c.issue_kubeconfig(dir.path(), "viewer", &[])?;
+    let editor = c.issue_kubeconfig(dir.path(), "editor", &[])?;
+    let nobody = c.issue_kubeconfig(dir.path(), "nobody", &[])?;
+    let devs = c.issue_kubeconfig(dir.path(), "carol", &["devs"])?;
     c.ok(&[
         "create",
         "rolebinding",
@@ -197,7 +144,7 @@ fn view_and_edit_should_allow_what_upstream_allows() -> Result<()> {
 fn kubectl_auth_can_i_should_answer_from_rbac() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let viewer = issue(&c, dir.path(), "viewer", &[])?;
+    let viewer = c.issue_kubeconfig(dir.path(), "viewer", &[])?;
     c.ok(&[
         "create",
         "rolebinding",
@@ -221,6 +168,149 @@ fn kubectl_auth_can_i_should_answer_from_rbac() -> Result<()> {
     let (ok, out, err) = kubectl_as(&c.kubeconfig, &["auth", "can-i", "*", "*"], "")?;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "yes");
+    // `--list` (SelfSubjectRulesReview): the view role's rules in the namespace.
+    let (ok, out, err) = kubectl_as(&viewer, &["auth", "can-i", "--list"], "")?;
+    assert!(ok, "{err}");
+    let pods = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_default();
+    assert!(pods.contains("[get list watch]"), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.contains("selfsubjectaccessreviews.authorization.k8s.io")
+                && l.contains("[create]")
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("secrets ")),
+        "view does not read secrets: {out}"
+    );
+    let (ok, out, err) = kubectl_as(
+        &viewer,
+        &["auth", "can-i", "--list", "-n", "kube-system"],
+        "",
+    )?;
+    assert!(ok, "{err}");
+    assert!(
+        !out.lines()
+            .any(|l| l.split_whitespace().next() == Some("pods")),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn subject_access_reviews_should_answer_for_another_user() -> Result<()> {
+    let c = Cluster::start("")?;
+    let review = |path: &str, user: &str, ns: &str| -> Result<(u16, serde_json::Value)> {
+        let body = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": if path.contains("local") { "LocalSubjectAccessReview" } else { "SubjectAccessReview" },
+            "spec": {"user": user, "resourceAttributes": {"verb": "list", "resource": "pods", "namespace": ns}},
+        });
+        let (code, text) = c.send(
+            "POST",
+            path,
+            "application/json",
+            body.to_string().as_bytes(),
+        )?;
+        Ok((code, serde_json::from_str(&text)?))
+    };
+    let sar = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let (code, r) = review(sar, "alice", "default")?;
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(r["kind"], "SubjectAccessReview");
+    assert_eq!(r["status"]["allowed"], false, "{r}");
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ])?;
+    let (_, r) = review(sar, "alice", "default")?;
+    assert_eq!(r["status"]["allowed"], true, "{r}");
+    let local = "/apis/authorization.k8s.io/v1/namespaces/default/localsubjectaccessreviews";
+    let (code, r) = review(local, "alice", "default")?;
+    assert_eq!(
+        (code, &r["status"]["allowed"]),
+        (201, &serde_json::json!(true)),
+        "{r}"
+    );
+    let (code, r) = review(local, "alice", "kube-system")?;
+    assert_eq!(code, 422, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must match metadata.namespace"),
+        "{r}"
+    );
+    // Asking needs the right to: a user without it is refused.
+    let dir = tempfile::tempdir()?;
+    let nobody = c.issue_kubeconfig(dir.path(), "nobody", &[])?;
+    let (ok, _, err) = kubectl_as(
+        &nobody,
+        &["create", "--raw", sar, "-f", "-"],
+        r#"{"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"user": "alice", "resourceAttributes": {"verb": "get", "resource": "pods"}}}"#,
+    )?;
+    assert!(!ok);
+    assert!(err.contains("forbidden"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn aggregated_cluster_roles_should_follow_the_roles_they_select() -> Result<()> {
+    let c = Cluster::start(&kubernel_e2e::component_entry(
+        "controller-manager",
+        "controller-manager",
+        "",
+    ))?;
+    let aggregated = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: monitoring}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {example.com/aggregate-to-monitoring: 'true'}
+rules: []
+";
+    c.ok_stdin(&["apply", "-f", "-"], aggregated)?;
+    let source = |name: &str, resource: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {name}
+  labels: {{example.com/aggregate-to-monitoring: 'true'}}
+rules:
+- {{apiGroups: [''], resources: [{resource}], verbs: [get, list]}}
+"
+        )
+    };
+    c.ok_stdin(&["apply", "-f", "-"], &source("read-pods", "pods"))?;
+    c.ok_stdin(&["apply", "-f", "-"], &source("read-nodes", "nodes"))?;
+    let rules = || {
+        c.ok(&[
+            "get",
+            "clusterrole",
+            "monitoring",
+            "-o",
+            "jsonpath={.rules[*].resources}",
+        ])
+    };
+    kubernel_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "both roles' rules",
+        || Ok(rules()? == r#"["nodes"] ["pods"]"#),
+    )?;
+    c.ok(&["delete", "clusterrole", "read-nodes"])?;
+    kubernel_e2e::eventually(
+        std::time::Duration::from_secs(10),
+        "the deleted role's rules gone",
+        || Ok(rules()? == r#"["pods"]"#),
+    )?;
     Ok(())
 }
 
@@ -270,7 +360,7 @@ fn kubernel_kubeconfig_should_refuse_bad_input() -> Result<()> {
 fn nobody_should_grant_what_they_do_not_hold() -> Result<()> {
     let c = Cluster::start("")?;
     let dir = tempfile::tempdir()?;
-    let boss = issue(&c, dir.path(), "boss", &[])?;
+    let boss = c.issue_kubeconfig(dir.path(), "boss", &[])?;
     c.ok(&[
         "create",
         "rolebinding",
@@ -339,6 +429,52 @@ fn nobody_should_grant_what_they_do_not_hold() -> Result<()> {
         "",
     )?;
     assert!(ok, "{err}");
+    // A patch is checked on the role it would leave: merge, JSON and apply.
+    for (kind, patch) in [
+        (
+            "merge",
+            r#"{"rules":[{"apiGroups":[""],"resources":["nodes"],"verbs":["get"]}]}"#,
+        ),
+        (
+            "json",
+            r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":[""],"resources":["nodes"],"verbs":["get"]}}]"#,
+        ),
+    ] {
+        let (ok, _, err) = kubectl_as(
+            &boss,
+            &["patch", "role", "pod-reader", "--type", kind, "-p", patch],
+            "",
+        )?;
+        assert!(!ok, "a {kind} patch granting nodes");
+        assert!(
+            err.contains("is attempting to grant RBAC permissions not currently held"),
+            "{err}"
+        );
+    }
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &["apply", "--server-side", "-f", "-"],
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: applied, namespace: default}\nrules:\n- {apiGroups: [''], resources: [nodes], verbs: [get]}\n",
+    )?;
+    assert!(!ok, "server-side apply creating a role with nodes");
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_as(
+        &boss,
+        &[
+            "patch",
+            "role",
+            "pod-reader",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"rules":[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]}"#,
+        ],
+        "",
+    )?;
+    assert!(ok, "a patch within admin: {err}");
     // The admin user may still do it all.
     c.ok(&[
         "create",
@@ -357,7 +493,7 @@ fn kubectl_auth_whoami_should_name_the_certificate_user() -> Result<()> {
     assert!(out.contains("kubernetes-admin"), "{out}");
     assert!(out.contains("system:masters"), "{out}");
     let dir = tempfile::tempdir()?;
-    let carol = issue(&c, dir.path(), "carol", &["devs", "qa"])?;
+    let carol = c.issue_kubeconfig(dir.path(), "carol", &["devs", "qa"])?;
     let (ok, out, err) = kubectl_as(&carol, &["auth", "whoami", "-o", "json"], "")?;
     assert!(ok, "{err}");
     let review: serde_json::Value = serde_json::from_str(&out)?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use kubernel_e2e::{run_refused, Cluster, Kernel};
+use kubernel_e2e::{kubectl_as, run_refused, Cluster, Kernel};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -24,24 +24,6 @@ fn server_of(kubeconfig: &Path) -> Result<String> {
 
 fn pki(c: &Cluster) -> PathBuf {
     c.kernel.data_dir().join("pki")
-}
-
-/// Runs kubectl with `kubeconfig`: status, stdout, stderr.
-fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Result<(bool, String, String)> {
-    let cache = tempfile::tempdir()?;
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(args)
-        .output()
-        .context("running kubectl")?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 /// Sum of every sample of metric `name` whose labels contain `labels`.
@@ -135,7 +117,7 @@ fn admin_kubeconfig_should_reach_the_cluster_over_https_and_the_pki_should_be_ke
     ] {
         assert!(text.contains(field), "{text}");
     }
-    let (ok, out, err) = kubectl_as(&c.kubeconfig, &["get", "namespaces"])?;
+    let (ok, out, err) = kubectl_as(&c.kubeconfig, &["get", "namespaces"], "")?;
     assert!(ok, "{err}");
     assert!(out.contains("kube-system"), "{out}");
     use std::os::unix::fs::PermissionsExt;
@@ -175,7 +157,7 @@ fn admin_kubeconfig_should_reach_the_cluster_over_https_and_the_pki_should_be_ke
         ca,
         "CA reused"
     );
-    let (ok, _, err) = kubectl_as(&c.kubeconfig, &["get", "nodes"])?;
+    let (ok, _, err) = kubectl_as(&c.kubeconfig, &["get", "nodes"], "")?;
     assert!(ok, "after restart: {err}");
     Ok(())
 }
@@ -223,7 +205,7 @@ fn plain_http_and_foreign_certificates_should_be_refused() -> Result<()> {
             &other.admin,
         ),
     )?;
-    let (ok, _, err) = kubectl_as(&foreign, &["get", "namespaces"])?;
+    let (ok, _, err) = kubectl_as(&foreign, &["get", "namespaces"], "")?;
     assert!(!ok);
     assert!(
         err.contains("certificate signed by unknown authority"),
@@ -267,14 +249,18 @@ fn static_tokens_should_authenticate_and_garbage_should_get_401() -> Result<()> 
         )?;
         Ok(path)
     };
-    let (ok, out, err) = kubectl_as(&with_token("root-token")?, &["get", "namespaces"])?;
+    let (ok, out, err) = kubectl_as(&with_token("root-token")?, &["get", "namespaces"], "")?;
     assert!(ok, "{err}");
     assert!(out.contains("default"), "{out}");
-    let (ok, _, err) = kubectl_as(&with_token("wrong-token-value")?, &["get", "namespaces"])?;
+    let (ok, _, err) = kubectl_as(
+        &with_token("wrong-token-value")?,
+        &["get", "namespaces"],
+        "",
+    )?;
     assert!(!ok);
     assert!(err.contains("You must be logged in to the server"), "{err}");
     // A valid token without a role is authenticated, then forbidden.
-    let (ok, _, err) = kubectl_as(&with_token("plain-token")?, &["get", "pods"])?;
+    let (ok, _, err) = kubectl_as(&with_token("plain-token")?, &["get", "pods"], "")?;
     assert!(!ok);
     assert!(
         err.contains("pods is forbidden: User \"tok-user\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
@@ -319,6 +305,13 @@ fn static_tokens_should_authenticate_and_garbage_should_get_401() -> Result<()> 
         "result=\"failure\"",
     )?;
     assert!(failures >= 4.0, "failures counted: {failures}");
+    // Successful requests count by compressed user name (system:anonymous: `other`).
+    let users = metric_sum(
+        &c.kernel,
+        "authenticated_user_requests",
+        "username=\"other\"",
+    )?;
+    assert!(users >= 1.0, "authenticated requests counted: {users}");
     Ok(())
 }
 

@@ -61,6 +61,16 @@ fn panicking_plugin_should_restart_with_its_state() -> Result<()> {
         k.metric("kubernel_plugin_restarts_total{name=\"counter\"}")?,
         Some(1.0)
     );
+    assert_eq!(
+        k.metric(
+            "kubernel_plugin_load_duration_seconds_count{name=\"counter\",reason=\"restart\"}"
+        )?,
+        Some(1.0)
+    );
+    assert_eq!(
+        k.metric("kubernel_plugin_load_duration_seconds_count{name=\"counter\",reason=\"start\"}")?,
+        Some(1.0)
+    );
     let logs = k.logs();
     assert!(
         logs.contains("boom on demand") && logs.contains("\"plugin\":\"counter\""),

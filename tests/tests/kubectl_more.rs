@@ -33,9 +33,10 @@ fn kubectl_describe_explain_and_server_side_apply_should_work() -> Result<()> {
     c.ok_stdin(&["create", "-f", "-"], POD)?;
     let out = c.ok(&["describe", "pod", "web"])?;
     for line in [
-        "Name:         web",
-        "Namespace:    default",
-        "Status:       Pending",
+        "Name:             web",
+        "Namespace:        default",
+        "Service Account:  default",
+        "Status:           Pending",
         "Image:        nginx",
         "QoS Class:        BestEffort",
     ] {

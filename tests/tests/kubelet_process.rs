@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use kubernel_e2e::{component_entry, component_lib, eventually, free_port, kubernel, Cluster};
 use serde_json::{json, Value};
 
@@ -129,19 +129,6 @@ fn start_with(test: &str, extra: &str) -> Result<(Cluster, u16)> {
     Ok((cluster, port))
 }
 
-fn pod_json(cluster: &Cluster, name: &str) -> Result<Option<Value>> {
-    let (code, body) = cluster.get(&format!("/api/v1/namespaces/default/pods/{name}"))?;
-    match code {
-        200 => Ok(Some(serde_json::from_str(&body)?)),
-        404 => Ok(None),
-        _ => bail!("GET pod {name}: {code} {body}"),
-    }
-}
-
-fn pod(cluster: &Cluster, name: &str) -> Result<Value> {
-    pod_json(cluster, name)?.ok_or_else(|| anyhow!("pod {name} not found"))
-}
-
 fn condition(pod: &Value, kind: &str) -> String {
     pod["status"]["conditions"]
         .as_array()
@@ -149,38 +136,6 @@ fn condition(pod: &Value, kind: &str) -> String {
         .and_then(|c| c["status"].as_str())
         .unwrap_or("")
         .to_string()
-}
-
-fn wait_pod(
-    cluster: &Cluster,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut(&Value) -> bool,
-) -> Result<Value> {
-    let mut last = Value::Null;
-    let result = eventually(timeout, what, || {
-        last = pod(cluster, name)?;
-        Ok(cond(&last))
-    });
-    result.with_context(|| format!("last seen status: {}", last["status"]))?;
-    Ok(last)
-}
-
-fn create(cluster: &Cluster, manifest: &Value) -> Result<()> {
-    cluster.ok_stdin(&["create", "-f", "-"], &manifest.to_string())?;
-    Ok(())
-}
-
-fn events_of(cluster: &Cluster, name: &str) -> Result<String> {
-    cluster.ok(&[
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={name}"),
-        "-o",
-        "custom-columns=REASON:.reason,MESSAGE:.message",
-    ])
 }
 
 fn http_get(port: u16, path: &str) -> Result<String> {
@@ -258,10 +213,9 @@ fn http_server_pod_runs_serves_logs_and_stops_within_its_grace_period() -> Resul
         json!({"readinessProbe": {"httpGet": {"port": "http", "path": "/"}, "periodSeconds": 1}}),
     );
     manifest["spec"]["nodeName"] = json!("node-web");
-    create(&cluster, &manifest)?;
+    cluster.create_object(&manifest)?;
     let created = Instant::now();
-    let p = wait_pod(
-        &cluster,
+    let p = cluster.wait_pod(
         "web",
         "web Running and Ready",
         Duration::from_secs(30),
@@ -338,7 +292,7 @@ fn http_server_pod_runs_serves_logs_and_stops_within_its_grace_period() -> Resul
     let _ = follow.wait();
     assert!(seen, "kubectl logs -f did not show the new request");
 
-    let events = events_of(&cluster, "web")?;
+    let events = cluster.events_of("web")?;
     for reason in ["Pulled", "Created", "Started"] {
         assert!(events.contains(reason), "{reason} missing: {events}");
     }
@@ -357,7 +311,9 @@ fn http_server_pod_runs_serves_logs_and_stops_within_its_grace_period() -> Resul
     let deleting = Instant::now();
     cluster.ok(&["delete", "pod", "web", "--wait=false"])?;
     eventually(Duration::from_secs(15), "the pod to be gone", || {
-        Ok(pod_json(&cluster, "web")?.is_none())
+        Ok(cluster
+            .get_json("/api/v1/namespaces/default/pods/web")?
+            .is_none())
     })?;
     eventually(Duration::from_secs(5), "no process left", || {
         Ok(marker.processes().is_empty())
@@ -366,20 +322,16 @@ fn http_server_pod_runs_serves_logs_and_stops_within_its_grace_period() -> Resul
         deleting.elapsed() < Duration::from_secs(10),
         "within the grace period"
     );
-    let events = events_of(&cluster, "web")?;
+    let events = cluster.events_of("web")?;
     assert!(events.contains("Killing"), "{events}");
 
     // Stopping the kubelet (kernel) kills its pods' processes.
     let mut second = http_server_pod(&marker, "web2", free_port()?, json!({}));
     second["spec"]["nodeName"] = json!("node-web");
-    create(&cluster, &second)?;
-    wait_pod(
-        &cluster,
-        "web2",
-        "web2 Running",
-        Duration::from_secs(30),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    cluster.create_object(&second)?;
+    cluster.wait_pod("web2", "web2 Running", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     assert_eq!(marker.groups().len(), 1, "{}", marker.describe());
     cluster.kernel.terminate(Duration::from_secs(20))?;
     eventually(
@@ -394,39 +346,26 @@ fn http_server_pod_runs_serves_logs_and_stops_within_its_grace_period() -> Resul
 fn crashing_container_backs_off_and_keeps_its_previous_log() -> Result<()> {
     let marker = Marker::new("crash");
     let (mut cluster, _) = start("node-crash")?;
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "crash"},
-            "spec": {"nodeName": "node-crash", "containers": [{
-                "name": "c", "image": "busybox",
-                "command": ["sh", "-c", "echo run $$; exit 3"],
-                "env": [marker.env()],
-            }]},
-        }),
-    )?;
-    let p = wait_pod(
-        &cluster,
-        "crash",
-        "restartCount 3",
-        Duration::from_secs(40),
-        |p| {
-            let s = &p["status"]["containerStatuses"][0];
-            s["restartCount"].as_i64().unwrap_or(0) >= 3
-        },
-    )?;
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "crash"},
+        "spec": {"nodeName": "node-crash", "containers": [{
+            "name": "c", "image": "busybox",
+            "command": ["sh", "-c", "echo run $$; exit 3"],
+            "env": [marker.env()],
+        }]},
+    }))?;
+    let p = cluster.wait_pod("crash", "restartCount 3", Duration::from_secs(40), |p| {
+        let s = &p["status"]["containerStatuses"][0];
+        s["restartCount"].as_i64().unwrap_or(0) >= 3
+    })?;
     let s = &p["status"]["containerStatuses"][0];
     assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
     assert_eq!(s["lastState"]["terminated"]["reason"], "Error", "{s}");
     assert_eq!(p["status"]["phase"], "Running");
-    let p = wait_pod(
-        &cluster,
-        "crash",
-        "CrashLoopBackOff",
-        Duration::from_secs(20),
-        |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff",
-    )?;
+    let p = cluster.wait_pod("crash", "CrashLoopBackOff", Duration::from_secs(20), |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })?;
     let message = p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
         .as_str()
         .unwrap_or("")
@@ -436,7 +375,7 @@ fn crashing_container_backs_off_and_keeps_its_previous_log() -> Result<()> {
         message.contains("restarting failed container=c pod=crash_default("),
         "{message}"
     );
-    let events = events_of(&cluster, "crash")?;
+    let events = cluster.events_of("crash")?;
     assert!(events.contains("BackOff"), "{events}");
     let previous = cluster.ok(&["logs", "crash", "--previous"])?;
     assert!(previous.starts_with("run "), "{previous}");
@@ -451,9 +390,7 @@ fn probes_restart_on_liveness_failure_and_flip_readiness() -> Result<()> {
     let ready_file = dir.path().join("ready");
     let dead_file = dir.path().join("dead");
     let (mut cluster, _) = start("node-probes")?;
-    create(
-        &cluster,
-        &json!({
+    cluster.create_object(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "probed"},
             "spec": {"nodeName": "node-probes", "terminationGracePeriodSeconds": 2, "containers": [{
@@ -466,38 +403,31 @@ fn probes_restart_on_liveness_failure_and_flip_readiness() -> Result<()> {
             }]},
         }),
     )?;
-    let p = wait_pod(
-        &cluster,
+    let p = cluster.wait_pod(
         "probed",
         "Running, not Ready",
         Duration::from_secs(30),
         |p| p["status"]["phase"] == "Running",
     )?;
     assert_eq!(condition(&p, "Ready"), "False", "{}", p["status"]);
-    wait_pod(
-        &cluster,
+    cluster.wait_pod(
         "probed",
         "started (startup probe)",
         Duration::from_secs(15),
         |p| p["status"]["containerStatuses"][0]["started"] == true,
     )?;
     std::fs::write(&ready_file, "")?;
-    wait_pod(&cluster, "probed", "Ready", Duration::from_secs(15), |p| {
+    cluster.wait_pod("probed", "Ready", Duration::from_secs(15), |p| {
         condition(p, "Ready") == "True"
     })?;
     std::fs::remove_file(&ready_file)?;
-    wait_pod(
-        &cluster,
-        "probed",
-        "not Ready again",
-        Duration::from_secs(15),
-        |p| condition(p, "Ready") == "False",
-    )?;
+    cluster.wait_pod("probed", "not Ready again", Duration::from_secs(15), |p| {
+        condition(p, "Ready") == "False"
+    })?;
     let before = marker.groups();
     assert_eq!(before.len(), 1);
     std::fs::write(&dead_file, "")?;
-    wait_pod(
-        &cluster,
+    cluster.wait_pod(
         "probed",
         "a liveness restart",
         Duration::from_secs(20),
@@ -509,7 +439,7 @@ fn probes_restart_on_liveness_failure_and_flip_readiness() -> Result<()> {
         },
     )?;
     std::fs::remove_file(&dead_file)?;
-    let events = events_of(&cluster, "probed")?;
+    let events = cluster.events_of("probed")?;
     assert!(events.contains("Unhealthy"), "{events}");
     assert!(events.contains("Liveness probe failed"), "{events}");
     assert!(
@@ -549,9 +479,7 @@ fn restarted_kubelet_readopts_its_processes_without_duplicates() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let hook_file = dir.path().join("prestop-ran");
     let (cluster, _) = start("node-readopt")?;
-    create(
-        &cluster,
-        &json!({
+    cluster.create_object(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "sleeper"},
             "spec": {"nodeName": "node-readopt", "containers": [{
@@ -562,25 +490,17 @@ fn restarted_kubelet_readopts_its_processes_without_duplicates() -> Result<()> {
             }]},
         }),
     )?;
-    let before = wait_pod(
-        &cluster,
-        "sleeper",
-        "Running",
-        Duration::from_secs(30),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    let before = cluster.wait_pod("sleeper", "Running", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     let groups = marker.groups();
     assert_eq!(groups.len(), 1, "{}", marker.describe());
     let mut cluster = cluster.kill_and_restart()?;
     // The new kubelet resyncs; give it a few periods to (wrongly) start a second copy.
     std::thread::sleep(Duration::from_secs(3));
-    let p = wait_pod(
-        &cluster,
-        "sleeper",
-        "Running",
-        Duration::from_secs(30),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    let p = cluster.wait_pod("sleeper", "Running", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     assert_eq!(
         marker.groups(),
         groups,
@@ -604,13 +524,9 @@ fn restarted_kubelet_readopts_its_processes_without_duplicates() -> Result<()> {
     let (status, out, err) = kubernel(&["--data-dir", &data, "swap", "kubelet", &lib], &[])?;
     assert!(status.success(), "{err}{out}");
     std::thread::sleep(Duration::from_secs(2));
-    let p = wait_pod(
-        &cluster,
-        "sleeper",
-        "Running",
-        Duration::from_secs(30),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    let p = cluster.wait_pod("sleeper", "Running", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     assert_eq!(
         marker.groups(),
         groups,
@@ -662,9 +578,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
         h = host.display(),
         r = dir.path().join("ram").display()
     );
-    create(
-        &cluster,
-        &json!({
+    cluster.create_object(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "vols", "labels": {"app": "vols"}},
             "spec": {
@@ -697,7 +611,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
             },
         }),
     )?;
-    wait_pod(&cluster, "vols", "Running", Duration::from_secs(30), |p| {
+    cluster.wait_pod("vols", "Running", Duration::from_secs(30), |p| {
         p["status"]["phase"] == "Running"
     })?;
     let mut logs = String::new();
@@ -725,9 +639,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
     assert!(!mount.join("greeting").exists(), "not visible on the host");
 
     // A hostPath of type Directory that does not exist: FailedMount, ContainerCreating.
-    create(
-        &cluster,
-        &json!({
+    cluster.create_object(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "nohost"},
             "spec": {
@@ -738,8 +650,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
             },
         }),
     )?;
-    let p = wait_pod(
-        &cluster,
+    let p = cluster.wait_pod(
         "nohost",
         "ContainerCreating",
         Duration::from_secs(20),
@@ -749,7 +660,7 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
     )?;
     assert_eq!(p["status"]["phase"], "Pending");
     eventually(Duration::from_secs(10), "a FailedMount event", || {
-        let events = events_of(&cluster, "nohost")?;
+        let events = cluster.events_of("nohost")?;
         Ok(events.contains("FailedMount") && events.contains("is not a directory"))
     })?;
     // Deleting the pod unmounts its tmpfs and removes its directory.
@@ -764,7 +675,12 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
     assert_eq!(mounted(), 1, "the pod's tmpfs is mounted");
     cluster.ok(&["delete", "pod", "vols", "nohost", "--wait=false"])?;
     eventually(Duration::from_secs(15), "the pods gone", || {
-        Ok(pod_json(&cluster, "vols")?.is_none() && pod_json(&cluster, "nohost")?.is_none())
+        Ok(cluster
+            .get_json("/api/v1/namespaces/default/pods/vols")?
+            .is_none()
+            && cluster
+                .get_json("/api/v1/namespaces/default/pods/nohost")?
+                .is_none())
     })?;
     assert_eq!(mounted(), 0, "the tmpfs was unmounted");
     cluster.kernel.terminate(Duration::from_secs(20))?;
@@ -778,18 +694,15 @@ fn volumes_and_env_reach_the_process() -> Result<()> {
 fn bad_commands_and_closed_probe_ports_are_reported_not_crashed_on() -> Result<()> {
     let marker = Marker::new("bad");
     let (mut cluster, _) = start("node-bad")?;
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "nocmd"},
-            "spec": {"nodeName": "node-bad", "restartPolicy": "Never", "containers": [{
-                "name": "c", "image": "busybox", "command": ["no-such-command-anywhere", "--serve"],
-                "env": [marker.env()],
-            }]},
-        }),
-    )?;
-    let p = wait_pod(&cluster, "nocmd", "Failed", Duration::from_secs(20), |p| {
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "nocmd"},
+        "spec": {"nodeName": "node-bad", "restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "busybox", "command": ["no-such-command-anywhere", "--serve"],
+            "env": [marker.env()],
+        }]},
+    }))?;
+    let p = cluster.wait_pod("nocmd", "Failed", Duration::from_secs(20), |p| {
         p["status"]["phase"] == "Failed"
     })?;
     let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
@@ -803,9 +716,7 @@ fn bad_commands_and_closed_probe_ports_are_reported_not_crashed_on() -> Result<(
         "{t}"
     );
     let closed = free_port()?;
-    create(
-        &cluster,
-        &json!({
+    cluster.create_object(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "closedport"},
             "spec": {"nodeName": "node-bad", "containers": [{
@@ -815,32 +726,25 @@ fn bad_commands_and_closed_probe_ports_are_reported_not_crashed_on() -> Result<(
             }]},
         }),
     )?;
-    wait_pod(
-        &cluster,
-        "closedport",
-        "Running",
-        Duration::from_secs(20),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    cluster.wait_pod("closedport", "Running", Duration::from_secs(20), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     eventually(
         Duration::from_secs(10),
         "an Unhealthy event for the closed port",
         || {
-            let events = events_of(&cluster, "closedport")?;
+            let events = cluster.events_of("closedport")?;
             Ok(events.contains("Readiness probe failed") && events.contains("connection refused"))
         },
     )?;
-    let p = pod(&cluster, "closedport")?;
+    let p = cluster.pod("closedport")?;
     assert_eq!(condition(&p, "Ready"), "False");
     // Logs of a pod no node runs: the apiserver says so, it does not hang.
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "unbound"},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]},
-        }),
-    )?;
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "unbound"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]},
+    }))?;
     let (code, body) = cluster.get("/api/v1/namespaces/default/pods/unbound/log")?;
     assert_eq!(code, 400, "{body}");
     assert!(
@@ -864,45 +768,35 @@ fn memory_and_cpu_limits_apply_and_oom_kills_are_reported() -> Result<()> {
     }
     let marker = Marker::new("limits");
     let (mut cluster, _) = start("node-limits")?;
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "hog"},
-            "spec": {"nodeName": "node-limits", "restartPolicy": "Never", "containers": [{
-                "name": "c", "image": "python:3.12",
-                "command": ["python3", "-c", "x = bytearray(512 * 1024 * 1024); print(len(x))"],
-                "env": [marker.env()],
-                "resources": {"limits": {"memory": "64Mi"}},
-            }]},
-        }),
-    )?;
-    let p = wait_pod(&cluster, "hog", "Failed", Duration::from_secs(30), |p| {
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hog"},
+        "spec": {"nodeName": "node-limits", "restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "python:3.12",
+            "command": ["python3", "-c", "x = bytearray(512 * 1024 * 1024); print(len(x))"],
+            "env": [marker.env()],
+            "resources": {"limits": {"memory": "64Mi"}},
+        }]},
+    }))?;
+    let p = cluster.wait_pod("hog", "Failed", Duration::from_secs(30), |p| {
         p["status"]["phase"] == "Failed"
     })?;
     let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(t["reason"], "OOMKilled", "{t}");
     assert_eq!(t["exitCode"], 137, "{t}");
 
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "capped"},
-            "spec": {"nodeName": "node-limits", "containers": [{
-                "name": "c", "image": "busybox", "command": ["sleep", "3600"],
-                "env": [marker.env()],
-                "resources": {"limits": {"cpu": "250m", "memory": "32Mi"}},
-            }]},
-        }),
-    )?;
-    wait_pod(
-        &cluster,
-        "capped",
-        "Running",
-        Duration::from_secs(30),
-        |p| p["status"]["phase"] == "Running",
-    )?;
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "capped"},
+        "spec": {"nodeName": "node-limits", "containers": [{
+            "name": "c", "image": "busybox", "command": ["sleep", "3600"],
+            "env": [marker.env()],
+            "resources": {"limits": {"cpu": "250m", "memory": "32Mi"}},
+        }]},
+    }))?;
+    cluster.wait_pod("capped", "Running", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     // The container's wrapper shell joins its cgroups just before it execs the command.
     let mut found = (String::new(), String::new(), String::new());
     let joined = eventually(
@@ -961,37 +855,28 @@ fn init_containers_run_in_order_and_finished_pods_complete() -> Result<()> {
             "volumeMounts": [{"name": "work", "mountPath": work}],
         })
     };
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "inits"},
-            "spec": {
-                "nodeName": "node-init",
-                "restartPolicy": "Never",
-                "volumes": [{"name": "work", "emptyDir": {}}],
-                "initContainers": [step("one"), step("two")],
-                "containers": [{
-                    "name": "main", "image": "busybox",
-                    "command": ["sh", "-c", format!("cat {}/order", work.display())],
-                    "env": [marker.env()],
-                    "volumeMounts": [{"name": "work", "mountPath": work}],
-                }],
-            },
-        }),
-    )?;
-    let mut saw_initializing = false;
-    let p = wait_pod(
-        &cluster,
-        "inits",
-        "Succeeded",
-        Duration::from_secs(30),
-        |p| {
-            saw_initializing |= p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
-                == "PodInitializing";
-            p["status"]["phase"] == "Succeeded"
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "inits"},
+        "spec": {
+            "nodeName": "node-init",
+            "restartPolicy": "Never",
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [step("one"), step("two")],
+            "containers": [{
+                "name": "main", "image": "busybox",
+                "command": ["sh", "-c", format!("cat {}/order", work.display())],
+                "env": [marker.env()],
+                "volumeMounts": [{"name": "work", "mountPath": work}],
+            }],
         },
-    )?;
+    }))?;
+    let mut saw_initializing = false;
+    let p = cluster.wait_pod("inits", "Succeeded", Duration::from_secs(30), |p| {
+        saw_initializing |=
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing";
+        p["status"]["phase"] == "Succeeded"
+    })?;
     assert!(saw_initializing, "main waited in PodInitializing");
     assert_eq!(condition(&p, "Initialized"), "True");
     assert_eq!(condition(&p, "Ready"), "False");
@@ -1013,9 +898,7 @@ fn init_containers_run_in_order_and_finished_pods_complete() -> Result<()> {
     assert_eq!(init_logs, "");
 
     // OnFailure: a failing container restarts, one that exits 0 completes the pod.
-    create(
-        &cluster,
-        &json!({
+    cluster.create_object(&json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "retry"},
             "spec": {
@@ -1031,13 +914,9 @@ fn init_containers_run_in_order_and_finished_pods_complete() -> Result<()> {
             },
         }),
     )?;
-    let p = wait_pod(
-        &cluster,
-        "retry",
-        "Succeeded",
-        Duration::from_secs(30),
-        |p| p["status"]["phase"] == "Succeeded",
-    )?;
+    let p = cluster.wait_pod("retry", "Succeeded", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Succeeded"
+    })?;
     let s = &p["status"]["containerStatuses"][0];
     assert_eq!(s["restartCount"], 1, "{s}");
     assert_eq!(s["lastState"]["terminated"]["exitCode"], 1, "{s}");
@@ -1057,17 +936,14 @@ fn container_logs_rotate_and_keep_the_newest_lines() -> Result<()> {
     )?;
     // 300 numbered lines of 16 bytes (4.8 KiB), written over about 1.5 s.
     let script = "i=0; while [ $i -lt 300 ]; do printf 'line-%010d\\n' $i; i=$((i+1)); [ $((i % 20)) -eq 0 ] && sleep 0.1; done; sleep 3600";
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "chatty"},
-            "spec": {"nodeName": "node-rotate", "containers": [{
-                "name": "c", "image": "busybox", "command": ["sh", "-c", script],
-                "env": [marker.env()],
-            }]},
-        }),
-    )?;
+    cluster.create_object(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "chatty"},
+        "spec": {"nodeName": "node-rotate", "containers": [{
+            "name": "c", "image": "busybox", "command": ["sh", "-c", script],
+            "env": [marker.env()],
+        }]},
+    }))?;
     let mut logs = String::new();
     let done = eventually(Duration::from_secs(30), "the last line", || {
         logs = cluster.ok(&["logs", "chatty"])?;
@@ -1128,24 +1004,21 @@ fn deployment_pods_are_scheduled_onto_the_process_node_and_scaled() -> Result<()
         component_entry("scheduler", "scheduler", ""),
         component_entry("controller-manager", "controller-manager", "controllers = [\"*\"]"),
     ))?;
-    create(
-        &cluster,
-        &json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "sleepers"},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": {"app": "sleepers"}},
-                "template": {
-                    "metadata": {"labels": {"app": "sleepers"}},
-                    "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
-                        "name": "c", "image": "busybox", "command": ["sleep", "3600"],
-                        "env": [marker.env()],
-                    }]},
-                },
+    cluster.create_object(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "sleepers"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "sleepers"}},
+            "template": {
+                "metadata": {"labels": {"app": "sleepers"}},
+                "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
+                    "name": "c", "image": "busybox", "command": ["sleep", "3600"],
+                    "env": [marker.env()],
+                }]},
             },
-        }),
-    )?;
+        },
+    }))?;
     eventually(Duration::from_secs(60), "3 available replicas", || {
         let out = cluster.ok(&[
             "get",

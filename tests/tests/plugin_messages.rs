@@ -106,3 +106,21 @@ fn published_events_should_reach_every_subscriber() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_plugin_built_before_the_traced_entry_points_should_load_and_answer() -> Result<()> {
+    // Its descriptor stops before `handle_traced`: the kernel calls plain `handle`,
+    // also for a message that carries trace context in its envelope.
+    let k = Kernel::start(&(kernel_section() + &plugin_entry("old", "abi_base")), &[])?;
+    let hello = Echo {
+        text: "from an older SDK".into(),
+    };
+    assert_eq!(k.ask("old", &hello)?, hello);
+    let traced = k.ask_traced(
+        "old",
+        &hello,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )?;
+    assert_eq!(traced, hello);
+    Ok(())
+}

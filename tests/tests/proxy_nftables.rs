@@ -13,23 +13,12 @@ use std::time::{Duration, Instant};
 mod proxy_support;
 
 use anyhow::{bail, Context, Result};
+use kubernel_e2e::netns::{in_new_netns, inside};
 use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
 use proxy_support::{backend, get, node_port_of, node_port_service, post_slice, refused, spread};
 use serde_json::{json, Value};
 
-const INSIDE: &str = "KUBERNEL_TEST_IN_NETNS";
 const NODE_IP: &str = "10.200.0.1";
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
     let out = Command::new(program).args(args).output()?;
@@ -39,47 +28,6 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-    Ok(())
-}
-
-/// Deletes the namespace when the test ends, however it ends.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Runs test `name` of this binary again inside a new network namespace.
-fn in_new_netns(name: &str) -> Result<()> {
-    if std::env::var_os(INSIDE).is_some() {
-        bail!("already inside");
-    }
-    if !is_root() {
-        eprintln!("{name}: skipped, needs root (it creates a network namespace)");
-        return Ok(());
-    }
-    let ns = Netns(format!("kubernel-test-{}", std::process::id()));
-    run("ip", &["netns", "add", &ns.0])?;
-    let exe = std::env::current_exe()?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() || !text.contains("1 passed") {
-        bail!("inside the network namespace:\n{text}");
-    }
-    for line in text.lines().filter(|l| l.contains(" ms after ")) {
-        println!("{line}");
     }
     Ok(())
 }
@@ -154,7 +102,7 @@ const SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslice
 
 #[test]
 fn nftables_proxy_should_balance_cluster_ip_and_node_port_traffic() -> Result<()> {
-    if std::env::var_os(INSIDE).is_none() {
+    if !inside() {
         return in_new_netns("nftables_proxy_should_balance_cluster_ip_and_node_port_traffic");
     }
     network()?;
@@ -210,7 +158,7 @@ fn nftables_proxy_should_balance_cluster_ip_and_node_port_traffic() -> Result<()
         Ok(!spread(cluster, 6)?.contains_key("c"))
     })?;
     println!(
-        "endpoint removed {} ms after the slice update",
+        "measured: endpoint removed {} ms after the slice update",
         changed.elapsed().as_millis()
     );
     assert!(!spread(node, 30)?.contains_key("c"));

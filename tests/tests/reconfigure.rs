@@ -89,6 +89,16 @@ fn config_file_change_should_reconfigure_without_a_swap() -> Result<()> {
         0.0,
         "no swap happened"
     );
+    assert_eq!(
+        k.metric(r#"kubernel_config_reloads_total{result="applied"}"#)?,
+        Some(1.0)
+    );
+    // A broken file is counted and changes nothing.
+    std::fs::write(&path, "[[plugin]\nname = ")?;
+    k.wait_until(Duration::from_secs(10), "invalid config counted", |k| {
+        Ok(k.metric(r#"kubernel_config_reloads_total{result="invalid"}"#)? == Some(1.0))
+    })?;
+    assert_eq!(k.ask("counter", &GetCount)?.total, 11);
     Ok(())
 }
 

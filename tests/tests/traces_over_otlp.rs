@@ -3,8 +3,9 @@
 //! collector as the apiserver's create (code 201), the deployment controller's
 //! reconcile, the scheduling cycle of its pod and the kubelet's sync of that pod.
 //! The W3C trace context crosses plugins: the API calls a reconcile makes are
-//! children of its span (`traceparent` header), and an `api.Request` sent over the
-//! bus with a `traceparent` gets its apiserver span under the sender's.
+//! children of its span (`traceparent` header), and a message sent over the bus
+//! carries its sender's trace context in the envelope: the receiving plugin's
+//! `bus_message` span is the sender's child, and the work it does, its own.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -166,6 +167,47 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The trace context the test's own bus request carries.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+/// The apiserver's span of the `api.Request` the test sent over the bus: under the
+/// apiserver's `bus_message` span, which is under the test's (remote) span.
+fn bus_hop_call(spans: &[Span]) -> Option<&Span> {
+    let hops: Vec<&Span> = spans
+        .iter()
+        .filter(|s| {
+            s.plugin == "apiserver"
+                && s.name == "bus api.Request"
+                && s.attr("kind") == "api.Request"
+                && s.attr("from") == "admin"
+                && hex(&s.trace_id) == TRACE_ID
+                && hex(&s.parent_span_id) == PARENT_ID
+        })
+        .collect();
+    spans.iter().find(|s| {
+        s.plugin == "apiserver"
+            && s.attr("resource") == "configmaps"
+            && hops
+                .iter()
+                .any(|h| h.trace_id == s.trace_id && h.span_id == s.parent_span_id)
+    })
+}
+
+/// Spans that must arrive with their parents: what, and the finder.
+type Chained = (&'static str, for<'a> fn(&'a [Span]) -> Option<&'a Span>);
+
+const CHAINED: [Chained; 2] = [
+    (
+        "an API call of the deployment controller under its reconcile",
+        child_call,
+    ),
+    (
+        "the apiserver's call for a bus request under its bus_message span, under the sender's",
+        bus_hop_call,
+    ),
+];
+
 /// The apiserver's span of the ReplicaSet create that the deployment controller
 /// made while reconciling the Deployment: same trace, parented by the reconcile.
 fn child_call(spans: &[Span]) -> Option<&Span> {
@@ -255,10 +297,8 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
     let kubeconfig = k.data_dir().join("admin.kubeconfig");
     kubectl(&kubeconfig, &["apply", "-f", "-"], DEPLOYMENT)?;
 
-    // A bus request carrying the sender's trace context.
-    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-    const PARENT_ID: &str = "00f067aa0ba902b7";
-    let reply = k.ask(
+    // A bus request carrying the sender's trace context in its envelope.
+    let reply = k.ask_traced(
         "apiserver",
         &ApiRequest {
             method: "GET".into(),
@@ -266,11 +306,11 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
             content_type: String::new(),
             accept: String::new(),
             body: Vec::new(),
-            traceparent: format!("00-{TRACE_ID}-{PARENT_ID}-01"),
         },
+        &format!("00-{TRACE_ID}-{PARENT_ID}-01"),
     )?;
     assert_eq!(reply.status, 200);
-    let wanted: [Wanted; 5] = [
+    let wanted: [Wanted; 4] = [
         ("the apiserver's create of the Deployment (code 201)", |s| {
             s.plugin == "apiserver"
                 && s.attr("verb") == "POST"
@@ -299,19 +339,12 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
                 && s.attr("pod").starts_with("default/traced-")
                 && !s.attr("node").is_empty()
         }),
-        (
-            "the apiserver's span of the bus request, under the sender's",
-            |s| {
-                s.plugin == "apiserver"
-                    && s.attr("resource") == "configmaps"
-                    && hex(&s.trace_id) == TRACE_ID
-                    && hex(&s.parent_span_id) == PARENT_ID
-            },
-        ),
     ];
     let mut spans: Vec<Span> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !wanted.iter().all(|(_, f)| spans.iter().any(f)) || child_call(&spans).is_none() {
+    while !wanted.iter().all(|(_, f)| spans.iter().any(f))
+        || CHAINED.iter().any(|(_, f)| f(&spans).is_none())
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match received.recv_timeout(left) {
             Ok((path, body)) => {
@@ -324,9 +357,12 @@ fn one_kubectl_apply_should_be_traced_through_every_component() -> Result<()> {
                     .filter(|(_, f)| !spans.iter().any(f))
                     .map(|(what, _)| *what)
                     .collect();
-                if child_call(&spans).is_none() {
-                    missing.push("an API call of the deployment controller under its reconcile");
-                }
+                missing.extend(
+                    CHAINED
+                        .iter()
+                        .filter(|(_, f)| f(&spans).is_none())
+                        .map(|(what, _)| *what),
+                );
                 let seen: std::collections::BTreeSet<(String, String)> = spans
                     .iter()
                     .map(|s| (s.plugin.clone(), s.name.clone()))

@@ -252,6 +252,54 @@ pub struct HostVtable {
     pub publish: extern "C" fn(*const c_void, Bytes<'_>, Bytes<'_>) -> Status,
     /// Subscribes this instance to a message kind.
     pub subscribe: extern "C" fn(*const c_void, Bytes<'_>) -> Status,
+    // Appended entry points: `None` when the host's `size` does not cover them.
+    /// `send` with the sender's trace context (a W3C `traceparent`, empty for none),
+    /// which travels in the message envelope to the target's `handle_traced`.
+    pub send_traced: Option<TracedCall>,
+    /// `request` with the sender's trace context, as `send_traced`.
+    pub request_traced: Option<TracedCall>,
+    /// `publish` with the sender's trace context: kind, payload, trace.
+    pub publish_traced:
+        Option<extern "C" fn(*const c_void, Bytes<'_>, Bytes<'_>, Bytes<'_>) -> Status>,
+}
+
+/// A host call with trace context: ctx, target, kind, payload, trace, reply or error.
+pub type TracedCall = extern "C" fn(
+    *const c_void,
+    Bytes<'_>,
+    Bytes<'_>,
+    Bytes<'_>,
+    Bytes<'_>,
+    &mut OutBuf<'_>,
+) -> Status;
+
+/// A plugin's `handle` with the sender's trace context: instance, from, kind,
+/// payload, trace (a W3C `traceparent`, empty for none), reply or error.
+pub type TracedHandle =
+    extern "C" fn(Instance, Bytes<'_>, Bytes<'_>, Bytes<'_>, Bytes<'_>, &mut OutBuf<'_>) -> Status;
+
+impl HostVtable {
+    /// Size of the vtable as ABI 1 first shipped: every host provides at least this.
+    pub const BASE_SIZE: u32 = std::mem::offset_of!(HostVtable, send_traced) as u32;
+
+    /// Copies the vtable a host passed, reading only the `size` bytes the host
+    /// declared: entry points appended after the host was built come out `None`.
+    ///
+    /// # Safety
+    /// `host` must point at a vtable of at least `size` readable bytes, and `size`
+    /// must be at least [`HostVtable::BASE_SIZE`].
+    pub unsafe fn read_from(host: *const HostVtable) -> HostVtable {
+        let mut v = std::mem::MaybeUninit::<HostVtable>::zeroed();
+        // SAFETY: the caller promises `size` readable bytes and at least the base
+        // fields; `size` is read first from the fixed-offset first field.
+        unsafe {
+            let size = (host as *const u32).read_unaligned() as usize;
+            let n = size.min(std::mem::size_of::<HostVtable>());
+            std::ptr::copy_nonoverlapping(host as *const u8, v.as_mut_ptr() as *mut u8, n);
+            // The appended fields are `Option`s of function pointers: all-zero is `None`.
+            v.assume_init()
+        }
+    }
 }
 
 // SAFETY: the host promises that `ctx` is a thread-safe object that stays valid
@@ -311,12 +359,41 @@ pub struct PluginDescriptor {
     pub metrics: extern "C" fn(Instance, &mut OutBuf<'_>) -> Status,
     /// Destroys the instance; it is not called again afterwards.
     pub shutdown: extern "C" fn(Instance),
+    // Appended entry points: `None` when the descriptor's `size` does not cover them.
+    /// `handle` with the sender's trace context from the message envelope.
+    pub handle_traced: Option<TracedHandle>,
 }
 
 // SAFETY: the descriptor holds only `'static` strings and plain function pointers.
 unsafe impl Sync for PluginDescriptor {}
+// SAFETY: as above; a copy (see `read_from`) points at the same static strings.
+unsafe impl Send for PluginDescriptor {}
 
 impl PluginDescriptor {
+    /// Size of the descriptor as ABI 1 first shipped: a kernel loads any
+    /// descriptor at least this large, and reads appended fields only when `size`
+    /// covers them.
+    pub const BASE_SIZE: u32 = std::mem::offset_of!(PluginDescriptor, handle_traced) as u32;
+
+    /// Copies an exported descriptor, reading only the `size` bytes its header
+    /// declares: entry points appended after the plugin was built come out `None`.
+    ///
+    /// # Safety
+    /// `desc` must point at a descriptor whose header says at least
+    /// [`PluginDescriptor::BASE_SIZE`] bytes, all readable; its strings must outlive
+    /// every use of the copy (the kernel never unloads a library).
+    pub unsafe fn read_from(desc: *const DescriptorHeader) -> PluginDescriptor {
+        let mut d = std::mem::MaybeUninit::<PluginDescriptor>::zeroed();
+        // SAFETY: the caller promises the declared size is readable and covers the
+        // base fields; the appended fields are `Option`s of function pointers, for
+        // which all-zero is `None`.
+        unsafe {
+            let n = ((*desc).size as usize).min(std::mem::size_of::<PluginDescriptor>());
+            std::ptr::copy_nonoverlapping(desc as *const u8, d.as_mut_ptr() as *mut u8, n);
+            d.assume_init()
+        }
+    }
+
     /// A header with this build's magic, ABI version and size.
     pub const fn current_header() -> DescriptorHeader {
         DescriptorHeader {
@@ -344,6 +421,57 @@ mod tests {
     fn bytes_should_round_trip_empty_and_full_slices() {
         assert_eq!(Bytes::new(&[]).as_slice(), b"");
         assert_eq!(Bytes::from("hi").to_string_lossy(), "hi");
+    }
+
+    #[test]
+    fn a_host_vtable_should_read_appended_entry_points_as_none_past_its_size() {
+        extern "C" fn log(_: *const c_void, _: u8, _: Bytes<'_>, _: Bytes<'_>, _: Bytes<'_>) {}
+        extern "C" fn call(
+            _: *const c_void,
+            _: Bytes<'_>,
+            _: Bytes<'_>,
+            _: Bytes<'_>,
+            _: &mut OutBuf<'_>,
+        ) -> Status {
+            Status::OK
+        }
+        extern "C" fn publish(_: *const c_void, _: Bytes<'_>, _: Bytes<'_>) -> Status {
+            Status::OK
+        }
+        extern "C" fn subscribe(_: *const c_void, _: Bytes<'_>) -> Status {
+            Status::OK
+        }
+        extern "C" fn publish_traced(
+            _: *const c_void,
+            _: Bytes<'_>,
+            _: Bytes<'_>,
+            _: Bytes<'_>,
+        ) -> Status {
+            Status::OK
+        }
+        let full = HostVtable {
+            size: std::mem::size_of::<HostVtable>() as u32,
+            ctx: std::ptr::null(),
+            log,
+            send: call,
+            request: call,
+            publish,
+            subscribe,
+            send_traced: None,
+            request_traced: None,
+            publish_traced: Some(publish_traced),
+        };
+        // SAFETY: a whole vtable of the declared size.
+        let copy = unsafe { HostVtable::read_from(&full) };
+        assert!(copy.publish_traced.is_some());
+        let old = HostVtable {
+            size: HostVtable::BASE_SIZE,
+            ..full
+        };
+        // SAFETY: as above; the size only claims less of it.
+        let copy = unsafe { HostVtable::read_from(&old) };
+        assert!(copy.publish_traced.is_none());
+        assert_eq!(copy.size, HostVtable::BASE_SIZE);
     }
 
     #[test]

@@ -15,8 +15,16 @@ use crate::{Bytes, DescriptorHeader, HostVtable, Instance, OutBuf, PluginDescrip
 pub trait Entry: Sized + Send + 'static {
     /// Creates the instance; `config` is the host's init parameters as JSON.
     fn init(host: HostVtable, config: &[u8]) -> Result<Self, String>;
-    /// Handles one message; on success the reply has been written to `out`.
-    fn handle(&mut self, from: &[u8], kind: &[u8], payload: &[u8], out: &mut OutBuf<'_>) -> Status;
+    /// Handles one message; on success the reply has been written to `out`. `trace`
+    /// is the sender's W3C `traceparent` from the envelope, empty for none.
+    fn handle(
+        &mut self,
+        from: &[u8],
+        kind: &[u8],
+        payload: &[u8],
+        trace: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Status;
     /// Stops taking new work within `deadline_ms`.
     fn quiesce(&mut self, deadline_ms: u64) -> Result<(), String>;
     /// Resumes after `quiesce`.
@@ -55,6 +63,7 @@ pub const fn descriptor<E: Entry>(
         restore: restore::<E>,
         metrics: metrics::<E>,
         shutdown: shutdown::<E>,
+        handle_traced: Some(handle_traced::<E>),
     }
 }
 
@@ -116,7 +125,19 @@ extern "C" fn init<E: Entry>(
     inst: &mut Instance,
     err: &mut OutBuf<'_>,
 ) -> Status {
-    let host = *host;
+    if host.size < HostVtable::BASE_SIZE {
+        err.write(
+            format!(
+                "host vtable is {} bytes, this plugin needs at least {}",
+                host.size,
+                HostVtable::BASE_SIZE
+            )
+            .as_bytes(),
+        );
+        return Status::ERROR;
+    }
+    // SAFETY: the host passes a vtable of its declared size, at least the base.
+    let host = unsafe { HostVtable::read_from(host) };
     match catch_unwind(AssertUnwindSafe(|| E::init(host, config.as_slice()))) {
         Ok(Ok(entry)) => {
             *inst = Box::into_raw(Box::new(entry)) as Instance;
@@ -140,6 +161,17 @@ extern "C" fn handle<E: Entry>(
     payload: Bytes<'_>,
     out: &mut OutBuf<'_>,
 ) -> Status {
+    handle_traced::<E>(inst, from, kind, payload, Bytes::new(&[]), out)
+}
+
+extern "C" fn handle_traced<E: Entry>(
+    inst: Instance,
+    from: Bytes<'_>,
+    kind: Bytes<'_>,
+    payload: Bytes<'_>,
+    trace: Bytes<'_>,
+    out: &mut OutBuf<'_>,
+) -> Status {
     // The reply is written straight into the caller's buffer; on a panic the part
     // already written is followed by the panic message, which the host discards.
     if inst.is_null() {
@@ -150,7 +182,13 @@ extern "C" fn handle<E: Entry>(
     // the instance lock for this call.
     let entry = unsafe { &mut *(inst as *mut E) };
     let result = catch_unwind(AssertUnwindSafe(|| {
-        entry.handle(from.as_slice(), kind.as_slice(), payload.as_slice(), out)
+        entry.handle(
+            from.as_slice(),
+            kind.as_slice(),
+            payload.as_slice(),
+            trace.as_slice(),
+            out,
+        )
     }));
     match result {
         Ok(status) => status,

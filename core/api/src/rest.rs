@@ -31,10 +31,6 @@ pub struct ApiRequest {
     pub accept: String,
     /// Request body.
     pub body: Vec<u8>,
-    /// W3C `traceparent` of the sender's span (`kubernel_sdk::traceparent()`), empty
-    /// for none: the apiserver's span of the request becomes its child.
-    #[serde(default)]
-    pub traceparent: String,
 }
 
 /// The apiserver's answer to an [`ApiRequest`].

@@ -24,9 +24,15 @@ struct Inner {
     request_timeout: Duration,
     watch_timeout_seconds: u32,
     metrics: Option<ClientMetrics>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Client {
+    /// The metrics this client updates, if it has any.
+    pub(crate) fn metrics(&self) -> Option<&ClientMetrics> {
+        self.inner.metrics.as_ref()
+    }
+
     /// A client for the apiserver `config` names; a kubeconfig path left empty means
     /// `<kernel_data_dir>/admin.kubeconfig`.
     pub fn new(
@@ -100,6 +106,7 @@ impl Client {
         let http = builder
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+        let ca_pem = endpoint.ca_pem.clone();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -109,8 +116,14 @@ impl Client {
                 request_timeout: config.request_timeout,
                 watch_timeout_seconds: config.watch_timeout_seconds,
                 metrics,
+                ca_pem,
             }),
         })
+    }
+
+    /// The PEM CA bundle this client trusts for the apiserver (none over plain HTTP).
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.inner.ca_pem.as_deref()
     }
 
     /// The apiserver's base URL.

@@ -143,7 +143,10 @@ impl<K: ObjectResource> Runner<K> {
     async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            let mut rv = match self.relist().await {
+            let started = std::time::Instant::now();
+            let listed = self.relist().await;
+            self.count_list(listed.is_ok(), started.elapsed());
+            let mut rv = match listed {
                 Ok(rv) => rv,
                 Err(e) => {
                     let delay = backoff.next_delay();
@@ -158,7 +161,9 @@ impl<K: ObjectResource> Runner<K> {
                 if self.tx.is_closed() {
                     return;
                 }
-                match self.watch_from(&mut rv).await {
+                let end = self.watch_from(&mut rv).await;
+                self.count_watch_restart(&end);
+                match end {
                     WatchEnd::Closed => backoff.reset(),
                     WatchEnd::Expired => break,
                     WatchEnd::Failed(e) => {
@@ -168,6 +173,38 @@ impl<K: ObjectResource> Runner<K> {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts one list (`kubernel_informer_lists_total`, `..._list_duration_seconds`).
+    fn count_list(&self, ok: bool, took: Duration) {
+        if let Some(m) = self.api.client().metrics() {
+            let result = if ok { "success" } else { "error" };
+            m.informer_lists
+                .with_label_values(&[K::URL_PATH_SEGMENT, result])
+                .inc();
+            m.informer_list_duration
+                .with_label_values(&[K::URL_PATH_SEGMENT])
+                .observe(took.as_secs_f64());
+            // The restart series start at zero, so `increase()` sees the first one.
+            for reason in ["closed", "expired", "failed"] {
+                m.informer_watch_restarts
+                    .with_label_values(&[K::URL_PATH_SEGMENT, reason]);
+            }
+        }
+    }
+
+    /// Counts the end of a watch that is begun again (`kubernel_informer_watch_restarts_total`).
+    fn count_watch_restart(&self, end: &WatchEnd) {
+        if let Some(m) = self.api.client().metrics() {
+            let reason = match end {
+                WatchEnd::Closed => "closed",
+                WatchEnd::Expired => "expired",
+                WatchEnd::Failed(_) => "failed",
+            };
+            m.informer_watch_restarts
+                .with_label_values(&[K::URL_PATH_SEGMENT, reason])
+                .inc();
         }
     }
 

@@ -1,4 +1,5 @@
-//! Client-side metrics with upstream client-go names: REST requests and work queues.
+//! Client-side metrics with upstream client-go names: REST requests and work queues;
+//! and kubernel's informer lists and watch restarts (client-go exports none).
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -9,6 +10,15 @@ pub struct ClientMetrics {
     pub requests: IntCounterVec,
     /// `rest_client_request_duration_seconds{verb,host}`.
     pub duration: HistogramVec,
+    /// `kubernel_informer_lists_total{resource,result}`: informer lists (the first
+    /// one and every relist), `success` or `error`.
+    pub informer_lists: IntCounterVec,
+    /// `kubernel_informer_list_duration_seconds{resource}`: one informer list.
+    pub informer_list_duration: HistogramVec,
+    /// `kubernel_informer_watch_restarts_total{resource,reason}`: watches begun again
+    /// after the server closed one (`closed`), its revision expired (`expired`, a
+    /// relist follows) or it failed (`failed`).
+    pub informer_watch_restarts: IntCounterVec,
 }
 
 impl ClientMetrics {
@@ -32,9 +42,42 @@ impl ClientMetrics {
             ]),
             &["verb", "host"],
         )?;
+        let informer_lists = IntCounterVec::new(
+            Opts::new(
+                "kubernel_informer_lists_total",
+                "Lists made by informers (the first and every relist), by resource and result.",
+            ),
+            &["resource", "result"],
+        )?;
+        let informer_list_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kubernel_informer_list_duration_seconds",
+                "Duration of one informer list, by resource.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["resource"],
+        )?;
+        let informer_watch_restarts = IntCounterVec::new(
+            Opts::new(
+                "kubernel_informer_watch_restarts_total",
+                "Informer watches begun again, by resource and reason (closed, expired, failed).",
+            ),
+            &["resource", "reason"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(ClientMetrics { requests, duration })
+        registry.register(Box::new(informer_lists.clone()))?;
+        registry.register(Box::new(informer_list_duration.clone()))?;
+        registry.register(Box::new(informer_watch_restarts.clone()))?;
+        Ok(ClientMetrics {
+            requests,
+            duration,
+            informer_lists,
+            informer_list_duration,
+            informer_watch_restarts,
+        })
     }
 }
 

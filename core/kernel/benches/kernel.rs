@@ -15,7 +15,7 @@ use kubernel_api::bench::{Drive, DriveMode, DriveReport};
 use kubernel_api::codec;
 use kubernel_api::echo::{Count, Echo, GetCount};
 use kubernel_api::Message;
-use kubernel_kernel::bus::Bus;
+use kubernel_kernel::bus::{Bus, Envelope};
 use kubernel_kernel::{Config, Kernel};
 
 /// Packages the bench needs in `target/release`.
@@ -241,7 +241,7 @@ fn drive(bus: &Bus, target: &str, count: u64, mode: DriveMode) -> Result<DriveRe
     };
     let payload = codec::encode(Drive::KIND, &msg)?;
     let reply = bus
-        .request("bench", "driver", Drive::KIND, &payload)
+        .request("driver", Envelope::new("bench", Drive::KIND, &payload))
         .with_context(|| format!("driver: {count} {mode:?} to {target}"))?;
     let report: DriveReport = codec::decode(Drive::KIND, &reply)?;
     if report.failed > 0 {
@@ -384,7 +384,7 @@ fn hammer(bus: &Bus, targets: &[&str]) -> Result<(u64, Duration)> {
                     let deadline = Instant::now() + THREAD_MAX;
                     let mut ok = 0;
                     while ok < REQUESTS_PER_THREAD && Instant::now() < deadline {
-                        bus.request("bench", target, Echo::KIND, payload)
+                        bus.request(target, Envelope::new("bench", Echo::KIND, payload))
                             .with_context(|| format!("echo request to {target}"))?;
                         ok += 1;
                     }
@@ -525,7 +525,7 @@ fn load_loop(bus: Arc<Bus>, stop: Arc<AtomicBool>) -> Result<Load> {
     let deadline = Instant::now() + LOAD_MAX;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         let t = Instant::now();
-        let result = bus.request("bench", "counter", Echo::KIND, &payload);
+        let result = bus.request("counter", Envelope::new("bench", Echo::KIND, &payload));
         let ns = t.elapsed().as_nanos() as u64;
         load.requests += 1;
         load.max_ns = load.max_ns.max(ns);
@@ -667,7 +667,7 @@ async fn swap_under_load(kernel: &Kernel, build: &Build, table: &mut Table) -> R
 fn ask_count(bus: &Bus) -> Result<Count> {
     let payload = codec::encode(GetCount::KIND, &GetCount)?;
     let reply = bus
-        .request("bench", "counter", GetCount::KIND, &payload)
+        .request("counter", Envelope::new("bench", GetCount::KIND, &payload))
         .context("GetCount to counter")?;
     Ok(codec::decode(GetCount::KIND, &reply)?)
 }

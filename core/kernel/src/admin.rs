@@ -3,7 +3,8 @@
 //! `POST /bus/request/{target}/{kind}`, `POST /bus/send/{target}/{kind}` and
 //! `POST /bus/publish/{kind}` put an
 //! encoded message (the request body) on the bus as the sender `admin`; a request
-//! answers with the encoded reply. They exist for tests and debugging tools and,
+//! answers with the encoded reply. A `traceparent` header goes into the message
+//! envelope as the sender's trace context. They exist for tests and debugging tools and,
 //! like the rest of this endpoint, belong on a loopback address.
 
 use std::collections::HashMap;
@@ -12,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::bus::{HeldGuard, PluginState, Slot};
+use crate::bus::{Envelope, HeldGuard, PluginState, Slot};
 use crate::kernel::Kernel;
 use crate::metrics::{decode_families, render};
 
@@ -151,7 +152,7 @@ fn check_plugin(slot: &Slot) -> Result<(), String> {
     // `CheckReady` is a unit struct (empty encoding); a plugin that is not ready
     // fails the request with the reason as its message.
     slot.bus
-        .request("kernel", &slot.name, CHECK_READY_KIND, &[])
+        .request(&slot.name, Envelope::new("kernel", CHECK_READY_KIND, &[]))
         .map(|_| ())
         .map_err(|e| e.message)
 }
@@ -338,14 +339,29 @@ fn call_error(e: crate::loader::CallError) -> Response {
         .into_response()
 }
 
+/// The caller's W3C `traceparent` header, which goes into the message envelope.
+fn trace_header(headers: &HeaderMap) -> Vec<u8> {
+    headers
+        .get("traceparent")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
 async fn bus_request(
     State(kernel): State<Arc<Kernel>>,
     Path((target, kind)): Path<(String, String)>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let result =
-        tokio::task::spawn_blocking(move || kernel.bus.request("admin", &target, &kind, &body))
-            .await;
+    let trace = trace_header(&headers);
+    let result = tokio::task::spawn_blocking(move || {
+        let msg = Envelope {
+            trace: &trace,
+            ..Envelope::new("admin", &kind, &body)
+        };
+        kernel.bus.request(&target, msg)
+    })
+    .await;
     match result {
         Ok(Ok(reply)) => (
             StatusCode::OK,
@@ -361,9 +377,15 @@ async fn bus_request(
 async fn bus_send(
     State(kernel): State<Arc<Kernel>>,
     Path((target, kind)): Path<(String, String)>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    match kernel.bus.send("admin", &target, &kind, &body) {
+    let trace = trace_header(&headers);
+    let msg = Envelope {
+        trace: &trace,
+        ..Envelope::new("admin", &kind, &body)
+    };
+    match kernel.bus.send(&target, msg) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => call_error(e),
     }
@@ -372,8 +394,13 @@ async fn bus_send(
 async fn bus_publish(
     State(kernel): State<Arc<Kernel>>,
     Path(kind): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    kernel.bus.publish("admin", &kind, &body);
+    let trace = trace_header(&headers);
+    kernel.bus.publish(Envelope {
+        trace: &trace,
+        ..Envelope::new("admin", &kind, &body)
+    });
     StatusCode::ACCEPTED.into_response()
 }

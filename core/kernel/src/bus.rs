@@ -39,6 +39,33 @@ pub struct Settings {
     pub restart_backoff_max: Duration,
 }
 
+/// One message on the bus: sender, kind, encoded payload, and the sender's trace
+/// context (a W3C `traceparent`, empty for none), which the target's SDK makes the
+/// parent of its span for the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// Sender name (a plugin, `kernel` or `admin`).
+    pub from: &'a str,
+    /// Message kind.
+    pub kind: &'a str,
+    /// Encoded message.
+    pub payload: &'a [u8],
+    /// W3C `traceparent` of the sender's span, or empty.
+    pub trace: &'a [u8],
+}
+
+impl<'a> Envelope<'a> {
+    /// A message without trace context.
+    pub fn new(from: &'a str, kind: &'a str, payload: &'a [u8]) -> Self {
+        Envelope {
+            from,
+            kind,
+            payload,
+            trace: &[],
+        }
+    }
+}
+
 /// Lifecycle state of a plugin slot, as `kubernel plugins` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -208,21 +235,16 @@ impl Slot {
 
     /// Delivers a message to the current instance on this thread; the reply goes to `out`.
     /// A status other than OK is counted in `kubernel_bus_message_errors_total`.
-    pub(crate) fn deliver(
-        &self,
-        from: &str,
-        kind: &str,
-        payload: &[u8],
-        out: &mut OutBuf<'_>,
-    ) -> Status {
-        let status = self.deliver_once(from, kind, payload, out);
+    pub(crate) fn deliver(&self, msg: Envelope<'_>, out: &mut OutBuf<'_>) -> Status {
+        let status = self.deliver_once(msg, out);
         if status != Status::OK {
             self.bus.metrics.count_error(&self.name, status);
         }
         status
     }
 
-    fn deliver_once(&self, from: &str, kind: &str, payload: &[u8], out: &mut OutBuf<'_>) -> Status {
+    fn deliver_once(&self, msg: Envelope<'_>, out: &mut OutBuf<'_>) -> Status {
+        let Envelope { from, kind, .. } = msg;
         let mut guard = match self.lock(self.bus.settings.request_timeout) {
             Ok(g) => g,
             Err(e) => {
@@ -236,7 +258,7 @@ impl Slot {
             return Status::UNAVAILABLE;
         };
         let started = Instant::now();
-        let status = live.handle(from, kind, payload, out);
+        let status = live.handle(msg, out);
         let seconds = started.elapsed().as_secs_f64();
         if status == Status::PANICKED || status == Status::FATAL {
             let poisoned = guard.take();
@@ -399,16 +421,10 @@ impl Bus {
     }
 
     /// Sends a request from `from` and returns the reply bytes (for the kernel, CLI and benches).
-    pub fn request(
-        &self,
-        from: &str,
-        target: &str,
-        kind: &str,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, CallError> {
+    pub fn request(&self, target: &str, msg: Envelope<'_>) -> Result<Vec<u8>, CallError> {
         let slot = self.resolve(target)?;
         let mut out = Vec::new();
-        let status = slot.deliver(from, kind, payload, &mut OutBuf::new(&mut out));
+        let status = slot.deliver(msg, &mut OutBuf::new(&mut out));
         if status.is_ok() {
             Ok(out)
         } else {
@@ -420,18 +436,12 @@ impl Bus {
     }
 
     /// Queues a message in `target`'s mailbox.
-    pub fn send(
-        &self,
-        from: &str,
-        target: &str,
-        kind: &str,
-        payload: &[u8],
-    ) -> Result<(), CallError> {
+    pub fn send(&self, target: &str, msg: Envelope<'_>) -> Result<(), CallError> {
         let slot = self.resolve(target)?;
-        Self::enqueue(&slot, from, kind, payload)
+        Self::enqueue(&slot, msg)
     }
 
-    fn enqueue(slot: &Arc<Slot>, from: &str, kind: &str, payload: &[u8]) -> Result<(), CallError> {
+    fn enqueue(slot: &Arc<Slot>, msg: Envelope<'_>) -> Result<(), CallError> {
         let Some(addr) = slot.addr.get() else {
             return Err(CallError {
                 status: Status::UNAVAILABLE,
@@ -440,24 +450,25 @@ impl Bus {
         };
         slot.mailbox.fetch_add(1, Ordering::Relaxed);
         addr.do_send(Deliver {
-            from: from.to_string(),
-            kind: kind.to_string(),
-            payload: payload.to_vec(),
+            from: msg.from.to_string(),
+            kind: msg.kind.to_string(),
+            payload: msg.payload.to_vec(),
+            trace: msg.trace.to_vec(),
         });
         Ok(())
     }
 
     /// Queues a message to every subscriber of `kind` except the sender.
-    pub fn publish(&self, from: &str, kind: &str, payload: &[u8]) {
+    pub fn publish(&self, msg: Envelope<'_>) {
         let subscribers = self
             .subscriptions
             .read()
-            .get(kind)
+            .get(msg.kind)
             .cloned()
             .unwrap_or_default();
-        for slot in subscribers.iter().filter(|s| s.name != from) {
-            if let Err(e) = Self::enqueue(slot, from, kind, payload) {
-                tracing::warn!(plugin = %slot.name, kind, error = %e, "published message not delivered");
+        for slot in subscribers.iter().filter(|s| s.name != msg.from) {
+            if let Err(e) = Self::enqueue(slot, msg) {
+                tracing::warn!(plugin = %slot.name, kind = msg.kind, error = %e, "published message not delivered");
             }
         }
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use kubernel_abi::{OutBuf, Status};
 
-use crate::bus::{HeldGuard, PluginState, Slot};
+use crate::bus::{Envelope, HeldGuard, PluginState, Slot};
 use crate::config::PluginConfig;
 use crate::loader::{Library, Live};
 use crate::swap::{swap, SwapError, SwapReport};
@@ -29,6 +29,8 @@ pub struct Deliver {
     pub kind: String,
     /// Encoded message.
     pub payload: Vec<u8>,
+    /// The sender's trace context (see [`Envelope`]).
+    pub trace: Vec<u8>,
 }
 
 /// The instance of this generation crashed during a request on another thread.
@@ -118,6 +120,7 @@ impl PluginHost {
         let (state, from_version) = slot.snapshot.lock().clone();
         let mut guard = slot.instance.lock();
         let held = HeldGuard::new(slot.id);
+        let started = Instant::now();
         let result = Live::init(lib, &vtable_for(&slot), &params).and_then(|mut live| {
             if state.is_empty() {
                 return Ok(live);
@@ -133,6 +136,11 @@ impl PluginHost {
         match result {
             Ok(live) => {
                 *guard = Some(live);
+                slot.bus
+                    .metrics
+                    .load_duration
+                    .with_label_values(&[slot.name.as_str(), "restart"])
+                    .observe(started.elapsed().as_secs_f64());
                 slot.generation.fetch_add(1, Ordering::SeqCst);
                 *slot.started_at.write() = Instant::now();
                 slot.set_state(PluginState::Running, "");
@@ -149,6 +157,11 @@ impl PluginHost {
                 drop(held);
                 drop(guard);
                 tracing::error!(plugin = %slot.name, error = %e, "plugin restart failed");
+                slot.bus
+                    .metrics
+                    .load_failures
+                    .with_label_values(&[slot.name.as_str(), "restart"])
+                    .inc();
                 slot.set_state(PluginState::Failed, format!("restart failed: {e}"));
                 self.schedule_restart(ctx);
             }
@@ -158,12 +171,13 @@ impl PluginHost {
     /// Delivers a queued message; false when the instance crashed handling it.
     fn deliver(&mut self, msg: Deliver, ctx: &mut Context<Self>) -> bool {
         let mut out = Vec::new();
-        let status = self.slot.deliver(
-            &msg.from,
-            &msg.kind,
-            &msg.payload,
-            &mut OutBuf::new(&mut out),
-        );
+        let envelope = Envelope {
+            from: &msg.from,
+            kind: &msg.kind,
+            payload: &msg.payload,
+            trace: &msg.trace,
+        };
+        let status = self.slot.deliver(envelope, &mut OutBuf::new(&mut out));
         if status == Status::PANICKED || status == Status::FATAL {
             ctx.stop();
             return false;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::{Arbiter, Supervisor};
 
-use crate::bus::{Bus, HeldGuard, PluginState, Settings};
+use crate::bus::{Bus, Envelope, HeldGuard, PluginState, Settings};
 use crate::config::{Config, PluginConfig};
 use crate::host::{Drain, PluginHost, Swap};
 use crate::loader::{Library, Live, LoadError};
@@ -80,6 +80,9 @@ impl Kernel {
             restart_backoff_max: k.restart_backoff_max,
         };
         let bus = Bus::new(settings, KernelMetrics::new()?);
+        for result in ["applied", "invalid"] {
+            bus.metrics.config_reloads.with_label_values(&[result]);
+        }
         let exe_dir = std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf));
@@ -112,6 +115,10 @@ impl Kernel {
                 },
             })?;
             *slot.instance.lock() = Some(live);
+            bus.metrics
+                .load_duration
+                .with_label_values(&[plugin.name.as_str(), "start"])
+                .observe(started.elapsed().as_secs_f64());
             let arbiter = Arbiter::new();
             let host_slot = slot.clone();
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
@@ -179,7 +186,7 @@ impl Kernel {
         let target = name.clone();
         let bus = self.bus.clone();
         let answer = tokio::task::spawn_blocking(move || {
-            bus.request("kernel", &target, RECONFIGURE_KIND, &payload)
+            bus.request(&target, Envelope::new("kernel", RECONFIGURE_KIND, &payload))
         })
         .await
         .map_err(|_| SwapError::HostGone(name.clone()))?;
@@ -224,7 +231,10 @@ impl Kernel {
         let target = name.to_string();
         let bus = self.bus.clone();
         let answer = tokio::task::spawn_blocking(move || {
-            bus.request("kernel", &target, SWAP_EXTENSION_KIND, payload.as_bytes())
+            bus.request(
+                &target,
+                Envelope::new("kernel", SWAP_EXTENSION_KIND, payload.as_bytes()),
+            )
         })
         .await
         .map_err(|_| SwapError::HostGone(name.to_string()))?;

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::bus::Envelope;
 use kubernel_abi::{
     Bytes, DescriptorHeader, HostVtable, Instance, OutBuf, PluginDescriptor, Status,
     ABI_CRATE_VERSION, ABI_VERSION, BUILD_TARGET, DESCRIPTOR_SYMBOL, MAGIC,
@@ -132,7 +133,7 @@ pub struct PluginMeta {
 /// A loaded, validated plugin library. Never unloaded.
 pub struct Library {
     _lib: ManuallyDrop<libloading::Library>,
-    desc: &'static PluginDescriptor,
+    desc: PluginDescriptor,
     /// The path the library was loaded from (before copying).
     pub path: PathBuf,
     /// What its descriptor says.
@@ -263,13 +264,13 @@ impl Library {
                 found: header.magic,
             });
         }
-        let needed = std::mem::size_of::<PluginDescriptor>() as u32;
+        let needed = PluginDescriptor::BASE_SIZE;
         if header.abi_version != ABI_VERSION {
             // Only the header is known to be laid out as ours; the SDK version field
             // is read only when the struct is at least as large as ours.
             let plugin_sdk = if header.size >= needed {
-                // SAFETY: the size says the full descriptor of this layout is present.
-                unsafe { &*(header_ptr as *const PluginDescriptor) }
+                // SAFETY: the size says the base descriptor of this layout is present.
+                unsafe { PluginDescriptor::read_from(header_ptr) }
                     .abi_crate_version
                     .to_string_lossy()
             } else {
@@ -290,9 +291,9 @@ impl Library {
                 needed,
             });
         }
-        // SAFETY: magic, ABI version and size match this kernel's descriptor layout;
-        // the static lives as long as the library, which is never unloaded.
-        let desc: &'static PluginDescriptor = unsafe { &*(header_ptr as *const PluginDescriptor) };
+        // SAFETY: magic, ABI version and size say this kernel's descriptor layout, at
+        // least its base; the static lives as long as the library, never unloaded.
+        let desc = unsafe { PluginDescriptor::read_from(header_ptr) };
         let sdk_version = desc.abi_crate_version.to_string_lossy();
         if major_minor(&sdk_version) != major_minor(ABI_CRATE_VERSION) {
             return Err(LoadError::AbiMismatch {
@@ -398,20 +399,20 @@ impl Live {
     }
 
     /// Delivers one message; the reply or error message goes to `out`.
-    pub fn handle(
-        &mut self,
-        from: &str,
-        kind: &str,
-        payload: &[u8],
-        out: &mut OutBuf<'_>,
-    ) -> Status {
-        (self.lib.desc.handle)(
-            self.inst.0,
-            Bytes::from(from),
-            Bytes::from(kind),
-            Bytes::new(payload),
-            out,
-        )
+    /// The sender's trace context goes along when the plugin takes it (its SDK
+    /// exports `handle_traced`).
+    pub fn handle(&mut self, msg: Envelope<'_>, out: &mut OutBuf<'_>) -> Status {
+        let (from, kind, payload) = (
+            Bytes::from(msg.from),
+            Bytes::from(msg.kind),
+            Bytes::new(msg.payload),
+        );
+        match self.lib.desc.handle_traced {
+            Some(handle) if !msg.trace.is_empty() => {
+                handle(self.inst.0, from, kind, payload, Bytes::new(msg.trace), out)
+            }
+            _ => (self.lib.desc.handle)(self.inst.0, from, kind, payload, out),
+        }
     }
 
     /// Asks the instance to stop taking work within `deadline`.

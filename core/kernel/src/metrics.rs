@@ -33,6 +33,17 @@ pub struct KernelMetrics {
     pub mailbox_depth: IntGaugeVec,
     /// `kubernel_plugin_metrics_errors_total{name}`: plugin metrics that could not be gathered.
     pub metrics_errors: IntCounterVec,
+    /// `kubernel_plugin_load_duration_seconds{name,reason}`: from loading a plugin
+    /// (`start`: library and init; `restart`: init and restore of the last snapshot)
+    /// to a running instance. Swaps have `kubernel_plugin_swap_pause_seconds`.
+    pub load_duration: HistogramVec,
+    /// `kubernel_plugin_load_failures_total{name,reason}`: restarts whose init or
+    /// restore failed (a failed start ends the process; failed swaps are
+    /// `kubernel_plugin_swaps_total{result="load_failed"|"rolled_back"}`).
+    pub load_failures: IntCounterVec,
+    /// `kubernel_config_reloads_total{result}`: changes of the watched config file,
+    /// `applied` or `invalid` (kept the running config).
+    pub config_reloads: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -147,6 +158,37 @@ impl KernelMetrics {
                     &["name"],
                 )?,
             ),
+            load_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "kubernel_plugin_load_duration_seconds",
+                        "Time from loading a plugin to a running instance, by reason (start, restart).",
+                    )
+                    .buckets(vec![1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                    &["name", "reason"],
+                )?,
+            ),
+            load_failures: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kubernel_plugin_load_failures_total",
+                        "Plugin restarts whose init or restore failed.",
+                    ),
+                    &["name", "reason"],
+                )?,
+            ),
+            config_reloads: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "kubernel_config_reloads_total",
+                        "Changes of the watched config file, by result (applied, invalid).",
+                    ),
+                    &["result"],
+                )?,
+            ),
             registry: r,
         })
     }
@@ -157,6 +199,7 @@ impl KernelMetrics {
     pub fn init_plugin(&self, name: &str) {
         self.restarts.with_label_values(&[name]);
         self.metrics_errors.with_label_values(&[name]);
+        self.load_failures.with_label_values(&[name, "restart"]);
         for result in ["success", "rolled_back", "load_failed", "refused"] {
             self.swaps.with_label_values(&[name, result]);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kubernel_abi::{level, Bytes, HostVtable, OutBuf, Status};
 
-use crate::bus::Slot;
+use crate::bus::{Envelope, Slot};
 
 /// The vtable handed to every instance of `slot`; `ctx` points at the slot, which
 /// the bus keeps alive until the process exits.
@@ -20,6 +20,9 @@ pub(crate) fn vtable_for(slot: &Arc<Slot>) -> HostVtable {
         request: host_request,
         publish: host_publish,
         subscribe: host_subscribe,
+        send_traced: Some(host_send_traced),
+        request_traced: Some(host_request_traced),
+        publish_traced: Some(host_publish_traced),
     }
 }
 
@@ -68,12 +71,29 @@ extern "C" fn host_send(
     payload: Bytes<'_>,
     err: &mut OutBuf<'_>,
 ) -> Status {
+    host_send_traced(ctx, target, kind, payload, Bytes::new(&[]), err)
+}
+
+extern "C" fn host_send_traced(
+    ctx: *const c_void,
+    target: Bytes<'_>,
+    kind: Bytes<'_>,
+    payload: Bytes<'_>,
+    trace: Bytes<'_>,
+    err: &mut OutBuf<'_>,
+) -> Status {
     let from = slot(ctx);
     let (Some(target), Some(kind)) = (utf8(&target), utf8(&kind)) else {
         err.write(b"target or kind is not UTF-8");
         return Status::BAD_MESSAGE;
     };
-    match from.bus.send(&from.name, target, kind, payload.as_slice()) {
+    let envelope = Envelope {
+        from: &from.name,
+        kind,
+        payload: payload.as_slice(),
+        trace: trace.as_slice(),
+    };
+    match from.bus.send(target, envelope) {
         Ok(()) => Status::OK,
         Err(e) => {
             err.write(e.message.as_bytes());
@@ -89,13 +109,32 @@ extern "C" fn host_request(
     payload: Bytes<'_>,
     out: &mut OutBuf<'_>,
 ) -> Status {
+    host_request_traced(ctx, target, kind, payload, Bytes::new(&[]), out)
+}
+
+extern "C" fn host_request_traced(
+    ctx: *const c_void,
+    target: Bytes<'_>,
+    kind: Bytes<'_>,
+    payload: Bytes<'_>,
+    trace: Bytes<'_>,
+    out: &mut OutBuf<'_>,
+) -> Status {
     let from = slot(ctx);
     let (Some(target), Some(kind)) = (utf8(&target), utf8(&kind)) else {
         out.write(b"target or kind is not UTF-8");
         return Status::BAD_MESSAGE;
     };
     match from.bus.resolve(target) {
-        Ok(to) => to.deliver(&from.name, kind, payload.as_slice(), out),
+        Ok(to) => to.deliver(
+            Envelope {
+                from: &from.name,
+                kind,
+                payload: payload.as_slice(),
+                trace: trace.as_slice(),
+            },
+            out,
+        ),
         Err(e) => {
             out.write(e.message.as_bytes());
             e.status
@@ -104,11 +143,25 @@ extern "C" fn host_request(
 }
 
 extern "C" fn host_publish(ctx: *const c_void, kind: Bytes<'_>, payload: Bytes<'_>) -> Status {
+    host_publish_traced(ctx, kind, payload, Bytes::new(&[]))
+}
+
+extern "C" fn host_publish_traced(
+    ctx: *const c_void,
+    kind: Bytes<'_>,
+    payload: Bytes<'_>,
+    trace: Bytes<'_>,
+) -> Status {
     let from = slot(ctx);
     let Some(kind) = utf8(&kind) else {
         return Status::BAD_MESSAGE;
     };
-    from.bus.publish(&from.name, kind, payload.as_slice());
+    from.bus.publish(Envelope {
+        from: &from.name,
+        kind,
+        payload: payload.as_slice(),
+        trace: trace.as_slice(),
+    });
     Status::OK
 }
 

@@ -22,14 +22,17 @@ pub async fn watch_config(kernel: Arc<Kernel>) {
             continue;
         }
         last = text.clone();
+        let reloads = &kernel.bus.metrics.config_reloads;
         let new = match Config::parse(&text, &source, std::env::vars()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "config file changed but is invalid; keeping the running config");
+                reloads.with_label_values(&["invalid"]).inc();
                 continue;
             }
         };
         apply(&kernel, new).await;
+        reloads.with_label_values(&["applied"]).inc();
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// CA certificate file name in the pki dir.
@@ -265,6 +265,67 @@ pub fn issue_client(ca: &Ca, user: &str, groups: &[String], days: i64) -> Result
     })
 }
 
+/// A new key and a PKCS#10 certificate signing request for a client certificate of
+/// `user` in `group` (CN and O), as a kubelet's TLS bootstrap sends: (CSR PEM, key PEM).
+pub fn client_request(user: &str, group: &str) -> Result<(String, String), String> {
+    let key = KeyPair::generate().map_err(|e| format!("client key: {e}"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| format!("certificate request parameters: {e}"))?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, group);
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| format!("certificate request: {e}"))?;
+    let pem = csr
+        .pem()
+        .map_err(|e| format!("certificate request PEM: {e}"))?;
+    Ok((pem, key.serialize_pem()))
+}
+
+/// The subject of a PEM certificate signing request, checked (its signature too):
+/// (CN, the O values).
+pub fn request_subject(csr_pem: &str) -> Result<(String, Vec<String>), String> {
+    let req = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| format!("certificate request: {e}"))?;
+    let mut cn = String::new();
+    let mut orgs = Vec::new();
+    for (kind, value) in req.params.distinguished_name.iter() {
+        let text = match value {
+            rcgen::DnValue::PrintableString(s) => s.to_string(),
+            rcgen::DnValue::Utf8String(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        match kind {
+            DnType::CommonName => cn = text,
+            DnType::OrganizationName => orgs.push(text),
+            _ => {}
+        }
+    }
+    Ok((cn, orgs))
+}
+
+/// Signs a PEM certificate signing request with the CA as a client certificate
+/// (digital signature, key encipherment, client auth) valid for `days`; the
+/// certificate PEM. The subject is the request's.
+pub fn sign_client_request(ca: &Ca, csr_pem: &str, days: i64) -> Result<String, String> {
+    let mut req = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| format!("certificate request: {e}"))?;
+    req.params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    req.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    req.params.subject_alt_names = Vec::new();
+    req.params.is_ca = IsCa::ExplicitNoCa;
+    validity(&mut req.params, days);
+    let cert = req
+        .signed_by(&issuer(ca)?)
+        .map_err(|e| format!("signing the certificate request: {e}"))?;
+    Ok(cert.pem())
+}
+
 /// A kubeconfig for `server` (an `https://` URL) trusting `ca_pem`, as `user` with `client`.
 pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, client: &CertKey) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -334,6 +395,36 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
+    }
+
+    #[test]
+    fn a_client_request_should_be_signed_with_its_subject() {
+        let ca = new_ca("test").expect("ca");
+        let (csr, _key) = client_request("system:node:n1", "system:nodes").expect("csr");
+        assert_eq!(
+            request_subject(&csr).expect("subject"),
+            (
+                "system:node:n1".to_string(),
+                vec!["system:nodes".to_string()]
+            )
+        );
+        let cert = sign_client_request(&ca, &csr, 30).expect("signed");
+        let der = rustls_pemfile_der(&cert);
+        let (_, x509) = x509_parser::parse_x509_certificate(&der).expect("x509");
+        let cn = x509
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok());
+        assert_eq!(cn, Some("system:node:n1"));
+        assert!(request_subject("not a request").is_err());
+    }
+
+    fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("base64")
     }
 
     #[test]

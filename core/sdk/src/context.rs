@@ -96,6 +96,8 @@ impl Context {
     }
 
     /// Sends a request to `target` (a plugin name or `@kind`) and waits for its reply.
+    /// The current span's trace context, when spans are exported, goes along in the
+    /// message envelope (as with `send` and `publish`).
     ///
     /// Requests run the target's handler on the calling thread; requests that form a
     /// cycle back into a plugin that is busy on this thread fail with `REENTRANT`.
@@ -103,13 +105,23 @@ impl Context {
         let payload = codec::encode(M::KIND, msg)?;
         let mut out = Vec::new();
         let host = &self.inner.host;
-        let status = (host.request)(
-            host.ctx,
+        let (target_b, kind, payload_b) = (
             Bytes::from(target),
             Bytes::from(M::KIND),
             Bytes::new(&payload),
-            &mut OutBuf::new(&mut out),
         );
+        let out_buf = &mut OutBuf::new(&mut out);
+        let status = match (crate::traceparent(), host.request_traced) {
+            (Some(trace), Some(request)) => request(
+                host.ctx,
+                target_b,
+                kind,
+                payload_b,
+                Bytes::from(trace.as_str()),
+                out_buf,
+            ),
+            _ => (host.request)(host.ctx, target_b, kind, payload_b, out_buf),
+        };
         if !status.is_ok() {
             return Err(self.rejected::<M>(target, status, &out));
         }
@@ -121,13 +133,23 @@ impl Context {
         let payload = codec::encode(M::KIND, msg)?;
         let mut err = Vec::new();
         let host = &self.inner.host;
-        let status = (host.send)(
-            host.ctx,
+        let (target_b, kind, payload_b) = (
             Bytes::from(target),
             Bytes::from(M::KIND),
             Bytes::new(&payload),
-            &mut OutBuf::new(&mut err),
         );
+        let err_buf = &mut OutBuf::new(&mut err);
+        let status = match (crate::traceparent(), host.send_traced) {
+            (Some(trace), Some(send)) => send(
+                host.ctx,
+                target_b,
+                kind,
+                payload_b,
+                Bytes::from(trace.as_str()),
+                err_buf,
+            ),
+            _ => (host.send)(host.ctx, target_b, kind, payload_b, err_buf),
+        };
         if status.is_ok() {
             Ok(())
         } else {
@@ -139,7 +161,13 @@ impl Context {
     pub fn publish<M: Message>(&self, msg: &M) -> Result<(), RequestError> {
         let payload = codec::encode(M::KIND, msg)?;
         let host = &self.inner.host;
-        let status = (host.publish)(host.ctx, Bytes::from(M::KIND), Bytes::new(&payload));
+        let (kind, payload_b) = (Bytes::from(M::KIND), Bytes::new(&payload));
+        let status = match (crate::traceparent(), host.publish_traced) {
+            (Some(trace), Some(publish)) => {
+                publish(host.ctx, kind, payload_b, Bytes::from(trace.as_str()))
+            }
+            _ => (host.publish)(host.ctx, kind, payload_b),
+        };
         if status.is_ok() {
             Ok(())
         } else {

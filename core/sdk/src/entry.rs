@@ -59,11 +59,36 @@ impl<P: Plugin> Entry for Hosted<P> {
         Ok(Hosted { plugin, ctx })
     }
 
-    fn handle(&mut self, from: &[u8], kind: &[u8], payload: &[u8], out: &mut OutBuf<'_>) -> Status {
+    fn handle(
+        &mut self,
+        from: &[u8],
+        kind: &[u8],
+        payload: &[u8],
+        trace: &[u8],
+        out: &mut OutBuf<'_>,
+    ) -> Status {
         let (Ok(from), Ok(kind)) = (std::str::from_utf8(from), std::str::from_utf8(kind)) else {
             out.write(b"message kind or sender is not UTF-8");
             return Status::BAD_MESSAGE;
         };
+        // A bus hop from a traced sender: the message's span is a child of the
+        // sender's, and whatever the plugin traces while handling it, of this one.
+        let span = match std::str::from_utf8(trace) {
+            Ok(parent) if !parent.is_empty() => {
+                let span = tracing::info_span!(
+                    "bus_message",
+                    otel.name = %format_args!("bus {kind}"),
+                    otel.kind = "consumer",
+                    kind,
+                    from,
+                    to = self.ctx.name(),
+                );
+                logging::set_remote_parent(&span, parent);
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.enter();
         let msg = Incoming {
             from,
             kind,

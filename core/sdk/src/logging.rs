@@ -342,6 +342,9 @@ mod tests {
             request: message,
             publish,
             subscribe,
+            send_traced: None,
+            request_traced: None,
+            publish_traced: None,
         };
         install(host, "info", "test");
         let span = tracing::info_span!("scheduling_cycle", pod = "default/p");

@@ -31,8 +31,32 @@ pub struct ApiServerConfig {
     pub anonymous_auth: bool,
     /// Authorizers in order (`--authorization-mode`): `Node` (kubelets named
     /// `system:node:<name>` in `system:nodes` reach their own Node, Lease, pods and what
-    /// those pods refer to), `RBAC` and `AlwaysAllow`.
+    /// those pods refer to), `RBAC`, `ABAC` (the policy in `authorization_policy_file`)
+    /// and `AlwaysAllow`. The first that allows a request decides.
     pub authorization_modes: Vec<String>,
+    /// ABAC policy (`--authorization-policy-file`): one JSON `Policy` object of
+    /// `abac.authorization.kubernetes.io/v1beta1` per line; needed by, and only
+    /// allowed with, the `ABAC` mode.
+    pub authorization_policy_file: Option<PathBuf>,
+    /// Audit log (`--audit-log-path`): one `audit.k8s.io/v1` `Event` JSON object per
+    /// line, appended to this file; none (the default) turns auditing off.
+    pub audit_log_path: Option<PathBuf>,
+    /// Audit policy (`--audit-policy-file`): an `audit.k8s.io/v1` `Policy` in YAML or
+    /// JSON whose rules give each request its level (`None`, `Metadata`, `Request`,
+    /// `RequestResponse`); without one every request is logged at `Metadata`.
+    pub audit_policy_file: Option<PathBuf>,
+    /// Audit events waiting for the writer at most; past it events are dropped and
+    /// counted in `apiserver_audit_error_total{plugin="log"}`
+    /// (`--audit-log-batch-buffer-size`).
+    pub audit_log_buffer_size: usize,
+    /// Longest time a non-long-running request may take (`--request-timeout`, e.g.
+    /// `"60s"`): past it the client gets 504 `Timeout` (watches, log follows, exec and
+    /// port-forward are exempt). A shorter `?timeout=` on the request wins.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request line plus headers accepted, bytes (Go's `MaxHeaderBytes`,
+    /// 1 MiB); a larger request is refused with 431.
+    pub max_header_bytes: usize,
     /// IPv4 CIDR that Services get their cluster IPs from (`--service-cluster-ip-range`),
     /// from /12 to /30. Its first address is the `kubernetes` Service's; a Service may
     /// ask for any free address of it in `spec.clusterIP`.
@@ -112,6 +136,12 @@ impl Default for ApiServerConfig {
             token_auth_file: None,
             anonymous_auth: true,
             authorization_modes: vec!["Node".into(), "RBAC".into()],
+            authorization_policy_file: None,
+            audit_log_path: None,
+            audit_policy_file: None,
+            audit_log_buffer_size: 10_000,
+            request_timeout: Duration::from_secs(60),
+            max_header_bytes: 1024 * 1024,
             service_cluster_ip_range: crate::allocator::ServiceCidr::default(),
             service_node_port_range: crate::allocator::PortRange::default(),
             max_requests_inflight: 400,

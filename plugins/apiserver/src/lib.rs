@@ -6,18 +6,21 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod audit;
 pub mod auth;
 pub mod bus_watch;
 pub mod config;
 pub mod discovery;
 pub mod fuzzing;
 mod handlers;
+pub mod limits;
 pub mod metrics;
 mod migrate;
 pub mod negotiate;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+mod plain;
 pub mod protobuf;
 pub mod request;
 pub mod selectors;

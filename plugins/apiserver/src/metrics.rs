@@ -11,6 +11,8 @@ pub struct Metrics {
     /// The embedded store's commit loop: `kubernel_store_commit_duration_seconds`,
     /// `kubernel_store_commit_batch_writes`, `kubernel_store_commit_failures_total`.
     pub commit: crate::store::embedded::CommitMetrics,
+    /// The watch cache's events in and out, dropped watchers and apply duration.
+    pub watch_cache: crate::store::CacheMetrics,
     /// `apiserver_request_total{verb,group,version,resource,subresource,scope,component,code}`.
     pub requests: IntCounterVec,
     /// `apiserver_request_duration_seconds{verb,group,version,resource,subresource,scope,component}`.
@@ -35,10 +37,17 @@ pub struct Metrics {
     pub body_size: Histogram,
     /// `apiserver_authentication_attempts{result}` (`success`, `failure`, `error`).
     pub authentication_attempts: IntCounterVec,
+    /// `authenticated_user_requests{username}`: requests by user, the name compressed
+    /// as upstream does to keep the label bounded.
+    pub authenticated_user_requests: IntCounterVec,
     /// `apiserver_authorization_decisions_total{decision}` (`allowed`, `denied`).
     pub authorization_decisions: IntCounterVec,
     /// `apiserver_tls_handshake_errors_total`.
     pub tls_handshake_errors: IntCounter,
+    /// `apiserver_audit_event_total`: audit events generated and sent to the log.
+    pub audit_events: IntCounter,
+    /// `apiserver_audit_error_total{plugin}`: audit events dropped or not written.
+    pub audit_errors: IntCounterVec,
 }
 
 const REQUEST_LABELS: &[&str] = &[
@@ -62,6 +71,7 @@ impl Metrics {
         ];
         let m = Metrics {
             commit: crate::store::embedded::CommitMetrics::registered(registry)?,
+            watch_cache: crate::store::CacheMetrics::registered(registry)?,
             requests: IntCounterVec::new(
                 Opts::new("apiserver_request_total", "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code."),
                 &code_labels,
@@ -104,6 +114,10 @@ impl Metrics {
             body_size: Histogram::with_opts(
                 HistogramOpts::new("apiserver_request_body_size_bytes", "Size of request bodies.").buckets(exponential_buckets(64.0, 4.0, 10)?),
             )?,
+            authenticated_user_requests: IntCounterVec::new(
+                Opts::new("authenticated_user_requests", "Counter of authenticated requests broken out by username."),
+                &["username"],
+            )?,
             authentication_attempts: IntCounterVec::new(
                 Opts::new("apiserver_authentication_attempts", "Counter of authenticated attempts."),
                 &["result"],
@@ -113,9 +127,17 @@ impl Metrics {
                 &["decision"],
             )?,
             tls_handshake_errors: IntCounter::new("apiserver_tls_handshake_errors_total", "Number of requests dropped with 'TLS handshake error from' error")?,
+            audit_events: IntCounter::new("apiserver_audit_event_total", "Counter of audit events generated and sent to the audit backend.")?,
+            audit_errors: IntCounterVec::new(
+                Opts::new("apiserver_audit_error_total", "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error."),
+                &["plugin"],
+            )?,
         };
+        registry.register(Box::new(m.audit_events.clone()))?;
+        registry.register(Box::new(m.audit_errors.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.authentication_attempts.clone()))?;
+        registry.register(Box::new(m.authenticated_user_requests.clone()))?;
         registry.register(Box::new(m.authorization_decisions.clone()))?;
         registry.register(Box::new(m.tls_handshake_errors.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -129,5 +151,33 @@ impl Metrics {
         registry.register(Box::new(m.revision.clone()))?;
         registry.register(Box::new(m.body_size.clone()))?;
         Ok(m)
+    }
+}
+
+/// The `username` label of `authenticated_user_requests`, as upstream compresses it:
+/// a few known internal names as they are, e-mail addresses as `email_id`, the rest
+/// as `other`.
+pub fn compress_username(name: &str) -> &str {
+    match name {
+        "admin"
+        | "client"
+        | "kube_proxy"
+        | "kubelet"
+        | "system:serviceaccount:kube-system:default" => name,
+        n if n.contains('@') => "email_id",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usernames_should_be_compressed_as_upstream() {
+        assert_eq!(super::compress_username("admin"), "admin");
+        assert_eq!(super::compress_username("alice@example.com"), "email_id");
+        assert_eq!(
+            super::compress_username("system:serviceaccount:default:robot"),
+            "other"
+        );
     }
 }

@@ -113,6 +113,24 @@ pub fn prepare_update(
     has_status: bool,
 ) -> Result<(), ApiError> {
     let r = info.resource;
+    if info.subresource == "approval" {
+        // A CSR's approval: only its conditions change (`kubectl certificate approve`).
+        let conditions = new.pointer("/status/conditions").cloned();
+        let mut merged = old.clone();
+        match conditions {
+            Some(c) => merged["status"]["conditions"] = c,
+            None => {
+                if let Some(st) = merged.get_mut("status").and_then(Value::as_object_mut) {
+                    st.remove("conditions");
+                }
+            }
+        }
+        if let Some(rv) = new.pointer("/metadata/resourceVersion").cloned() {
+            metadata_mut(&mut merged)?.insert("resourceVersion".into(), rv);
+        }
+        *new = merged;
+        return Ok(());
+    }
     if info.subresource == "status" {
         let status = new.get("status").cloned();
         let mut merged = old.clone();

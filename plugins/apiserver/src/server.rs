@@ -4,7 +4,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
@@ -59,7 +58,13 @@ impl Server {
             },
             modes: Modes::parse(&config.authorization_modes)?,
             anonymous: config.anonymous_auth,
+            service_accounts: None,
+            abac: crate::auth::abac::from_config(
+                &config.authorization_modes,
+                config.authorization_policy_file.as_deref(),
+            )?,
         };
+        let auditor = crate::audit::Auditor::start(&config, &metrics)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
             .thread_name("apiserver")
@@ -69,6 +74,7 @@ impl Server {
         let options = CacheOptions {
             history_revisions: config.history_revisions,
             history_age: Duration::from_secs(config.history_seconds),
+            metrics: Some(metrics.watch_cache.clone()),
             ..CacheOptions::default()
         };
         let dir = ctx.data_dir().to_path_buf();
@@ -119,8 +125,16 @@ impl Server {
             )
         };
         let shutdown = ctx.shutdown_signal().child_token();
+        let issuer = crate::auth::serviceaccount::TokenIssuer::load(
+            &pki.dir,
+            crate::auth::serviceaccount::DEFAULT_ISSUER,
+        )?;
         let mut state = ApiState::new(store, metrics.clone(), config, shutdown.clone());
-        state.auth = auth;
+        state.auth = AuthSettings {
+            service_accounts: Some(Arc::new(issuer)),
+            ..auth
+        };
+        state.audit = auditor;
         let state = Arc::new(state);
         runtime
             .block_on(crate::allocator::start(&state, addr))
@@ -133,29 +147,18 @@ impl Server {
             Arc::new(tls),
             router.clone(),
             metrics,
+            state.config.max_header_bytes,
             shutdown.clone(),
         ));
         if let Some(listener) = insecure {
-            let stop = shutdown.clone();
-            let http_router = router
-                .clone()
-                .layer(axum::Extension(crate::auth::Caller::Insecure));
             let insecure_addr = listener.local_addr().ok();
             tracing::warn!(addr = ?insecure_addr, "serving plain HTTP without authentication or authorization (insecure_port)");
-            runtime.spawn(async move {
-                // As Go's net/http: no Nagle delay, so a watch event is not held back
-                // behind the client's delayed ACK of the previous one.
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY not set");
-                    }
-                });
-                let serve = axum::serve(listener, http_router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "apiserver plain-HTTP listener failed");
-                }
-            });
+            runtime.spawn(crate::plain::serve(
+                listener,
+                router.clone(),
+                state.config.max_header_bytes,
+                shutdown.clone(),
+            ));
         }
         let server_url = format!("https://{}", client_addr(addr));
         let kubeconfig = kernel_dir.join("admin.kubeconfig");
@@ -206,8 +209,10 @@ impl Server {
         if !req.accept.is_empty() {
             builder = builder.header(axum::http::header::ACCEPT, req.accept.as_str());
         }
-        if !req.traceparent.is_empty() {
-            builder = builder.header("traceparent", req.traceparent.as_str());
+        // The sender's trace context came in the message envelope: the span of
+        // the bus message is current, and the request's span becomes its child.
+        if let Some(parent) = kubernel_sdk::traceparent() {
+            builder = builder.header("traceparent", parent);
         }
         let request = match builder.body(axum::body::Body::from(req.body)) {
             Ok(mut r) => {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use kubernel_sdk::CancellationToken;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -56,25 +55,11 @@ pub async fn serve(
     config: Arc<rustls::ServerConfig>,
     router: axum::Router,
     metrics: Metrics,
+    max_header_bytes: usize,
     stop: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // As Go's net/http: no Nagle delay, so a watch event is not held back.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
+    while let Some((tcp, peer)) = crate::plain::accept(&listener, &stop).await {
         let acceptor = acceptor.clone();
         let router = router.clone();
         let metrics = metrics.clone();
@@ -112,30 +97,13 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(caller.clone());
-                    let router = router.clone();
-                    async move {
-                        use tower::ServiceExt;
-                        router.oneshot(req.map(axum::body::Body::new)).await
-                    }
-                },
-            );
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-            }
+            let conn = crate::plain::Connection {
+                peer,
+                caller,
+                router,
+                max_header_bytes,
+            };
+            conn.serve(tls, stop).await;
         });
     }
 }

@@ -13,6 +13,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("garbage-collector-controller", "garbagecollector"),
     ("namespace-controller", "namespace"),
     ("serviceaccount-controller", "serviceaccount"),
+    (
+        "root-ca-certificate-publisher-controller",
+        "root-ca-cert-publisher",
+    ),
     ("node-lifecycle-controller", "nodelifecycle"),
     ("taint-eviction-controller", "taint-eviction"),
     ("endpoints-controller", "endpoint"),
@@ -20,6 +24,10 @@ pub const CONTROLLERS: &[(&str, &str)] = &[
     ("resourcequota-controller", "resourcequota"),
     ("node-ipam-controller", "nodeipam"),
     ("disruption-controller", "disruption"),
+    (
+        "clusterrole-aggregation-controller",
+        "clusterrole-aggregation",
+    ),
 ];
 
 /// A config value the controller-manager refuses. Retrying does not help: fix the config.
@@ -117,6 +125,13 @@ pub struct ControllerManagerConfig {
         with = "humantime_serde"
     )]
     pub resource_quota_sync_period: Duration,
+    /// The CA that signs approved client-certificate requests (upstream
+    /// `--cluster-signing-cert-file`; default: the kernel's `pki/ca.crt`).
+    #[serde(default)]
+    pub cluster_signing_cert_file: Option<std::path::PathBuf>,
+    /// Its key (upstream `--cluster-signing-key-file`; default: `pki/ca.key`).
+    #[serde(default)]
+    pub cluster_signing_key_file: Option<std::path::PathBuf>,
     /// Give every Node a pod CIDR from `cluster_cidr` (upstream `--allocate-node-cidrs`,
     /// off by default as upstream).
     #[serde(default)]

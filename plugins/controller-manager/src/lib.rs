@@ -1,5 +1,7 @@
 //! The kubernel controller-manager plugin: reconcile loops that keep the cluster at its desired state.
 
+pub mod certificates;
+pub mod clusterroleaggregation;
 pub mod config;
 pub mod controller;
 pub mod deployment;
@@ -20,6 +22,7 @@ mod plugin;
 pub mod pods;
 pub mod replicaset;
 pub mod resourcequota;
+pub mod rootcacertpublisher;
 pub mod selector;
 pub mod serviceaccount;
 pub mod services;

@@ -16,8 +16,9 @@ use crate::informers::Informers;
 use crate::metrics::Metrics;
 use crate::objectmetrics::ObjectMetrics;
 use crate::{
-    deployment, disruption, endpoints, endpointslice, garbagecollector, namespace, nodeipam,
-    nodelifecycle, replicaset, resourcequota, serviceaccount, tainteviction,
+    certificates, clusterroleaggregation, deployment, disruption, endpoints, endpointslice,
+    garbagecollector, namespace, nodeipam, nodelifecycle, replicaset, resourcequota,
+    rootcacertpublisher, serviceaccount, tainteviction,
 };
 
 /// Starts one controller: subscribes to informers and spawns its workers.
@@ -28,6 +29,8 @@ type Starter = fn(&ControllerContext, &mut Informers);
 pub struct ControllerContext {
     /// The API client.
     pub client: Client,
+    /// The kernel's data dir (its `pki/` holds the cluster CA), when known.
+    pub kernel_data_dir: Option<PathBuf>,
     /// The plugin config.
     pub config: Arc<ControllerManagerConfig>,
     /// Metrics.
@@ -136,6 +139,7 @@ impl Manager {
         self.queues.lock().clear();
         let ctx = ControllerContext {
             client: client.clone(),
+            kernel_data_dir: self.kernel_data_dir.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             recorder: EventRecorder::new(client.clone(), "controller-manager", ""),
@@ -143,12 +147,16 @@ impl Manager {
             queues: self.queues.clone(),
         };
         let mut informers = Informers::new(client.clone(), shutdown);
-        let starters: [(&str, Starter); 12] = [
+        let starters: [(&str, Starter); 16] = [
             ("replicaset-controller", replicaset::start),
             ("deployment-controller", deployment::start),
             ("garbage-collector-controller", garbagecollector::start),
             ("namespace-controller", namespace::start),
             ("serviceaccount-controller", serviceaccount::start),
+            (
+                "root-ca-certificate-publisher-controller",
+                rootcacertpublisher::start,
+            ),
             ("node-lifecycle-controller", nodelifecycle::start),
             ("taint-eviction-controller", tainteviction::start),
             ("endpoints-controller", endpoints::start),
@@ -156,6 +164,18 @@ impl Manager {
             ("resourcequota-controller", resourcequota::start),
             ("node-ipam-controller", nodeipam::start),
             ("disruption-controller", disruption::start),
+            (
+                "clusterrole-aggregation-controller",
+                clusterroleaggregation::start,
+            ),
+            (
+                "certificatesigningrequest-approving-controller",
+                certificates::start_approver,
+            ),
+            (
+                "certificatesigningrequest-signing-controller",
+                certificates::start_signer,
+            ),
         ];
         for (name, start) in starters {
             if self.config.enabled(name) {

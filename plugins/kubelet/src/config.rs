@@ -29,6 +29,9 @@ pub enum RuntimeKind {
     Sim,
     /// One real node: containers are host processes (images are not pulled).
     Process,
+    /// One real node whose containers run in a CRI runtime (containerd, CRI-O) reached
+    /// at `runtime_endpoint`; everything the process runtime's keys say applies too.
+    Cri,
 }
 
 /// How the process runtime connects pods (`network`).
@@ -117,7 +120,17 @@ pub struct KubeletConfig {
         with = "humantime_serde"
     )]
     pub node_status_update_frequency: Duration,
-    /// Process: how often every pod worker syncs its pod even without a change (1 s).
+    /// CRI: the runtime's gRPC socket (`unix://` path; upstream
+    /// `containerRuntimeEndpoint`). While it does not answer the node is NotReady and
+    /// the kubelet keeps retrying.
+    #[serde(default = "defaults::runtime_endpoint")]
+    pub runtime_endpoint: String,
+    /// CRI: where the runtime writes container logs, one directory per pod
+    /// (`<dir>/<namespace>_<pod>_<uid>/<container>/<restart>.log`, CRI log format).
+    #[serde(default = "defaults::pod_log_dir")]
+    pub pod_log_dir: std::path::PathBuf,
+    /// Process and CRI: how often every pod worker syncs its pod even without a change,
+    /// and how often the runtime is relisted (PLEG) (1 s).
     #[serde(default = "defaults::pod_resync_interval", with = "humantime_serde")]
     pub pod_resync_interval: Duration,
     /// Process: first delay before restarting a crashed container (upstream 10 s); it
@@ -139,6 +152,15 @@ pub struct KubeletConfig {
     /// writes into the kernel's data dir).
     #[serde(default)]
     pub client: ClientConfig,
+    /// Process/CRI: TLS bootstrap (upstream `--bootstrap-kubeconfig`). When
+    /// `client.kubeconfig` does not exist, this kubeconfig (a bootstrap token) asks
+    /// the cluster for the node's client certificate and `client.kubeconfig` is
+    /// written with it.
+    #[serde(default)]
+    pub bootstrap_kubeconfig: Option<std::path::PathBuf>,
+    /// How long the TLS bootstrap waits for its certificate to be approved and signed.
+    #[serde(default = "defaults::tls_bootstrap_timeout", with = "humantime_serde")]
+    pub tls_bootstrap_timeout: Duration,
     /// Threads of the kubelet's own async runtime.
     #[serde(default = "defaults::worker_threads")]
     pub worker_threads: usize,
@@ -238,6 +260,12 @@ mod defaults {
     pub fn node_status_update_frequency() -> Duration {
         Duration::from_secs(10)
     }
+    pub fn runtime_endpoint() -> String {
+        "unix:///run/containerd/containerd.sock".into()
+    }
+    pub fn pod_log_dir() -> std::path::PathBuf {
+        "/var/log/pods".into()
+    }
     pub fn pod_resync_interval() -> Duration {
         Duration::from_secs(1)
     }
@@ -255,6 +283,9 @@ mod defaults {
     }
     pub fn nodes() -> u32 {
         1000
+    }
+    pub fn tls_bootstrap_timeout() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn node_name_prefix() -> String {
         "sim-node-".into()
@@ -303,7 +334,16 @@ impl KubeletConfig {
         if self.node_status_report_interval.is_zero() {
             return fail("node_status_report_interval", "must be more than 0s".into());
         }
-        if self.runtime == RuntimeKind::Process {
+        if self.runtime == RuntimeKind::Cri && !self.runtime_endpoint.starts_with("unix://") {
+            return fail(
+                "runtime_endpoint",
+                format!(
+                    "{:?} is not a unix:// socket address (e.g. unix:///run/containerd/containerd.sock)",
+                    self.runtime_endpoint
+                ),
+            );
+        }
+        if matches!(self.runtime, RuntimeKind::Process | RuntimeKind::Cri) {
             return self.validate_process();
         }
         let subnets = self.cluster_cidr.subnet_count(NODE_CIDR_PREFIX);
@@ -470,6 +510,21 @@ mod tests {
 
     fn parse(text: &str) -> Result<KubeletConfig, String> {
         toml::from_str::<KubeletConfig>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn config_should_default_the_cri_endpoint_and_refuse_one_that_is_not_unix() {
+        let mut c = parse("runtime = \"cri\"").expect("config");
+        assert_eq!(c.runtime, RuntimeKind::Cri);
+        assert_eq!(c.runtime_endpoint, "unix:///run/containerd/containerd.sock");
+        assert_eq!(c.pod_log_dir, std::path::PathBuf::from("/var/log/pods"));
+        assert!(c.validate().is_ok());
+        c.runtime_endpoint = "tcp://127.0.0.1:1".into();
+        let err = c.validate().expect_err("tcp endpoint").to_string();
+        assert!(
+            err.contains("runtime_endpoint") && err.contains("tcp://127.0.0.1:1"),
+            "{err}"
+        );
     }
 
     #[test]

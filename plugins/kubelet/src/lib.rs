@@ -1,7 +1,9 @@
 //! The kubernel kubelet plugin: node agent with a CRI-shaped runtime interface; the `sim`
 //! runtime simulates thousands of nodes in one process for scheduler experiments; the
-//! `process` runtime runs one real node whose containers are host processes.
+//! `process` runtime runs one real node whose containers are host processes; the `cri`
+//! runtime runs one real node whose containers run in containerd (any CRI runtime).
 
+pub mod bootstrap;
 pub mod cidr;
 pub mod config;
 pub mod metrics;

@@ -1,7 +1,9 @@
 //! The kubelet's metrics, with upstream kubelet names where they exist.
 //!
-//! The process runtime exports `kubelet_node_name{node}`, `kubelet_pleg_relist_duration_seconds`
-//! and `prober_probe_total{probe_type,result}` as well.
+//! The process runtime exports `kubelet_node_name{node}`, `kubelet_pleg_relist_duration_seconds`,
+//! `prober_probe_total{probe_type,result}` and its relist's two runtime calls in
+//! `kubelet_runtime_operations_*{operation_type}` as well; the CRI runtime every CRI
+//! call there and `kubelet_image_pull_duration_seconds`.
 //!
 //! The sim runtime does not export upstream's `kubelet_node_name{node}` (one series per
 //! simulated node is too many); it exports `kubernel_kubelet_sim_nodes` instead.
@@ -56,8 +58,14 @@ pub struct Metrics {
     /// `kubelet_pleg_relist_interval_seconds`: time between the starts of two relists.
     pub pleg_relist_interval: Histogram,
     /// `kubelet_runtime_operations_errors_total{operation_type}`: runtime calls that
-    /// failed (`list_podsandbox`, `list_containers` of the relist).
+    /// failed (`list_podsandbox`, `list_containers` of the relist; every CRI call).
     pub runtime_errors: IntCounterVec,
+    /// `kubelet_runtime_operations_total{operation_type}`: CRI calls made.
+    pub runtime_operations: IntCounterVec,
+    /// `kubelet_runtime_operations_duration_seconds{operation_type}`: how long CRI calls took.
+    pub runtime_operations_duration: HistogramVec,
+    /// `kubelet_image_pull_duration_seconds`: image pulls through the CRI.
+    pub image_pull_duration: Histogram,
     /// `prober_probe_total{probe_type,result}`: probes run, by type and result.
     pub probes: IntCounterVec,
     /// `prober_probe_duration_seconds{probe_type}`: how long probes took (upstream also
@@ -154,6 +162,30 @@ impl Metrics {
                 ),
                 &["operation_type"],
             )?,
+            runtime_operations: IntCounterVec::new(
+                Opts::new(
+                    "kubelet_runtime_operations_total",
+                    "Cumulative number of runtime operations by operation type.",
+                ),
+                &["operation_type"],
+            )?,
+            runtime_operations_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "kubelet_runtime_operations_duration_seconds",
+                    "Duration in seconds of runtime operations. Broken down by operation type.",
+                )
+                .buckets(prometheus::exponential_buckets(0.005, 2.5, 14)?),
+                &["operation_type"],
+            )?,
+            image_pull_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubelet_image_pull_duration_seconds",
+                    "Duration in seconds to pull an image.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                ]),
+            )?,
             probes: IntCounterVec::new(
                 Opts::new(
                     "prober_probe_total",
@@ -217,6 +249,9 @@ impl Metrics {
         registry.register(Box::new(m.probes.clone()))?;
         registry.register(Box::new(m.pleg_relist_interval.clone()))?;
         registry.register(Box::new(m.runtime_errors.clone()))?;
+        registry.register(Box::new(m.runtime_operations.clone()))?;
+        registry.register(Box::new(m.runtime_operations_duration.clone()))?;
+        registry.register(Box::new(m.image_pull_duration.clone()))?;
         registry.register(Box::new(m.probe_duration.clone()))?;
         registry.register(Box::new(m.http_requests.clone()))?;
         registry.register(Box::new(m.log_rotations.clone()))?;
@@ -246,6 +281,21 @@ impl Metrics {
         self.node_status_updates
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
+    }
+
+    /// Records one runtime call `operation` that took `seconds` and failed or not.
+    pub fn runtime_operation(&self, operation: &str, seconds: f64, failed: bool) {
+        self.runtime_operations
+            .with_label_values(&[operation])
+            .inc();
+        self.runtime_operations_duration
+            .with_label_values(&[operation])
+            .observe(seconds);
+        // The error series exists from the first call, so `increase()` sees the first error.
+        let errors = self.runtime_errors.with_label_values(&[operation]);
+        if failed {
+            errors.inc();
+        }
     }
 
     /// Adds `delta` to the containers in `state`.

@@ -43,6 +43,7 @@ enum Agent {
 impl Kubelet {
     fn start(&mut self) -> Result<(), PluginError> {
         let kernel_dir = self.ctx.data_dir().parent();
+        self.tls_bootstrap()?;
         let client = Client::new(
             &self.config.client,
             kernel_dir,
@@ -73,7 +74,7 @@ impl Kubelet {
                     shutdown.clone(),
                 ))
             }
-            RuntimeKind::Process => {
+            RuntimeKind::Process | RuntimeKind::Cri => {
                 let root = self
                     .config
                     .root_dir
@@ -93,7 +94,8 @@ impl Kubelet {
                     port = agent.port(),
                     root = %root.display(),
                     network = if self.config.bridge_network() { "bridge" } else { "host" },
-                    "kubelet started (process runtime)"
+                    runtime = if self.config.runtime == RuntimeKind::Cri { self.config.runtime_endpoint.as_str() } else { "process" },
+                    "kubelet started"
                 );
                 Agent::Process(agent)
             }
@@ -106,10 +108,45 @@ impl Kubelet {
         Ok(())
     }
 
+    /// Runs the TLS bootstrap when a bootstrap kubeconfig is set and the kubeconfig
+    /// does not exist yet (see [`crate::bootstrap`]); the plugin starts once the
+    /// certificate is issued.
+    fn tls_bootstrap(&self) -> Result<(), PluginError> {
+        let Some(bootstrap) = &self.config.bootstrap_kubeconfig else {
+            return Ok(());
+        };
+        let target = &self.config.client.kubeconfig;
+        if target.as_os_str().is_empty() {
+            return Err(PluginError::failed(
+                "config: key bootstrap_kubeconfig needs client.kubeconfig: the path the kubelet's own kubeconfig is written to",
+            ));
+        }
+        if target.exists() {
+            return Ok(());
+        }
+        let node = self
+            .config
+            .node_name
+            .clone()
+            .unwrap_or_else(crate::node::machine::hostname);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PluginError::failed(format!("TLS bootstrap runtime: {e}")))?;
+        runtime
+            .block_on(crate::bootstrap::ensure(
+                bootstrap,
+                target,
+                &node,
+                self.config.tls_bootstrap_timeout,
+            ))
+            .map_err(|e| PluginError::failed(format!("kubelet TLS bootstrap: {e}")))
+    }
+
     fn stop(&mut self, deadline: Duration) {
         if let Some(r) = self.running.take() {
             if let Agent::Process(p) = &r.agent {
-                self.parked = Some(p.runtime());
+                self.parked = p.process_runtime();
             }
             r.shutdown.cancel();
             r.runtime.shutdown_timeout(deadline);

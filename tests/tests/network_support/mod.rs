@@ -16,69 +16,7 @@ use anyhow::{bail, Context, Result};
 use kubernel_e2e::{eventually, kubernel_bin, workspace};
 use serde_json::Value;
 
-/// Set in the environment of the test's second run, inside its namespace.
-const INSIDE: &str = "KUBERNEL_TEST_IN_NETNS";
-
-/// Whether this process runs as root.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Whether this is the run inside the test's namespace.
-pub fn inside() -> bool {
-    std::env::var_os(INSIDE).is_some()
-}
-
-/// Deletes the namespace when the test ends, however it ends.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// Runs test `name` of this binary again inside a new network namespace (and the
-/// mount namespace `ip netns exec` gives it); prints its measured lines.
-pub fn in_new_netns(name: &str) -> Result<()> {
-    if !is_root() {
-        eprintln!("{name}: skipped, needs root (it creates network namespaces)");
-        return Ok(());
-    }
-    // Tests of one binary run at once: the test's name keeps their namespaces apart.
-    let short: String = name.chars().take(40).collect();
-    let ns = Netns(format!("kubernel-nettest-{}-{short}", std::process::id()));
-    let out = Command::new("ip").args(["netns", "add", &ns.0]).output()?;
-    if !out.status.success() {
-        bail!("ip netns add: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let exe = std::env::current_exe()?;
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() || !text.contains("1 passed") {
-        bail!("inside the network namespace:\n{text}");
-    }
-    for line in text.lines().filter(|l| l.contains("measured:")) {
-        println!("{line}");
-    }
-    Ok(())
-}
+pub use kubernel_e2e::netns::{in_new_netns, inside};
 
 /// A lab built by `deploy/lab/lab.sh`, torn down when dropped.
 pub struct Lab {

@@ -178,16 +178,25 @@ pub static RESOURCES: &[Resource] = &[
         true,
         columns::SECRET,
     ),
-    entry(
-        "",
-        "ServiceAccount",
-        "ServiceAccountList",
-        "serviceaccounts",
-        "serviceaccount",
-        &["sa"],
-        true,
-        columns::SERVICE_ACCOUNT,
-    ),
+    Resource {
+        subresources: &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }],
+        ..entry(
+            "",
+            "ServiceAccount",
+            "ServiceAccountList",
+            "serviceaccounts",
+            "serviceaccount",
+            &["sa"],
+            true,
+            columns::SERVICE_ACCOUNT,
+        )
+    },
     entry(
         "",
         "Event",
@@ -338,6 +347,29 @@ pub static RESOURCES: &[Resource] = &[
             &["pdb"],
             true,
             columns::POD_DISRUPTION_BUDGET,
+        )
+    },
+    // certificates.k8s.io/v1
+    Resource {
+        subresources: &[
+            status("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+            Subresource {
+                name: "approval",
+                group: "certificates.k8s.io",
+                version: "v1",
+                kind: "CertificateSigningRequest",
+                verbs: GET_PATCH_UPDATE,
+            },
+        ],
+        ..entry(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            "CertificateSigningRequestList",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            &["csr"],
+            false,
+            columns::CERTIFICATE_SIGNING_REQUEST,
         )
     },
     // scheduling.k8s.io/v1

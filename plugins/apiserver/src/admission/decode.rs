@@ -2,10 +2,10 @@
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2,
-    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
-    node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
-    storage::v1 as storage,
+    batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubernel_api::resources::Resource;
@@ -76,6 +76,9 @@ fn codec(group: &str, version: &str, kind: &str) -> Option<Roundtrip> {
         ("networking.k8s.io", "v1", "NetworkPolicy") => roundtrip::<networking::NetworkPolicy>,
         ("storage.k8s.io", "v1", "StorageClass") => roundtrip::<storage::StorageClass>,
         ("scheduling.k8s.io", "v1", "PriorityClass") => roundtrip::<scheduling::PriorityClass>,
+        ("certificates.k8s.io", "v1", "CertificateSigningRequest") => {
+            roundtrip::<certificates::CertificateSigningRequest>
+        }
         ("node.k8s.io", "v1", "RuntimeClass") => roundtrip::<node::RuntimeClass>,
         _ => return None,
     };

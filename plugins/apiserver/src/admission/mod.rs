@@ -7,15 +7,18 @@
 
 mod body;
 mod compare;
+pub mod csr;
 mod de;
 mod decode;
 mod defaults;
 mod job;
 mod kinds;
+pub mod limit_ranger;
 mod meta;
 mod names;
 mod pod;
 mod pod_defaults;
+pub mod pod_security;
 mod pod_update;
 pub mod priority;
 mod quantity;
@@ -24,6 +27,7 @@ mod render;
 mod resources;
 pub mod selector;
 mod service;
+pub mod service_account;
 mod tolerations;
 mod validation;
 mod workload_defaults;

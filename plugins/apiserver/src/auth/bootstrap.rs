@@ -330,6 +330,15 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // What a kubelet's TLS bootstrap needs: ask for its client certificate.
+        cluster_role(
+            "system:node-bootstrapper",
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
     ]
 }
 
@@ -376,6 +385,13 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:node-proxier",
             "system:node-proxier",
             &[("User", "system:kube-proxy")],
+        ),
+        // Bootstrap tokens may ask for kubelet certificates (kubeadm's
+        // kubeadm:kubelet-bootstrap, for every bootstrap token).
+        binding(
+            "kubernel:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", "system:bootstrappers")],
         ),
     ]
 }

@@ -2,7 +2,8 @@
 //!
 //! As kube-apiserver's union authenticator: an x509 client certificate verified
 //! against the cluster CA (CN = user, O = groups), else a bearer token from the static
-//! token file, else — when the request carries no credentials at all — the anonymous
+//! token file, a bootstrap token (see [`bootstrap_token`]) or a service-account
+//! token (see [`serviceaccount`]), else — when the request carries no credentials at all — the anonymous
 //! user `system:anonymous` in `system:unauthenticated`. Every authenticated user is
 //! also in `system:authenticated`. Invalid credentials are refused with 401 and the
 //! reason goes to the log only.
@@ -12,9 +13,12 @@
 //! (`insecure_port`) are `system:unsecured` in `system:masters`, as upstream's old
 //! insecure port was.
 
+pub mod abac;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod node;
 pub mod rbac;
+pub mod serviceaccount;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +43,8 @@ pub struct UserInfo {
     pub uid: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// Extra attributes (`authentication.kubernetes.io/pod-name`, ...), in order.
+    pub extra: Vec<(String, String)>,
     /// Whether the request came from a plugin of this process over the bus.
     pub bus: bool,
 }
@@ -52,6 +58,7 @@ impl UserInfo {
             name: name.into(),
             uid: uid.into(),
             groups,
+            extra: Vec::new(),
             bus: false,
         }
     }
@@ -62,6 +69,7 @@ impl UserInfo {
             name: ANONYMOUS.into(),
             uid: String::new(),
             groups: vec![UNAUTHENTICATED.into()],
+            extra: Vec::new(),
             bus: false,
         }
     }
@@ -226,11 +234,13 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     Ok(fields)
 }
 
-/// Authenticates a request: its user, or why it is refused (401).
+/// Authenticates a request: its user, or why it is refused (401). `accounts`
+/// checks service-account tokens against the objects they name in `store`.
 pub fn authenticate(
     caller: &Caller,
     headers: &HeaderMap,
     tokens: &TokenFile,
+    accounts: Option<(&serviceaccount::TokenIssuer, &dyn crate::store::Store)>,
     anonymous: bool,
 ) -> Result<UserInfo, Unauthenticated> {
     match caller {
@@ -272,10 +282,18 @@ pub fn authenticate(
     if token.is_empty() {
         return Err(Unauthenticated("an empty bearer token".into()));
     }
-    tokens
-        .user(token)
-        .cloned()
-        .ok_or_else(|| Unauthenticated("invalid bearer token".into()))
+    if let Some(user) = tokens.user(token) {
+        return Ok(user.clone());
+    }
+    if let Some((issuer, store)) = accounts {
+        if let Some(result) = bootstrap_token::authenticate(store, token, jiff::Timestamp::now()) {
+            return result.map_err(Unauthenticated);
+        }
+        if let Some(result) = issuer.authenticate(store, token) {
+            return result.map_err(Unauthenticated);
+        }
+    }
+    Err(Unauthenticated("invalid bearer token".into()))
 }
 
 #[cfg(test)]
@@ -319,7 +337,7 @@ mod tests {
     fn authenticate_should_refuse_garbage_and_allow_anonymous() {
         let tokens = TokenFile::parse("good,alice,1").expect("parse");
         let tls = Caller::Tls(None);
-        let ok = authenticate(&tls, &headers("Bearer good"), &tokens, true).expect("token");
+        let ok = authenticate(&tls, &headers("Bearer good"), &tokens, None, true).expect("token");
         assert_eq!(ok.name, "alice");
         for bad in [
             "Bearer nope",
@@ -329,12 +347,12 @@ mod tests {
             "Bearer good extra",
         ] {
             assert!(
-                authenticate(&tls, &headers(bad), &tokens, true).is_err(),
+                authenticate(&tls, &headers(bad), &tokens, None, true).is_err(),
                 "{bad:?} accepted"
             );
         }
-        let anon = authenticate(&tls, &HeaderMap::new(), &tokens, true).expect("anonymous");
+        let anon = authenticate(&tls, &HeaderMap::new(), &tokens, None, true).expect("anonymous");
         assert_eq!(anon.name, ANONYMOUS);
-        assert!(authenticate(&tls, &HeaderMap::new(), &tokens, false).is_err());
+        assert!(authenticate(&tls, &HeaderMap::new(), &tokens, None, false).is_err());
     }
 }

@@ -7,6 +7,8 @@
 //! are found by scanning the pods bound to it (the store serves them from memory)
 //! rather than kept in a graph as upstream does.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::rbac::Attributes;
@@ -75,6 +77,16 @@ pub fn decide(store: &dyn Store, node: &str, attrs: &Attributes) -> Decision {
         ("" | "events.k8s.io", "events") => {
             sub.is_empty() && matches!(verb, "create" | "update" | "patch")
         }
+        // A token for the ServiceAccount of a pod bound to the node (the kubelet's
+        // projected ServiceAccount volumes).
+        ("", "serviceaccounts") if sub == "token" && verb == "create" => {
+            if runs_as(store, node, &attrs.namespace, &attrs.name) {
+                return Decision::Allow;
+            }
+            return Decision::NoOpinion(Some(format!(
+                "no relationship found between node '{node}' and this object"
+            )));
+        }
         ("", kind @ ("secrets" | "configmaps" | "persistentvolumeclaims")) => {
             if sub.is_empty() && verb == "get" && !attrs.name.is_empty() {
                 if referenced(store, node, kind, &attrs.namespace, &attrs.name) {
@@ -111,21 +123,94 @@ fn pod_bound_to(store: &dyn Store, node: &str, attrs: &Attributes) -> bool {
     }
 }
 
-/// Whether a pod bound to `node` in `namespace` refers to the `kind` named `name`.
-fn referenced(store: &dyn Store, node: &str, kind: &str, namespace: &str, name: &str) -> bool {
-    let pods = match store.list(&ListOptions {
+/// Labels a kubelet may set on its Node in the `kubernetes.io`/`k8s.io` domains.
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/arch",
+    "kubernetes.io/os",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+];
+
+/// The label keys of `new` (added, changed or, against `old`, removed) that a
+/// kubelet may not set on its Node, sorted: the `node-restriction.kubernetes.io`
+/// domain, and `kubernetes.io`/`k8s.io` ones other than [`KUBELET_LABELS`] and the
+/// `kubelet.kubernetes.io` and `node.kubernetes.io` domains.
+pub fn forbidden_labels(new: &Value, old: &Value) -> Vec<String> {
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut touched: Vec<String> = keys(new)
+        .into_iter()
+        .chain(keys(old))
+        .filter(|k| new[k.as_str()] != old[k.as_str()])
+        .filter(|k| reserved(k))
+        .collect();
+    touched.sort();
+    touched.dedup();
+    touched
+}
+
+/// Whether a kubelet may not set the label `key` on its Node.
+fn reserved(key: &str) -> bool {
+    let Some((domain, _)) = key.split_once('/') else {
+        return false;
+    };
+    let within = |d: &str| domain == d || domain.ends_with(&format!(".{d}"));
+    if within("node-restriction.kubernetes.io") {
+        return true;
+    }
+    if !(within("kubernetes.io") || within("k8s.io")) {
+        return false;
+    }
+    !(KUBELET_LABELS.contains(&key)
+        || within("kubelet.kubernetes.io")
+        || within("node.kubernetes.io"))
+}
+
+/// The pods in `namespace` bound to `node` (none when the store cannot list them:
+/// the authorizer then has no opinion).
+fn pods_on(store: &dyn Store, node: &str, namespace: &str) -> Vec<Arc<Value>> {
+    match store.list(&ListOptions {
         prefix: format!("pods/{namespace}/"),
         ..ListOptions::default()
     }) {
-        Ok(r) => r.items,
+        Ok(r) => r
+            .items
+            .into_iter()
+            .map(|p| p.object)
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "Node authorizer: listing pods failed; no opinion");
-            return false;
+            Vec::new()
         }
-    };
-    pods.iter()
-        .map(|p| &p.object)
-        .filter(|p| p["spec"]["nodeName"] == node)
+    }
+}
+
+/// Whether a pod bound to `node` in `namespace` runs as the ServiceAccount `name`.
+fn runs_as(store: &dyn Store, node: &str, namespace: &str, name: &str) -> bool {
+    !name.is_empty()
+        && pods_on(store, node, namespace).iter().any(|p| {
+            p["spec"]["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default")
+                == name
+        })
+}
+
+/// Whether a pod bound to `node` in `namespace` refers to the `kind` named `name`.
+fn referenced(store: &dyn Store, node: &str, kind: &str, namespace: &str, name: &str) -> bool {
+    pods_on(store, node, namespace)
+        .iter()
         .any(|p| references(&p["spec"], kind).any(|n| n == name))
 }
 
@@ -183,6 +268,31 @@ fn references<'a>(spec: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a st
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn forbidden_labels_should_follow_upstreams_domains() {
+        let new = json!({
+            "kubernetes.io/hostname": "n1",
+            "topology.kubernetes.io/zone": "a",
+            "node.kubernetes.io/exclude-from-external-load-balancers": "",
+            "node-restriction.kubernetes.io/pool": "gpu",
+            "node-role.kubernetes.io/control-plane": "",
+            "example.com/team": "x",
+        });
+        assert_eq!(
+            forbidden_labels(&new, &Value::Null),
+            [
+                "node-restriction.kubernetes.io/pool",
+                "node-role.kubernetes.io/control-plane"
+            ]
+        );
+        // Unchanged ones are not the kubelet's doing; a removal is.
+        let old = json!({"node-role.kubernetes.io/control-plane": "", "node-restriction.kubernetes.io/pool": "gpu", "node-restriction.kubernetes.io/gone": "y"});
+        assert_eq!(
+            forbidden_labels(&new, &old),
+            ["node-restriction.kubernetes.io/gone"]
+        );
+    }
 
     fn names<'a>(spec: &'a Value, kind: &'a str) -> Vec<&'a str> {
         references(spec, kind).collect()

@@ -53,6 +53,8 @@ pub struct Modes {
     pub rbac: bool,
     /// `Node`: the Node authorizer for `system:node:<name>` users.
     pub node: bool,
+    /// `ABAC`: the policy file (see `auth::abac`, consulted by the request handler).
+    pub abac: bool,
 }
 
 impl Modes {
@@ -60,16 +62,17 @@ impl Modes {
     pub fn parse(modes: &[String]) -> Result<Modes, String> {
         let mut m = Modes::default();
         if modes.is_empty() {
-            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, AlwaysAllow)".into());
+            return Err("config: key authorization_modes: at least one mode is needed (RBAC, Node, ABAC, AlwaysAllow)".into());
         }
         for mode in modes {
             match mode.as_str() {
                 "RBAC" => m.rbac = true,
                 "AlwaysAllow" => m.always_allow = true,
                 "Node" => m.node = true,
+                "ABAC" => m.abac = true,
                 other => {
                     return Err(format!(
-                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, AlwaysAllow)"
+                        "config: key authorization_modes: unknown mode {other:?} (RBAC, Node, ABAC, AlwaysAllow)"
                     ))
                 }
             }
@@ -312,30 +315,141 @@ fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
     }
 }
 
-/// Answers a SelfSubjectAccessReview body for `user`: the review with its `status`.
+/// Answers a `SelfSubjectAccessReview` (`kubectl auth can-i`): may `user` do what
+/// the spec's attributes say.
 pub fn self_subject_access_review(
     store: &dyn Store,
     modes: Modes,
     user: &UserInfo,
     body: &[u8],
 ) -> Result<Value, ApiError> {
-    // kubectl sends protobuf; other clients JSON.
-    let decoded = if body.starts_with(b"k8s\0") {
-        crate::protobuf::decode(body)
+    access_review(
+        store,
+        modes,
+        "SelfSubjectAccessReview",
+        Some(user),
+        None,
+        body,
+    )
+}
+
+/// Answers a `SubjectAccessReview`, or with `namespace` a
+/// `LocalSubjectAccessReview`: may the user the spec names (`user`, `groups`,
+/// `uid`, `extra`) do what its attributes say. A local review's attributes must be
+/// in its own namespace.
+pub fn subject_access_review(
+    store: &dyn Store,
+    modes: Modes,
+    namespace: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let kind = if namespace.is_some() {
+        "LocalSubjectAccessReview"
     } else {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
+        "SubjectAccessReview"
     };
-    let mut review: Value = decoded
-        .map_err(|e| ApiError::bad_request(format!("decoding the SelfSubjectAccessReview: {e}")))?;
-    if !review.is_object() {
-        return Err(ApiError::bad_request(
-            "a SelfSubjectAccessReview must be a JSON object",
-        ));
+    access_review(store, modes, kind, None, namespace, body)
+}
+
+/// Answers a `SelfSubjectRulesReview` (`kubectl auth can-i --list`): the rules RBAC
+/// grants `user` in `spec.namespace` (cluster-wide bindings included), split into
+/// resource and non-resource rules. `incomplete` when another authorizer may grant
+/// more (the Node authorizer for a node, ABAC).
+pub fn self_subject_rules_review(
+    store: &dyn Store,
+    modes: Modes,
+    abac: bool,
+    user: &UserInfo,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut review = decode_review("SelfSubjectRulesReview", body)?;
+    let ns = review["spec"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let rules: Vec<Value> = if user.in_group(crate::auth::MASTERS) || modes.always_allow {
+        vec![
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+            json!({"verbs": ["*"], "nonResourceURLs": ["*"]}),
+        ]
+    } else if modes.rbac {
+        let mut rules = Vec::new();
+        let mut add = |role: Option<std::sync::Arc<Value>>| {
+            for r in role
+                .iter()
+                .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+            {
+                if !rules.contains(&r) {
+                    rules.push(r);
+                }
+            }
+        };
+        for binding in list(store, format!("clusterrolebindings.{RBAC}/")) {
+            if binds(&binding, user, "") && binding["roleRef"]["kind"] == "ClusterRole" {
+                let role = binding["roleRef"]["name"].as_str().unwrap_or("");
+                add(get(store, format!("clusterroles.{RBAC}/{role}")));
+            }
+        }
+        if !ns.is_empty() {
+            for binding in list(store, format!("rolebindings.{RBAC}/{ns}/")) {
+                if !binds(&binding, user, &ns) {
+                    continue;
+                }
+                let role = binding["roleRef"]["name"].as_str().unwrap_or("");
+                match binding["roleRef"]["kind"].as_str() {
+                    Some("ClusterRole") => add(get(store, format!("clusterroles.{RBAC}/{role}"))),
+                    Some("Role") => add(get(store, format!("roles.{RBAC}/{ns}/{role}"))),
+                    _ => {}
+                }
+            }
+        }
+        rules
+    } else {
+        Vec::new()
+    };
+    let field = |r: &Value, f: &str| r[f].as_array().cloned().unwrap_or_default();
+    let mut resource_rules = Vec::new();
+    let mut non_resource_rules = Vec::new();
+    for r in &rules {
+        if !field(r, "resources").is_empty() {
+            let mut rule = json!({
+                "verbs": field(r, "verbs"),
+                "apiGroups": field(r, "apiGroups"),
+                "resources": field(r, "resources"),
+            });
+            if !field(r, "resourceNames").is_empty() {
+                rule["resourceNames"] = json!(field(r, "resourceNames"));
+            }
+            resource_rules.push(rule);
+        }
+        if !field(r, "nonResourceURLs").is_empty() {
+            non_resource_rules.push(json!({
+                "verbs": field(r, "verbs"),
+                "nonResourceURLs": field(r, "nonResourceURLs"),
+            }));
+        }
     }
-    let spec = &review["spec"];
+    let incomplete = abac || (modes.node && crate::auth::node::node_name(user).is_some());
+    review["kind"] = json!("SelfSubjectRulesReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    if !review["metadata"].is_object() {
+        review["metadata"] = json!({});
+    }
+    review["metadata"]["creationTimestamp"] = Value::Null;
+    review["status"] = json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": incomplete,
+    });
+    Ok(review)
+}
+
+/// What an access review's spec asks about: its `resourceAttributes`, else its
+/// `nonResourceAttributes`; `None` when it has neither.
+pub fn review_attributes(spec: &Value) -> Option<Attributes> {
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let attrs = if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
-        Attributes {
+    if let Some(r) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
+        Some(Attributes {
             verb: text(&r["verb"]),
             group: text(&r["group"]),
             resource: text(&r["resource"]),
@@ -343,28 +457,105 @@ pub fn self_subject_access_review(
             namespace: text(&r["namespace"]),
             name: text(&r["name"]),
             path: String::new(),
-        }
-    } else if let Some(n) = spec.get("nonResourceAttributes").filter(|v| v.is_object()) {
-        Attributes {
-            verb: text(&n["verb"]),
-            path: text(&n["path"]),
-            ..Attributes::default()
-        }
+        })
     } else {
-        return Err(ApiError::invalid(
-            "authorization.k8s.io",
-            "SelfSubjectAccessReview",
-            "",
-            vec![crate::status::Cause::required("spec.resourceAttributes")],
-        ));
+        spec.get("nonResourceAttributes")
+            .filter(|v| v.is_object())
+            .map(|n| Attributes {
+                verb: text(&n["verb"]),
+                path: text(&n["path"]),
+                ..Attributes::default()
+            })
+    }
+}
+
+/// The user a (Local)SubjectAccessReview's spec names: `user`, `uid`, `groups`.
+pub fn review_subject(review: &Value) -> UserInfo {
+    let spec = &review["spec"];
+    UserInfo {
+        name: spec["user"].as_str().unwrap_or_default().to_string(),
+        uid: spec["uid"].as_str().unwrap_or_default().to_string(),
+        groups: spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        extra: Vec::new(),
+        bus: false,
+    }
+}
+
+/// A review's body as JSON: kubectl sends protobuf, other clients JSON.
+fn decode_review(kind: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let decoded = if body.starts_with(b"k8s\0") {
+        crate::protobuf::decode(body)
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    };
+    let review: Value =
+        decoded.map_err(|e| ApiError::bad_request(format!("decoding the {kind}: {e}")))?;
+    if !review.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "a {kind} must be a JSON object"
+        )));
+    }
+    Ok(review)
+}
+
+/// The access reviews: `subject` is the requester for a self review, else the
+/// user comes from the spec.
+fn access_review(
+    store: &dyn Store,
+    modes: Modes,
+    kind: &str,
+    subject: Option<&UserInfo>,
+    namespace: Option<&str>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut review = decode_review(kind, body)?;
+    let invalid = |cause: crate::status::Cause| {
+        ApiError::invalid("authorization.k8s.io", kind, "", vec![cause])
+    };
+    let Some(attrs) = review_attributes(&review["spec"]) else {
+        return Err(invalid(crate::status::Cause::required(
+            "spec.resourceAttributes",
+        )));
+    };
+    if let Some(ns) = namespace {
+        if attrs.namespace != ns || !attrs.path.is_empty() {
+            return Err(invalid(crate::status::Cause::invalid(
+                "spec.resourceAttributes.namespace",
+                &json!(attrs.namespace),
+                "must match metadata.namespace",
+            )));
+        }
+    }
+    let named;
+    let user = match subject {
+        Some(u) => u,
+        None => {
+            named = review_subject(&review);
+            if named.name.is_empty() && named.groups.is_empty() {
+                return Err(invalid(crate::status::Cause::required_because(
+                    "spec.user",
+                    "at least one of user or group must be specified",
+                )));
+            }
+            &named
+        }
     };
     let allowed = allowed(store, modes, user, &attrs);
-    review["kind"] = json!("SelfSubjectAccessReview");
+    review["kind"] = json!(kind);
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     if !review["metadata"].is_object() {
         review["metadata"] = json!({});
     }
     review["metadata"]["creationTimestamp"] = Value::Null;
+    if let Some(ns) = namespace {
+        review["metadata"]["namespace"] = json!(ns);
+    }
     review["status"] = if allowed {
         json!({ "allowed": true, "reason": "allowed" })
     } else {
@@ -570,6 +761,7 @@ mod tests {
             name: "alice".into(),
             uid: String::new(),
             groups: vec![],
+            extra: Vec::new(),
             bus: false,
         };
         let e = forbidden(&user, &attrs("list", "", "pods", "", "default"));

@@ -5,15 +5,17 @@
 
 mod log;
 mod read;
+mod token;
 mod watch;
 mod write;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use kubernel_sdk::CancellationToken;
@@ -21,6 +23,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
 use crate::allocator::ServiceAllocator;
+use crate::audit::Record;
 use crate::auth::rbac::{self, Attributes, Modes};
 use crate::auth::{Caller, TokenFile, UserInfo};
 use crate::config::ApiServerConfig;
@@ -45,6 +48,8 @@ pub struct ApiState {
     pub services: ServiceAllocator,
     /// Bearer tokens and authorizers.
     pub auth: AuthSettings,
+    /// The audit log, when on.
+    pub audit: Option<crate::audit::Auditor>,
     readonly: Semaphore,
     mutating: Semaphore,
     decoders: Semaphore,
@@ -59,6 +64,10 @@ pub struct AuthSettings {
     pub modes: Modes,
     /// Whether requests without credentials are served as `system:anonymous`.
     pub anonymous: bool,
+    /// Signs and checks service-account tokens (absent in unit tests).
+    pub service_accounts: Option<Arc<crate::auth::serviceaccount::TokenIssuer>>,
+    /// The ABAC policy, when `ABAC` is a mode.
+    pub abac: Option<Arc<crate::auth::abac::PolicyList>>,
 }
 
 impl ApiState {
@@ -82,6 +91,7 @@ impl ApiState {
             config,
             shutdown,
             auth: AuthSettings::default(),
+            audit: None,
         }
     }
 }
@@ -160,30 +170,64 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The single handler every path goes through.
+/// The single handler every path goes through; its audit record ends with the response.
 pub async fn dispatch(
     State(state): State<Arc<ApiState>>,
     caller: Option<axum::Extension<Caller>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let caller = caller.map_or(Caller::Tls(None), |c| c.0);
+    let mut audit = Record::begin(&method, &uri, &headers, peer.map(|p| p.0 .0));
+    let response = serve(
+        state.clone(),
+        caller,
+        method,
+        uri,
+        headers,
+        body,
+        &mut audit,
+    )
+    .await;
+    audit.finish(state.audit.as_ref(), response).await
+}
+
+/// Authentication, routing, authorization and the handler of one request.
+async fn serve(
+    state: Arc<ApiState>,
+    caller: Caller,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    audit: &mut Record,
+) -> Response {
+    let accounts = state
+        .auth
+        .service_accounts
+        .as_deref()
+        .map(|issuer| (issuer, state.store.as_ref()));
     let user = match crate::auth::authenticate(
         &caller,
         &headers,
         &state.auth.tokens,
+        accounts,
         state.auth.anonymous,
     ) {
         Ok(user) => {
             if !matches!(caller, Caller::Bus(_)) {
-                state
-                    .metrics
-                    .authentication_attempts
+                let m = &state.metrics;
+                m.authentication_attempts
                     .with_label_values(&["success"])
                     .inc();
+                m.authenticated_user_requests
+                    .with_label_values(&[crate::metrics::compress_username(&user.name)])
+                    .inc();
             }
+            audit.authenticated(&user);
             user
         }
         Err(e) => {
@@ -214,7 +258,8 @@ pub async fn dispatch(
             },
             ..Attributes::default()
         };
-        if let Err(e) = authorize(&state, &user, &attrs) {
+        audit.routed(state.audit.as_ref(), &attrs, "");
+        if let Err(e) = authorize(&state, &user, &attrs, audit) {
             return negotiate::error(&e);
         }
         if let Some(resp) = non_resource(path, &headers) {
@@ -227,10 +272,19 @@ pub async fn dispatch(
         )));
     };
     if group == "authentication.k8s.io" && rest == ["selfsubjectreviews"] {
-        return self_subject_review(&state, &user, &method);
+        return self_subject_review(&state, &user, &method, audit);
     }
-    if group == "authorization.k8s.io" && rest == ["selfsubjectaccessreviews"] {
-        return self_subject_access_review(&state, &user, &method, body).await;
+    if group == "authorization.k8s.io" {
+        let review = match rest {
+            ["selfsubjectaccessreviews"] => Some((Review::SelfSubject, None)),
+            ["selfsubjectrulesreviews"] => Some((Review::SelfRules, None)),
+            ["subjectaccessreviews"] => Some((Review::Subject, None)),
+            ["namespaces", ns, "localsubjectaccessreviews"] => Some((Review::Subject, Some(*ns))),
+            _ => None,
+        };
+        if let Some((review, namespace)) = review {
+            return access_review(&state, &user, &method, review, namespace, body, audit).await;
+        }
     }
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let info = match route(&method, group, version, rest, watch) {
@@ -246,8 +300,9 @@ pub async fn dispatch(
         name: info.name.clone(),
         path: String::new(),
     };
+    audit.routed(state.audit.as_ref(), &attrs, info.resource.version);
     let started = Instant::now();
-    if let Err(e) = authorize(&state, &user, &attrs) {
+    if let Err(e) = authorize(&state, &user, &attrs, audit) {
         let response = negotiate::error(&e);
         record(&state, &info, response.status().as_u16(), started);
         return response;
@@ -272,14 +327,80 @@ pub async fn dispatch(
             return response;
         }
     };
+    let body = match audit_request_object(&state, &info, &headers, body, audit).await {
+        Ok(body) => body,
+        Err(e) => {
+            let response = negotiate::error(&e);
+            record(&state, &info, response.status().as_u16(), started);
+            return response;
+        }
+    };
     let span = request_span(&info, &headers);
-    let response = handle(&state, &info, &query, &headers, body)
-        .instrument(span.clone())
-        .await;
+    let response = if crate::limits::long_running(&info, &query) {
+        handle(&state, &info, &query, &headers, body, &user)
+            .instrument(span.clone())
+            .await
+    } else {
+        let job = (info.clone(), query, headers, body, user);
+        handle_within_timeout(&state, job, span.clone()).await
+    };
     let code = response.status().as_u16();
     span.record("code", code);
     record(&state, &info, code, started);
     response
+}
+
+/// Runs the handler as a task of its own and answers 504 once the request timeout
+/// passes; the task goes on to the end (its write lands, its in-flight slot is held).
+async fn handle_within_timeout(
+    state: &Arc<ApiState>,
+    (info, query, headers, body, user): (RequestInfo, Query, HeaderMap, Body, UserInfo),
+    span: tracing::Span,
+) -> Response {
+    let limit = crate::limits::request_timeout(&state.config, &query);
+    let task_state = state.clone();
+    let task = tokio::spawn(
+        async move { handle(&task_state, &info, &query, &headers, body, &user).await }
+            .instrument(span),
+    );
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => negotiate::error(&ApiError::internal(format!(
+            "the request handler failed: {e}"
+        ))),
+        Err(_) => negotiate::error(&crate::limits::timed_out()),
+    }
+}
+
+/// Reads the body of a write the audit record wants (its `requestObject`, or the
+/// name of a created object), decoded to JSON from any accepted media type; the
+/// body to handle.
+async fn audit_request_object(
+    state: &ApiState,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+    audit: &mut Record,
+) -> Result<Body, ApiError> {
+    if !audit.wants_body() || !info.verb.is_mutating() {
+        return Ok(body);
+    }
+    let bytes = read_body(state, body).await?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let object = match info.verb {
+        Verb::Create | Verb::Update => {
+            crate::admission::parse_body(info.resource, content_type, &bytes).ok()
+        }
+        _ => None,
+    };
+    // A body that does not parse is answered by the write path; patches and delete
+    // options are logged when they are JSON.
+    if let Some(object) = object.or_else(|| serde_json::from_slice(&bytes).ok()) {
+        audit.request_object(object);
+    }
+    Ok(Body::from(bytes))
 }
 
 /// The span of one API request (exported when OTLP is on), a child of the caller's
@@ -306,9 +427,11 @@ fn request_span(info: &RequestInfo, headers: &HeaderMap) -> tracing::Span {
     span
 }
 
-/// NodeRestriction for creates: a node identity may create only the Node and the
-/// `kube-node-lease` Lease named after itself (the Node authorizer lets the create
-/// through without seeing the body); the body to handle.
+/// NodeRestriction for what the Node authorizer lets through without seeing the
+/// body: a node identity may create only the Node and the `kube-node-lease` Lease
+/// named after itself; on its Node it may not set labels reserved to the cluster
+/// (`node-restriction.kubernetes.io/`, and `kubernetes.io`/`k8s.io` ones beyond
+/// the kubelet's own), nor change taints after creating it. The body to handle.
 async fn node_restriction(
     state: &ApiState,
     user: &UserInfo,
@@ -317,30 +440,66 @@ async fn node_restriction(
     body: Body,
 ) -> Result<Body, ApiError> {
     let r = info.resource;
+    let node_object = r.group.is_empty() && r.plural == "nodes";
     let restricted = state.auth.modes.node
         && !user.bus
         && !user.in_group(crate::auth::MASTERS)
-        && info.verb == Verb::Create
-        && info.subresource.is_empty()
-        && ((r.group.is_empty() && r.plural == "nodes")
-            || (r.group == "coordination.k8s.io" && r.plural == "leases"));
+        && match info.verb {
+            Verb::Create => {
+                info.subresource.is_empty()
+                    && (node_object || (r.group == "coordination.k8s.io" && r.plural == "leases"))
+            }
+            Verb::Update | Verb::Patch => node_object,
+            _ => false,
+        };
     let Some(node) = crate::auth::node::node_name(user).filter(|_| restricted) else {
         return Ok(body);
     };
     let bytes = read_body(state, body).await?;
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // A body that does not parse is answered by the write path.
-    if let Ok(object) = crate::admission::parse_body(r, content_type, &bytes) {
-        let name = object["metadata"]["name"].as_str().unwrap_or("");
-        if name != node {
-            let message = if r.plural == "nodes" {
-                format!("nodes {name:?} is forbidden: node {node:?} is not allowed to modify node {name:?}")
-            } else {
-                format!("leases.coordination.k8s.io {name:?} is forbidden: can only access node lease with the same name as the requesting node")
-            };
-            return Err(ApiError::forbidden(r.group, r.plural, name, message));
+    let Some(object) = written_object(state, info, headers, &bytes) else {
+        return Ok(Body::from(bytes));
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or(&info.name);
+    let forbid = |message: String| ApiError::forbidden(r.group, r.plural, name, message);
+    if info.verb == Verb::Create && name != node {
+        return Err(forbid(if node_object {
+            format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to modify node {name:?}"
+            )
+        } else {
+            format!("leases.coordination.k8s.io {name:?} is forbidden: can only access node lease with the same name as the requesting node")
+        }));
+    }
+    if !node_object {
+        return Ok(Body::from(bytes));
+    }
+    let labels = &object["metadata"]["labels"];
+    if info.verb == Verb::Create {
+        let set = crate::auth::node::forbidden_labels(labels, &serde_json::Value::Null);
+        if !set.is_empty() {
+            return Err(forbid(format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to set the following labels: {}",
+                set.join(", ")
+            )));
+        }
+        return Ok(Body::from(bytes));
+    }
+    // An update of its own Node (the Node authorizer refused the others).
+    if let Ok(Some(current)) = state.store.get(&info.key()) {
+        let old = &current.object;
+        let changed = crate::auth::node::forbidden_labels(labels, &old["metadata"]["labels"]);
+        if !changed.is_empty() {
+            return Err(forbid(format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to modify labels: {}",
+                changed.join(", ")
+            )));
+        }
+        let taints =
+            |o: &serde_json::Value| o["spec"]["taints"].as_array().cloned().unwrap_or_default();
+        if info.subresource.is_empty() && taints(&object) != taints(old) {
+            return Err(forbid(format!(
+                "nodes {name:?} is forbidden: node {node:?} is not allowed to modify taints"
+            )));
         }
     }
     Ok(Body::from(bytes))
@@ -350,7 +509,7 @@ async fn node_restriction(
 fn escalation_checked(info: &RequestInfo) -> bool {
     info.resource.group == "rbac.authorization.k8s.io"
         && info.subresource.is_empty()
-        && matches!(info.verb, Verb::Create | Verb::Update)
+        && matches!(info.verb, Verb::Create | Verb::Update | Verb::Patch)
 }
 
 /// Reads the body of a role or binding write and refuses a grant the user does not
@@ -367,19 +526,70 @@ async fn check_escalation(
         return Ok(body);
     }
     let bytes = read_body(state, body).await?;
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    // A body that does not parse is answered by the write path.
-    if let Ok(object) = crate::admission::parse_body(info.resource, content_type, &bytes) {
+    if let Some(object) = written_object(state, info, headers, &bytes) {
         rbac::check_escalation(state.store.as_ref(), state.auth.modes, user, attrs, &object)?;
     }
     Ok(Body::from(bytes))
 }
 
-/// Runs the authorizers, counting the decision; the 403 to answer when denied.
-fn authorize(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<(), ApiError> {
-    let result = rbac::authorize(state.store.as_ref(), state.auth.modes, user, attrs);
+/// The object a create, update or patch would write, for the checks that look at
+/// it before the write path; `None` when the body does not parse or the patch does
+/// not apply (the write path answers those).
+fn written_object(
+    state: &ApiState,
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Option<serde_json::Value> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if info.verb == Verb::Patch {
+        patched(state, info, content_type, bytes)
+    } else {
+        crate::admission::parse_body(info.resource, content_type, bytes).ok()
+    }
+}
+
+/// The object a PATCH would leave (for apply, also one it would create).
+fn patched(
+    state: &ApiState,
+    info: &RequestInfo,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Option<serde_json::Value> {
+    let patch_type = crate::patch::PatchType::from_content_type(content_type?)?;
+    let current = state.store.get(&info.key()).ok()?;
+    let original = match current {
+        Some(stored) => (*stored.object).clone(),
+        None if patch_type == crate::patch::PatchType::Apply => serde_json::json!({}),
+        None => return None,
+    };
+    crate::patch::apply_patch(
+        info.resource.kind,
+        &original,
+        patch_type,
+        bytes,
+        "escalation-check",
+        true,
+    )
+    .ok()
+}
+
+/// Runs the authorizers, counting the decision and noting it in the audit record;
+/// the 403 to answer when denied.
+fn authorize(
+    state: &ApiState,
+    user: &UserInfo,
+    attrs: &Attributes,
+    audit: &mut Record,
+) -> Result<(), ApiError> {
+    let mut result = rbac::authorize(state.store.as_ref(), state.auth.modes, user, attrs);
+    let reason = match &state.auth.abac {
+        Some(abac) => abac.after(&mut result, user, attrs),
+        None => String::new(),
+    };
+    audit.authorized(result.is_ok(), reason);
     let decision = if result.is_ok() { "allowed" } else { "denied" };
     state
         .metrics
@@ -394,7 +604,12 @@ fn authorize(state: &ApiState, user: &UserInfo, attrs: &Attributes) -> Result<()
 
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`):
 /// the caller's user as authenticated; the request body carries nothing to read.
-fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Response {
+fn self_subject_review(
+    state: &ApiState,
+    user: &UserInfo,
+    method: &Method,
+    audit: &mut Record,
+) -> Response {
     if method != Method::POST {
         return negotiate::error(&ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} selfsubjectreviews)"
@@ -406,12 +621,20 @@ fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Re
         resource: "selfsubjectreviews".into(),
         ..Attributes::default()
     };
-    if let Err(e) = authorize(state, user, &attrs) {
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
     let mut info = serde_json::json!({ "username": user.name, "groups": user.groups });
     if !user.uid.is_empty() {
         info["uid"] = serde_json::json!(user.uid);
+    }
+    if !user.extra.is_empty() {
+        let mut extra = serde_json::Map::new();
+        for (k, v) in &user.extra {
+            extra.insert(k.clone(), serde_json::json!([v]));
+        }
+        info["extra"] = serde_json::Value::Object(extra);
     }
     let review = serde_json::json!({
         "kind": "SelfSubjectReview",
@@ -422,35 +645,75 @@ fn self_subject_review(state: &ApiState, user: &UserInfo, method: &Method) -> Re
     json(201, "application/json", review.to_string())
 }
 
-/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
-async fn self_subject_access_review(
+/// Which access review a request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Review {
+    /// `selfsubjectaccessreviews` (`kubectl auth can-i`): may I.
+    SelfSubject,
+    /// `subjectaccessreviews`, or `localsubjectaccessreviews` in a namespace: may the
+    /// user the spec names.
+    Subject,
+    /// `selfsubjectrulesreviews` (`kubectl auth can-i --list`): what may I.
+    SelfRules,
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`,
+/// `.../selfsubjectrulesreviews`, `.../subjectaccessreviews` and
+/// `.../namespaces/<ns>/localsubjectaccessreviews`.
+async fn access_review(
     state: &Arc<ApiState>,
     user: &UserInfo,
     method: &Method,
+    review: Review,
+    namespace: Option<&str>,
     body: Body,
+    audit: &mut Record,
 ) -> Response {
+    let resource = match (review, namespace) {
+        (Review::SelfSubject, _) => "selfsubjectaccessreviews",
+        (Review::SelfRules, _) => "selfsubjectrulesreviews",
+        (Review::Subject, None) => "subjectaccessreviews",
+        (Review::Subject, Some(_)) => "localsubjectaccessreviews",
+    };
     if method != Method::POST {
         return negotiate::error(&ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} selfsubjectaccessreviews)"
+            "the server does not allow this method on the requested resource ({method} {resource})"
         )));
     }
     let attrs = Attributes {
         verb: "create".into(),
         group: "authorization.k8s.io".into(),
-        resource: "selfsubjectaccessreviews".into(),
+        resource: resource.into(),
+        namespace: namespace.unwrap_or_default().to_string(),
         ..Attributes::default()
     };
-    if let Err(e) = authorize(state, user, &attrs) {
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
+    let (store, modes) = (state.store.as_ref(), state.auth.modes);
     let result = match read_body(state, body).await {
-        Ok(bytes) => {
-            rbac::self_subject_access_review(state.store.as_ref(), state.auth.modes, user, &bytes)
+        Ok(bytes) if review == Review::SelfSubject => {
+            rbac::self_subject_access_review(store, modes, user, &bytes)
         }
+        Ok(bytes) if review == Review::SelfRules => {
+            let abac = state.auth.abac.is_some();
+            rbac::self_subject_rules_review(store, modes, abac, user, &bytes)
+        }
+        Ok(bytes) => rbac::subject_access_review(store, modes, namespace, &bytes),
         Err(e) => Err(e),
     };
     match result {
-        Ok(review) => json(201, "application/json", review.to_string()),
+        Ok(mut answer) => {
+            if let (Some(abac), false) = (&state.auth.abac, review == Review::SelfRules) {
+                let subject = match review {
+                    Review::Subject => rbac::review_subject(&answer),
+                    _ => user.clone(),
+                };
+                abac.review(&subject, &mut answer);
+            }
+            json(201, "application/json", answer.to_string())
+        }
         Err(e) => negotiate::error(&e),
     }
 }
@@ -542,6 +805,7 @@ async fn handle(
     query: &Query,
     headers: &HeaderMap,
     body: Body,
+    user: &UserInfo,
 ) -> Response {
     if info.verb == Verb::Get && info.subresource == "log" {
         return log::proxy(state, info, query)
@@ -578,7 +842,7 @@ async fn handle(
         Verb::List => read::list(state, info, query, headers).await,
         Verb::Watch => watch::watch(state.clone(), info, query, headers),
         _ => match read_body(state, body).await {
-            Ok(bytes) => write::mutate(state, info, query, headers, bytes).await,
+            Ok(bytes) => write::mutate(state, info, query, headers, bytes, user).await,
             Err(e) => Err(e),
         },
     };
@@ -625,7 +889,7 @@ async fn read_body(state: &ApiState, body: Body) -> Result<Bytes, ApiError> {
     // client reads the 413 instead of a broken pipe.
     if total > limit {
         return Err(ApiError::too_large(format!(
-            "the request body is larger than the limit of {limit} bytes"
+            "Request entity too large: limit is {limit}"
         )));
     }
     state.metrics.body_size.observe(total as f64);

@@ -27,15 +27,27 @@ pub async fn mutate(
     query: &Query,
     headers: &HeaderMap,
     body: Bytes,
+    user: &crate::auth::UserInfo,
 ) -> Result<Response, ApiError> {
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
     match info.verb {
-        Verb::Create => create(state, info, query, content_type, &body, dry_run).await,
+        Verb::Create => create(state, info, query, (content_type, &body), dry_run, user).await,
         Verb::Update => update(state, info, query, content_type, &body, dry_run).await,
-        Verb::Patch => patch(state, info, query, headers, content_type, &body, dry_run).await,
+        Verb::Patch => {
+            patch(
+                state,
+                info,
+                query,
+                headers,
+                (content_type, &body),
+                dry_run,
+                user,
+            )
+            .await
+        }
         Verb::Delete => delete(state, info, query, &body, dry_run).await,
         Verb::DeleteCollection => delete_collection(state, info, query, &body, dry_run).await,
         _ => Err(ApiError::method_not_allowed("not a mutating verb")),
@@ -142,9 +154,9 @@ async fn create(
     state: &ApiState,
     info: &RequestInfo,
     query: &Query,
-    content_type: Option<&str>,
-    body: &Bytes,
+    (content_type, body): (Option<&str>, &Bytes),
     dry_run: bool,
+    user: &crate::auth::UserInfo,
 ) -> Result<Response, ApiError> {
     let r = info.resource;
     if !info.subresource.is_empty() {
@@ -158,13 +170,18 @@ async fn create(
     }
     let object = parse_body(state, r, content_type, body).await?;
     let requested_priority = object.pointer("/spec/priority").and_then(Value::as_i64);
-    let (mut object, warnings) = admit(info, query, object)?;
+    let (mut object, mut warnings) = admit(info, query, object)?;
     if r.namespaced {
         check_namespace(state, &info.namespace)?;
     }
     objects::prepare_create(info, &mut object)?;
     if (r.group, r.kind) == ("", "Pod") {
-        admission::priority::resolve(state.store.as_ref(), &mut object, requested_priority)
+        let store = state.store.as_ref();
+        admission::priority::resolve(store, &mut object, requested_priority)
+            .and_then(|()| admission::limit_ranger::admit(store, &mut object))
+            .and_then(|()| admission::service_account::admit(store, &mut object))
+            .and_then(|()| admission::pod_security::admit(store, &object))
+            .map(|w| warnings.extend(w))
             .map_err(|m| {
                 let name = meta_str(&object, "name");
                 ApiError::forbidden(
@@ -185,6 +202,9 @@ async fn create(
     }
     if r.kind == "Namespace" {
         object["status"] = json!({ "phase": "Active" });
+    }
+    if (r.group, r.kind) == ("certificates.k8s.io", "CertificateSigningRequest") {
+        admission::csr::admit(&mut object, user)?;
     }
     if r.kind == "Job" {
         objects::generate_job_selector(&mut object);
@@ -349,9 +369,9 @@ async fn patch(
     info: &RequestInfo,
     query: &Query,
     headers: &HeaderMap,
-    content_type: Option<&str>,
-    body: &Bytes,
+    (content_type, body): (Option<&str>, &Bytes),
     dry_run: bool,
+    user: &crate::auth::UserInfo,
 ) -> Result<Response, ApiError> {
     let r = info.resource;
     let ct = content_type.unwrap_or("");
@@ -394,9 +414,9 @@ async fn patch(
                     state,
                     &create_info,
                     query,
-                    Some("application/json"),
-                    &bytes,
+                    (Some("application/json"), &bytes),
                     dry_run,
+                    user,
                 )
                 .await;
             }
@@ -497,7 +517,8 @@ async fn write_scale(
     ))
 }
 
-/// POST to a subresource: `pods/<name>/binding` and `pods/<name>/eviction`.
+/// POST to a subresource: `pods/<name>/binding`, `pods/<name>/eviction` and
+/// `serviceaccounts/<name>/token`.
 async fn create_subresource(
     state: &ApiState,
     info: &RequestInfo,
@@ -571,6 +592,7 @@ async fn create_subresource(
                 .map_err(|e| store_error(info, &info.name, e))?;
             Ok(json(201, "application/json", success(info).to_string()))
         }
+        ("ServiceAccount", "token") => super::token::create(state, info, &value).await,
         (_, sub) => Err(ApiError::method_not_allowed(format!(
             "POST is not supported on the {sub} subresource"
         ))),

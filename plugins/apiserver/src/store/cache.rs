@@ -5,14 +5,78 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kubernel_sdk::prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
+};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{Event, EventType, ListOptions, ListResult, Revision, StoreError, Stored, Watch};
 
+/// The watch cache's metrics, kube-apiserver's names where it has them: events in
+/// (from the backend) and out (to watchers), watchers dropped for falling behind
+/// (the loop's errors), re-initialisations, and how long one batch of events takes
+/// to apply and hand out.
+#[derive(Clone, Debug)]
+pub struct CacheMetrics {
+    /// `apiserver_watch_cache_events_received_total{resource}`.
+    pub received: IntCounterVec,
+    /// `apiserver_watch_cache_events_dispatched_total{resource}`.
+    pub dispatched: IntCounterVec,
+    /// `apiserver_terminated_watchers_total{resource}`: watchers closed because they
+    /// fell `watcher_buffer` events behind (their clients re-watch).
+    pub terminated: IntCounterVec,
+    /// `apiserver_watch_cache_initializations_total{resource}`: the cache (re)loaded.
+    pub initializations: IntCounterVec,
+    /// `kubernel_watch_cache_apply_duration_seconds`: one batch of events applied and
+    /// handed to the watchers.
+    pub apply_duration: Histogram,
+}
+
+impl CacheMetrics {
+    /// New handles, registered in `registry`.
+    pub fn registered(
+        registry: &Registry,
+    ) -> Result<CacheMetrics, kubernel_sdk::prometheus::Error> {
+        let counter =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["resource"]);
+        let m = CacheMetrics {
+            received: counter(
+                "apiserver_watch_cache_events_received_total",
+                "Counter of events received in watch cache broken by resource type.",
+            )?,
+            dispatched: counter(
+                "apiserver_watch_cache_events_dispatched_total",
+                "Counter of events dispatched in watch cache broken by resource type.",
+            )?,
+            terminated: counter(
+                "apiserver_terminated_watchers_total",
+                "Counter of watchers closed due to unresponsiveness broken by resource type.",
+            )?,
+            initializations: counter(
+                "apiserver_watch_cache_initializations_total",
+                "Counter of watch cache initializations broken by resource type.",
+            )?,
+            apply_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kubernel_watch_cache_apply_duration_seconds",
+                    "Duration of applying one batch of store events to the watch cache and handing them to its watchers.",
+                )
+                .buckets(exponential_buckets(0.00001, 2.0, 18)?),
+            )?,
+        };
+        registry.register(Box::new(m.received.clone()))?;
+        registry.register(Box::new(m.dispatched.clone()))?;
+        registry.register(Box::new(m.terminated.clone()))?;
+        registry.register(Box::new(m.initializations.clone()))?;
+        registry.register(Box::new(m.apply_duration.clone()))?;
+        Ok(m)
+    }
+}
+
 /// Limits of the watch cache: how much history watches may resume from, and how
-/// far behind a watcher may fall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// far behind a watcher may fall; and where it reports its metrics.
+#[derive(Debug, Clone)]
 pub struct CacheOptions {
     /// Most events kept for watches to start from (older revisions are compacted).
     pub history_revisions: usize,
@@ -20,6 +84,8 @@ pub struct CacheOptions {
     pub history_age: Duration,
     /// Events a watcher may have unread before it is closed (its client re-watches).
     pub watcher_buffer: usize,
+    /// The metrics to update, if any.
+    pub metrics: Option<CacheMetrics>,
 }
 
 impl Default for CacheOptions {
@@ -28,6 +94,7 @@ impl Default for CacheOptions {
             history_revisions: 10_000,
             history_age: Duration::from_secs(5 * 60),
             watcher_buffer: 1024,
+            metrics: None,
         }
     }
 }
@@ -84,6 +151,7 @@ impl Cache {
             options,
         };
         cache.replace(objects, revision);
+        cache.count_initialization();
         cache
     }
 
@@ -257,6 +325,7 @@ impl Cache {
     /// Applies events (increasing revisions after the current one): updates the
     /// objects, appends to the history and delivers to watchers.
     pub(super) fn apply(&mut self, events: &[Event], now: Instant) {
+        let started = Instant::now();
         for event in events {
             let key = &event.object.key;
             match event.kind {
@@ -266,10 +335,11 @@ impl Cache {
                         .insert(key.clone(), event.object.clone())
                         .is_none()
                     {
-                        *self
-                            .per_resource
-                            .entry(resource_of(key).to_owned())
-                            .or_insert(0) += 1;
+                        let resource = resource_of(key);
+                        if !self.per_resource.contains_key(resource) {
+                            self.first_seen(resource);
+                        }
+                        *self.per_resource.entry(resource.to_owned()).or_insert(0) += 1;
                     }
                 }
                 EventType::Deleted => {
@@ -283,6 +353,12 @@ impl Cache {
         }
         self.trim(now);
         self.deliver(events);
+        if let Some(m) = &self.options.metrics {
+            for (resource, n) in per_resource(events.iter()) {
+                m.received.with_label_values(&[resource]).inc_by(n);
+            }
+            m.apply_duration.observe(started.elapsed().as_secs_f64());
+        }
     }
 
     /// Records that nothing under the cache's keys changed up to `revision` (an
@@ -312,6 +388,25 @@ impl Cache {
         self.close_watchers();
         self.history.clear();
         self.replace(objects, revision);
+        self.count_initialization();
+    }
+
+    /// Counts a (re)load of the cache for every resource it holds.
+    fn count_initialization(&self) {
+        if let Some(m) = &self.options.metrics {
+            for resource in self.per_resource.keys() {
+                m.initializations.with_label_values(&[resource]).inc();
+                m.terminated.with_label_values(&[resource]);
+            }
+        }
+    }
+
+    /// Starts the terminated-watcher series of a resource the cache holds for the
+    /// first time at zero, so that `increase()` sees its first one.
+    fn first_seen(&self, resource: &str) {
+        if let Some(m) = &self.options.metrics {
+            m.terminated.with_label_values(&[resource]);
+        }
     }
 
     /// Closes every watcher (their receivers end).
@@ -353,6 +448,9 @@ impl Cache {
     /// share a revision (one etcd transaction), and a client that re-watches from
     /// the last revision it saw must not miss the rest of that revision.
     fn deliver(&mut self, events: &[Event]) {
+        // Counted per batch and resource, so the counters cost one update each.
+        let mut dispatched: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut terminated: BTreeMap<&str, u64> = BTreeMap::new();
         self.watchers.retain(|watcher| {
             if watcher.tx.is_closed() {
                 return false;
@@ -368,15 +466,27 @@ impl Cache {
             for event in events.iter().filter(mine) {
                 if let Err(err) = watcher.tx.try_send(event.clone()) {
                     let reason = match err {
-                        mpsc::error::TrySendError::Full(_) => "too far behind",
+                        mpsc::error::TrySendError::Full(_) => {
+                            *terminated.entry(resource_of(&event.object.key)).or_default() += 1;
+                            "too far behind"
+                        }
                         mpsc::error::TrySendError::Closed(_) => "closed",
                     };
                     debug!(prefix = %watcher.prefix, revision = event.revision, reason, "watcher dropped");
                     return false;
                 }
+                *dispatched.entry(resource_of(&event.object.key)).or_default() += 1;
             }
             true
         });
+        if let Some(m) = &self.options.metrics {
+            for (resource, n) in dispatched {
+                m.dispatched.with_label_values(&[resource]).inc_by(n);
+            }
+            for (resource, n) in terminated {
+                m.terminated.with_label_values(&[resource]).inc_by(n);
+            }
+        }
     }
 
     /// Decrements the key count of `resource`, forgetting it at zero.
@@ -388,6 +498,15 @@ impl Cache {
             }
         }
     }
+}
+
+/// Events per resource, in resource order.
+fn per_resource<'a>(events: impl Iterator<Item = &'a Event>) -> BTreeMap<&'a str, u64> {
+    let mut counts = BTreeMap::new();
+    for event in events {
+        *counts.entry(resource_of(&event.object.key)).or_default() += 1;
+    }
+    counts
 }
 
 /// The first `limit` present objects of `entries` (in key order), and how many
@@ -459,6 +578,38 @@ mod tests {
 
     fn revisions(events: &[Event]) -> Vec<Revision> {
         events.iter().map(|event| event.revision).collect()
+    }
+
+    #[test]
+    fn cache_should_count_events_in_and_out_and_watchers_that_fell_behind() {
+        let registry = kubernel_sdk::prometheus::Registry::new();
+        let metrics = super::CacheMetrics::registered(&registry).expect("metrics");
+        let options = CacheOptions {
+            watcher_buffer: 1,
+            metrics: Some(metrics.clone()),
+            ..CacheOptions::default()
+        };
+        let now = Instant::now();
+        let mut cache = Cache::new(BTreeMap::new(), 0, options);
+        let mut nodes = cache.watch("nodes/", 0, 0, now).expect("watch nodes");
+        let _slow = cache.watch("pods/", 0, 0, now).expect("watch pods");
+        cache.apply(&[added("nodes/n1", 1), added("pods/a", 2)], now);
+        assert!(nodes.events.try_recv().is_ok());
+        // The pods watcher has one unread event in a buffer of one: the next closes it.
+        cache.apply(&[added("pods/b", 3)], now);
+        let count = |c: &kubernel_sdk::prometheus::IntCounterVec, resource: &str| {
+            c.with_label_values(&[resource]).get()
+        };
+        assert_eq!(count(&metrics.received, "pods"), 2);
+        assert_eq!(count(&metrics.received, "nodes"), 1);
+        assert_eq!(count(&metrics.dispatched, "pods"), 1);
+        assert_eq!(count(&metrics.dispatched, "nodes"), 1);
+        assert_eq!(count(&metrics.terminated, "pods"), 1);
+        assert_eq!(count(&metrics.terminated, "nodes"), 0);
+        assert_eq!(cache.watchers(), 1);
+        assert_eq!(metrics.apply_duration.get_sample_count(), 2);
+        cache.reset(BTreeMap::new(), 5);
+        assert_eq!(count(&metrics.initializations, "pods"), 0, "nothing held");
     }
 
     #[test]

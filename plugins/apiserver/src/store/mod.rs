@@ -24,7 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-pub use self::cache::CacheOptions;
+pub use self::cache::{CacheMetrics, CacheOptions};
 
 /// A store revision: 1 for the first write, then one more per write.
 pub type Revision = u64;

@@ -1,10 +1,13 @@
-//! A container's environment: `envFrom` (ConfigMaps, Secrets), then `env` (values,
-//! `fieldRef`, `resourceFieldRef`, `configMapKeyRef`, `secretKeyRef`), with `$(VAR)`
-//! references expanded as upstream does; and `command`/`args` expanded the same way.
+//! A container's environment: the Services' variables (`KUBERNETES_SERVICE_HOST`,
+//! ... for the apiserver's `kubernetes` Service always, the pod namespace's
+//! Services with `enableServiceLinks`), then `envFrom` (ConfigMaps, Secrets), then
+//! `env` (values, `fieldRef`, `resourceFieldRef`, `configMapKeyRef`,
+//! `secretKeyRef`), with `$(VAR)` references expanded as upstream does; and
+//! `command`/`args` expanded the same way.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kubernel_client::{Api, Client};
 
 /// Why a container's environment could not be built (the container waits in
@@ -178,6 +181,14 @@ pub async fn resolve(
         vars.retain(|(old, _)| *old != k);
         vars.push((k, v));
     };
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    for (k, v) in service_env(client, ns, links).await {
+        set(&mut vars, k, v);
+    }
     for from in c.env_from.as_deref().unwrap_or_default() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (data, name, optional, what) = if let Some(r) = &from.config_map_ref {
@@ -256,6 +267,101 @@ pub async fn resolve(
     Ok(vars)
 }
 
+/// The Services' variables, as the docker links upstream imitates: the apiserver's
+/// `kubernetes` Service in `default` always, and with `links` every Service of
+/// `ns` that has a ClusterIP. A failed read leaves them out (logged): the container
+/// still starts, as it would in a cluster without the Service.
+async fn service_env(client: &Client, ns: &str, links: bool) -> Vec<(String, String)> {
+    let mut services: Vec<Service> = Vec::new();
+    if links {
+        match Api::<Service>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await
+        {
+            Ok(list) => services.extend(list.items),
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "listing Services for the pod's environment")
+            }
+        }
+    }
+    let has_master = ns == "default" && links;
+    if !has_master {
+        match Api::<Service>::namespaced(client.clone(), "default")
+            .get_opt("kubernetes")
+            .await
+        {
+            Ok(Some(s)) => services.push(s),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the kubernetes Service for the pod's environment")
+            }
+        }
+    }
+    let mut vars = Vec::new();
+    for s in &services {
+        vars.extend(link_vars(s));
+    }
+    vars
+}
+
+/// The variables of one Service (none without a ClusterIP or ports).
+fn link_vars(s: &Service) -> Vec<(String, String)> {
+    let Some(spec) = &s.spec else {
+        return Vec::new();
+    };
+    let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ip.is_empty() || ip == "None" || ports.is_empty() {
+        return Vec::new();
+    }
+    let name = s
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
+        .replace('-', "_");
+    let mut vars = vec![
+        (format!("{name}_SERVICE_HOST"), ip.to_string()),
+        (format!("{name}_SERVICE_PORT"), ports[0].port.to_string()),
+    ];
+    for p in ports {
+        if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            vars.push((
+                format!(
+                    "{name}_SERVICE_PORT_{}",
+                    port_name.to_ascii_uppercase().replace('-', "_")
+                ),
+                p.port.to_string(),
+            ));
+        }
+    }
+    let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+        p.protocol.as_deref().unwrap_or("TCP").to_string()
+    };
+    let first = &ports[0];
+    vars.push((
+        format!("{name}_PORT"),
+        format!(
+            "{}://{ip}:{}",
+            proto(first).to_ascii_lowercase(),
+            first.port
+        ),
+    ));
+    for p in ports {
+        let (upper, port) = (proto(p).to_ascii_uppercase(), p.port);
+        let prefix = format!("{name}_PORT_{port}_{upper}");
+        vars.push((
+            prefix.clone(),
+            format!("{}://{ip}:{port}", upper.to_ascii_lowercase()),
+        ));
+        vars.push((format!("{prefix}_PROTO"), upper.to_ascii_lowercase()));
+        vars.push((format!("{prefix}_PORT"), port.to_string()));
+        vars.push((format!("{prefix}_ADDR"), ip.to_string()));
+    }
+    vars
+}
+
 /// `resourceFieldRef` values: the container's limit (or request) as written, or the
 /// node's CPU count / nothing when unset.
 fn resource_field(c: &Container, resource: &str) -> String {
@@ -277,6 +383,30 @@ fn resource_field(c: &Container, resource: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_vars_should_spell_the_kubernetes_service_as_upstream() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]},
+        }))
+        .expect("service");
+        let vars: BTreeMap<String, String> = link_vars(&svc).into_iter().collect();
+        let get = |k: &str| vars.get(k).map(String::as_str);
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.96.0.1:443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP"), Some("tcp://10.96.0.1:443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP_PROTO"), Some("tcp"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP_ADDR"), Some("10.96.0.1"));
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]},
+        }))
+        .expect("service");
+        assert!(link_vars(&headless).is_empty());
+    }
 
     #[test]
     fn expand_should_follow_upstream_rules() {

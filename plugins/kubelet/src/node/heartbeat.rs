@@ -55,6 +55,12 @@ fn node_object(shared: &Shared) -> Value {
 /// The node's status now; conditions keep the transition times of `previous` when their
 /// status is unchanged.
 fn node_status(shared: &Shared, readings: &machine::Readings, previous: Option<&Node>) -> Value {
+    let health = shared.runtime_health.lock().clone();
+    let version = match &health {
+        Ok(v) => v.clone(),
+        Err(_) => crate::runtime::Runtime::version(&*shared.runtime),
+    };
+    let not_ready = health.err();
     let since = |kind: &str, status: &str| {
         previous
             .and_then(|n| n.status.as_ref())
@@ -66,13 +72,13 @@ fn node_status(shared: &Shared, readings: &machine::Readings, previous: Option<&
     json!({
         "capacity": readings.capacity(),
         "allocatable": readings.allocatable(),
-        "conditions": machine::conditions(readings, Timestamp::now(), &since),
+        "conditions": machine::conditions(readings, Timestamp::now(), not_ready.as_deref(), &since),
         "addresses": [
             {"type": "InternalIP", "address": shared.config.node_ip.to_string()},
             {"type": "Hostname", "address": shared.node_name},
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": shared.port.load(Ordering::Relaxed)}},
-        "nodeInfo": machine::node_info(&crate::runtime::Runtime::version(&*shared.runtime)),
+        "nodeInfo": machine::node_info(&version),
     })
 }
 
@@ -184,16 +190,21 @@ pub(super) async fn renew_lease(shared: Arc<Shared>) {
     }
 }
 
-/// What decides whether the status changed: capacity, allocatable and condition statuses.
-fn fingerprint(r: &machine::Readings) -> (Value, (bool, bool, bool)) {
-    (r.capacity(), r.pressure())
+/// What decides whether the status changed: capacity, allocatable, condition statuses
+/// and the runtime's health.
+fn fingerprint(shared: &Shared, r: &machine::Readings) -> (Value, (bool, bool, bool), bool) {
+    (
+        r.capacity(),
+        r.pressure(),
+        shared.runtime_health.lock().is_ok(),
+    )
 }
 
 /// Checks the node every `node_status_update_frequency`; posts its status when it
 /// changed, or when `node_status_report_interval` passed since the last post.
 pub(super) async fn report_status(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.config.node_status_update_frequency);
-    let mut last = fingerprint(&readings(&shared));
+    let mut last = fingerprint(&shared, &readings(&shared));
     let mut posted = Instant::now();
     ticker.tick().await;
     loop {
@@ -202,7 +213,7 @@ pub(super) async fn report_status(shared: Arc<Shared>) {
             _ = ticker.tick() => {}
         }
         let r = readings(&shared);
-        let now = fingerprint(&r);
+        let now = fingerprint(&shared, &r);
         if now == last && posted.elapsed() < shared.config.node_status_report_interval {
             continue;
         }

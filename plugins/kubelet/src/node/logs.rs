@@ -11,7 +11,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::Shared;
-use crate::runtime::Runtime;
 
 /// `<log><suffix>` next to `log`.
 fn with_suffix(log: &Path, suffix: &str) -> PathBuf {
@@ -118,6 +117,56 @@ pub(super) fn read_all(log: &Path, max_files: usize) -> std::io::Result<Vec<(Tim
     Ok(out)
 }
 
+/// The lines of CRI-format log content (`<RFC 3339 time> <stream> <P|F> <text>` per
+/// line, as CRI runtimes write them), each with its time; a partial (`P`) line is joined
+/// with the lines that complete it. Unparsable lines are kept whole, dated now.
+pub(super) fn parse_cri(content: &[u8]) -> Vec<(Timestamp, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending: Option<(Timestamp, Vec<u8>)> = None;
+    for (_, raw) in split_lines(content) {
+        let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+        let mut fields = line.splitn(4, |b| *b == b' ');
+        let (time, _stream, tag, text) =
+            (fields.next(), fields.next(), fields.next(), fields.next());
+        let time = time
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        let (Some(time), Some(tag)) = (time, tag) else {
+            out.push((Timestamp::now(), raw.clone()));
+            continue;
+        };
+        let text = text.unwrap_or_default();
+        let entry = pending.get_or_insert_with(|| (time, Vec::new()));
+        entry.1.extend_from_slice(text);
+        if tag != b"P" {
+            if let Some((t, mut text)) = pending.take() {
+                text.push(b'\n');
+                out.push((t, text));
+            }
+        }
+    }
+    out.extend(pending);
+    out
+}
+
+/// Log lines, each with its time.
+pub(super) type DatedLines = Vec<(Timestamp, Vec<u8>)>;
+
+/// Every line of a CRI-format container log with its time, and how many bytes of the
+/// file were read (the complete lines).
+pub(super) fn read_cri(log: &Path) -> std::io::Result<(DatedLines, u64)> {
+    let content = match std::fs::read(log) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let complete = content
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    Ok((parse_cri(&content[..complete]), complete as u64))
+}
+
 /// Rotates `log`: the rotated files move up one (the oldest beyond `max_files - 1` is
 /// dropped), `log` is copied to `<log>.1` and truncated; its process keeps appending.
 pub(super) fn rotate(log: &Path, max_files: usize) -> std::io::Result<()> {
@@ -199,6 +248,18 @@ pub(super) async fn watch(shared: Arc<Shared>, period: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_cri_should_strip_the_prefix_and_join_partial_lines() {
+        let content = b"2026-01-02T03:04:05.123456789Z stdout F hi\n\
+2026-01-02T03:04:06Z stderr P par\n\
+2026-01-02T03:04:07Z stderr F tial\n";
+        let lines = parse_cri(content);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].1, b"hi\n");
+        assert_eq!(lines[1].1, b"partial\n");
+        assert_eq!(lines[0].0.as_second(), lines[1].0.as_second() - 1);
+    }
 
     #[test]
     fn split_lines_should_keep_newlines_and_offsets() {

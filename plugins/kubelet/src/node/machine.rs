@@ -173,11 +173,13 @@ pub fn node_info(runtime_version: &str) -> Value {
     })
 }
 
-/// The conditions for `r`, heartbeat `now`; a condition whose status did not change
-/// keeps `since` (its previous transition time, when known).
+/// The conditions for `r`, heartbeat `now`, Ready unless `not_ready` says why not; a
+/// condition whose status did not change keeps `since` (its previous transition time,
+/// when known).
 pub fn conditions(
     r: &Readings,
     now: Timestamp,
+    not_ready: Option<&str>,
     since: &dyn Fn(&str, &str) -> Option<String>,
 ) -> Value {
     let now_s = k8s_time(now);
@@ -233,10 +235,10 @@ pub fn conditions(
         ),
         condition(
             "Ready",
-            true,
+            not_ready.is_none(),
             (
                 ("KubeletReady", "kubelet is posting ready status"),
-                ("KubeletNotReady", "kubelet is not ready")
+                ("KubeletNotReady", not_ready.unwrap_or_default())
             )
         ),
     ])
@@ -275,8 +277,15 @@ mod tests {
         r.disk_free_bytes = 5;
         r.processes = 950;
         assert_eq!(r.pressure(), (true, true, true));
-        let c = conditions(&r, Timestamp::UNIX_EPOCH, &|_, _| None);
+        let c = conditions(&r, Timestamp::UNIX_EPOCH, None, &|_, _| None);
         assert_eq!(c[0]["reason"], "KubeletHasInsufficientMemory");
         assert_eq!(c[3]["status"], "True");
+        let c = conditions(&r, Timestamp::UNIX_EPOCH, Some("runtime down"), &|_, _| {
+            None
+        });
+        assert_eq!(
+            (&c[3]["status"], &c[3]["message"]),
+            (&json!("False"), &json!("runtime down"))
+        );
     }
 }

@@ -1,13 +1,15 @@
-//! The process node agent: one real node whose containers are host processes. It
-//! registers the Node, keeps its Lease and status fresh from real readings, runs a
+//! The real-node agent: one node whose containers are host processes (process runtime)
+//! or run in a CRI runtime such as containerd (CRI runtime). It registers the Node, keeps its Lease and status fresh from real readings, runs a
 //! worker per pod bound to it (containers, probes, volumes, restarts, status), relists
 //! the runtime every second for its metrics, and serves the kubelet API (logs).
 //!
 //! Network: with `network = "host"` pods share the host network and `podIP` is the
 //! node's address; with `"bridge"` each pod that is not `hostNetwork` gets its own
 //! network namespace and an address from the Node's `spec.podCIDR` (the runtime's
-//! [`PodNetwork`]), and [`network`] routes the other nodes' pod CIDRs. Images are
-//! recorded, never pulled.
+//! [`PodNetwork`]), and [`network`] routes the other nodes' pod CIDRs. The process
+//! runtime records images and never pulls them; the CRI runtime pulls them through the
+//! CRI as `imagePullPolicy` says, and its own CNI config networks bridge pods. The relist
+//! also checks the runtime's health: while it does not answer the node is NotReady.
 
 mod env;
 mod heartbeat;
@@ -35,10 +37,12 @@ use parking_lot::Mutex;
 
 use crate::cidr::Ipv4Cidr;
 use crate::config::KubeletConfig;
+use crate::config::RuntimeKind;
 use crate::metrics::Metrics;
+use crate::runtime::cri::CriRuntime;
 use crate::runtime::pod_network::PodNetwork;
 use crate::runtime::process::ProcessRuntime;
-use crate::runtime::{ContainerState, Runtime};
+use crate::runtime::{ContainerState, NodeRuntime};
 
 /// How often log growth is time-stamped (the precision of `timestamps=true`).
 const LOG_MARK_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
@@ -50,7 +54,9 @@ pub(crate) struct Shared {
     node_name: String,
     /// Where pod directories live.
     root: PathBuf,
-    runtime: Arc<ProcessRuntime>,
+    runtime: Arc<dyn NodeRuntime>,
+    /// The runtime's version while it is healthy, or why it is not (the Ready condition).
+    runtime_health: Mutex<Result<String, String>>,
     metrics: Metrics,
     recorder: EventRecorder,
     shutdown: CancellationToken,
@@ -81,10 +87,12 @@ impl Shared {
     }
 }
 
-/// A running process node agent; its tasks stop when the shutdown token is cancelled,
-/// and its processes are killed when the last handle to the runtime drops.
+/// A running real-node agent (process or CRI runtime); its tasks stop when the shutdown
+/// token is cancelled. The process runtime's processes are killed when the last handle
+/// to it drops; a CRI runtime's containers keep running in the runtime.
 pub struct ProcessKubelet {
     shared: Arc<Shared>,
+    process: Option<Arc<ProcessRuntime>>,
 }
 
 impl ProcessKubelet {
@@ -111,7 +119,7 @@ impl ProcessKubelet {
                     .into(),
             );
         }
-        let network = if bridge {
+        let network = if bridge && config.runtime != RuntimeKind::Cri {
             let data_dir = config
                 .cni_data_dir
                 .clone()
@@ -125,7 +133,28 @@ impl ProcessKubelet {
         } else {
             None
         };
-        let runtime = Arc::new(ProcessRuntime::recover_with_network(root.clone(), network));
+        let (runtime, process): (Arc<dyn NodeRuntime>, _) = match config.runtime {
+            RuntimeKind::Cri => {
+                let _entered = handle.enter();
+                let cri = CriRuntime::new(
+                    &config.runtime_endpoint,
+                    root.clone(),
+                    config.pod_log_dir.clone(),
+                    bridge,
+                    metrics.clone(),
+                )
+                .map_err(|e| format!("config: {e}"))?;
+                (Arc::new(cri), None)
+            }
+            _ => {
+                let p = Arc::new(ProcessRuntime::recover_with_network(root.clone(), network));
+                (p.clone(), Some(p))
+            }
+        };
+        let runtime_health = Mutex::new(match process {
+            Some(_) => Ok(runtime.version()),
+            None => Err("container runtime status check may not have completed yet".to_string()),
+        });
         let recorder = EventRecorder::new(client.clone(), "kubelet", &node_name);
         metrics.node_name.with_label_values(&[&node_name]).set(1);
         if !rustix::process::geteuid().is_root() {
@@ -137,6 +166,7 @@ impl ProcessKubelet {
             node_name,
             root,
             runtime,
+            runtime_health,
             metrics,
             recorder,
             shutdown,
@@ -159,6 +189,7 @@ impl ProcessKubelet {
         handle.spawn(server::serve(s, listener));
         let s = shared.clone();
         handle.spawn(async move {
+            check_runtime(&s).await;
             heartbeat::register(&s).await;
             if s.shutdown.is_cancelled() {
                 return;
@@ -166,13 +197,15 @@ impl ProcessKubelet {
             tokio::spawn(heartbeat::renew_lease(s.clone()));
             tokio::spawn(heartbeat::report_status(s.clone()));
             tokio::spawn(relist(s.clone()));
-            tokio::spawn(logs::watch(s.clone(), LOG_MARK_PERIOD));
+            if !s.runtime.cri_logs() {
+                tokio::spawn(logs::watch(s.clone(), LOG_MARK_PERIOD));
+            }
             if s.bridge {
                 tokio::spawn(network::run(s.clone()));
             }
             pods::run(s).await;
         });
-        Ok(ProcessKubelet { shared })
+        Ok(ProcessKubelet { shared, process })
     }
 
     /// Whether the Node is registered.
@@ -185,9 +218,9 @@ impl ProcessKubelet {
         &self.shared.node_name
     }
 
-    /// The runtime running the node's processes.
-    pub fn runtime(&self) -> Arc<ProcessRuntime> {
-        self.shared.runtime.clone()
+    /// The process runtime running the node's processes (none with a CRI runtime).
+    pub fn process_runtime(&self) -> Option<Arc<ProcessRuntime>> {
+        self.process.clone()
     }
 
     /// The port the kubelet API listens on.
@@ -196,8 +229,25 @@ impl ProcessKubelet {
     }
 }
 
-/// Lists every container of the runtime once per resync interval (the PLEG relist) and
-/// sets `kubelet_running_pods` and `kubelet_running_containers` from what it finds.
+/// Checks the runtime's health; logs and records a change.
+async fn check_runtime(shared: &Shared) {
+    let now = shared.runtime.health().await;
+    let before = std::mem::replace(&mut *shared.runtime_health.lock(), now.clone());
+    if before.is_ok() != now.is_ok() || (before.is_err() && now.is_err() && before != now) {
+        match &now {
+            Ok(version) => {
+                tracing::info!(node = %shared.node_name, version = %version, "container runtime is up")
+            }
+            Err(e) => {
+                tracing::error!(node = %shared.node_name, error = %e, "container runtime is down; retrying every second")
+            }
+        }
+    }
+}
+
+/// Lists every container of the runtime once per resync interval (the PLEG relist),
+/// checks the runtime's health, and sets `kubelet_running_pods` and
+/// `kubelet_running_containers` from what it finds.
 async fn relist(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.config.pod_resync_interval);
     let mut previous: Option<Instant> = None;
@@ -206,6 +256,7 @@ async fn relist(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        check_runtime(&shared).await;
         let started = Instant::now();
         if let Some(previous) = previous.replace(started) {
             shared
@@ -214,17 +265,19 @@ async fn relist(shared: Arc<Shared>) {
                 .observe(started.duration_since(previous).as_secs_f64());
         }
         let sandboxes = shared.runtime.list_pod_sandboxes().await;
+        let listed_sandboxes = started.elapsed();
         let containers = shared.runtime.list_containers(None).await;
-        for (failed, operation) in [
-            (sandboxes.is_err(), "list_podsandbox"),
-            (containers.is_err(), "list_containers"),
-        ] {
-            if failed {
+        // The CRI runtime counts its own calls; the relist's two are counted here
+        // for the process runtime.
+        if shared.config.runtime != RuntimeKind::Cri {
+            let listed_containers = started.elapsed().saturating_sub(listed_sandboxes);
+            for (failed, operation, took) in [
+                (sandboxes.is_err(), "list_podsandbox", listed_sandboxes),
+                (containers.is_err(), "list_containers", listed_containers),
+            ] {
                 shared
                     .metrics
-                    .runtime_errors
-                    .with_label_values(&[operation])
-                    .inc();
+                    .runtime_operation(operation, took.as_secs_f64(), failed);
             }
         }
         let (Ok(sandboxes), Ok(containers)) = (sandboxes, containers) else {

@@ -83,6 +83,14 @@ impl Routes {
             if *own != cidr {
                 tracing::info!(node = %name, pod_cidr = ?cidr.map(|c| c.to_string()), "the node's pod CIDR");
                 *own = cidr;
+                if let Some(cidr) = cidr {
+                    let runtime = self.shared.runtime.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = runtime.update_pod_cidr(cidr).await {
+                            tracing::warn!(pod_cidr = %cidr, error = %e, "telling the runtime the pod CIDR failed");
+                        }
+                    });
+                }
             }
             return;
         }

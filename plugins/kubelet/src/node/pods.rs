@@ -13,7 +13,6 @@ use tokio::sync::watch;
 
 use super::worker::{Desired, Worker};
 use super::Shared;
-use crate::runtime::Runtime;
 use crate::watcher::{self, Seen};
 
 struct Entry {

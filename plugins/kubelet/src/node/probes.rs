@@ -17,6 +17,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
+use crate::runtime::{ContainerId, NodeRuntime};
+
+/// Where exec handlers (probes, hooks) of a container run.
+#[derive(Clone)]
+pub enum ExecIn {
+    /// On the host, in the pod's network namespace if it has one (process runtime).
+    Host(Option<std::path::PathBuf>),
+    /// Inside the container, through the runtime's ExecSync (CRI runtime).
+    Container(Arc<dyn NodeRuntime>, ContainerId),
+}
 
 /// What the probes of one container instance found so far.
 #[derive(Debug, Default)]
@@ -57,8 +67,8 @@ pub struct ProbeContext {
     pub wake: Arc<Notify>,
     /// The address httpGet and tcpSocket probes go to when the probe names no host.
     pub host: String,
-    /// The pod's network namespace exec probes run in (bridge network), if it has one.
-    pub netns: Option<std::path::PathBuf>,
+    /// Where exec probes run.
+    pub exec: ExecIn,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -147,11 +157,13 @@ async fn run(
         let probe_started = std::time::Instant::now();
         let result = match tokio::time::timeout(
             timeout,
-            probe(&ctx.host, ctx.netns.as_deref(), &c, &env, &s.probe),
+            probe_or_unknown(&ctx.host, &ctx.exec, timeout, &c, &env, &s.probe),
         )
         .await
         {
-            Ok(r) => r,
+            Ok(Some(r)) => r,
+            // The runtime could not run it: no finding (upstream throws the result away).
+            Ok(None) => continue,
             Err(_) => Err(format!("timeout: probe did not finish within {timeout:?}")),
         };
         ctx.metrics
@@ -225,10 +237,11 @@ async fn run(
 }
 
 /// Runs a lifecycle hook handler (`preStop`: exec, httpGet, tcpSocket or sleep) of
-/// container `c` (exec in network namespace `netns`, if any); `Err` says why it failed.
+/// container `c` (exec where `exec` says, within `timeout`); `Err` says why it failed.
 pub async fn run_hook(
     default_host: &str,
-    netns: Option<&std::path::Path>,
+    exec: &ExecIn,
+    timeout: Duration,
     c: &Container,
     env: &[(String, String)],
     h: &k8s_openapi::api::core::v1::LifecycleHandler,
@@ -243,14 +256,15 @@ pub async fn run_hook(
         tcp_socket: h.tcp_socket.clone(),
         ..Probe::default()
     };
-    probe(default_host, netns, c, env, &as_probe).await
+    probe(default_host, exec, timeout, c, env, &as_probe).await
 }
 
-/// Runs one probe (exec in network namespace `netns`, if any); `Err` carries
+/// Runs one probe (exec where `exec` says, killed after `timeout`); `Err` carries
 /// upstream's failure text.
 async fn probe(
     default_host: &str,
-    netns: Option<&std::path::Path>,
+    exec: &ExecIn,
+    timeout: Duration,
     c: &Container,
     env: &[(String, String)],
     p: &Probe,
@@ -259,6 +273,16 @@ async fn probe(
         let argv = e.command.as_deref().unwrap_or_default();
         let Some((program, args)) = argv.split_first() else {
             return Err("exec probe has no command".into());
+        };
+        let netns = match exec {
+            ExecIn::Host(netns) => netns.as_deref(),
+            ExecIn::Container(runtime, id) => {
+                let out = runtime
+                    .exec_sync(id, argv, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return exec_result(argv, &out);
+            }
         };
         let mut cmd = match netns {
             Some(n) => {
@@ -369,6 +393,42 @@ async fn probe(
             .map_err(|e| format!("dial tcp {host}:{port}: connect: {}", plain(&e)));
     }
     Err("probe has no handler the process runtime supports (exec, httpGet, tcpSocket)".into())
+}
+
+/// Runs one probe; `None` when its exec could not be run in the container at all (the
+/// runtime failed, e.g. it is down): that is no finding, neither success nor failure.
+async fn probe_or_unknown(
+    default_host: &str,
+    exec: &ExecIn,
+    timeout: Duration,
+    c: &Container,
+    env: &[(String, String)],
+    p: &Probe,
+) -> Option<Result<(), String>> {
+    if let (Some(e), ExecIn::Container(runtime, id)) = (&p.exec, exec) {
+        let argv = e.command.as_deref().unwrap_or_default();
+        return match runtime.exec_sync(id, argv, timeout).await {
+            Ok(out) => Some(exec_result(argv, &out)),
+            Err(e) => {
+                tracing::debug!(container = %c.name, error = %e, "exec probe not run");
+                None
+            }
+        };
+    }
+    Some(probe(default_host, exec, timeout, c, env, p).await)
+}
+
+/// An exec handler's finding from how its command ended.
+fn exec_result(argv: &[String], out: &crate::runtime::ExecOutput) -> Result<(), String> {
+    if out.exit_code == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "command {argv:?} exited with {}: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.output).trim()
+        ))
+    }
 }
 
 /// An I/O error as Go prints it (`connection refused`).

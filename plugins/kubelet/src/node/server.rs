@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 
 use super::{logs, Shared};
 use crate::config::KubeletConfig;
-use crate::runtime::{ContainerState, ContainerStatus, Runtime};
+use crate::runtime::{ContainerState, ContainerStatus};
 
 /// How often a followed log is checked for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -214,7 +214,14 @@ async fn logs(
         );
     };
     let max_files = shared.config.container_log_max_files;
-    let mut lines = match logs::read_all(&path, max_files) {
+    let cri = shared.runtime.cri_logs();
+    let read = if cri {
+        logs::read_cri(&path)
+    } else {
+        logs::read_all(&path, max_files)
+            .map(|l| (l, std::fs::metadata(&path).map_or(0, |m| m.len())))
+    };
+    let (mut lines, mut offset) = match read {
         Ok(l) => l,
         Err(e) => {
             return text(
@@ -223,9 +230,8 @@ async fn logs(
             )
         }
     };
-    let mut offset = std::fs::metadata(&path).map_or(0, |m| m.len());
     // Following: a partial last line waits for its newline.
-    if options.follow {
+    if options.follow && !cri {
         if let Some((_, last)) = lines.last().filter(|(_, l)| !l.ends_with(b"\n")) {
             offset = offset.saturating_sub(last.len() as u64);
             lines.pop();
@@ -257,6 +263,7 @@ async fn logs(
         pending: Vec::new(),
         first: Some(first),
         timestamps: options.timestamps,
+        cri,
         sent: 0,
         limit: options.limit_bytes,
         done: false,
@@ -289,6 +296,8 @@ struct Follow {
     pending: Vec<u8>,
     first: Option<Vec<u8>>,
     timestamps: bool,
+    /// The file is in the CRI log format.
+    cri: bool,
     sent: usize,
     limit: Option<usize>,
     done: bool,
@@ -344,6 +353,13 @@ impl Follow {
     }
 
     fn stamp(&self, lines: Vec<u8>) -> Vec<u8> {
+        if self.cri {
+            let mut out = Vec::with_capacity(lines.len());
+            for (t, line) in logs::parse_cri(&lines) {
+                render(&mut out, &line, self.timestamps.then_some(t));
+            }
+            return out;
+        }
         if !self.timestamps {
             return lines;
         }

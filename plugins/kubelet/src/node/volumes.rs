@@ -8,8 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
-use kubernel_client::Client;
+use k8s_openapi::api::core::v1::{
+    Container, KeyToPath, Pod, ServiceAccount, ServiceAccountTokenProjection, Volume,
+};
+use kubernel_client::{Api, Client};
 
 use super::env;
 use crate::runtime::Mount;
@@ -173,13 +175,59 @@ async fn setup(
                     }
                 }
             }
-            if source.service_account_token.is_some() {
-                tracing::debug!(volume = %v.name, "serviceAccountToken projections are not written (no token issuer yet)");
+            if let Some(t) = &source.service_account_token {
+                let token = service_account_token(client, pod, ns, t).await?;
+                files.insert(t.path.clone(), (token.into_bytes(), p.default_mode));
             }
         }
     }
     write_files(&target, &files)?;
     Ok(target)
+}
+
+/// A token for the pod's ServiceAccount, bound to the pod, from the TokenRequest
+/// subresource (the apiserver extends the 3607 s ones the ServiceAccount volume
+/// asks for to a year, so the file written once at pod start stays valid).
+async fn service_account_token(
+    client: &Client,
+    pod: &Pod,
+    ns: &str,
+    t: &ServiceAccountTokenProjection,
+) -> Result<String, String> {
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    let mut spec = serde_json::json!({
+        "expirationSeconds": t.expiration_seconds.unwrap_or(3600),
+        "boundObjectRef": {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "name": pod.metadata.name.clone().unwrap_or_default(),
+            "uid": pod.metadata.uid.clone().unwrap_or_default(),
+        },
+    });
+    if let Some(audience) = t.audience.as_deref().filter(|a| !a.is_empty()) {
+        spec["audiences"] = serde_json::json!([audience]);
+    }
+    let request = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": spec,
+    });
+    let reply = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_subresource(account, "token", &request)
+        .await
+        .map_err(|e| format!("requesting a token for service account {ns}/{account}: {e}"))?;
+    reply["status"]["token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!("the token request for service account {ns}/{account} returned no token")
+        })
 }
 
 /// Mounts a tmpfs on `dir` (once) for an emptyDir with `medium: Memory`, when the

@@ -1,9 +1,14 @@
 //! The container runtime interface the kubelet drives, shaped like the CRI: pod sandboxes
 //! (a pod's shared network/identity) holding containers, each created, started, stopped and
-//! removed by id, with status and list calls; implementations: [`sim::SimRuntime`] and
-//! [`process::ProcessRuntime`].
+//! removed by id, with status and list calls; implementations: [`sim::SimRuntime`],
+//! [`process::ProcessRuntime`] and [`cri::CriRuntime`] (a CRI client: containerd, CRI-O).
+//! [`NodeRuntime`] adds what the real-node agent needs besides: pod directories, images,
+//! exec in a container, runtime health.
 
 pub mod cgroups;
+pub mod cri;
+mod cri_convert;
+mod cri_node;
 pub mod pod_network;
 pub mod process;
 mod process_container;
@@ -233,4 +238,119 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         sandbox: Option<&SandboxId>,
     ) -> Result<Vec<ContainerStatus>, RuntimeError>;
+}
+
+/// A container's `imagePullPolicy` (CRI runtimes; the process runtime pulls nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull every time the container starts.
+    Always,
+    /// Pull only when the image is not on the node.
+    IfNotPresent,
+    /// Never pull: the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The container's policy: as written, or upstream's default (`Always` for a `:latest`
+    /// or untagged image without a digest, else `IfNotPresent`).
+    pub fn of(image: &str, written: Option<&str>) -> PullPolicy {
+        match written {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            _ => {
+                let name = image.rsplit('/').next().unwrap_or(image);
+                let latest = !image.contains('@')
+                    && name.split_once(':').is_none_or(|(_, tag)| tag == "latest");
+                if latest {
+                    PullPolicy::Always
+                } else {
+                    PullPolicy::IfNotPresent
+                }
+            }
+        }
+    }
+}
+
+/// Why a container's image is not there (the container waits with `reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct ImageError {
+    /// `ErrImagePull` (retrying may help, with backoff) or `ErrImageNeverPull` (the
+    /// image must be imported first).
+    pub reason: &'static str,
+    /// What went wrong, naming the image.
+    pub message: String,
+}
+
+/// What an exec in a container printed and how it ended (CRI `ExecSyncResponse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Its standard output and error, in that order.
+    pub output: Vec<u8>,
+}
+
+/// What the real-node agent needs of a runtime besides the CRI calls of [`Runtime`].
+#[async_trait::async_trait]
+pub trait NodeRuntime: Runtime {
+    /// The directory holding pod `namespace/name` (uid `uid`)'s volumes.
+    fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf;
+
+    /// The network namespace exec handlers run in on the host, if the pod has its own
+    /// and the runtime execs on the host.
+    fn sandbox_netns(&self, _id: &SandboxId) -> Option<PathBuf> {
+        None
+    }
+
+    /// Whether exec probes and hooks run inside the container ([`Self::exec_sync`]);
+    /// otherwise they run on the host.
+    fn execs_in_containers(&self) -> bool {
+        false
+    }
+
+    /// Whether container logs are in the CRI log format (`<time> <stream> <F|P> <text>`
+    /// per line) rather than the raw output.
+    fn cri_logs(&self) -> bool {
+        false
+    }
+
+    /// Runs `command` inside container `id`, killed after `timeout` (CRI `ExecSync`).
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let _ = (command, timeout);
+        Err(RuntimeError::Failed {
+            op: format!("exec in container {}", id.0),
+            message: format!("the {} runtime runs exec handlers on the host", self.name()),
+        })
+    }
+
+    /// Makes sure `image` is on the node as `policy` says (CRI `ImageStatus`,
+    /// `PullImage`); `Ok` carries the `Pulled` Event's message.
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<String, ImageError> {
+        let _ = policy;
+        Ok(format!(
+            "Container image {image:?} not pulled: image not pulled by the {} runtime (it runs the container's command on the host)",
+            self.name()
+        ))
+    }
+
+    /// Tells the runtime the node's pod CIDR (CRI `UpdateRuntimeConfig`; containerd
+    /// renders it into its CNI config template).
+    async fn update_pod_cidr(&self, cidr: Ipv4Cidr) -> Result<(), RuntimeError> {
+        let _ = cidr;
+        Ok(())
+    }
+
+    /// Checks that the runtime answers and is ready; `Ok` carries its version (the
+    /// node's `containerRuntimeVersion`), `Err` why it is not usable.
+    async fn health(&self) -> Result<String, String> {
+        Ok(self.version())
+    }
 }

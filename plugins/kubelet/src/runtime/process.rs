@@ -684,6 +684,16 @@ impl Runtime for ProcessRuntime {
     }
 }
 
+impl super::NodeRuntime for ProcessRuntime {
+    fn pod_dir(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        ProcessRuntime::pod_dir(self, namespace, name, uid)
+    }
+
+    fn sandbox_netns(&self, id: &SandboxId) -> Option<PathBuf> {
+        ProcessRuntime::sandbox_netns(self, id)
+    }
+}
+
 fn sandbox_status(key: u64, s: &Sandbox) -> SandboxStatus {
     SandboxStatus {
         id: SandboxId(format_id(key)),

@@ -246,6 +246,32 @@ pub const PRIORITY_CLASS: &[Column] = &[
     ),
 ];
 
+/// `certificatesigningrequests.certificates.k8s.io`.
+pub const CERTIFICATE_SIGNING_REQUEST: &[Column] = &[
+    NAME,
+    AGE,
+    col(
+        "SignerName",
+        "string",
+        "Only one of Signer, or SignerName, or both, or neither should be set.",
+    ),
+    col(
+        "Requestor",
+        "string",
+        "Name of the user that requested the certificate.",
+    ),
+    col(
+        "RequestedDuration",
+        "string",
+        "The requested duration of validity of the certificate.",
+    ),
+    col(
+        "Condition",
+        "string",
+        "The approval condition of the certificate signing request.",
+    ),
+];
+
 /// `poddisruptionbudgets.policy`.
 pub const POD_DISRUPTION_BUDGET: &[Column] = &[
     NAME,

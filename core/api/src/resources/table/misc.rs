@@ -85,6 +85,40 @@ pub(crate) fn pod_disruption_budget_cells(pdb: &Value, now: Timestamp) -> Vec<Va
     ]
 }
 
+/// The cells of a certificate signing request row, in
+/// [`super::columns::CERTIFICATE_SIGNING_REQUEST`] order: the condition is the
+/// types of its `True` conditions (`Approved,Issued`), else `Pending`.
+pub(crate) fn certificate_signing_request_cells(csr: &Value, now: Timestamp) -> Vec<Value> {
+    let mut condition: Vec<&str> = list(csr, "/status/conditions")
+        .iter()
+        .filter(|c| text(c, "/status") == "True")
+        .map(|c| text(c, "/type"))
+        .collect();
+    if !text(csr, "/status/certificate").is_empty() {
+        condition.push("Issued");
+    }
+    let condition = if condition.is_empty() {
+        "Pending".to_string()
+    } else {
+        condition.join(",")
+    };
+    let duration = csr
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .map_or_else(
+            || "<none>".to_string(),
+            |s| super::time::human_duration(jiff::SignedDuration::from_secs(s)),
+        );
+    vec![
+        name(csr),
+        created(csr, now),
+        json!(text(csr, "/spec/signerName")),
+        json!(text(csr, "/spec/username")),
+        json!(duration),
+        json!(condition),
+    ]
+}
+
 /// The cells of a (cluster) role binding row, in [`super::columns::ROLE_BINDING`] order.
 pub(crate) fn role_binding_cells(rb: &Value, now: Timestamp) -> Vec<Value> {
     let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());

@@ -98,6 +98,10 @@ const PRINTERS: &[Printer] = &[
     ),
     printer(columns::ROLE_BINDING, misc::role_binding_cells),
     printer(columns::CLUSTER_ROLE_BINDING, misc::role_binding_cells),
+    printer(
+        columns::CERTIFICATE_SIGNING_REQUEST,
+        misc::certificate_signing_request_cells,
+    ),
     printer(columns::DEFAULT, misc::default_cells),
 ];
 

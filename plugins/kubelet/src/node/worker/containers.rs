@@ -12,7 +12,7 @@ use crate::node::probes;
 use crate::node::status::Phase;
 use crate::node::{env, volumes};
 use crate::runtime::cgroups::{self, Limits};
-use crate::runtime::{ContainerConfig, ContainerState, Runtime};
+use crate::runtime::{ContainerConfig, ContainerState, PullPolicy};
 
 impl Worker {
     /// Runs init containers in order, then the containers; returns the phase.
@@ -188,13 +188,9 @@ impl Worker {
             .map(|s| env::expand(s, &env))
             .collect();
         let image = c.image.as_deref().unwrap_or_default();
-        self.event(
-            pod,
-            Some(&c.name),
-            "Normal",
-            "Pulled",
-            &format!("Container image {image:?} not pulled: image not pulled by the process runtime (it runs the container's command on the host)"),
-        );
+        if !self.ensure_image(pod, c, image).await {
+            return;
+        }
         let config = ContainerConfig {
             name: &c.name,
             image,
@@ -237,7 +233,7 @@ impl Worker {
         );
         let started = rt.start_container(&id).await;
         let status = rt.container_status(&id).await.ok();
-        let ctx = self.probe_context(pod);
+        let ctx = self.probe_context(pod, Some(&id));
         let slot = self.slots.entry(c.name.clone()).or_default();
         slot.current = status;
         match started {
@@ -265,6 +261,54 @@ impl Worker {
                     "Failed",
                     &format!("Error: failed to start container {:?}: {message}", c.name),
                 );
+            }
+        }
+    }
+
+    /// Makes sure container `c`'s image is on the node (pulled as its
+    /// `imagePullPolicy` says); a failed pull waits in ErrImagePull, then
+    /// ImagePullBackOff until its backoff passed (as long as the crash loop's).
+    async fn ensure_image(&mut self, pod: &Pod, c: &Container, image: &str) -> bool {
+        let now = Instant::now();
+        let slot = self.slots.entry(c.name.clone()).or_default();
+        if let Some((until, _)) = slot.pull_backoff.filter(|(until, _)| now < *until) {
+            slot.waiting = Some((
+                "ImagePullBackOff".into(),
+                format!("Back-off pulling image {image:?}"),
+            ));
+            self.due = Some(self.due.map_or(until, |d| d.min(until)));
+            return false;
+        }
+        let policy = PullPolicy::of(image, c.image_pull_policy.as_deref());
+        match self.shared.runtime.ensure_image(image, policy).await {
+            Ok(message) => {
+                if let Some(slot) = self.slots.get_mut(&c.name) {
+                    slot.pull_backoff = None;
+                }
+                self.event(pod, Some(&c.name), "Normal", "Pulled", &message);
+                true
+            }
+            Err(e) => {
+                let (base, max) = (
+                    self.shared.config.crash_loop_backoff,
+                    self.shared.config.crash_loop_backoff_max,
+                );
+                let slot = self.slots.entry(c.name.clone()).or_default();
+                let delay = slot.pull_backoff.map_or(base, |(_, d)| (d * 2).min(max));
+                let until = now + delay;
+                slot.pull_backoff = Some((until, delay));
+                slot.waiting = Some((e.reason.to_string(), e.message.clone()));
+                self.due = Some(self.due.map_or(until, |d| d.min(until)));
+                tracing::warn!(pod = %self.key, container = %c.name, error = %e, retry_in = ?delay, "image not available");
+                self.event(pod, Some(&c.name), "Warning", "Failed", &e.message);
+                self.event(
+                    pod,
+                    Some(&c.name),
+                    "Normal",
+                    "BackOff",
+                    &format!("Back-off pulling image {image:?}"),
+                );
+                false
             }
         }
     }

@@ -22,12 +22,12 @@ use tracing::Instrument as _;
 mod containers;
 mod terminate;
 
-use super::probes::{self, ProbeContext, Prober};
+use super::probes::{self, ExecIn, ProbeContext, Prober};
 use super::status::{self, ContainerView, Phase, PodView};
 use super::{env, host_ports, volumes, Shared};
 use crate::metrics::Operation;
 use crate::runtime::{
-    ContainerState, ContainerStatus, PodSandboxConfig, Runtime, SandboxId, SandboxState,
+    ContainerId, ContainerState, ContainerStatus, PodSandboxConfig, SandboxId, SandboxState,
 };
 
 /// The latest word on a pod, from the watch.
@@ -55,6 +55,8 @@ struct Slot {
     waiting: Option<(String, String)>,
     /// Whether the BackOff Event of the current wait was written.
     backoff_reported: bool,
+    /// When the image may be pulled again, and the delay that was (ImagePullBackOff).
+    pull_backoff: Option<(Instant, Duration)>,
     prober: Option<Prober>,
     /// The environment the current instance was started with (for hooks).
     env: Vec<(String, String)>,
@@ -164,11 +166,14 @@ impl Worker {
         }
     }
 
-    /// The pod's network namespace (bridge network), if it has its own.
-    fn netns(&self) -> Option<PathBuf> {
-        self.sandbox
-            .as_ref()
-            .and_then(|s| self.shared.runtime.sandbox_netns(s))
+    /// Where exec handlers of container instance `id` run: in the container (CRI) or on
+    /// the host, in the pod's network namespace if it has its own (process runtime).
+    fn exec_in(&self, id: Option<&ContainerId>) -> ExecIn {
+        let rt = &self.shared.runtime;
+        match id {
+            Some(id) if rt.execs_in_containers() => ExecIn::Container(rt.clone(), id.clone()),
+            _ => ExecIn::Host(self.sandbox.as_ref().and_then(|s| rt.sandbox_netns(s))),
+        }
     }
 
     /// The pod's address: its own (bridge network) or the node's.
@@ -260,7 +265,12 @@ impl Worker {
             .filter(|s| s.pod_uid == self.uid && s.state == SandboxState::Ready)
             .max_by_key(|s| s.created_at);
         if let Some(s) = existing {
-            self.pod_ip = s.ip.map(|ip| ip.to_string());
+            let ip = match s.ip {
+                Some(ip) => Some(ip),
+                // Listing does not say it with every runtime (CRI).
+                None => rt.pod_sandbox_status(&s.id).await.ok().and_then(|s| s.ip),
+            };
+            self.pod_ip = ip.map(|ip| ip.to_string());
             self.adopt(pod, s.id, s.created_at).await;
             return true;
         }
@@ -378,7 +388,12 @@ impl Worker {
                 let env = env::resolve(&self.shared.client, pod, c, &self.ips())
                     .await
                     .unwrap_or_default();
-                let prober = probes::start(self.probe_context(pod), c, env.clone());
+                let id = self
+                    .slots
+                    .get(&c.name)
+                    .and_then(|s| s.current.as_ref())
+                    .map(|s| s.id.clone());
+                let prober = probes::start(self.probe_context(pod, id.as_ref()), c, env.clone());
                 // What the previous kubelet found: the container started and was ready.
                 let was = |f: fn(&k8s_openapi::api::core::v1::ContainerStatus) -> bool| {
                     pod.status
@@ -415,14 +430,14 @@ impl Worker {
         tracing::info!(pod = %self.key, "re-adopted the pod's sandbox after a kubelet restart");
     }
 
-    fn probe_context(&self, pod: &Pod) -> ProbeContext {
+    fn probe_context(&self, pod: &Pod, container: Option<&ContainerId>) -> ProbeContext {
         ProbeContext {
             metrics: self.shared.metrics.clone(),
             recorder: self.shared.recorder.clone(),
             pod: EventRecorder::reference(pod),
             wake: self.wake.clone(),
             host: self.ip(),
-            netns: self.netns(),
+            exec: self.exec_in(container),
         }
     }
 
@@ -439,6 +454,11 @@ impl Worker {
         }
         if self.rejected.is_some() {
             self.report(pod, Phase::Failed).await;
+            return;
+        }
+        if self.shared.runtime_health.lock().is_err() {
+            // The runtime is down (the node is NotReady): nothing can be done or known
+            // until it is back.
             return;
         }
         if !self.ensure_sandbox(pod).await {
@@ -523,7 +543,7 @@ impl Worker {
                 .map(|message| (host_ports::REASON, message)),
             start_time: self.start_time.unwrap_or_else(Timestamp::now),
         };
-        let status = status::build(&pod_view, "process", Timestamp::now());
+        let status = status::build(&pod_view, self.shared.runtime.name(), Timestamp::now());
         if self.last_status.as_ref() == Some(&status) {
             return;
         }

@@ -1,22 +1,37 @@
-//! Stopping a pod: the preStop hooks, SIGTERM, the grace period, SIGKILL, the sandbox
+//! Stopping a pod (once the runtime answers): the preStop hooks, SIGTERM, the grace period, SIGKILL, the sandbox
 //! removed, then the delete finished with grace period 0.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kubernel_client::{Api, DeleteParams};
 
 use super::{all_containers, Worker};
-use crate::node::probes;
-use crate::runtime::{ContainerState, Runtime, SandboxId};
+use crate::node::probes::{self, ExecIn};
+use crate::runtime::{ContainerState, SandboxId};
 
 impl Worker {
     /// Stops every container (SIGTERM, `grace`, SIGKILL) and removes the sandbox.
     pub(super) async fn terminate(&mut self, pod: &Pod, grace: Duration) {
+        // With the runtime down nothing could be stopped or removed: wait for it, so no
+        // sandbox outlives its pod.
+        while self.shared.runtime_health.lock().is_err() {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
         let rt = self.shared.runtime.clone();
         let mut stops = Vec::new();
         let pod_ip = self.ip();
-        let netns = self.netns();
+        let execs: HashMap<String, ExecIn> = self
+            .slots
+            .iter()
+            .filter_map(|(name, s)| {
+                Some((name.clone(), self.exec_in(Some(&s.current.as_ref()?.id))))
+            })
+            .collect();
         for (name, slot) in &mut self.slots {
             slot.prober = None;
             if let Some(c) = slot
@@ -39,7 +54,7 @@ impl Worker {
                     .and_then(|l| l.pre_stop.clone());
                 let env = slot.env.clone();
                 let host = pod_ip.clone();
-                let netns = netns.clone();
+                let exec = execs.get(name).cloned().unwrap_or(ExecIn::Host(None));
                 let recorder = self.shared.recorder.clone();
                 let reference = Self::reference(pod, Some(name));
                 stops.push(async move {
@@ -48,7 +63,7 @@ impl Worker {
                     if let (Some(hook), Some(spec)) = (hook, spec) {
                         let ran = tokio::time::timeout(
                             grace,
-                            probes::run_hook(&host, netns.as_deref(), &spec, &env, &hook),
+                            probes::run_hook(&host, &exec, grace, &spec, &env, &hook),
                         )
                         .await;
                         let failed = match ran {
