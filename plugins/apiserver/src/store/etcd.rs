@@ -1,10 +1,14 @@
 //! The etcd v3 backend: objects live in etcd under a key prefix; reads, lists and watches are served from the watch cache that one etcd watch of the prefix feeds.
 //!
 //! Writes are etcd transactions: a create compares the key's `create_revision`
-//! with 0, an update or delete its `mod_revision` with the expected one, so the
-//! revision etcd gives the write is the object's `resourceVersion`. Concurrent
-//! writes share one etcd transaction, each with its own compare (see [`batch`]),
-//! and then one revision. A write returns
+//! with 0, an update or delete its `mod_revision` (and the index its value holds)
+//! with the expected resourceVersion's. Concurrent writes share one etcd
+//! transaction, each with its own compare (see [`batch`]), and then one revision,
+//! so resourceVersion is not equal to etcd's mod_revision: it is
+//! mod_revision×64+index, because grouped writes share a revision (see
+//! [`codec`]). Every write has its own resourceVersion, and they increase in the
+//! order watches deliver the writes, so a watch resumed from any of them misses
+//! nothing. A write returns
 //! once this apiserver's cache has applied it, so reads through the same apiserver
 //! see it. While etcd is unreachable, reads and new watches fail at once with
 //! [`StoreError::Unavailable`] and writes within the request timeout; open watches
@@ -25,8 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, PutOptions,
-    TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Certificate, Client, ConnectOptions, Identity, TlsOptions, TxnOpResponse, TxnResponse,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -172,16 +175,14 @@ impl EtcdStore {
         })
     }
 
-    /// Runs the transaction of one write to `key` (whose value is `bytes` long),
-    /// in a group with concurrent ones, within the request timeout. Returns the
-    /// revision of the etcd transaction that carried it and the answer to its own.
+    /// Runs the transaction of one write to `key`, in a group with concurrent ones,
+    /// within the request timeout. Returns the write's resourceVersion (when its
+    /// compare held) and the answer to its own transaction.
     async fn txn(
         &self,
         verb: &str,
         key: &str,
-        etcd_key: String,
-        bytes: usize,
-        txn: Txn,
+        change: batch::Change,
     ) -> Result<(Revision, TxnResponse), StoreError> {
         if key.is_empty() {
             return Err(StoreError::Invalid("empty key".into()));
@@ -192,9 +193,8 @@ impl EtcdStore {
         let (reply, answer) = oneshot::channel();
         let write = batch::Write {
             what: what.clone(),
-            etcd_key,
-            txn,
-            bytes,
+            etcd_key: self.prefix.etcd_key(key),
+            change,
             reply,
         };
         let queued = tokio::time::timeout_at(deadline, self.writes.send(write)).await;
@@ -264,21 +264,6 @@ fn first_kv(response: &TxnResponse) -> Option<etcd_client::KeyValue> {
     }
 }
 
-/// The transaction creating `etcd_key` with `value` unless the key exists.
-fn create_txn(etcd_key: &str, value: Vec<u8>) -> Txn {
-    Txn::new()
-        .when([Compare::create_revision(etcd_key, CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(etcd_key, value, None)])
-}
-
-/// The condition of an update or delete: the expected mod revision, or that the key exists.
-fn expectation(etcd_key: &str, expected: Option<Revision>) -> Compare {
-    match expected {
-        Some(expected) => Compare::mod_revision(etcd_key, CompareOp::Equal, codec::raw(expected)),
-        None => Compare::create_revision(etcd_key, CompareOp::Greater, 0),
-    }
-}
-
 /// Why an update or delete of `key` expecting `expected` did not apply, from the
 /// key's current state read in the same transaction.
 fn refused(
@@ -290,7 +275,7 @@ fn refused(
         (Some(current), Some(expected)) => StoreError::Conflict {
             key: key.to_owned(),
             expected,
-            actual: codec::revision(current.mod_revision()),
+            actual: codec::modified(&current),
         },
         _ => StoreError::NotFound {
             key: key.to_owned(),
@@ -302,16 +287,15 @@ fn refused(
 impl Store for EtcdStore {
     async fn create(&self, key: &str, mut object: Value) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
-        let bytes = value.len();
-        let etcd_key = self.prefix.etcd_key(key);
-        let txn = create_txn(&etcd_key, value);
-        let (revision, response) = self.txn("create", key, etcd_key, bytes, txn).await?;
+        let change = batch::Change::Create(value);
+        let (revision, response) = self.txn("create", key, change).await?;
         if !response.succeeded() {
             return Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             });
         }
-        self.written(key, object, revision, revision).await
+        let created = codec::created(codec::etcd_revision(revision));
+        self.written(key, object, created, revision).await
     }
 
     async fn update(
@@ -321,35 +305,22 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
-        let bytes = value.len();
-        let etcd_key = self.prefix.etcd_key(key);
-        let txn = Txn::new()
-            .when([expectation(&etcd_key, expected)])
-            .and_then([TxnOp::put(
-                etcd_key.as_str(),
-                value,
-                Some(PutOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let (revision, response) = self.txn("update", key, etcd_key, bytes, txn).await?;
+        let change = batch::Change::Update(value, expected);
+        let (revision, response) = self.txn("update", key, change).await?;
         let previous = first_kv(&response);
         if !response.succeeded() {
             return Err(refused(key, expected, previous));
         }
-        let created = previous.map_or(revision, |kv| codec::revision(kv.create_revision()));
+        let created = previous.map_or_else(
+            || codec::created(codec::etcd_revision(revision)),
+            |kv| codec::created(kv.create_revision()),
+        );
         self.written(key, object, created, revision).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError> {
-        let etcd_key = self.prefix.etcd_key(key);
-        let txn = Txn::new()
-            .when([expectation(&etcd_key, expected)])
-            .and_then([TxnOp::delete(
-                etcd_key.as_str(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let (revision, response) = self.txn("delete", key, etcd_key, 0, txn).await?;
+        let change = batch::Change::Delete(expected);
+        let (revision, response) = self.txn("delete", key, change).await?;
         let previous = first_kv(&response);
         if !response.succeeded() {
             return Err(refused(key, expected, previous));
@@ -360,7 +331,7 @@ impl Store for EtcdStore {
         let deleted = codec::decode(
             Arc::from(key),
             previous.value(),
-            codec::revision(previous.create_revision()),
+            codec::created(previous.create_revision()),
             revision,
         )?;
         self.wait_applied(revision).await;

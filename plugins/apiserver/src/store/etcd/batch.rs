@@ -5,7 +5,11 @@
 //! sent together. The outer transaction has no compare; each write is a nested
 //! transaction (etcd 3.3 and later) whose compare decides it alone, and whose
 //! answer is its own in the outer answer. A group's writes share one etcd revision
-//! (their `resourceVersion`); etcd sends their events in one watch response.
+//! and each has its own resourceVersion: the revision × 64 + its index (see
+//! [`codec`]). A put's index is its place in the group, written into its value; a
+//! delete's is the one after the previous write of the group that applied (0
+//! for the first), which the watch feed derives the same way from the events of
+//! the revision, as etcd sends them in one watch response and in order.
 //!
 //! etcd refuses a transaction that writes one key twice, so a group holds
 //! distinct keys: a write to a key already in the group waits for the next one.
@@ -13,7 +17,9 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use etcd_client::{KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tracing::warn;
@@ -26,32 +32,106 @@ use crate::store::{Revision, StoreError};
 /// for the next group.
 const IN_FLIGHT: usize = 4;
 
-/// Most writes in one group (etcd refuses more than `--max-txn-ops`, 128 by default).
-const MAX_WRITES: usize = 64;
+/// Most writes in one group (etcd refuses more than `--max-txn-ops`, 128 by default):
+/// as many as a revision has resourceVersions.
+const MAX_WRITES: usize = codec::PER_REVISION as usize;
 
 /// Most value bytes in one group (etcd refuses requests over `--max-request-bytes`,
 /// 1.5 MiB by default); a larger write goes alone.
 const MAX_BYTES: usize = 512 * 1024;
 
-/// One write's transaction, waiting to be sent.
+/// One write, waiting to be sent.
 pub(super) struct Write {
     /// What it does (`create pods/default/a`), for messages.
     pub what: String,
-    /// The etcd key the transaction writes (no two in one group).
+    /// The etcd key it writes (no two in one group).
     pub etcd_key: String,
-    /// The write's own transaction.
-    pub txn: Txn,
-    /// Size of the value it puts.
-    pub bytes: usize,
+    /// What it does to the key.
+    pub change: Change,
     /// Where its answer goes.
     pub reply: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+/// What a write does to its key. Values come from [`codec::encode`].
+pub(super) enum Change {
+    /// Puts the value unless the key exists.
+    Create(Vec<u8>),
+    /// Puts the value if the key's resourceVersion is the expected one (or, with
+    /// none, if the key exists); answers the previous key, or the current one
+    /// when refused.
+    Update(Vec<u8>, Option<Revision>),
+    /// Deletes the key on the same condition; answers the deleted key, or the
+    /// current one when refused.
+    Delete(Option<Revision>),
+}
+
+impl Write {
+    /// Size of the value it puts.
+    fn bytes(&self) -> usize {
+        match &self.change {
+            Change::Create(value) | Change::Update(value, _) => value.len(),
+            Change::Delete(_) => 0,
+        }
+    }
+
+    /// Its own transaction, as the `index`th write of its group.
+    pub(super) fn txn(&self, index: u64) -> Txn {
+        let key = self.etcd_key.as_str();
+        let indexed = |value: &Vec<u8>| {
+            let mut value = value.clone();
+            codec::set_index(&mut value, index);
+            value
+        };
+        match &self.change {
+            Change::Create(value) => Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, indexed(value), None)]),
+            Change::Update(value, expected) => Txn::new()
+                .when(expectation(key, *expected))
+                .and_then([TxnOp::put(
+                    key,
+                    indexed(value),
+                    Some(PutOptions::new().with_prev_key()),
+                )])
+                .or_else([TxnOp::get(key, None)]),
+            Change::Delete(expected) => Txn::new()
+                .when(expectation(key, *expected))
+                .and_then([TxnOp::delete(
+                    key,
+                    Some(DeleteOptions::new().with_prev_key()),
+                )])
+                .or_else([TxnOp::get(key, None)]),
+        }
+    }
+}
+
+/// The condition of an update or delete: that the key's resourceVersion is
+/// `expected` (its mod_revision is `expected / 64` and its value holds the index
+/// `expected % 64`), or that the key exists. A compare of a value fails on a
+/// missing key, so an expected resourceVersion never matches one.
+fn expectation(etcd_key: &str, expected: Option<Revision>) -> Vec<Compare> {
+    let Some(expected) = expected else {
+        return vec![Compare::create_revision(etcd_key, CompareOp::Greater, 0)];
+    };
+    let index = expected % codec::PER_REVISION;
+    let mut compares = vec![
+        Compare::mod_revision(etcd_key, CompareOp::Equal, codec::etcd_revision(expected)),
+        Compare::value(etcd_key, CompareOp::Less, codec::index_prefix(index + 1)),
+    ];
+    if index > 0 {
+        compares.push(Compare::value(
+            etcd_key,
+            CompareOp::Greater,
+            codec::index_prefix(index),
+        ));
+    }
+    compares
 }
 
 /// etcd's answer to one write.
 #[derive(Debug)]
 pub(super) struct Answer {
-    /// The revision of the etcd transaction that carried the write (the write's
-    /// revision when its compare held).
+    /// The write's resourceVersion, when its compare held.
     pub revision: Revision,
     /// The answer to the write's own transaction.
     pub response: TxnResponse,
@@ -105,12 +185,12 @@ fn gather(
         }
         let fits = group.is_empty()
             || (group.len() < MAX_WRITES
-                && bytes + write.bytes <= MAX_BYTES
+                && bytes + write.bytes() <= MAX_BYTES
                 && !keys.contains(&write.etcd_key));
         if !fits {
             return Some(write);
         }
-        bytes += write.bytes;
+        bytes += write.bytes();
         keys.insert(write.etcd_key.clone());
         group.push(write);
         None
@@ -140,18 +220,31 @@ pub(super) async fn send(shared: &Shared, kv: KvClient, mut group: Vec<Write>) {
     }
     let what = format!("{} writes ({}, ...)", group.len(), group[0].what);
     let txn = Txn::new().and_then(
-        group
-            .iter()
-            .map(|write| TxnOp::txn(write.txn.clone()))
+        (0..)
+            .zip(&group)
+            .map(|(index, write)| TxnOp::txn(write.txn(index)))
             .collect::<Vec<_>>(),
     );
     match commit(shared, kv.clone(), &what, txn).await {
         Ok(response) => {
-            let revision = revision(shared, &response);
+            let raw = revision(shared, &response);
             let mut answers = response.op_responses().into_iter();
-            for write in group {
+            let mut last_applied = None;
+            for (index, write) in (0..).zip(group) {
                 let answer = match answers.next() {
-                    Some(TxnOpResponse::Txn(response)) => Ok(Answer { revision, response }),
+                    Some(TxnOpResponse::Txn(response)) => {
+                        let index = match write.change {
+                            Change::Delete(_) => last_applied.map_or(0, |last| last + 1),
+                            Change::Create(_) | Change::Update(..) => index,
+                        };
+                        if response.succeeded() {
+                            last_applied = Some(index);
+                        }
+                        Ok(Answer {
+                            revision: codec::resource_version(raw, index),
+                            response,
+                        })
+                    }
                     _ => Err(shared.unavailable(
                         &what,
                         format!("etcd's answer lacks the one to {}", write.what),
@@ -175,11 +268,12 @@ pub(super) async fn send(shared: &Shared, kv: KvClient, mut group: Vec<Write>) {
     }
 }
 
-/// Sends one write's own transaction and answers it.
+/// Sends one write's own transaction (the only write of its revision: index 0)
+/// and answers it.
 async fn send_alone(shared: &Shared, kv: KvClient, write: Write) {
-    let answer = match commit(shared, kv, &write.what, write.txn).await {
+    let answer = match commit(shared, kv, &write.what, write.txn(0)).await {
         Ok(response) => Ok(Answer {
-            revision: revision(shared, &response),
+            revision: codec::resource_version(revision(shared, &response), 0),
             response,
         }),
         Err(failure) => Err(failure.error),
@@ -230,11 +324,9 @@ fn invalid(err: &etcd_client::Error) -> bool {
     matches!(err, etcd_client::Error::GRpcStatus(status) if format!("{:?}", status.code()) == "InvalidArgument")
 }
 
-/// The revision a transaction's answer reports, noted as reached by etcd.
-fn revision(shared: &Shared, response: &TxnResponse) -> Revision {
-    let revision = response
-        .header()
-        .map_or(0, |header| codec::revision(header.revision()));
-    shared.reach(revision);
+/// The etcd revision a transaction's answer reports, noted as reached by etcd.
+fn revision(shared: &Shared, response: &TxnResponse) -> i64 {
+    let revision = response.header().map_or(0, |header| header.revision());
+    shared.reach(codec::complete(revision));
     revision
 }
