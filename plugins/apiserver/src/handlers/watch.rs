@@ -137,7 +137,6 @@ pub fn watch(
                 last,
                 deadline: Box::pin(tokio::time::sleep(timeout)),
                 bookmarks,
-                held: None,
             })
         }
     };
@@ -189,8 +188,6 @@ struct Live {
     last: Revision,
     deadline: Pin<Box<Sleep>>,
     bookmarks: Option<Interval>,
-    /// An event received after a full chunk, the first of the next one.
-    held: Option<Event>,
 }
 
 impl WatchBody {
@@ -209,17 +206,14 @@ impl WatchBody {
         } = self;
         let live = live_slot.as_mut()?;
         loop {
-            let first = match live.held.take() {
-                Some(ev) => Some(ev),
-                None => tokio::select! {
-                    ev = live.events.recv() => ev,
+            let first = tokio::select! {
+                ev = live.events.recv() => ev,
                 () = bookmark_due(&mut live.bookmarks) => {
                     sent.inc();
                     return Some(enc.bookmark(live.last));
                 }
-                    () = &mut live.deadline => None,
-                    () = state.shutdown.cancelled() => None,
-                },
+                () = &mut live.deadline => None,
+                () = state.shutdown.cancelled() => None,
             };
             let Some(first) = first else {
                 *live_slot = None;
@@ -228,17 +222,11 @@ impl WatchBody {
             let mut chunk = Vec::new();
             let mut lines = 0u64;
             let mut next = Some(first);
-            // A full chunk still takes the rest of its last event's revision:
-            // events of one etcd transaction share a revision, and a client that
-            // re-watches from the last one it saw would miss the others.
             while let Some(ev) = next.take() {
                 live.last = ev.revision;
                 lines += u64::from(enc.event(&ev, &live.filter, &mut chunk));
-                next = live.events.try_recv().ok();
-                if chunk.len() >= MAX_CHUNK_BYTES
-                    && next.as_ref().is_some_and(|ev| ev.revision != live.last)
-                {
-                    live.held = next.take();
+                if chunk.len() < MAX_CHUNK_BYTES {
+                    next = live.events.try_recv().ok();
                 }
             }
             if lines > 0 {

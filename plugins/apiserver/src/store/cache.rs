@@ -443,10 +443,6 @@ impl Cache {
 
     /// Sends `events` to the watchers of their keys; drops watchers that are gone
     /// or too far behind (their clients re-watch).
-    ///
-    /// A watcher gets all of its events of one call or none: several events may
-    /// share a revision (one etcd transaction), and a client that re-watches from
-    /// the last revision it saw must not miss the rest of that revision.
     fn deliver(&mut self, events: &[Event]) {
         // Counted per batch and resource, so the counters cost one update each.
         let mut dispatched: BTreeMap<&str, u64> = BTreeMap::new();
@@ -458,11 +454,6 @@ impl Cache {
             let mine = |event: &&Event| {
                 event.revision > watcher.after && event.object.key.starts_with(&watcher.prefix)
             };
-            let count = events.iter().filter(mine).count();
-            if count > watcher.tx.capacity() {
-                debug!(prefix = %watcher.prefix, events = count, "watcher dropped: too far behind");
-                return false;
-            }
             for event in events.iter().filter(mine) {
                 if let Err(err) = watcher.tx.try_send(event.clone()) {
                     let reason = match err {
