@@ -39,7 +39,7 @@ async fn next_events(watch: &mut Watch, count: usize) -> Vec<(String, EventType,
 }
 
 /// Sends `changes` (store key and change) to etcd as one group, as the group
-/// commit does, and returns each write's answer.
+/// commit does, and returns each write's answer once the cache has applied them.
 async fn send_group(
     store: &EtcdStore,
     etcd: &kubernel_e2e::Etcd,
@@ -71,6 +71,9 @@ async fn send_group(
             .expect("answered")
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         answered.push(answer);
+    }
+    if let Some(last) = answered.iter().map(|answer| answer.revision).max() {
+        store.wait_applied(last).await;
     }
     answered
 }
@@ -275,6 +278,42 @@ async fn etcd_store_should_resume_a_watch_from_the_middle_of_a_group_with_the_re
         .expect("connect again");
     let read = again.get(&key("e")).expect("get").expect("e");
     assert_eq!(read.mod_revision, e);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_should_read_and_update_a_value_of_plain_json_as_index_0() {
+    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
+        .await
+        .expect("etcd start task")
+        .expect("start etcd");
+    let mut kv = Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .expect("connect a client")
+        .kv_client();
+    let put = kv
+        .put("/registry/pods/default/old", pod("old").to_string(), None)
+        .await
+        .expect("put plain JSON");
+    let raw = put.header().map_or(0, |header| header.revision());
+    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
+        .await
+        .expect("connect");
+    let old = store
+        .get("pods/default/old")
+        .expect("get")
+        .expect("the plain JSON value is an object");
+    assert_eq!(old.mod_revision, codec::resource_version(raw, 0));
+    let stale = store
+        .update("pods/default/old", pod("old"), Some(old.mod_revision + 1))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { actual, .. }) if actual == old.mod_revision),
+        "{stale:?}"
+    );
+    store
+        .update("pods/default/old", pod("old"), Some(old.mod_revision))
+        .await
+        .expect("update at the plain value's resourceVersion");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
