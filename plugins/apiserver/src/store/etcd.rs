@@ -1,14 +1,21 @@
 //! The etcd v3 backend: objects live in etcd under a key prefix; reads, lists and watches are served from the watch cache that one etcd watch of the prefix feeds.
 //!
 //! Writes are etcd transactions: a create compares the key's `create_revision`
-//! with 0, an update or delete its `mod_revision` with the expected one, so the
-//! revision etcd gives the write is the object's `resourceVersion`. A write returns
+//! with 0, an update or delete its `mod_revision` (and the index its value holds)
+//! with the expected resourceVersion's. Concurrent writes share one etcd
+//! transaction, each with its own compare (see [`batch`]), and then one revision,
+//! so resourceVersion is not equal to etcd's mod_revision: it is
+//! mod_revision×64+index, because grouped writes share a revision (see
+//! [`codec`]). Every write has its own resourceVersion, and they increase in the
+//! order watches deliver the writes, so a watch resumed from any of them misses
+//! nothing. A write returns
 //! once this apiserver's cache has applied it, so reads through the same apiserver
 //! see it. While etcd is unreachable, reads and new watches fail at once with
 //! [`StoreError::Unavailable`] and writes within the request timeout; open watches
 //! stay registered and resume when the feed is re-established from the cache's
 //! revision (or close, for a clean 410 and re-list, if etcd compacted it meanwhile).
 
+mod batch;
 mod codec;
 mod feed;
 mod shared;
@@ -22,10 +29,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, KvClient,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Certificate, Client, ConnectOptions, Identity, TlsOptions, TxnOpResponse, TxnResponse,
 };
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -99,15 +106,18 @@ pub enum EtcdError {
     },
 }
 
+/// Writes that may wait to be sent to etcd before callers wait to queue theirs.
+const WRITE_QUEUE: usize = 1024;
+
 /// The etcd-backed [`Store`]. Dropping it stops its tasks and closes every watch.
 pub struct EtcdStore {
     /// State shared with the feed and upkeep tasks.
     shared: Arc<Shared>,
-    /// Client for transactions.
-    kv: KvClient,
+    /// Writes waiting to be sent to etcd in a group.
+    writes: mpsc::Sender<batch::Write>,
     /// Key prefix in etcd.
     prefix: Prefix,
-    /// The feed, health check and compaction tasks.
+    /// The feed, group commit, health check and compaction tasks.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -144,8 +154,10 @@ impl EtcdStore {
             .map_err(|reason| failed(&format!("list {}", prefix.as_str()), reason))?;
         info!(etcd = %endpoints, prefix = prefix.as_str(), keys = loaded.objects.len(), revision = loaded.revision, "etcd store connected");
         let shared = Arc::new(Shared::new(loaded, options.cache, endpoints, timeout));
+        let (writes, queued) = mpsc::channel(WRITE_QUEUE);
         let mut tasks = vec![
             tokio::spawn(feed::run(shared.clone(), client.clone(), prefix.clone())),
+            tokio::spawn(batch::run(shared.clone(), client.kv_client(), queued)),
             tokio::spawn(upkeep::check_health(shared.clone(), client.clone())),
         ];
         if !options.compaction_interval.is_zero() {
@@ -157,45 +169,61 @@ impl EtcdStore {
         }
         Ok(EtcdStore {
             shared,
-            kv: client.kv_client(),
+            writes,
             prefix,
             tasks,
         })
     }
 
-    /// Runs one transaction on `key` within the request timeout.
-    async fn txn(&self, verb: &str, key: &str, txn: Txn) -> Result<TxnResponse, StoreError> {
+    /// Runs the transaction of one write to `key`, in a group with concurrent ones,
+    /// within the request timeout. Returns the write's resourceVersion (when its
+    /// compare held) and the answer to its own transaction.
+    async fn txn(
+        &self,
+        verb: &str,
+        key: &str,
+        change: batch::Change,
+    ) -> Result<(Revision, TxnResponse), StoreError> {
         if key.is_empty() {
             return Err(StoreError::Invalid("empty key".into()));
         }
-        let mut kv = self.kv.clone();
         let timeout = self.shared.request_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut attempts = 0;
-        let reason = loop {
-            attempts += 1;
-            match tokio::time::timeout_at(deadline, kv.txn(txn.clone())).await {
-                Ok(Ok(response)) => {
-                    if let Some(header) = response.header() {
-                        self.shared.reach(codec::revision(header.revision()));
-                    }
-                    return Ok(response);
-                }
-                // The client balances over every endpoint, a dead member's too: a
-                // request that could not even connect was never sent, so another
-                // member may take it.
-                Ok(Err(err)) if never_sent(&err) && attempts < 2 * self.shared.members() => {
-                    continue;
-                }
-                Ok(Err(err)) => break describe(&err),
-                Err(_) => break format!("no answer within {timeout:?}"),
-            }
+        let what = format!("{verb} {key}");
+        let (reply, answer) = oneshot::channel();
+        let write = batch::Write {
+            what: what.clone(),
+            etcd_key: self.prefix.etcd_key(key),
+            change,
+            reply,
         };
-        Err(self.shared.unavailable(&format!("{verb} {key}"), reason))
+        let queued = tokio::time::timeout_at(deadline, self.writes.send(write)).await;
+        let closed = || {
+            self.shared
+                .unavailable(&what, "the store is shutting down".into())
+        };
+        match queued {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(closed()),
+            Err(_) => {
+                return Err(self
+                    .shared
+                    .unavailable(&what, format!("no answer within {timeout:?}")))
+            }
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer.map(|answer| (answer.revision, answer.response)),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(self
+                .shared
+                .unavailable(&what, format!("no answer within {timeout:?}"))),
+        }
     }
 
     /// The object written at `mod_revision`, once the cache has applied that revision
     /// (so reads through this apiserver see it), or the request timeout has passed.
+    /// The cache's copy (decoded from the watch event) is the same object: it is
+    /// answered when the cache has it, rather than serializing the object again.
     async fn written(
         &self,
         key: &str,
@@ -203,9 +231,12 @@ impl EtcdStore {
         create_revision: Revision,
         mod_revision: Revision,
     ) -> Result<Stored, StoreError> {
-        let stored = stored(&Arc::from(key), object, create_revision, mod_revision)?;
         self.wait_applied(mod_revision).await;
-        Ok(stored)
+        let cached = self.shared.cache.read().get(key);
+        match cached {
+            Some(cached) if cached.mod_revision == mod_revision => Ok(cached),
+            _ => stored(&Arc::from(key), object, create_revision, mod_revision),
+        }
     }
 
     /// Waits until the cache has applied `revision`, unless the feed is down (the
@@ -233,21 +264,6 @@ fn first_kv(response: &TxnResponse) -> Option<etcd_client::KeyValue> {
     }
 }
 
-/// The revision of a transaction: the write's revision when it succeeded.
-fn txn_revision(response: &TxnResponse) -> Revision {
-    response
-        .header()
-        .map_or(0, |header| codec::revision(header.revision()))
-}
-
-/// The condition of an update or delete: the expected mod revision, or that the key exists.
-fn expectation(etcd_key: &str, expected: Option<Revision>) -> Compare {
-    match expected {
-        Some(expected) => Compare::mod_revision(etcd_key, CompareOp::Equal, codec::raw(expected)),
-        None => Compare::create_revision(etcd_key, CompareOp::Greater, 0),
-    }
-}
-
 /// Why an update or delete of `key` expecting `expected` did not apply, from the
 /// key's current state read in the same transaction.
 fn refused(
@@ -259,7 +275,7 @@ fn refused(
         (Some(current), Some(expected)) => StoreError::Conflict {
             key: key.to_owned(),
             expected,
-            actual: codec::revision(current.mod_revision()),
+            actual: codec::modified(&current),
         },
         _ => StoreError::NotFound {
             key: key.to_owned(),
@@ -271,22 +287,15 @@ fn refused(
 impl Store for EtcdStore {
     async fn create(&self, key: &str, mut object: Value) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
-        let etcd_key = self.prefix.etcd_key(key);
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                etcd_key.as_str(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(etcd_key, value, None)]);
-        let response = self.txn("create", key, txn).await?;
+        let change = batch::Change::Create(value);
+        let (revision, response) = self.txn("create", key, change).await?;
         if !response.succeeded() {
             return Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             });
         }
-        let revision = txn_revision(&response);
-        self.written(key, object, revision, revision).await
+        let created = codec::created(codec::etcd_revision(revision));
+        self.written(key, object, created, revision).await
     }
 
     async fn update(
@@ -296,35 +305,22 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
-        let etcd_key = self.prefix.etcd_key(key);
-        let txn = Txn::new()
-            .when([expectation(&etcd_key, expected)])
-            .and_then([TxnOp::put(
-                etcd_key.as_str(),
-                value,
-                Some(PutOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let response = self.txn("update", key, txn).await?;
+        let change = batch::Change::Update(value, expected);
+        let (revision, response) = self.txn("update", key, change).await?;
         let previous = first_kv(&response);
         if !response.succeeded() {
             return Err(refused(key, expected, previous));
         }
-        let revision = txn_revision(&response);
-        let created = previous.map_or(revision, |kv| codec::revision(kv.create_revision()));
+        let created = previous.map_or_else(
+            || codec::created(codec::etcd_revision(revision)),
+            |kv| codec::created(kv.create_revision()),
+        );
         self.written(key, object, created, revision).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError> {
-        let etcd_key = self.prefix.etcd_key(key);
-        let txn = Txn::new()
-            .when([expectation(&etcd_key, expected)])
-            .and_then([TxnOp::delete(
-                etcd_key.as_str(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(etcd_key.as_str(), None)]);
-        let response = self.txn("delete", key, txn).await?;
+        let change = batch::Change::Delete(expected);
+        let (revision, response) = self.txn("delete", key, change).await?;
         let previous = first_kv(&response);
         if !response.succeeded() {
             return Err(refused(key, expected, previous));
@@ -332,11 +328,10 @@ impl Store for EtcdStore {
         let previous = previous.ok_or_else(|| StoreError::NotFound {
             key: key.to_owned(),
         })?;
-        let revision = txn_revision(&response);
         let deleted = codec::decode(
             Arc::from(key),
             previous.value(),
-            codec::revision(previous.create_revision()),
+            codec::created(previous.create_revision()),
             revision,
         )?;
         self.wait_applied(revision).await;
@@ -436,8 +431,6 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, EtcdError> {
     })
 }
 
-/// A short description of an etcd client error: the gRPC message, without the
-/// status' debug dump.
 /// True when a request failed because no connection to the chosen member could be
 /// made (the request never left this process), so retrying it on another member is safe.
 fn never_sent(err: &etcd_client::Error) -> bool {
@@ -461,6 +454,8 @@ fn never_sent(err: &etcd_client::Error) -> bool {
     .any(|needle| text.contains(needle))
 }
 
+/// A short description of an etcd client error: the gRPC message, without the
+/// status' debug dump.
 fn describe(err: &etcd_client::Error) -> String {
     match err {
         etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => {

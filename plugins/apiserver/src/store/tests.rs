@@ -1,7 +1,10 @@
 //! The `Store` contract, checked on every backend: each scenario runs on the embedded store and on a real etcd.
 //!
-//! A scenario counts revisions from the store's revision when opened (`base`):
-//! a fresh embedded store starts at 0, a fresh etcd at 1.
+//! A scenario counts writes from the store's revision when opened (`base`): a
+//! fresh embedded store starts at 0, a fresh etcd at 1. The embedded store gives
+//! the n-th write revision `base + n`; etcd gives a write that has an etcd
+//! revision to itself `(etcd revision) × 64` (see `etcd::codec`), which
+//! [`Harness::rv`] and [`Harness::relative`] convert.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,9 +14,7 @@ use serde_json::{json, Value};
 
 use super::embedded::EmbeddedStore;
 use super::etcd::{EtcdOptions, EtcdStore};
-use super::{
-    CacheOptions, Event, EventType, ListOptions, Revision, Store, StoreError, Stored, Watch,
-};
+use super::{CacheOptions, Event, EventType, ListOptions, Revision, Store, StoreError, Stored};
 
 /// A minimal pod-like object named `name`.
 pub(super) fn pod(name: &str) -> Value {
@@ -35,6 +36,8 @@ pub(super) struct Harness {
     pub store: Arc<dyn Store>,
     /// Its revision when opened.
     pub base: Revision,
+    /// Store revisions per backend revision: 1 on the embedded store, 64 on etcd.
+    pub unit: Revision,
     /// The temporary directory or the etcd process; dropped after the store.
     _backend: Box<dyn std::any::Any + Send>,
 }
@@ -59,8 +62,13 @@ impl Backend {
                 (Arc::new(store), Box::new(etcd))
             }
         };
+        let unit = match self {
+            Backend::Embedded => 1,
+            Backend::Etcd => 64,
+        };
         Harness {
             base: store.revision(),
+            unit,
             store,
             _backend: backend,
         }
@@ -108,23 +116,19 @@ impl Harness {
         )
     }
 
-    /// Revisions relative to `base`.
-    fn relative(&self, revisions: impl IntoIterator<Item = Revision>) -> Vec<Revision> {
-        revisions.into_iter().map(|r| r - self.base).collect()
+    /// The resourceVersion of the `n`-th write after `base`, each write alone in
+    /// its backend revision.
+    fn rv(&self, n: Revision) -> Revision {
+        (self.base / self.unit + n) * self.unit
     }
-}
 
-/// Receives events until one at `last` (or a timeout), returning their revisions.
-async fn revisions_until(watch: &mut Watch, last: Revision) -> Vec<Revision> {
-    let mut seen: Vec<Revision> = watch.backlog.iter().map(|event| event.revision).collect();
-    while seen.last().is_none_or(|revision| *revision < last) {
-        let next = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
-        match next.expect("events arrive in time") {
-            Some(event) => seen.push(event.revision),
-            None => panic!("watch closed after {seen:?}"),
-        }
+    /// Backend revisions relative to `base` (the `n` of [`Harness::rv`]).
+    fn relative(&self, revisions: impl IntoIterator<Item = Revision>) -> Vec<Revision> {
+        revisions
+            .into_iter()
+            .map(|r| r / self.unit - self.base / self.unit)
+            .collect()
     }
-    seen
 }
 
 /// Instantiates each scenario as a test on each backend: `embedded::<scenario>`, `etcd::<scenario>`.
@@ -176,7 +180,7 @@ async fn store_should_count_one_revision_per_write(backend: Backend) {
     );
     assert_eq!(
         created.object["metadata"]["resourceVersion"],
-        (h.base + 1).to_string()
+        h.rv(1).to_string()
     );
     let updated = h
         .store
@@ -188,10 +192,7 @@ async fn store_should_count_one_revision_per_write(backend: Backend) {
         [1, 2]
     );
     let json: Value = serde_json::from_slice(&updated.json).expect("json");
-    assert_eq!(
-        json["metadata"]["resourceVersion"],
-        (h.base + 2).to_string()
-    );
+    assert_eq!(json["metadata"]["resourceVersion"], h.rv(2).to_string());
     h.create("pods/default/b", "b").await;
     let deleted = h
         .store
@@ -201,7 +202,7 @@ async fn store_should_count_one_revision_per_write(backend: Backend) {
     assert_eq!(h.relative([deleted.mod_revision]), [4]);
     assert_eq!(
         deleted.object["metadata"]["resourceVersion"],
-        (h.base + 4).to_string()
+        h.rv(4).to_string()
     );
     assert_eq!(h.relative([h.store.revision()]), [4]);
     let read = h
@@ -258,26 +259,26 @@ async fn store_should_refuse_writes_that_do_not_apply_without_spending_a_revisio
 
 async fn store_should_compare_and_swap_on_the_mod_revision(backend: Backend) {
     let h = backend.open(CacheOptions::default()).await;
-    let (store, base) = (&h.store, h.base);
+    let store = &h.store;
     h.create("pods/default/a", "a").await;
     store
-        .update("pods/default/a", pod("a"), Some(base + 1))
+        .update("pods/default/a", pod("a"), Some(h.rv(1)))
         .await
         .expect("update at 1");
     let stale = store
-        .update("pods/default/a", pod("a"), Some(base + 1))
+        .update("pods/default/a", pod("a"), Some(h.rv(1)))
         .await;
     assert!(
-        matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == base + 1 && actual == base + 2),
+        matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == h.rv(1) && actual == h.rv(2)),
         "{stale:?}"
     );
-    let stale = store.delete("pods/default/a", Some(base + 1)).await;
+    let stale = store.delete("pods/default/a", Some(h.rv(1))).await;
     assert!(
-        matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == base + 1 && actual == base + 2),
+        matches!(stale, Err(StoreError::Conflict { expected, actual, .. }) if expected == h.rv(1) && actual == h.rv(2)),
         "{stale:?}"
     );
     store
-        .delete("pods/default/a", Some(base + 2))
+        .delete("pods/default/a", Some(h.rv(2)))
         .await
         .expect("delete at 2");
     assert!(store.get("pods/default/a").expect("get").is_none());
@@ -415,16 +416,16 @@ async fn store_should_answer_compacted_for_a_list_at_a_trimmed_revision(backend:
     }
     let trimmed = h.store.list(&ListOptions {
         prefix: "pods/".into(),
-        revision: Some(h.base + 2),
+        revision: Some(h.rv(2)),
         ..ListOptions::default()
     });
     assert!(
-        matches!(trimmed, Err(StoreError::Compacted { requested, compacted }) if requested == h.base + 2 && compacted == h.base + 3),
+        matches!(trimmed, Err(StoreError::Compacted { requested, compacted }) if requested == h.rv(2) && compacted == h.rv(3)),
         "{:?}",
         trimmed.err()
     );
-    let (kept, _, revision) = names_at(&h, "pods/", None, None, h.base + 3);
-    assert_eq!((kept.len(), revision), (3, h.base + 3));
+    let (kept, _, revision) = names_at(&h, "pods/", None, None, h.rv(3));
+    assert_eq!((kept.len(), revision), (3, h.rv(3)));
 }
 
 async fn store_should_count_keys_per_resource(backend: Backend) {
@@ -459,10 +460,10 @@ async fn watch_should_return_backlog_then_live_events_in_order(backend: Backend)
     h.create("pods/default/a", "a").await;
     h.create("nodes/n1", "n1").await;
     h.create("pods/default/b", "b").await;
-    let mut watch = h.store.watch("pods/", h.base + 1).expect("watch");
+    let mut watch = h.store.watch("pods/", h.rv(1)).expect("watch");
     assert_eq!(h.relative(watch.backlog.iter().map(|e| e.revision)), [3]);
     h.store
-        .update("pods/default/a", pod("a"), Some(h.base + 1))
+        .update("pods/default/a", pod("a"), Some(h.rv(1)))
         .await
         .expect("update a");
     h.create("nodes/n2", "n2").await;
@@ -476,7 +477,7 @@ async fn watch_should_return_backlog_then_live_events_in_order(backend: Backend)
     ];
     assert_eq!(
         live.iter()
-            .map(|e| (e.revision - h.base, e.kind))
+            .map(|e| (h.relative([e.revision])[0], e.kind))
             .collect::<Vec<_>>(),
         vec![(4, EventType::Modified), (6, EventType::Deleted)]
     );
@@ -495,7 +496,7 @@ async fn watch_should_miss_and_repeat_nothing_while_writes_race_with_registratio
             for i in 0..100 {
                 let key = format!("pods/ns{task}/p{i}");
                 let created = store.create(&key, pod(&key)).await.expect("create pod");
-                pods.push(created.mod_revision);
+                pods.push((created.mod_revision, key));
                 if i % 2 == 0 {
                     let key = format!("configmaps/ns{task}/c{i}");
                     store
@@ -513,15 +514,40 @@ async fn watch_should_miss_and_repeat_nothing_while_writes_race_with_registratio
         watches.push((from, h.store.watch("pods/", from).expect("watch")));
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Concurrent writes may share an etcd revision (one transaction), never a
+    // resourceVersion: a watch gets each write once, in resourceVersion order.
     let mut pods = BTreeSet::new();
     for writer in writers {
         pods.extend(writer.await.expect("writer"));
     }
-    let last = *pods.last().expect("some pods");
     for (from, mut watch) in watches {
-        let seen = revisions_until(&mut watch, last).await;
-        let expected: Vec<Revision> = pods.range(from + 1..).copied().collect();
+        let expected: Vec<(Revision, String)> = pods
+            .iter()
+            .filter(|(revision, _)| *revision > from)
+            .cloned()
+            .collect();
+        let mut seen: Vec<(Revision, String)> = watch
+            .backlog
+            .iter()
+            .map(|event| (event.revision, event.object.key.to_string()))
+            .collect();
+        while seen.len() < expected.len() {
+            let next = tokio::time::timeout(Duration::from_secs(10), watch.events.recv()).await;
+            match next.expect("events arrive in time") {
+                Some(event) => seen.push((event.revision, event.object.key.to_string())),
+                None => panic!("watch from {from} closed after {} events", seen.len()),
+            }
+        }
+        assert!(
+            seen.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "watch from {from}: revisions strictly increase"
+        );
+        seen.sort();
         assert_eq!(seen, expected, "watch from {from}");
+        assert!(
+            watch.events.try_recv().is_err(),
+            "watch from {from}: nothing more"
+        );
     }
 }
 
@@ -534,15 +560,15 @@ async fn watch_should_answer_compacted_once_history_is_trimmed_by_count(backend:
     for i in 0..10 {
         h.create(&format!("pods/default/p{i}"), "p").await;
     }
-    let compacted = h.store.watch("pods/", h.base + 4);
+    let compacted = h.store.watch("pods/", h.rv(4));
     assert!(
-        matches!(compacted, Err(StoreError::Compacted { requested, compacted }) if requested == h.base + 4 && compacted == h.base + 5),
+        matches!(compacted, Err(StoreError::Compacted { requested, compacted }) if requested == h.rv(4) && compacted == h.rv(5)),
         "{:?}",
         compacted.err()
     );
     let watch = h
         .store
-        .watch("pods/", h.base + 5)
+        .watch("pods/", h.rv(5))
         .expect("watch from compacted");
     assert_eq!(
         h.relative(watch.backlog.iter().map(|e| e.revision)),
@@ -563,20 +589,20 @@ async fn watch_should_answer_compacted_once_history_is_trimmed_by_age(backend: B
     tokio::time::sleep(Duration::from_millis(60)).await;
     let compacted = h.store.watch("pods/", h.base);
     assert!(
-        matches!(compacted, Err(StoreError::Compacted { requested, compacted }) if requested == h.base && compacted == h.base + 3),
+        matches!(compacted, Err(StoreError::Compacted { requested, compacted }) if requested == h.base && compacted == h.rv(3)),
         "{:?}",
         compacted.err()
     );
-    let watch = h.store.watch("pods/", h.base + 3).expect("watch from now");
+    let watch = h.store.watch("pods/", h.rv(3)).expect("watch from now");
     assert!(watch.backlog.is_empty());
 }
 
 async fn watch_should_refuse_a_future_revision(backend: Backend) {
     let h = backend.open(CacheOptions::default()).await;
     h.create("pods/default/a", "a").await;
-    let future = h.store.watch("pods/", h.base + 1000);
+    let future = h.store.watch("pods/", h.rv(1000));
     assert!(
-        matches!(future, Err(StoreError::FutureRevision { requested, .. }) if requested == h.base + 1000),
+        matches!(future, Err(StoreError::FutureRevision { requested, .. }) if requested == h.rv(1000)),
         "{:?}",
         future.err()
     );
@@ -589,21 +615,21 @@ async fn watch_should_report_a_delete_at_the_delete_revision(backend: Backend) {
         .update("pods/default/a", pod("a"), None)
         .await
         .expect("update");
-    let mut watch = h.store.watch("pods/", h.base + 2).expect("watch");
+    let mut watch = h.store.watch("pods/", h.rv(2)).expect("watch");
     h.store
-        .delete("pods/default/a", Some(h.base + 2))
+        .delete("pods/default/a", Some(h.rv(2)))
         .await
         .expect("delete");
     let event = watch.events.recv().await.expect("delete event");
     assert_eq!(
-        (event.revision - h.base, event.kind),
+        (h.relative([event.revision])[0], event.kind),
         (3, EventType::Deleted)
     );
     assert_eq!(
         h.relative([event.object.mod_revision, event.object.create_revision]),
         [3, 1]
     );
-    let rv = (h.base + 3).to_string();
+    let rv = h.rv(3).to_string();
     assert_eq!(event.object.object["metadata"]["resourceVersion"], rv);
     let json: Value = serde_json::from_slice(&event.object.json).expect("json");
     assert_eq!(json["metadata"]["resourceVersion"], rv);
@@ -623,12 +649,16 @@ async fn watch_should_close_a_watcher_that_falls_behind(backend: Backend) {
     }
     let mut first = Vec::new();
     while let Some(event) = watch.events.recv().await {
-        first.push(event.revision - h.base);
+        first.push(h.relative([event.revision])[0]);
     }
     assert_eq!(first, [1, 2]);
     h.create("nodes/n1", "n1").await;
     assert_eq!(
-        other.events.recv().await.map(|e| e.revision - h.base),
+        other
+            .events
+            .recv()
+            .await
+            .map(|e| h.relative([e.revision])[0]),
         Some(6)
     );
 }

@@ -1,5 +1,13 @@
-//! How objects and keys look in etcd: `<prefix><store key>` holding the object's JSON without its resourceVersion.
-
+//! How objects, keys and revisions look in etcd: `<prefix><store key>` holding `~NN` and the object's JSON without its resourceVersion.
+//!
+//! The writes of one group commit share one etcd revision, so a resourceVersion
+//! is not etcd's `mod_revision`: it is `mod_revision × 64 + index`, the index
+//! (0..=63) telling the writes of one revision apart in the order etcd applied
+//! them. A put keeps its index in the value, as `~` and two decimal digits before
+//! the JSON (`~07{"kind":...}`), so reads of the key recover it; a delete leaves
+//! no value, and takes the index after the previous write of its revision (0 for
+//! the first), which both the writer and the watch feed can tell. A value that is
+//! plain JSON (from before the index) has index 0.
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -46,8 +54,18 @@ impl Prefix {
     }
 }
 
-/// The bytes to put in etcd for `object`: its JSON without `metadata.resourceVersion`
-/// (etcd's mod_revision is the resource version). Refuses non-objects.
+/// Store revisions per etcd revision: the most writes one group may hold.
+pub(super) const PER_REVISION: u64 = 64;
+
+/// First byte of a value that carries its write's index.
+const MARK: u8 = b'~';
+
+/// Length of the index before the JSON: the mark and two digits.
+const INDEX_LEN: usize = 3;
+
+/// The bytes to put in etcd for `object`: index 0 (see [`set_index`]) and its JSON
+/// without `metadata.resourceVersion` (the store derives it from etcd's revision).
+/// Refuses non-objects.
 pub(super) fn encode(key: &str, object: &mut Value) -> Result<Vec<u8>, StoreError> {
     let metadata = object
         .get_mut("metadata")
@@ -56,19 +74,89 @@ pub(super) fn encode(key: &str, object: &mut Value) -> Result<Vec<u8>, StoreErro
             StoreError::Invalid(format!("{key}: not a JSON object with a metadata object"))
         })?;
     metadata.remove("resourceVersion");
-    serde_json::to_vec(object).map_err(|err| StoreError::Invalid(format!("{key}: {err}")))
+    let mut value = index_prefix(0).to_vec();
+    serde_json::to_writer(&mut value, object)
+        .map_err(|err| StoreError::Invalid(format!("{key}: {err}")))?;
+    Ok(value)
 }
 
-/// The stored object of an etcd value written at `mod_revision`.
+/// The index prefix of the `index`th write of a revision: `~07`. Indexes sort as
+/// their prefixes do (etcd compares values as bytes), and plain JSON (`{`) sorts
+/// before every prefix.
+pub(super) fn index_prefix(index: u64) -> [u8; INDEX_LEN] {
+    let index = u8::try_from(index % 100).unwrap_or(0);
+    [MARK, b'0' + index / 10, b'0' + index % 10]
+}
+
+/// `value` (made by [`encode`]) as the `index`th write of its revision.
+pub(super) fn set_index(value: &mut [u8], index: u64) {
+    if let Some(prefix) = value.get_mut(..INDEX_LEN) {
+        prefix.copy_from_slice(&index_prefix(index));
+    }
+}
+
+/// The index of a value's write within its revision, and the value's JSON. The
+/// error says why the value is not one the store wrote.
+pub(super) fn split(value: &[u8]) -> Result<(u64, &[u8]), String> {
+    if value.first() != Some(&MARK) {
+        return Ok((0, value));
+    }
+    let index = match value.get(1..INDEX_LEN) {
+        Some([tens @ b'0'..=b'9', ones @ b'0'..=b'9']) => {
+            u64::from(tens - b'0') * 10 + u64::from(ones - b'0')
+        }
+        _ => return Err("a value starting with '~' lacks its two-digit index".into()),
+    };
+    if index >= PER_REVISION {
+        return Err(format!("write index {index} is not below {PER_REVISION}"));
+    }
+    Ok((index, &value[INDEX_LEN..]))
+}
+
+/// The stored object of an etcd value, at `mod_revision` (a store revision).
 pub(super) fn decode(
     key: Arc<str>,
     value: &[u8],
     create_revision: Revision,
     mod_revision: Revision,
 ) -> Result<Stored, StoreError> {
-    let object: Value = serde_json::from_slice(value)
+    let (_, json) =
+        split(value).map_err(|reason| StoreError::Invalid(format!("{key}: {reason}")))?;
+    let object: Value = serde_json::from_slice(json)
         .map_err(|err| StoreError::Invalid(format!("{key}: not JSON: {err}")))?;
     stored(&key, object, create_revision, mod_revision)
+}
+
+/// The resourceVersion of the `index`th write of etcd revision `raw`.
+pub(super) fn resource_version(raw: i64, index: u64) -> Revision {
+    revision(raw)
+        .saturating_mul(PER_REVISION)
+        .saturating_add(index.min(PER_REVISION - 1))
+}
+
+/// The resourceVersion of a key's last write, from its etcd mod_revision and the
+/// index its value holds (0 when the value holds none).
+pub(super) fn modified(kv: &etcd_client::KeyValue) -> Revision {
+    let index = split(kv.value()).map_or(0, |(index, _)| index);
+    resource_version(kv.mod_revision(), index)
+}
+
+/// The store's create revision of a key etcd created at `raw`: the first store
+/// revision of that etcd revision (the index of a create is not kept once the key
+/// is updated, so it is left out from the start).
+pub(super) fn created(raw: i64) -> Revision {
+    resource_version(raw, 0)
+}
+
+/// The store revision at which every write of etcd revision `raw` is seen: the
+/// revision of a progress notification, a list or a transaction's answer.
+pub(super) fn complete(raw: i64) -> Revision {
+    resource_version(raw, PER_REVISION - 1)
+}
+
+/// The etcd revision a store revision falls in.
+pub(super) fn etcd_revision(revision: Revision) -> i64 {
+    raw(revision / PER_REVISION)
 }
 
 /// A revision from etcd (an `i64`, never negative) as a store revision.
@@ -85,7 +173,9 @@ pub(super) fn raw(revision: Revision) -> i64 {
 mod tests {
     use serde_json::json;
 
-    use super::{decode, encode, Prefix};
+    use super::{
+        complete, decode, encode, etcd_revision, resource_version, set_index, split, Prefix,
+    };
 
     #[test]
     fn prefix_should_map_store_keys_to_etcd_keys_and_back() {
@@ -108,12 +198,38 @@ mod tests {
     fn encode_should_drop_the_resource_version_that_decode_sets_from_the_mod_revision() {
         let mut object = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7"}});
         let bytes = encode("pods/default/a", &mut object).expect("encode");
-        let raw: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        let (index, json) = split(&bytes).expect("split");
+        assert_eq!(index, 0);
+        let raw: serde_json::Value = serde_json::from_slice(json).expect("json");
         assert_eq!(raw["metadata"].get("resourceVersion"), None);
         let stored = decode("pods/default/a".into(), &bytes, 3, 9).expect("decode");
         assert_eq!(stored.object["metadata"]["resourceVersion"], "9");
         assert_eq!((stored.create_revision, stored.mod_revision), (3, 9));
         assert!(encode("pods/default/a", &mut json!([1])).is_err());
         assert!(decode("pods/default/a".into(), b"{not json", 1, 1).is_err());
+    }
+
+    #[test]
+    fn split_should_read_the_index_set_index_wrote_and_take_plain_json_as_index_0() {
+        let mut bytes = encode("pods/default/a", &mut json!({"metadata": {}})).expect("encode");
+        set_index(&mut bytes, 7);
+        assert!(bytes.starts_with(b"~07{"));
+        assert_eq!(split(&bytes).map(|(i, _)| i), Ok(7));
+        set_index(&mut bytes, 63);
+        assert_eq!(split(&bytes), Ok((63, &br#"{"metadata":{}}"#[..])));
+        assert_eq!(split(br#"{"a":1}"#).map(|(i, _)| i), Ok(0));
+        assert!(split(b"~7{}").is_err());
+        assert!(split(b"~64{}").is_err());
+        assert!(decode("pods/default/a".into(), b"~x", 1, 1).is_err());
+    }
+
+    #[test]
+    fn resource_versions_should_count_64_per_etcd_revision() {
+        assert_eq!(resource_version(5, 0), 320);
+        assert_eq!(resource_version(5, 3), 323);
+        assert_eq!(complete(5), 383);
+        assert_eq!(etcd_revision(323), 5);
+        assert_eq!(etcd_revision(complete(5)), 5);
+        assert!(complete(5) < resource_version(6, 0));
     }
 }

@@ -30,7 +30,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 pub(super) struct Loaded {
     /// Objects by store key.
     pub objects: BTreeMap<Arc<str>, Stored>,
-    /// The revision they were read at.
+    /// The store revision they were read at (every write of etcd's revision then).
     pub revision: Revision,
     /// etcd's cluster id.
     pub cluster_id: u64,
@@ -47,27 +47,28 @@ pub(super) async fn load(
     let mut objects = BTreeMap::new();
     let mut revision = 0;
     let mut cluster_id = 0;
+    // The etcd revision of the first page, which the later ones are read at.
     let mut start = prefix.as_str().as_bytes().to_vec();
     loop {
         let options = GetOptions::new()
             .with_range(prefix.range_end())
             .with_limit(PAGE)
-            .with_revision(codec::raw(revision));
+            .with_revision(revision);
         let page = match tokio::time::timeout(timeout, kv.get(start.clone(), Some(options))).await {
             Ok(Ok(page)) => page,
             Ok(Err(err)) => return Err(describe(&err)),
             Err(_) => return Err(format!("no answer within {timeout:?}")),
         };
         if let Some(header) = page.header().filter(|_| revision == 0) {
-            revision = codec::revision(header.revision());
+            revision = header.revision();
             cluster_id = header.cluster_id();
         }
         for kv in page.kvs() {
             let Some(key) = prefix.store_key(kv.key()) else {
                 continue;
             };
-            let create = codec::revision(kv.create_revision());
-            let modified = codec::revision(kv.mod_revision());
+            let create = codec::created(kv.create_revision());
+            let modified = codec::modified(kv);
             match codec::decode(key.clone(), kv.value(), create, modified) {
                 Ok(stored) => {
                     objects.insert(key, stored);
@@ -87,15 +88,15 @@ pub(super) async fn load(
     }
     Ok(Loaded {
         objects,
-        revision,
+        revision: codec::complete(revision),
         cluster_id,
     })
 }
 
 /// How following the watch ended.
 enum Ended {
-    /// etcd compacted the revision the cache needs next: re-list.
-    Compacted(Revision),
+    /// etcd compacted (at this etcd revision) the revision the cache needs next: re-list.
+    Compacted(i64),
     /// The stream failed or could not be opened.
     Failed(String),
 }
@@ -112,7 +113,8 @@ pub(super) async fn run(shared: Arc<Shared>, client: Client, prefix: Prefix) {
             Ended::Failed(reason) => reason,
             Ended::Compacted(compacted) => {
                 shared.set_feed(Some(format!(
-                    "re-listing: revision {from} was compacted (at {compacted})"
+                    "re-listing: etcd revision {} was compacted (at {compacted})",
+                    codec::etcd_revision(from) + 1
                 )));
                 match load(&mut client.kv_client(), &prefix, shared.request_timeout).await {
                     Ok(loaded) => {
@@ -135,13 +137,15 @@ pub(super) async fn run(shared: Arc<Shared>, client: Client, prefix: Prefix) {
     }
 }
 
-/// Watches the prefix after `from` until the stream ends. The feed is live (reads
-/// are served) from etcd's first progress notification on, when the cache has
-/// caught up with every event etcd had.
+/// Watches the prefix after the store revision `from` until the stream ends. The
+/// cache holds every write of an etcd revision or none of them (it applies whole
+/// watch responses), so the watch starts at the etcd revision after `from`'s. The
+/// feed is live (reads are served) from etcd's first progress notification on,
+/// when the cache has caught up with every event etcd had.
 async fn follow(shared: &Shared, client: &Client, prefix: &Prefix, from: Revision) -> Ended {
     let options = WatchOptions::new()
         .with_range(prefix.range_end())
-        .with_start_revision(codec::raw(from + 1))
+        .with_start_revision(codec::etcd_revision(from) + 1)
         .with_progress_notify();
     let timeout = shared.request_timeout;
     let mut watch_client = client.watch_client();
@@ -202,7 +206,7 @@ fn handle(
     pending: &mut Option<Revision>,
 ) -> Option<Ended> {
     if response.canceled() {
-        let compacted = codec::revision(response.compact_revision());
+        let compacted = response.compact_revision();
         return Some(if compacted > 0 {
             Ended::Compacted(compacted)
         } else {
@@ -220,7 +224,7 @@ fn handle(
         // A progress notification: no event for the prefix up to this revision.
         let revision = response
             .header()
-            .map_or(0, |h| codec::revision(h.revision()));
+            .map_or(0, |h| codec::complete(h.revision()));
         shared.reach(revision);
         if let Some(settled) = pending.replace(revision) {
             shared.cache.write().advance(settled);
@@ -228,11 +232,13 @@ fn handle(
         shared.set_feed(None);
         return None;
     }
+    // etcd sends every event of a revision in one response: the cache is then
+    // current at the last store revision of the last etcd revision.
     let last = response
         .events()
         .iter()
         .filter_map(|e| e.kv())
-        .map(|kv| codec::revision(kv.mod_revision()))
+        .map(|kv| codec::complete(kv.mod_revision()))
         .max()
         .unwrap_or(0);
     {
@@ -248,23 +254,38 @@ fn handle(
     None
 }
 
-/// The store events of a batch of etcd events, given the cache's state before them.
+/// The store events of a batch of etcd events (whole etcd revisions, each in the
+/// order etcd applied its writes), given the cache's state before them.
+///
+/// A put's resourceVersion takes the index its value holds; a delete's, the one
+/// after the previous event of its revision, or 0 (as the group commit counts).
 fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<Event> {
     let mut written: HashMap<Arc<str>, Option<Stored>> = HashMap::new();
     let mut events = Vec::with_capacity(batch.len());
+    // The etcd revision and index of the previous event.
+    let mut previous: Option<(i64, u64)> = None;
     for event in batch {
         let Some(kv) = event.kv() else { continue };
+        let raw = kv.mod_revision();
+        let index = match event.event_type() {
+            EtcdEventType::Put => codec::split(kv.value()).map_or(0, |(index, _)| index),
+            EtcdEventType::Delete => match previous {
+                Some((at, index)) if at == raw => index + 1,
+                _ => 0,
+            },
+        };
+        previous = Some((raw, index));
         let Some(key) = prefix.store_key(kv.key()) else {
             continue;
         };
-        let revision = codec::revision(kv.mod_revision());
+        let revision = codec::resource_version(raw, index);
         let prev = match written.get(&key) {
             Some(current) => current.clone(),
             None => cache.get(&key),
         };
         let converted = match event.event_type() {
             EtcdEventType::Put => {
-                let create = codec::revision(kv.create_revision());
+                let create = codec::created(kv.create_revision());
                 codec::decode(key.clone(), kv.value(), create, revision).map(|object| Event {
                     revision,
                     kind: if prev.is_some() {
@@ -367,7 +388,7 @@ mod tests {
         {
             let cache = shared.cache.read();
             assert_eq!(cache.len(), 3);
-            assert!(cache.revision() >= super::codec::revision(latest));
+            assert!(cache.revision() >= super::codec::complete(latest));
         }
         let stale = shared
             .cache

@@ -46,7 +46,7 @@ pub(super) async fn check_health(shared: Arc<Shared>, client: Client) {
         match outcome {
             Ok(Ok(response)) => {
                 if let Some(header) = response.header() {
-                    shared.reach(codec::revision(header.revision()));
+                    shared.reach(codec::complete(header.revision()));
                     shared
                         .cluster_id
                         .store(header.cluster_id(), Ordering::Relaxed);
@@ -83,7 +83,12 @@ pub(super) async fn compact(shared: Arc<Shared>, mut kv: KvClient, interval: Dur
         match compact_once(&mut kv, shared.request_timeout, version, last).await {
             Ok(round) => {
                 if let Some(compacted) = round.compacted {
-                    shared.cache.write().compact(compacted);
+                    // A watch may start from any resourceVersion of the etcd
+                    // revision compacted at (its events from there on are kept).
+                    shared
+                        .cache
+                        .write()
+                        .compact(codec::resource_version(codec::raw(compacted), 0));
                     info!(etcd = %shared.endpoints, revision = compacted, "etcd history compacted");
                 }
                 version = round.version;
