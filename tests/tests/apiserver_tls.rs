@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use kubernel_e2e::{kubectl_as, run_refused, Cluster, Kernel};
+use kubernel_e2e::{kubectl_as, run_refused, tls_get, Cluster, Kernel};
 
 /// `https://127.0.0.1:<port>` from a kubeconfig.
 fn server_of(kubeconfig: &Path) -> Result<String> {
@@ -36,17 +36,6 @@ fn metric_sum(k: &Kernel, name: &str, labels: &str) -> Result<f64> {
         .filter(|l| l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
-}
-
-/// A raw HTTP/1.1 GET over TLS trusting `ca_pem` (see `kubernel_e2e::tls_get`).
-fn raw_get(
-    port: u16,
-    ca_pem: &str,
-    client: Option<(&str, &str)>,
-    path: &str,
-    headers: &[u8],
-) -> Result<(u16, String)> {
-    kubernel_e2e::tls_get(port, ca_pem, client, path, headers)
 }
 
 fn secure_port(c: &Cluster) -> Result<u16> {
@@ -137,7 +126,7 @@ fn plain_http_and_foreign_certificates_should_be_refused() -> Result<()> {
     let other = kubernel_pki::ensure(&dir.path().join("pki"), &Default::default())
         .map_err(anyhow::Error::msg)?;
     let ca = std::fs::read_to_string(pki(&c).join("ca.crt"))?;
-    let refused = raw_get(
+    let refused = tls_get(
         port,
         &ca,
         Some((&other.admin.cert_pem, &other.admin.key_pem)),
@@ -230,7 +219,7 @@ fn static_tokens_should_authenticate_and_garbage_should_get_401() -> Result<()> 
         b"Authorization: Bearer root-token\r\nAuthorization: Bearer root-token\r\n".to_vec(),
     ];
     for header in &garbage {
-        match raw_get(port, &ca, None, "/api/v1/namespaces", header) {
+        match tls_get(port, &ca, None, "/api/v1/namespaces", header) {
             Ok((code, body)) => {
                 assert!(
                     code == 401 || code == 400,
@@ -251,7 +240,7 @@ fn static_tokens_should_authenticate_and_garbage_should_get_401() -> Result<()> 
             ),
         }
     }
-    let (code, _) = raw_get(port, &ca, None, "/healthz", b"")?;
+    let (code, _) = tls_get(port, &ca, None, "/healthz", b"")?;
     assert_eq!(code, 200, "still serving");
     let failures = metric_sum(
         &c.kernel,
@@ -275,17 +264,17 @@ fn anonymous_requests_should_reach_only_health_and_version() -> Result<()> {
     let port = secure_port(&c)?;
     let ca = std::fs::read_to_string(pki(&c).join("ca.crt"))?;
     for path in ["/healthz", "/livez", "/readyz", "/version"] {
-        let (code, body) = raw_get(port, &ca, None, path, b"")?;
+        let (code, body) = tls_get(port, &ca, None, path, b"")?;
         assert_eq!(code, 200, "{path}: {body}");
     }
-    let (code, body) = raw_get(port, &ca, None, "/api", b"")?;
+    let (code, body) = tls_get(port, &ca, None, "/api", b"")?;
     assert_eq!(code, 403, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(
         status["message"],
         "forbidden: User \"system:anonymous\" cannot get path \"/api\""
     );
-    let (code, body) = raw_get(port, &ca, None, "/api/v1/namespaces/default/pods", b"")?;
+    let (code, body) = tls_get(port, &ca, None, "/api/v1/namespaces/default/pods", b"")?;
     assert_eq!(code, 403, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use kubernel_api::echo::{Add, Echo, GetCount, Panic};
+use kubernel_api::echo::{Add, Echo, GetCount, Panic, SharedPanic};
 use kubernel_e2e::{kernel_section, plugin_entry, Kernel};
 
 fn cluster() -> Result<Kernel> {
@@ -101,6 +101,60 @@ fn messages_queued_behind_a_crash_should_be_delivered_after_restart() -> Result<
     assert_eq!(
         count.total, 120,
         "every queued message delivered once, after the restart"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_panic_in_a_shared_handler_should_restart_the_plugin_like_one_in_handle() -> Result<()> {
+    let mut k = cluster()?;
+    k.ask("counter", &Add { n: 4 })?;
+    std::thread::sleep(Duration::from_millis(300));
+    // Echo goes through the shared handler, many at once.
+    let shared = &k;
+    let echoes: Vec<String> = std::thread::scope(|s| {
+        let askers: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    shared.ask(
+                        "counter",
+                        &Echo {
+                            text: format!("e{i}"),
+                        },
+                    )
+                })
+            })
+            .collect();
+        askers
+            .into_iter()
+            .map(|a| match a.join() {
+                Ok(answer) => answer.map(|e| e.text),
+                Err(_) => Err(anyhow::anyhow!("an asking thread panicked")),
+            })
+            .collect::<Result<_>>()
+    })?;
+    assert_eq!(echoes, (0..8).map(|i| format!("e{i}")).collect::<Vec<_>>());
+    let err = k
+        .request(
+            "counter",
+            &SharedPanic {
+                message: "shared boom".into(),
+            },
+        )?
+        .expect_err("panics");
+    assert_eq!(err.status, "panicked");
+    assert!(err.message.contains("shared boom"), "{}", err.message);
+    restarted(&mut k, "counter", 1)?;
+    assert_eq!(k.ask("counter", &GetCount)?.total, 4, "state restored");
+    assert_eq!(
+        k.ask(
+            "counter",
+            &Echo {
+                text: "back".into()
+            }
+        )?
+        .text,
+        "back"
     );
     Ok(())
 }

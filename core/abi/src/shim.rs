@@ -220,7 +220,7 @@ extern "C" fn handle_traced<E: Entry>(
     // SAFETY: as in `guarded`: the pointer came from `init::<E>` and the host holds
     // the instance lock exclusively for this call.
     let entry = unsafe { entry_mut::<E>(inst) };
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    replying(out, |out| {
         entry.handle(
             from.as_slice(),
             kind.as_slice(),
@@ -228,8 +228,13 @@ extern "C" fn handle_traced<E: Entry>(
             trace.as_slice(),
             out,
         )
-    }));
-    match result {
+    })
+}
+
+/// Runs a message handler that writes its reply straight into `out`; a panic
+/// becomes `Status::PANICKED` with its message after whatever was written.
+fn replying(out: &mut OutBuf<'_>, f: impl FnOnce(&mut OutBuf<'_>) -> Status) -> Status {
+    match catch_unwind(AssertUnwindSafe(|| f(&mut *out))) {
         Ok(status) => status,
         Err(p) => {
             out.write(panic_message(p.as_ref()).as_bytes());
@@ -257,7 +262,7 @@ extern "C" fn handle_shared<E: Entry>(
     let Some(shared) = shared else {
         return Status::UNKNOWN_KIND;
     };
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    replying(out, |out| {
         shared.handle(
             from.as_slice(),
             kind.as_slice(),
@@ -265,14 +270,7 @@ extern "C" fn handle_shared<E: Entry>(
             trace.as_slice(),
             out,
         )
-    }));
-    match result {
-        Ok(status) => status,
-        Err(p) => {
-            out.write(panic_message(p.as_ref()).as_bytes());
-            Status::PANICKED
-        }
-    }
+    })
 }
 
 extern "C" fn quiesce<E: Entry>(inst: Instance, deadline_ms: u64, err: &mut OutBuf<'_>) -> Status {

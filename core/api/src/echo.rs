@@ -60,6 +60,18 @@ impl Message for Panic {
     type Reply = ();
 }
 
+/// Makes the plugin panic in its shared (concurrent) handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedPanic {
+    /// Panic message.
+    pub message: String,
+}
+
+impl Message for SharedPanic {
+    const KIND: &'static str = "echo.SharedPanic";
+    type Reply = ();
+}
+
 /// Asks the plugin to forward an [`Echo`] to another plugin and return its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {

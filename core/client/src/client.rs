@@ -59,18 +59,11 @@ impl Client {
         metrics: Option<ClientMetrics>,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Client> {
-        let mut delay = std::time::Duration::from_millis(100);
-        loop {
-            match Client::new(config, kernel_data_dir, metrics.clone()) {
-                Ok(c) => return Some(c),
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(std::time::Duration::from_secs(5));
-        }
+        retry_until_made(shutdown, || {
+            let made = Client::new(config, kernel_data_dir, metrics.clone());
+            async move { made }
+        })
+        .await
     }
 
     /// The client of a component plugin: over the kernel bus when `config`'s
@@ -121,30 +114,20 @@ impl Client {
         metrics: Option<ClientMetrics>,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<Client> {
-        let mut delay = std::time::Duration::from_millis(100);
-        loop {
-            let link2 = link.clone();
-            let (config2, dir, metrics2) = (
-                config.clone(),
-                kernel_data_dir.map(Path::to_path_buf),
-                metrics.clone(),
-            );
-            // The bus probe waits on the apiserver: not on a runtime worker.
-            let made = tokio::task::spawn_blocking(move || {
-                Client::for_plugin(&config2, &link2, dir.as_deref(), metrics2)
-            })
-            .await;
-            match made {
-                Ok(Ok(c)) => return Some(c),
-                Ok(Err(e)) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
+        let dir = kernel_data_dir.map(Path::to_path_buf);
+        retry_until_made(shutdown, || {
+            let (config, link, dir, metrics) =
+                (config.clone(), link.clone(), dir.clone(), metrics.clone());
+            async move {
+                // The bus probe waits on the apiserver: not on a runtime worker.
+                tokio::task::spawn_blocking(move || {
+                    Client::for_plugin(&config, &link, dir.as_deref(), metrics)
+                })
+                .await
+                .map_err(|e| ClientError::Config(format!("making the client: {e}")))?
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(std::time::Duration::from_secs(5));
-        }
+        })
+        .await
     }
 
     /// A client for the apiserver at `server` (e.g. `http://127.0.0.1:6443`), default settings.
@@ -391,6 +374,30 @@ impl Client {
             }
         });
         Ok(lines.boxed())
+    }
+}
+
+/// Calls `make` until it makes a client, waiting a growing delay (100 ms to 5 s)
+/// between failures, or until `shutdown` (then `None`).
+async fn retry_until_made<F, Fut>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut make: F,
+) -> Option<Client>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Client, ClientError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match make().await {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "no API client yet"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

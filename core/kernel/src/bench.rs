@@ -116,7 +116,9 @@ name = "apiserver"
 path = "libkubernel_apiserver.so"
 [plugin.config]
 bind_address = "127.0.0.1"
-secure_port = {api_port}
+secure_port = 0
+# The bench's own clients: plain HTTP on loopback.
+insecure_port = {api_port}
 
 [[plugin]]
 name = "kubelet"

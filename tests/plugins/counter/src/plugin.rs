@@ -1,7 +1,7 @@
 // Shared source of the counter plugin builds; `STATE_VERSION` is set by the includer.
 
 use kubernel_sdk::api::codec;
-use kubernel_sdk::api::echo::{Add, Broadcast, Count, Echo, Forward, GetCount, Panic};
+use kubernel_sdk::api::echo::{Add, Broadcast, Count, Echo, Forward, GetCount, Panic, SharedPanic};
 use kubernel_sdk::api::Message;
 use kubernel_sdk::prometheus::IntCounter;
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
@@ -91,6 +91,10 @@ impl Plugin for Counter {
         }
     }
 
+    fn shared(&self) -> Option<std::sync::Arc<dyn kubernel_sdk::SharedHandler>> {
+        Some(std::sync::Arc::new(Stateless))
+    }
+
     fn quiesce(&mut self, _deadline: std::time::Duration) -> Result<(), PluginError> {
         std::thread::sleep(self.quiesce_delay);
         Ok(())
@@ -126,3 +130,16 @@ impl Plugin for Counter {
 }
 
 kubernel_sdk::export_plugin!(Counter, name = "counter", kind = "echo", state_version = STATE_VERSION);
+
+/// The counter's concurrent handler: echoes (no state) and panics on demand.
+struct Stateless;
+
+impl kubernel_sdk::SharedHandler for Stateless {
+    fn handle(&self, msg: &Incoming<'_>) -> Option<Result<Reply, PluginError>> {
+        match msg.kind {
+            Echo::KIND => Some(msg.reply::<Echo>(Ok)),
+            SharedPanic::KIND => Some(msg.reply::<SharedPanic>(|m| panic!("{}", m.message))),
+            _ => None,
+        }
+    }
+}
