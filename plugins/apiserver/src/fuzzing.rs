@@ -153,3 +153,80 @@ fn patch_pod(pod: &Value, patch_type: PatchType, body: &[u8]) -> Result<(), ApiE
     objects::prepare_update(&info(r, Verb::Patch, "web"), pod, &mut new, true)?;
     admission::validate_update(r, pod, &new)
 }
+
+/// What the credential checks need: a static token file and the service-account
+/// token issuer of a freshly made PKI (in `dir`).
+pub struct AuthFixture {
+    tokens: crate::auth::TokenFile,
+    issuer: crate::auth::serviceaccount::TokenIssuer,
+}
+
+impl AuthFixture {
+    /// Makes a PKI in `dir` and the checks' settings.
+    pub fn new(dir: &std::path::Path) -> Result<AuthFixture, String> {
+        let pki = kubernel_pki::ensure(dir, &kubernel_pki::ServingNames::default())?;
+        Ok(AuthFixture {
+            tokens: crate::auth::TokenFile::parse("static-token,alice,1001,\"dev,ops\"\n")?,
+            issuer: crate::auth::serviceaccount::TokenIssuer::load(
+                &pki.dir,
+                crate::auth::serviceaccount::DEFAULT_ISSUER,
+            )?,
+        })
+    }
+}
+
+/// Puts `data` through what authentication does with a request's credentials:
+/// as the `Authorization` header (raw, and after `Bearer `), as a service-account
+/// JWT, as a bootstrap token, as a static token file, and as a client certificate
+/// (DER). Each path answers `Ok` or the 401 a client would get; a panic is a bug.
+pub fn authenticate_credentials(fixture: &AuthFixture, data: &[u8]) -> Vec<Outcome> {
+    use crate::auth::{authenticate, user_from_certificate, Caller};
+
+    // The reason goes to the log; the client gets a bare 401 `Status`.
+    let refused = |path: &str, _reason: String| Outcome {
+        path: path.to_string(),
+        result: Err(ApiError::unauthorized()),
+    };
+    let answered = |path: &str, result: Result<crate::auth::UserInfo, String>| match result {
+        Ok(_) => Outcome {
+            path: path.to_string(),
+            result: Ok(()),
+        },
+        Err(reason) => refused(path, reason),
+    };
+    let mut outcomes = Vec::new();
+    let mut bearer = b"Bearer ".to_vec();
+    bearer.extend_from_slice(data);
+    for (path, value) in [("header", data), ("bearer header", &bearer[..])] {
+        let mut headers = axum::http::HeaderMap::new();
+        match axum::http::HeaderValue::from_bytes(value) {
+            Ok(v) => {
+                headers.insert(axum::http::header::AUTHORIZATION, v);
+                let user = authenticate(&Caller::Tls(None), &headers, &fixture.tokens, None, true);
+                outcomes.push(answered(path, user.map_err(|e| e.0)));
+            }
+            // The HTTP server refuses such a header before authentication.
+            Err(e) => outcomes.push(refused(path, e.to_string())),
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    outcomes.push(answered(
+        "service-account token",
+        fixture
+            .issuer
+            .verify(&text)
+            .map(|_| crate::auth::UserInfo::anonymous()),
+    ));
+    outcomes.push(answered(
+        "bootstrap token",
+        crate::auth::bootstrap_token::parse(&text)
+            .map(|_| crate::auth::UserInfo::anonymous())
+            .ok_or_else(|| "not a bootstrap token".to_string()),
+    ));
+    outcomes.push(answered(
+        "token file",
+        crate::auth::TokenFile::parse(&text).map(|_| crate::auth::UserInfo::anonymous()),
+    ));
+    outcomes.push(answered("client certificate", user_from_certificate(data)));
+    outcomes
+}
