@@ -82,12 +82,22 @@ impl Level {
     }
 }
 
-/// Checks a pod against its namespace's levels: the warnings to send, or why it
-/// is forbidden.
-pub fn admit(store: &dyn Store, pod: &Value) -> Result<Vec<String>, String> {
+/// What PodSecurity says of an admitted pod.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// `Warning` headers for the client (the `warn` level).
+    pub warnings: Vec<String>,
+    /// Annotations for the request's audit event (the `audit` level), as upstream's
+    /// `pod-security.kubernetes.io/audit-violations`.
+    pub audit_annotations: Vec<(String, String)>,
+}
+
+/// Checks a pod against its namespace's levels (`enforce`, `audit`, `warn`): what
+/// to tell the client and the audit log, or why it is forbidden.
+pub fn admit(store: &dyn Store, pod: &Value) -> Result<Verdict, String> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let Ok(Some(namespace)) = store.get(&format!("namespaces/{ns}")) else {
-        return Ok(Vec::new());
+        return Ok(Verdict::default());
     };
     let labels = &namespace.object["metadata"]["labels"];
     let level = |mode: &str| {
@@ -107,18 +117,26 @@ pub fn admit(store: &dyn Store, pod: &Value) -> Result<Vec<String>, String> {
             ));
         }
     }
-    let mut warnings = Vec::new();
-    if warn > Level::Privileged {
-        let broken = violations(pod, warn);
-        if !broken.is_empty() {
-            warnings.push(format!(
-                "would violate PodSecurity \"{}:latest\": {}",
-                warn.name(),
-                broken.join(", ")
-            ));
+    let would_violate = |level: Level| {
+        if level == Level::Privileged {
+            return None;
         }
-    }
-    Ok(warnings)
+        let broken = violations(pod, level);
+        (!broken.is_empty()).then(|| {
+            format!(
+                "would violate PodSecurity \"{}:latest\": {}",
+                level.name(),
+                broken.join(", ")
+            )
+        })
+    };
+    Ok(Verdict {
+        warnings: would_violate(warn).into_iter().collect(),
+        audit_annotations: would_violate(level("audit"))
+            .map(|v| (format!("{LABEL}audit-violations"), v))
+            .into_iter()
+            .collect(),
+    })
 }
 
 /// Every check of `level` the pod fails, as `name (details)`, in upstream's order.

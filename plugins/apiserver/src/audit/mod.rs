@@ -210,6 +210,7 @@ impl Record {
         }
         let code = response.status().as_u16();
         let mut status = json!({ "metadata": {}, "code": code });
+        let annotations = response.extensions_mut().remove::<Annotations>();
         // Read back a whole (not streamed) body: a failure's Status, and at
         // `RequestResponse` the response object.
         let limit = if decision.level >= Level::RequestResponse {
@@ -247,6 +248,14 @@ impl Record {
         let mut event = self.event(&attrs, &decision, stage, status);
         if let (Some(object), Value::Object(e)) = (response_object, &mut event) {
             e.insert("responseObject".into(), object);
+        }
+        if let (Some(Annotations(added)), Value::Object(e)) = (annotations, &mut event) {
+            let all = e
+                .entry("annotations")
+                .or_insert_with(|| Value::Object(Map::new()));
+            for (key, value) in added {
+                all[key] = json!(value);
+            }
         }
         auditor.events.inc();
         auditor.log.write(event.to_string());
@@ -320,6 +329,11 @@ impl Record {
         Value::Object(e)
     }
 }
+
+/// Annotations a handler adds to its request's audit event (admission's, such as
+/// PodSecurity's `audit-violations`), carried to the log in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct Annotations(pub Vec<(String, String)>);
 
 /// A timestamp as `metav1.MicroTime` (RFC 3339 with microseconds, UTC).
 fn micro_time(t: jiff::Timestamp) -> String {

@@ -172,13 +172,14 @@ async fn create(
     let requested_priority = object.pointer("/spec/priority").and_then(Value::as_i64);
     let (mut object, mut warnings) = admit(info, query, object)?;
     let on = |plugin: &str| state.admission.enabled(plugin);
+    let mut audit_annotations = Vec::new();
     if r.namespaced && on("NamespaceLifecycle") {
         check_namespace(state, &info.namespace)?;
     }
     objects::prepare_create(info, &mut object)?;
     if (r.group, r.kind) == ("", "Pod") {
         let store = state.store.as_ref();
-        let mut pod_admission = || -> Result<Vec<String>, String> {
+        let mut pod_admission = || -> Result<admission::pod_security::Verdict, String> {
             if on("Priority") {
                 admission::priority::resolve(store, &mut object, requested_priority)?;
             }
@@ -191,9 +192,9 @@ async fn create(
             if on("PodSecurity") {
                 return admission::pod_security::admit(store, &object);
             }
-            Ok(Vec::new())
+            Ok(admission::pod_security::Verdict::default())
         };
-        pod_admission().map(|w| warnings.extend(w)).map_err(|m| {
+        let verdict = pod_admission().map_err(|m| {
             let name = meta_str(&object, "name");
             ApiError::forbidden(
                 "",
@@ -202,6 +203,8 @@ async fn create(
                 format!("pods \"{name}\" is forbidden: {m}"),
             )
         })?;
+        warnings.extend(verdict.warnings);
+        audit_annotations.extend(verdict.audit_annotations);
         let config = &state.config;
         if on("DefaultTolerationSeconds") {
             admission::default_toleration_seconds(
@@ -235,11 +238,16 @@ async fn create(
             .await?;
     }
     let allocated = state.services.allocate_create(&named, &mut object)?;
+    let answer = |body: Bytes| {
+        let mut resp = with_warnings(json(201, "application/json", body), &warnings);
+        if !audit_annotations.is_empty() {
+            resp.extensions_mut()
+                .insert(crate::audit::Annotations(audit_annotations.clone()));
+        }
+        resp
+    };
     if dry_run {
-        return Ok(with_warnings(
-            json(201, "application/json", object.to_string()),
-            &warnings,
-        ));
+        return Ok(answer(Bytes::from(object.to_string())));
     }
     let started = Instant::now();
     let stored = state
@@ -250,10 +258,7 @@ async fn create(
     observe_storage(state, "create", r, started);
     let stored = stored?;
     allocated.commit();
-    Ok(with_warnings(
-        json(201, "application/json", stored.json),
-        &warnings,
-    ))
+    Ok(answer(stored.json))
 }
 
 /// NamespaceLifecycle: objects are created only in existing, non-terminating namespaces.
