@@ -172,3 +172,58 @@ fn a_token_request_should_refuse_a_short_lifetime_and_a_missing_account() -> Res
     );
     Ok(())
 }
+
+#[test]
+fn a_token_review_should_say_who_a_token_is_to_auth_delegators_only() -> Result<()> {
+    let c = Cluster::start("")?;
+    c.ok(&["create", "serviceaccount", "robot"])?;
+    let token = c.ok(&["create", "token", "robot", "--duration=20m"])?;
+    let review = |token: &str| {
+        serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        })
+        .to_string()
+    };
+    let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let (code, body) = c.send("POST", path, "application/json", review(&token).as_bytes())?;
+    assert_eq!(code, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(answer["kind"], "TokenReview");
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    let (code, body) = c.send(
+        "POST",
+        path,
+        "application/json",
+        review("garbage.token").as_bytes(),
+    )?;
+    assert_eq!(code, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+    assert_eq!(answer["status"]["error"], "invalid bearer token");
+
+    // Asking takes system:auth-delegator.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("review.json");
+    std::fs::write(&file, review(&token))?;
+    let file = file.display().to_string();
+    let robot = c.token_kubeconfig(dir.path(), &token)?;
+    let (ok, _, err) = kubectl_as(&robot, &["create", "--raw", path, "-f", &file], "")?;
+    assert!(!ok && err.contains("Forbidden"), "{err}");
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "robot-delegator",
+        "--clusterrole=system:auth-delegator",
+        "--serviceaccount=default:robot",
+    ])?;
+    let (ok, out, err) = kubectl_as(&robot, &["create", "--raw", path, "-f", &file], "")?;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"authenticated\":true"), "{out}");
+    Ok(())
+}

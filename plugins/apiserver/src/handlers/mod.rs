@@ -280,6 +280,9 @@ async fn serve(
     if group == "authentication.k8s.io" && rest == ["selfsubjectreviews"] {
         return self_subject_review(&state, &user, &method, audit);
     }
+    if group == "authentication.k8s.io" && rest == ["tokenreviews"] {
+        return token_review(&state, &user, &method, body, audit).await;
+    }
     if group == "authorization.k8s.io" {
         let review = match rest {
             ["selfsubjectaccessreviews"] => Some((Review::SelfSubject, None)),
@@ -632,6 +635,17 @@ fn self_subject_review(
     if let Err(e) = authorize(state, user, &attrs, audit) {
         return negotiate::error(&e);
     }
+    let review = serde_json::json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": { "creationTimestamp": null },
+        "status": { "userInfo": user_info(user) },
+    });
+    json(201, "application/json", review.to_string())
+}
+
+/// A user as `authentication.k8s.io/v1` `UserInfo`.
+fn user_info(user: &UserInfo) -> serde_json::Value {
     let mut info = serde_json::json!({ "username": user.name, "groups": user.groups });
     if !user.uid.is_empty() {
         info["uid"] = serde_json::json!(user.uid);
@@ -643,13 +657,93 @@ fn self_subject_review(
         }
         info["extra"] = serde_json::Value::Object(extra);
     }
-    let review = serde_json::json!({
-        "kind": "SelfSubjectReview",
+    info
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`: who a bearer token is, as
+/// this apiserver's authenticators (static tokens, bootstrap and service-account
+/// tokens) see it; for webhook authenticators and the kubelet's delegated
+/// authentication. Needs `create` on `tokenreviews` (`system:auth-delegator`).
+async fn token_review(
+    state: &Arc<ApiState>,
+    user: &UserInfo,
+    method: &Method,
+    body: Body,
+    audit: &mut Record,
+) -> Response {
+    if method != Method::POST {
+        return negotiate::error(&ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} tokenreviews)"
+        )));
+    }
+    let attrs = Attributes {
+        verb: "create".into(),
+        group: "authentication.k8s.io".into(),
+        resource: "tokenreviews".into(),
+        ..Attributes::default()
+    };
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    if let Err(e) = authorize(state, user, &attrs, audit) {
+        return negotiate::error(&e);
+    }
+    let bytes = match axum::body::to_bytes(body, state.config.max_request_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return negotiate::error(&ApiError::bad_request(format!("reading the body: {e}")))
+        }
+    };
+    let review: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return negotiate::error(&ApiError::bad_request(format!(
+                "TokenReview: the body is not JSON: {e}"
+            )))
+        }
+    };
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    if token.is_empty() {
+        return negotiate::error(&ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenReview",
+            "",
+            vec![crate::status::Cause::required("spec.token")],
+        ));
+    }
+    let mut headers = HeaderMap::new();
+    let status = match axum::http::HeaderValue::from_str(&format!("Bearer {token}")) {
+        Ok(v) => {
+            headers.insert(axum::http::header::AUTHORIZATION, v);
+            let accounts = state
+                .auth
+                .service_accounts
+                .as_deref()
+                .map(|issuer| (issuer, state.store.as_ref()));
+            crate::auth::authenticate(
+                &crate::auth::Caller::Tls(None),
+                &headers,
+                &state.auth.tokens,
+                accounts,
+                false,
+            )
+            .map_err(|e| e.0)
+        }
+        Err(_) => Err("a token that is not a valid header value".to_string()),
+    };
+    let status = match status {
+        Ok(who) => serde_json::json!({ "authenticated": true, "user": user_info(&who) }),
+        Err(reason) => {
+            tracing::info!(reason = %reason, "TokenReview: token not authenticated");
+            serde_json::json!({ "authenticated": false, "user": {}, "error": "invalid bearer token" })
+        }
+    };
+    let answer = serde_json::json!({
+        "kind": "TokenReview",
         "apiVersion": "authentication.k8s.io/v1",
         "metadata": { "creationTimestamp": null },
-        "status": { "userInfo": info },
+        "spec": review["spec"],
+        "status": status,
     });
-    json(201, "application/json", review.to_string())
+    json(201, "application/json", answer.to_string())
 }
 
 /// Which access review a request asks for.
