@@ -107,10 +107,10 @@ impl Server {
         if pki.generated {
             tracing::info!(dir = %pki.dir.display(), "generated the cluster PKI");
         }
-        let tls = crate::tls::server_config(
-            &pki.serving.cert_pem,
-            &pki.serving.key_pem,
+        let tls = kubernel_pki::tls_server_config(
+            &pki.serving,
             &pki.ca.cert_pem,
+            kubernel_pki::ClientCerts::Optional,
         )?;
         let addr = SocketAddr::new(config.bind_address, config.secure_port);
         let listener = runtime

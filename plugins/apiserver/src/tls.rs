@@ -13,19 +13,6 @@ use crate::metrics::Metrics;
 /// A TLS handshake that has not finished within this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The rustls server settings for the serving pair, trusting `ca_pem` for client certificates.
-pub fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<rustls::ServerConfig, String> {
-    let serving = kubernel_pki::CertKey {
-        cert_pem: cert_pem.to_string(),
-        key_pem: key_pem.to_string(),
-    };
-    kubernel_pki::tls_server_config(&serving, ca_pem, kubernel_pki::ClientCerts::Optional)
-}
-
 /// The rustls client settings for kubelet APIs: the apiserver's kubelet-client pair.
 ///
 /// As kube-apiserver without `--kubelet-certificate-authority`, the kubelet's

@@ -620,20 +620,9 @@ fn self_subject_review(
     method: &Method,
     audit: &mut Record,
 ) -> Response {
-    if method != Method::POST {
-        return negotiate::error(&ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} selfsubjectreviews)"
-        )));
-    }
-    let attrs = Attributes {
-        verb: "create".into(),
-        group: "authentication.k8s.io".into(),
-        resource: "selfsubjectreviews".into(),
-        ..Attributes::default()
-    };
-    audit.routed(state.audit.as_ref(), &attrs, "v1");
-    if let Err(e) = authorize(state, user, &attrs, audit) {
-        return negotiate::error(&e);
+    let review = ("authentication.k8s.io", "selfsubjectreviews", None);
+    if let Err(refused) = admit_review(state, user, method, review, audit) {
+        return refused;
     }
     let review = serde_json::json!({
         "kind": "SelfSubjectReview",
@@ -642,6 +631,33 @@ fn self_subject_review(
         "status": { "userInfo": user_info(user) },
     });
     json(201, "application/json", review.to_string())
+}
+
+/// What every review API (`selfsubjectreviews`, `tokenreviews`, the access
+/// reviews) checks first: the method is POST and the user may `create` the review
+/// `(group, resource, namespace)`, which the audit record notes. The answer to
+/// send otherwise.
+fn admit_review(
+    state: &ApiState,
+    user: &UserInfo,
+    method: &Method,
+    (group, resource, namespace): (&str, &str, Option<&str>),
+    audit: &mut Record,
+) -> Result<(), Response> {
+    if method != Method::POST {
+        return Err(negotiate::error(&ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {resource})"
+        ))));
+    }
+    let attrs = Attributes {
+        verb: "create".into(),
+        group: group.into(),
+        resource: resource.into(),
+        namespace: namespace.unwrap_or_default().to_string(),
+        ..Attributes::default()
+    };
+    audit.routed(state.audit.as_ref(), &attrs, "v1");
+    authorize(state, user, &attrs, audit).map_err(|e| negotiate::error(&e))
 }
 
 /// A user as `authentication.k8s.io/v1` `UserInfo`.
@@ -671,26 +687,13 @@ async fn token_review(
     body: Body,
     audit: &mut Record,
 ) -> Response {
-    if method != Method::POST {
-        return negotiate::error(&ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} tokenreviews)"
-        )));
+    let review = ("authentication.k8s.io", "tokenreviews", None);
+    if let Err(refused) = admit_review(state, user, method, review, audit) {
+        return refused;
     }
-    let attrs = Attributes {
-        verb: "create".into(),
-        group: "authentication.k8s.io".into(),
-        resource: "tokenreviews".into(),
-        ..Attributes::default()
-    };
-    audit.routed(state.audit.as_ref(), &attrs, "v1");
-    if let Err(e) = authorize(state, user, &attrs, audit) {
-        return negotiate::error(&e);
-    }
-    let bytes = match axum::body::to_bytes(body, state.config.max_request_body_bytes).await {
+    let bytes = match read_body(state, body).await {
         Ok(b) => b,
-        Err(e) => {
-            return negotiate::error(&ApiError::bad_request(format!("reading the body: {e}")))
-        }
+        Err(e) => return negotiate::error(&e),
     };
     let review: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
@@ -776,21 +779,9 @@ async fn access_review(
         (Review::Subject, None) => "subjectaccessreviews",
         (Review::Subject, Some(_)) => "localsubjectaccessreviews",
     };
-    if method != Method::POST {
-        return negotiate::error(&ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource ({method} {resource})"
-        )));
-    }
-    let attrs = Attributes {
-        verb: "create".into(),
-        group: "authorization.k8s.io".into(),
-        resource: resource.into(),
-        namespace: namespace.unwrap_or_default().to_string(),
-        ..Attributes::default()
-    };
-    audit.routed(state.audit.as_ref(), &attrs, "v1");
-    if let Err(e) = authorize(state, user, &attrs, audit) {
-        return negotiate::error(&e);
+    let target = ("authorization.k8s.io", resource, namespace);
+    if let Err(refused) = admit_review(state, user, method, target, audit) {
+        return refused;
     }
     let (store, modes) = (state.store.as_ref(), state.auth.modes);
     let result = match read_body(state, body).await {

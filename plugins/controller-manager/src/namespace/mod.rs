@@ -36,6 +36,16 @@ struct NamespaceController {
     namespaces: Cache<Namespace>,
 }
 
+/// Whether namespace `name` exists in `namespaces` and is not being deleted:
+/// controllers that fill namespaces (ServiceAccounts, the root CA ConfigMap) leave
+/// the others alone.
+pub fn is_active(namespaces: &Cache<Namespace>, name: &str) -> bool {
+    namespaces.get(name).is_some_and(|n| {
+        n.metadata.deletion_timestamp.is_none()
+            && n.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating")
+    })
+}
+
 /// Starts the controller.
 pub fn start(ctx: &ControllerContext, informers: &mut Informers) {
     let (namespaces, changes) = informers.subscribe::<Namespace>();

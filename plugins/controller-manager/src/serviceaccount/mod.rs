@@ -74,10 +74,7 @@ pub fn start(ctx: &ControllerContext, informers: &mut Informers) {
 
 impl ServiceAccountController {
     async fn sync(&self, ns: &str) -> Result<Action, ServiceAccountError> {
-        let active = self.namespaces.get(ns).is_some_and(|n| {
-            n.metadata.deletion_timestamp.is_none()
-                && n.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating")
-        });
+        let active = crate::namespace::is_active(&self.namespaces, ns);
         if !active || self.accounts.get(&format!("{ns}/{DEFAULT}")).is_some() {
             return Ok(Action::AwaitChange);
         }
