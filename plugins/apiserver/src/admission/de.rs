@@ -4,6 +4,10 @@
 //! visitor skips them through `deserialize_ignored_any`), but with the path in
 //! upstream's format (`spec.containers[0].foo`) and the same path available for
 //! type errors, which `serde_ignored` cannot give.
+//!
+//! The path is a chain of borrowed segments on the stack, made into a string
+//! only for an error or an unknown field: every body a write carries goes
+//! through here, and most have neither.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -23,9 +27,9 @@ pub(super) struct DecodeError {
 
 impl DecodeError {
     /// Attaches `path` unless a deeper path is already known.
-    fn at(mut self, path: &str) -> DecodeError {
+    fn at(mut self, path: Path<'_>) -> DecodeError {
         if self.path.is_none() {
-            self.path = Some(path.to_string());
+            self.path = Some(path.render());
         }
         self
     }
@@ -51,6 +55,53 @@ impl de::Error for DecodeError {
     }
 }
 
+/// Where a value is in the object: its parent's path and one step from it.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    /// The value decoding started at (`""` for a whole object, `metadata`...).
+    Root(&'a str),
+    /// A struct field: `parent.name`.
+    Field(&'a Path<'a>, &'a str),
+    /// An array item: `parent[i]`.
+    Index(&'a Path<'a>, usize),
+    /// A map entry: `parent[key]`.
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl Path<'_> {
+    /// The path as upstream writes it: `spec.containers[0].resources.limits[cpu]`.
+    fn render(self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(self, out: &mut String) {
+        match self {
+            Path::Root(root) => out.push_str(root),
+            Path::Field(parent, name) => {
+                parent.write(out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(name);
+            }
+            Path::Index(parent, i) => {
+                parent.write(out);
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+            Path::Key(parent, key) => {
+                parent.write(out);
+                out.push('[');
+                out.push_str(key);
+                out.push(']');
+            }
+        }
+    }
+}
+
 /// Deserializes a `T` from `value` found at path `root` (`""` for a whole
 /// object); returns it with the paths of the fields `T` does not know.
 pub(super) fn from_value<'de, T: de::Deserialize<'de>>(
@@ -60,15 +111,15 @@ pub(super) fn from_value<'de, T: de::Deserialize<'de>>(
     let unknown = RefCell::new(Vec::new());
     let typed = T::deserialize(PathDe {
         value,
-        path: root.to_string(),
+        path: Path::Root(root),
         unknown: &unknown,
     })?;
     Ok((typed, unknown.into_inner()))
 }
 
-struct PathDe<'de, 'u> {
+struct PathDe<'de, 'u, 'p> {
     value: &'de Value,
-    path: String,
+    path: Path<'p>,
     unknown: &'u RefCell<Vec<String>>,
 }
 
@@ -102,29 +153,29 @@ fn unexpected(v: &Value) -> de::Unexpected<'_> {
     }
 }
 
-impl<'de, 'u> PathDe<'de, 'u> {
+impl<'de> PathDe<'de, '_, '_> {
     fn visit_map<V: Visitor<'de>>(
         self,
         visitor: V,
         is_struct: bool,
     ) -> Result<V::Value, DecodeError> {
-        let path = self.path.clone();
+        let path = self.path;
         match self.value {
             Value::Object(map) => visitor
                 .visit_map(MapDe {
                     entries: map.iter(),
                     pending: None,
-                    path: self.path,
+                    path,
                     is_struct,
                     unknown: self.unknown,
                 })
-                .map_err(|e| e.at(&path)),
+                .map_err(|e| e.at(path)),
             _ => self.deserialize_any_inner(visitor),
         }
     }
 
     fn deserialize_any_inner<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
-        let path = self.path.clone();
+        let path = self.path;
         let result = match self.value {
             Value::Null => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(*b),
@@ -132,22 +183,22 @@ impl<'de, 'u> PathDe<'de, 'u> {
             Value::String(s) => visitor.visit_borrowed_str(s),
             Value::Array(items) => visitor.visit_seq(SeqDe {
                 items: items.iter().enumerate(),
-                path: self.path,
+                path,
                 unknown: self.unknown,
             }),
             Value::Object(map) => visitor.visit_map(MapDe {
                 entries: map.iter(),
                 pending: None,
-                path: self.path,
+                path,
                 is_struct: false,
                 unknown: self.unknown,
             }),
         };
-        result.map_err(|e| e.at(&path))
+        result.map_err(|e| e.at(path))
     }
 }
 
-impl<'de, 'u> de::Deserializer<'de> for PathDe<'de, 'u> {
+impl<'de> de::Deserializer<'de> for PathDe<'de, '_, '_> {
     type Error = DecodeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
@@ -155,12 +206,12 @@ impl<'de, 'u> de::Deserializer<'de> for PathDe<'de, 'u> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
-        let path = self.path.clone();
+        let path = self.path;
         match self.value {
             Value::Null => visitor.visit_none(),
             _ => visitor.visit_some(self),
         }
-        .map_err(|e| e.at(&path))
+        .map_err(|e| e.at(path))
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -172,12 +223,12 @@ impl<'de, 'u> de::Deserializer<'de> for PathDe<'de, 'u> {
             if let Err(msg) = Quantity::parse(s) {
                 return Err(DecodeError {
                     message: msg.to_string(),
-                    path: Some(self.path),
+                    path: Some(self.path.render()),
                 });
             }
         }
-        let path = self.path.clone();
-        visitor.visit_newtype_struct(self).map_err(|e| e.at(&path))
+        let path = self.path;
+        visitor.visit_newtype_struct(self).map_err(|e| e.at(path))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -199,20 +250,21 @@ impl<'de, 'u> de::Deserializer<'de> for PathDe<'de, 'u> {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DecodeError> {
+        let path = self.path;
         match self.value {
             Value::String(s) => visitor
                 .visit_enum(s.as_str().into_deserializer())
-                .map_err(|e: DecodeError| e.at(&self.path)),
+                .map_err(|e: DecodeError| e.at(path)),
             other => Err(de::Error::invalid_type(
                 unexpected(other),
                 &"an enum variant name",
             ))
-            .map_err(|e: DecodeError| e.at(&self.path)),
+            .map_err(|e: DecodeError| e.at(path)),
         }
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DecodeError> {
-        self.unknown.borrow_mut().push(self.path);
+        self.unknown.borrow_mut().push(self.path.render());
         visitor.visit_unit()
     }
 
@@ -222,13 +274,13 @@ impl<'de, 'u> de::Deserializer<'de> for PathDe<'de, 'u> {
     }
 }
 
-struct SeqDe<'de, 'u> {
+struct SeqDe<'de, 'u, 'p> {
     items: std::iter::Enumerate<std::slice::Iter<'de, Value>>,
-    path: String,
+    path: Path<'p>,
     unknown: &'u RefCell<Vec<String>>,
 }
 
-impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
+impl<'de> SeqAccess<'de> for SeqDe<'de, '_, '_> {
     type Error = DecodeError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
@@ -239,7 +291,7 @@ impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
             Some((i, value)) => seed
                 .deserialize(PathDe {
                     value,
-                    path: super::index(&self.path, i),
+                    path: Path::Index(&self.path, i),
                     unknown: self.unknown,
                 })
                 .map(Some),
@@ -252,16 +304,16 @@ impl<'de> SeqAccess<'de> for SeqDe<'de, '_> {
     }
 }
 
-struct MapDe<'de, 'u> {
+struct MapDe<'de, 'u, 'p> {
     entries: serde_json::map::Iter<'de>,
     pending: Option<(&'de String, &'de Value)>,
-    path: String,
+    path: Path<'p>,
     /// Struct fields are `a.b`; map entries are `a[b]`.
     is_struct: bool,
     unknown: &'u RefCell<Vec<String>>,
 }
 
-impl<'de> MapAccess<'de> for MapDe<'de, '_> {
+impl<'de> MapAccess<'de> for MapDe<'de, '_, '_> {
     type Error = DecodeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -287,9 +339,9 @@ impl<'de> MapAccess<'de> for MapDe<'de, '_> {
             .take()
             .ok_or_else(|| de::Error::custom("a map value was read before its key"))?;
         let path = if self.is_struct {
-            super::child(&self.path, k)
+            Path::Field(&self.path, k)
         } else {
-            super::key(&self.path, k)
+            Path::Key(&self.path, k)
         };
         seed.deserialize(PathDe {
             value,
