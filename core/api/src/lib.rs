@@ -5,6 +5,7 @@ pub mod codec;
 pub mod echo;
 pub mod kernel;
 mod message;
+pub mod pointer;
 pub mod quantity;
 pub mod quota;
 pub mod resources;

@@ -6,6 +6,7 @@
 //! Amounts are exact integers in milli-units (`1` is `1000`, `250m` is `250`); a fraction
 //! of a milli-unit rounds up, as `Quantity.MilliValue` does.
 
+use crate::pointer::Pointer;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -126,13 +127,13 @@ pub fn usage(group: &str, plural: &str, object: &Value, now_unix: i64) -> Usage 
         ("", "services") => {
             u.insert("services".into(), 1000);
             u.insert("count/services".into(), 1000);
-            let kind = object.pointer("/spec/type").and_then(Value::as_str);
+            let kind = object.at("/spec/type").and_then(Value::as_str);
             if kind == Some("LoadBalancer") {
                 u.insert("services.loadbalancers".into(), 1000);
             }
             if matches!(kind, Some("NodePort" | "LoadBalancer")) {
                 let ports = object
-                    .pointer("/spec/ports")
+                    .at("/spec/ports")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
                 u.insert(
@@ -153,18 +154,18 @@ pub fn usage(group: &str, plural: &str, object: &Value, now_unix: i64) -> Usage 
 
 /// A pod counts unless it finished or its deletion grace period is over.
 fn pod_counts(pod: &Value, now_unix: i64) -> bool {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+    let phase = pod.at("/status/phase").and_then(Value::as_str);
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return false;
     }
     let deleted = pod
-        .pointer("/metadata/deletionTimestamp")
+        .at("/metadata/deletionTimestamp")
         .and_then(Value::as_str)
         .and_then(|t| t.parse::<jiff::Timestamp>().ok());
     match deleted {
         Some(at) => {
             let grace = pod
-                .pointer("/metadata/deletionGracePeriodSeconds")
+                .at("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(0);
             now_unix <= at.as_second().saturating_add(grace)
@@ -179,17 +180,17 @@ fn pod_compute(pod: &Value, u: &mut Usage) {
     for (field, prefix) in [("requests", "requests."), ("limits", "limits.")] {
         let mut total = Usage::new();
         for c in containers(pod, "containers") {
-            for (name, amount) in amounts(c.pointer(&format!("/resources/{field}"))) {
+            for (name, amount) in amounts(c.at(&format!("/resources/{field}"))) {
                 *total.entry(name).or_default() += amount;
             }
         }
         for c in containers(pod, "initContainers") {
-            for (name, amount) in amounts(c.pointer(&format!("/resources/{field}"))) {
+            for (name, amount) in amounts(c.at(&format!("/resources/{field}"))) {
                 let slot = total.entry(name).or_default();
                 *slot = (*slot).max(amount);
             }
         }
-        for (name, amount) in amounts(pod.pointer("/spec/overhead")) {
+        for (name, amount) in amounts(pod.at("/spec/overhead")) {
             *total.entry(name).or_default() += amount;
         }
         for (name, amount) in total {
@@ -209,7 +210,7 @@ fn pod_compute(pod: &Value, u: &mut Usage) {
 }
 
 fn containers<'a>(pod: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    pod.pointer(&format!("/spec/{field}"))
+    pod.at(&format!("/spec/{field}"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -219,7 +220,7 @@ fn containers<'a>(pod: &'a Value, field: &str) -> impl Iterator<Item = &'a Value
 /// with scopes does not count other objects. (`scopeSelector` is not evaluated.)
 pub fn scopes_match(quota: &Value, group: &str, plural: &str, object: &Value) -> bool {
     let scopes: Vec<&str> = quota
-        .pointer("/spec/scopes")
+        .at("/spec/scopes")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
@@ -229,12 +230,12 @@ pub fn scopes_match(quota: &Value, group: &str, plural: &str, object: &Value) ->
     if (group, plural) != ("", "pods") {
         return false;
     }
-    let terminating = object.pointer("/spec/activeDeadlineSeconds").is_some();
+    let terminating = object.at("/spec/activeDeadlineSeconds").is_some();
     let best_effort = containers(object, "containers")
         .chain(containers(object, "initContainers"))
         .all(|c| {
             ["requests", "limits"].iter().all(|f| {
-                c.pointer(&format!("/resources/{f}"))
+                c.at(&format!("/resources/{f}"))
                     .and_then(Value::as_object)
                     .is_none_or(|m| m.is_empty())
             })

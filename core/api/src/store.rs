@@ -7,6 +7,7 @@
 //! so owner references and everything else keep pointing at the right objects; only
 //! `resourceVersion` is new. Objects that already exist are left as they are.
 
+use crate::pointer::Pointer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -77,7 +78,7 @@ pub fn parse_line(line: &str) -> Result<(String, Value), String> {
     let object: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let text = |pointer: &str| {
         object
-            .pointer(pointer)
+            .at(pointer)
             .and_then(Value::as_str)
             .unwrap_or_default()
     };

@@ -1,5 +1,6 @@
 //! Label and field selectors: parsing (Kubernetes syntax and errors) and matching against objects.
 
+use kubernel_api::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
@@ -131,7 +132,7 @@ impl LabelSelector {
 
     /// True when `object`'s labels satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object.pointer("/metadata/labels");
+        let labels = object.at("/metadata/labels");
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
             LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
@@ -230,7 +231,7 @@ impl FieldSelector {
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, eq, want)| {
             let path = format!("/{}", field.replace('.', "/"));
-            let have = match object.pointer(&path) {
+            let have = match object.at(&path) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Bool(b)) => b.to_string(),
                 Some(Value::Number(n)) => n.to_string(),

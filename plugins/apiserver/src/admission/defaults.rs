@@ -1,6 +1,7 @@
 //! Defaults filled on create and update, as `pkg/apis/*/v1/defaults.go` and the registries' create strategies set them.
 
 use base64::Engine;
+use kubernel_api::pointer::Pointer;
 use kubernel_api::resources::Resource;
 use serde_json::{json, Map, Value};
 
@@ -96,7 +97,7 @@ fn service(object: &mut Value) {
         Some("ClientIP") => {
             let timeout = spec
                 .get("sessionAffinityConfig")
-                .and_then(|c| c.pointer("/clientIP/timeoutSeconds"));
+                .and_then(|c| c.at("/clientIP/timeoutSeconds"));
             if timeout.is_none_or(Value::is_null) {
                 spec.insert(
                     "sessionAffinityConfig".into(),
@@ -205,7 +206,7 @@ fn secret(object: &mut Value) {
 /// `SetDefaults_NodeStatus`: allocatable defaults to capacity.
 fn node(object: &mut Value) {
     let capacity = object
-        .pointer("/status/capacity")
+        .at("/status/capacity")
         .filter(|c| c.is_object())
         .cloned();
     if let (Some(capacity), Some(status)) = (

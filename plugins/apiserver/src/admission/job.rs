@@ -1,5 +1,6 @@
 //! Job validation (`ValidateJobSpec`, `ValidateJobSpecUpdate`).
 
+use kubernel_api::pointer::Pointer;
 use serde_json::{json, Value};
 
 use super::compare::semantic_eq;
@@ -38,7 +39,7 @@ pub(super) fn validate_job(object: &Value, causes: &mut Vec<Cause>) {
     let template = spec.get("template").unwrap_or(&null);
     validate_template(template, causes);
     let restart = template
-        .pointer("/spec/restartPolicy")
+        .at("/spec/restartPolicy")
         .and_then(Value::as_str)
         .unwrap_or("");
     if !matches!(restart, "OnFailure" | "Never") {

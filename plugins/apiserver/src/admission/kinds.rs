@@ -1,5 +1,6 @@
 //! Validation of the smaller kinds: Node taints, ConfigMap and Secret data, PodDisruptionBudgets, RBAC bindings.
 
+use kubernel_api::pointer::Pointer;
 use serde_json::{json, Value};
 
 use super::names::{config_map_key, qualified_name};
@@ -16,7 +17,7 @@ const MAX_SECRET_BYTES: usize = 1024 * 1024;
 /// Node taints: qualified keys, supported effects, no duplicates.
 pub(super) fn validate_taints(object: &Value, causes: &mut Vec<Cause>) {
     let mut seen = Vec::new();
-    for (i, taint) in list(object.pointer("/spec/taints")).iter().enumerate() {
+    for (i, taint) in list(object.at("/spec/taints")).iter().enumerate() {
         let p = index("spec.taints", i);
         let (k, effect) = (str_of(taint, "key"), str_of(taint, "effect"));
         causes.extend(
@@ -87,7 +88,7 @@ pub(super) fn validate_data(object: &Value, secret: bool, causes: &mut Vec<Cause
     }
     if str_of(object, "type") == "kubernetes.io/service-account-token"
         && object
-            .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+            .at("/metadata/annotations/kubernetes.io~1service-account.name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .is_empty()

@@ -1,5 +1,6 @@
 //! Pod and pod-template defaults: `SetDefaults_PodSpec`, `SetDefaults_Pod`, containers, probes, volumes, and the pod-only admission defaults.
 
+use kubernel_api::pointer::Pointer;
 use serde_json::{json, Value};
 
 use super::defaults::{default_str, default_value, each_object, ensure_object, object_mut, Obj};
@@ -214,7 +215,7 @@ pub(super) fn qos_class(spec: &Value) -> &'static str {
                 .into_iter()
                 .filter_map(|r| {
                     let q = c
-                        .pointer(&format!("/resources/{kind}/{r}"))
+                        .at(&format!("/resources/{kind}/{r}"))
                         .and_then(Value::as_str)?;
                     Quantity::parse(q)
                         .ok()

@@ -6,6 +6,7 @@
 //! `spec.priority` itself keeps it when no global default class exists (upstream
 //! refuses it), so scheduling experiments can set priorities without classes.
 
+use kubernel_api::pointer::Pointer;
 use serde_json::{json, Value};
 
 use crate::status::Cause;
@@ -36,7 +37,7 @@ pub const PREFIX: &str = "priorityclasses.scheduling.k8s.io/";
 /// A PriorityClass: `system-` names are reserved, user values stay at or below 1e9.
 pub(super) fn validate_priority_class(object: &Value, causes: &mut Vec<Cause>) {
     let name = object
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let value = object.get("value").and_then(Value::as_i64).unwrap_or(0);
@@ -83,7 +84,7 @@ pub(super) fn validate_priority_class_update(new: &Value, old: &Value, causes: &
 /// reason for a 403 (`no PriorityClass with name x was found`, ...).
 pub fn resolve(store: &dyn Store, pod: &mut Value, requested: Option<i64>) -> Result<(), String> {
     let class_name = pod
-        .pointer("/spec/priorityClassName")
+        .at("/spec/priorityClassName")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
@@ -112,7 +113,7 @@ pub fn resolve(store: &dyn Store, pod: &mut Value, requested: Option<i64>) -> Re
         }
     }
     let name = class
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     spec.insert("priorityClassName".into(), json!(name));

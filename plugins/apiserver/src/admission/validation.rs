@@ -1,5 +1,6 @@
 //! Validation on create and update: every cause collected into one 422 Invalid, per kind as upstream's strategies do.
 
+use kubernel_api::pointer::Pointer;
 use kubernel_api::resources::Resource;
 use serde_json::{json, Value};
 
@@ -53,7 +54,7 @@ fn validate_spec(r: &Resource, object: &Value, causes: &mut Vec<Cause>) {
         }
         ("coordination.k8s.io", "Lease") => {
             if let Some(d) = object
-                .pointer("/spec/leaseDurationSeconds")
+                .at("/spec/leaseDurationSeconds")
                 .and_then(Value::as_i64)
                 .filter(|d| *d <= 0)
             {
@@ -120,7 +121,7 @@ fn finish(r: &Resource, object: &Value, causes: Vec<Cause>) -> Result<(), ApiErr
         return Ok(());
     }
     let name = object
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
     let e = ApiError::invalid(r.group, r.kind, name, causes);

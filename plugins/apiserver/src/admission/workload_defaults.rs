@@ -1,5 +1,6 @@
 //! Defaults of workloads (`pkg/apis/apps/v1`, `pkg/apis/batch/v1` and ReplicationController) and their pod templates.
 
+use kubernel_api::pointer::Pointer;
 use serde_json::{json, Value};
 
 use super::defaults::{
@@ -19,7 +20,7 @@ pub(super) fn replication_controller(object: &mut Value) {
     replicas(object);
     template(object, "/spec/template");
     let labels = object
-        .pointer("/spec/template/metadata/labels")
+        .at("/spec/template/metadata/labels")
         .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
         .cloned();
     if let (Some(labels), Some(o)) = (labels, object.as_object_mut()) {
@@ -142,7 +143,7 @@ pub(super) fn job(object: &mut Value) {
     }
     template(object, "/spec/template");
     let labels = object
-        .pointer("/spec/template/metadata/labels")
+        .at("/spec/template/metadata/labels")
         .filter(|l| l.is_object())
         .cloned();
     if let (Some(labels), Some(o)) = (labels, object.as_object_mut()) {

@@ -1,5 +1,6 @@
 //! Workload validation: Deployment, ReplicaSet, StatefulSet, DaemonSet and Job specs, and what may not change on update.
 
+use kubernel_api::pointer::Pointer;
 use serde_json::{json, Value};
 
 use super::compare::semantic_eq;
@@ -59,7 +60,7 @@ pub(super) fn validate_template(template: &Value, causes: &mut Vec<Cause>) {
 /// The selector must select the template's labels (a missing selector selects nothing, an empty one everything).
 pub(super) fn selector_matches_template(spec: &Value, causes: &mut Vec<Cause>) {
     let selector = spec.get("selector").filter(|s| s.is_object());
-    let labels = spec.pointer("/template/metadata/labels");
+    let labels = spec.at("/template/metadata/labels");
     let selects_everything = selector.is_some_and(is_empty);
     if !selects_everything && !matches(selector, labels) {
         causes.push(Cause::invalid_rendered(
@@ -109,7 +110,7 @@ pub(super) fn validate_workload(kind: Workload, object: &Value, causes: &mut Vec
         selector_matches_template(spec, causes);
         validate_template(template, causes);
         let restart = template
-            .pointer("/spec/restartPolicy")
+            .at("/spec/restartPolicy")
             .and_then(Value::as_str)
             .unwrap_or("");
         if restart != "Always" {
@@ -120,7 +121,7 @@ pub(super) fn validate_workload(kind: Workload, object: &Value, causes: &mut Vec
             ));
         }
         if template
-            .pointer("/spec/activeDeadlineSeconds")
+            .at("/spec/activeDeadlineSeconds")
             .is_some_and(|v| !v.is_null())
         {
             let owner = match kind {
@@ -145,7 +146,7 @@ pub(super) fn validate_workload(kind: Workload, object: &Value, causes: &mut Vec
         Workload::StatefulSet => stateful_set_policies(spec, causes),
         Workload::DaemonSet => {
             let t = spec
-                .pointer("/updateStrategy/type")
+                .at("/updateStrategy/type")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if !matches!(t, "RollingUpdate" | "OnDelete") {

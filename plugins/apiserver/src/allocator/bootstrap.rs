@@ -6,6 +6,7 @@
 //! list this apiserver's bind address and port. Existing objects keep their
 //! identity; only the ports and addresses are rewritten when they changed.
 
+use kubernel_api::pointer::Pointer;
 use std::net::SocketAddr;
 
 use kubernel_api::resources::{self, Resource};
@@ -167,8 +168,8 @@ async fn repair(
     let mut updated = (*current.object).clone();
     let mut changed = false;
     for pointer in pointers {
-        let want = desired.pointer(pointer).cloned().unwrap_or(Value::Null);
-        if current.object.pointer(pointer) == Some(&want) {
+        let want = desired.at(pointer).cloned().unwrap_or(Value::Null);
+        if current.object.at(pointer) == Some(&want) {
             continue;
         }
         let (parent, field) = pointer.rsplit_once('/').unwrap_or(("", pointer));

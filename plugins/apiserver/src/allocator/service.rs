@@ -7,6 +7,7 @@
 //! the request took. Two requests can never take the same value, and the pools
 //! never hold a value no stored Service holds for longer than one write.
 
+use kubernel_api::pointer::Pointer;
 use std::net::Ipv4Addr;
 
 use parking_lot::Mutex;
@@ -170,7 +171,7 @@ impl ServiceAllocator {
         }
         txn.old = old.map(Held::of).unwrap_or_default();
         let name = object
-            .pointer("/metadata/name")
+            .at("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();

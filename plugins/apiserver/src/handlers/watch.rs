@@ -1,5 +1,6 @@
 //! WATCH: newline-delimited JSON events over a chunked response, from a revision or with initial ADDED events.
 
+use kubernel_api::pointer::Pointer;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -315,7 +316,7 @@ impl Encoder {
     /// watcher has them from an earlier event).
     fn table(&self, object: &Value, include: IncludeObject, with_columns: bool) -> Bytes {
         let rv = object
-            .pointer("/metadata/resourceVersion")
+            .at("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or("");
         let mut t = table::table(

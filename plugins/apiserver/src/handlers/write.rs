@@ -1,5 +1,6 @@
 //! Mutations: create, update, patch, delete, deletecollection (and the status/scale subresources).
 
+use kubernel_api::pointer::Pointer;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -169,7 +170,7 @@ async fn create(
         )));
     }
     let object = parse_body(state, r, content_type, body).await?;
-    let requested_priority = object.pointer("/spec/priority").and_then(Value::as_i64);
+    let requested_priority = object.at("/spec/priority").and_then(Value::as_i64);
     let (mut object, mut warnings) = admit(info, query, object)?;
     let on = |plugin: &str| state.admission.enabled(plugin);
     let mut audit_annotations = Vec::new();
@@ -268,7 +269,7 @@ fn check_namespace(state: &ApiState, namespace: &str) -> Result<(), ApiError> {
         .get(&format!("namespaces/{namespace}"))
         .map_err(|e| ApiError::unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::not_found("", "namespaces", namespace))?;
-    if ns.object.pointer("/metadata/deletionTimestamp").is_some() {
+    if ns.object.at("/metadata/deletionTimestamp").is_some() {
         return Err(ApiError::forbidden(
             "",
             "namespaces",
@@ -354,9 +355,9 @@ async fn replace(
         return Ok(json(200, "application/json", new.to_string()));
     }
     // Finalizers all gone from an object being deleted: the update completes the delete.
-    let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+    let finished = new.at("/metadata/deletionTimestamp").is_some()
         && new
-            .pointer("/metadata/finalizers")
+            .at("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_none_or(|f| f.is_empty())
         && !has_spec_finalizers(r.kind, &new);
@@ -468,7 +469,7 @@ const PATCH_ATTEMPTS: usize = 5;
 pub fn to_scale(info: &RequestInfo, object: &Value) -> Result<Value, ApiError> {
     let md = object.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let selector = object
-        .pointer("/spec/selector")
+        .at("/spec/selector")
         .map(selector::to_text)
         .unwrap_or_default();
     Ok(json!({
@@ -481,9 +482,9 @@ pub fn to_scale(info: &RequestInfo, object: &Value) -> Result<Value, ApiError> {
             "resourceVersion": md.get("resourceVersion"),
             "creationTimestamp": md.get("creationTimestamp"),
         },
-        "spec": { "replicas": object.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(info.resource.namespaced as i64) },
+        "spec": { "replicas": object.at("/spec/replicas").and_then(Value::as_i64).unwrap_or(info.resource.namespaced as i64) },
         "status": {
-            "replicas": object.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "replicas": object.at("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
             "selector": selector,
         }
     }))
@@ -496,7 +497,7 @@ async fn write_scale(
     dry_run: bool,
 ) -> Result<Response, ApiError> {
     let replicas = scale
-        .pointer("/spec/replicas")
+        .at("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(0);
     if replicas < 0 {
@@ -557,7 +558,7 @@ async fn create_subresource(
     match (info.resource.kind, info.subresource.as_str()) {
         ("Pod", "binding") => {
             let node = value
-                .pointer("/target/name")
+                .at("/target/name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
@@ -572,7 +573,7 @@ async fn create_subresource(
             let current = fetch(state, &main)?;
             if current
                 .object
-                .pointer("/spec/nodeName")
+                .at("/spec/nodeName")
                 .and_then(Value::as_str)
                 .is_some_and(|n| !n.is_empty())
             {
@@ -585,7 +586,7 @@ async fn create_subresource(
                         info.name,
                         current
                             .object
-                            .pointer("/spec/nodeName")
+                            .at("/spec/nodeName")
                             .and_then(Value::as_str)
                             .unwrap_or("")
                     ),
@@ -626,11 +627,11 @@ async fn check_disruption_budget(
     pod: &Value,
 ) -> Result<(), ApiError> {
     let phase = pod
-        .pointer("/status/phase")
+        .at("/status/phase")
         .and_then(Value::as_str)
         .unwrap_or("Pending");
     if matches!(phase, "Pending" | "Succeeded" | "Failed")
-        || pod.pointer("/metadata/deletionTimestamp").is_some()
+        || pod.at("/metadata/deletionTimestamp").is_some()
     {
         return Ok(());
     }
@@ -649,9 +650,8 @@ async fn check_disruption_budget(
         .into_iter()
         .filter(|b| {
             // Upstream skips a budget whose selector is empty (it selects nothing here).
-            b.object.pointer("/spec/selector").is_some_and(|sel| {
-                !selector::is_empty(sel)
-                    && selector::matches(Some(sel), pod.pointer("/metadata/labels"))
+            b.object.at("/spec/selector").is_some_and(|sel| {
+                !selector::is_empty(sel) && selector::matches(Some(sel), pod.at("/metadata/labels"))
             })
         })
         .collect();
@@ -674,7 +674,7 @@ async fn check_disruption_budget(
     let int = |path: &str, default: i64| {
         budget
             .object
-            .pointer(path)
+            .at(path)
             .and_then(Value::as_i64)
             .unwrap_or(default)
     };
@@ -768,12 +768,12 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError>
         propagation,
         grace_period,
         precondition_uid: from_body
-            .pointer("/preconditions/uid")
+            .at("/preconditions/uid")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
         precondition_rv: from_body
-            .pointer("/preconditions/resourceVersion")
+            .at("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
@@ -785,7 +785,7 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError>
 fn has_spec_finalizers(kind: &str, object: &Value) -> bool {
     kind == "Namespace"
         && object
-            .pointer("/spec/finalizers")
+            .at("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty())
 }
@@ -801,7 +801,7 @@ fn has_dependents(state: &ApiState, uid: &str) -> bool {
         .is_ok_and(|all| {
             all.items.iter().any(|s| {
                 s.object
-                    .pointer("/metadata/ownerReferences")
+                    .at("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .is_some_and(|refs| {
                         refs.iter()
@@ -839,7 +839,7 @@ async fn delete(
         return Err(ApiError::conflict(r.group, r.plural, &info.name));
     }
     let mut finalizers: Vec<Value> = object
-        .pointer("/metadata/finalizers")
+        .at("/metadata/finalizers")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -858,12 +858,12 @@ async fn delete(
     // Pods bound to a node are deleted gracefully: the kubelet finishes the delete.
     let bound = r.kind == "Pod"
         && object
-            .pointer("/spec/nodeName")
+            .at("/spec/nodeName")
             .and_then(Value::as_str)
             .is_some_and(|n| !n.is_empty());
     let grace = opts.grace_period.unwrap_or_else(|| {
         object
-            .pointer("/spec/terminationGracePeriodSeconds")
+            .at("/spec/terminationGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(30)
     });
@@ -889,7 +889,7 @@ async fn delete(
             json(200, "application/json", s.to_string())
         });
     }
-    if object.pointer("/metadata/deletionTimestamp").is_some() {
+    if object.at("/metadata/deletionTimestamp").is_some() {
         return Ok(json(202, "application/json", current.json.clone()));
     }
     let mut new = (**object).clone();

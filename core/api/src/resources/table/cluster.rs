@@ -1,5 +1,6 @@
 //! Node and namespace rows: upstream's `printNode` and `printNamespace`.
 
+use crate::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
@@ -62,7 +63,7 @@ pub(crate) fn namespace_cells(ns: &Value, now: Timestamp) -> Vec<Value> {
 /// Sorted roles from `node-role.kubernetes.io/<role>` and `kubernetes.io/role` labels, or `<none>`.
 fn roles(node: &Value) -> String {
     let mut roles = BTreeSet::new();
-    if let Some(labels) = node.pointer("/metadata/labels").and_then(Value::as_object) {
+    if let Some(labels) = node.at("/metadata/labels").and_then(Value::as_object) {
         for (k, v) in labels {
             if let Some(role) = k.strip_prefix(NODE_ROLE_PREFIX).filter(|r| !r.is_empty()) {
                 roles.insert(role.to_string());

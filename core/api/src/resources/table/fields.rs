@@ -1,17 +1,18 @@
 //! Reading fields of untyped objects the way the printers need them, and upstream's label formatting.
 
+use crate::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
 /// The string at a JSON pointer, or `""`.
 pub(crate) fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+    v.at(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The integer at a JSON pointer, if there is one.
 pub(crate) fn opt_int(v: &Value, pointer: &str) -> Option<i64> {
-    v.pointer(pointer).and_then(Value::as_i64)
+    v.at(pointer).and_then(Value::as_i64)
 }
 
 /// The integer at a JSON pointer, or 0.
@@ -21,12 +22,12 @@ pub(crate) fn int(v: &Value, pointer: &str) -> i64 {
 
 /// The boolean at a JSON pointer, or `false`.
 pub(crate) fn flag(v: &Value, pointer: &str) -> bool {
-    v.pointer(pointer).and_then(Value::as_bool).unwrap_or(false)
+    v.at(pointer).and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// The array at a JSON pointer, or an empty slice.
 pub(crate) fn list<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    v.pointer(pointer)
+    v.at(pointer)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -34,12 +35,12 @@ pub(crate) fn list<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
 
 /// Whether a JSON pointer names a non-null value (Go's `!= nil`).
 pub(crate) fn present(v: &Value, pointer: &str) -> bool {
-    v.pointer(pointer).is_some_and(|x| !x.is_null())
+    v.at(pointer).is_some_and(|x| !x.is_null())
 }
 
 /// The number of entries of the map or array at a JSON pointer.
 pub(crate) fn count(v: &Value, pointer: &str) -> i64 {
-    let n = match v.pointer(pointer) {
+    let n = match v.at(pointer) {
         Some(Value::Object(m)) => m.len(),
         Some(Value::Array(a)) => a.len(),
         _ => 0,

@@ -1,5 +1,6 @@
 //! Rows of configuration, policy, RBAC and coordination objects, and the default `Name`/`Created At` row.
 
+use crate::pointer::Pointer;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
@@ -72,7 +73,7 @@ pub(crate) fn priority_class_cells(pc: &Value, now: Timestamp) -> Vec<Value> {
 /// The cells of a pod disruption budget row, in [`super::columns::POD_DISRUPTION_BUDGET`] order.
 pub(crate) fn pod_disruption_budget_cells(pdb: &Value, now: Timestamp) -> Vec<Value> {
     let bound = |pointer: &str| {
-        pdb.pointer(pointer)
+        pdb.at(pointer)
             .filter(|v| !v.is_null())
             .map_or_else(|| "N/A".to_string(), int_or_string)
     };
@@ -103,7 +104,7 @@ pub(crate) fn certificate_signing_request_cells(csr: &Value, now: Timestamp) -> 
         condition.join(",")
     };
     let duration = csr
-        .pointer("/spec/expirationSeconds")
+        .at("/spec/expirationSeconds")
         .and_then(Value::as_i64)
         .map_or_else(
             || "<none>".to_string(),
@@ -147,12 +148,12 @@ pub(crate) fn role_binding_cells(rb: &Value, now: Timestamp) -> Vec<Value> {
 /// The cells of a resource quota row, in [`super::columns::RESOURCE_QUOTA`] order.
 pub(crate) fn resource_quota_cells(quota: &Value, now: Timestamp) -> Vec<Value> {
     let (mut requests, mut limits) = (Vec::new(), Vec::new());
-    if let Some(hard) = quota.pointer("/status/hard").and_then(Value::as_object) {
+    if let Some(hard) = quota.at("/status/hard").and_then(Value::as_object) {
         let mut names: Vec<&String> = hard.keys().collect();
         names.sort();
         for resource in names {
             let used = quota
-                .pointer("/status/used")
+                .at("/status/used")
                 .and_then(|u| u.get(resource.as_str()));
             let used = used.map_or_else(|| "0".to_string(), int_or_string);
             let entry = format!(

@@ -1,5 +1,6 @@
 //! Service, Endpoints and EndpointSlice rows: upstream's `printService`, `printEndpoints`, `printEndpointSlice`.
 
+use crate::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
@@ -46,7 +47,7 @@ pub(crate) fn service_cells(svc: &Value, now: Timestamp) -> Vec<Value> {
             ports.join(",")
         }),
         json!(age(text(svc, "/metadata/creationTimestamp"), now)),
-        json!(format_labels(svc.pointer("/spec/selector"))),
+        json!(format_labels(svc.at("/spec/selector"))),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! Pod rows: upstream's `printPod` (Ready, Status reason, Restarts, IP, Node, ...).
 
+use crate::pointer::Pointer;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
@@ -147,7 +148,7 @@ impl Status {
                 sidecar_restarts += int(c, "/restartCount");
                 sidecar_last_restart = later(sidecar_last_restart, c);
             }
-            let terminated = c.pointer("/state/terminated").filter(|t| !t.is_null());
+            let terminated = c.at("/state/terminated").filter(|t| !t.is_null());
             let waiting_reason = text(c, "/state/waiting/reason");
             match terminated {
                 Some(t) if int(t, "/exitCode") == 0 => continue,
@@ -180,7 +181,7 @@ impl Status {
                 s.restarts += int(c, "/restartCount");
                 s.last_restart = later(s.last_restart, c);
                 let waiting_reason = text(c, "/state/waiting/reason");
-                let terminated = c.pointer("/state/terminated").filter(|t| !t.is_null());
+                let terminated = c.at("/state/terminated").filter(|t| !t.is_null());
                 if !waiting_reason.is_empty() {
                     s.reason = waiting_reason.to_string();
                 } else if let Some(t) = terminated {

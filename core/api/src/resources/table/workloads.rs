@@ -1,5 +1,6 @@
 //! Workload rows: upstream's `printDeployment`, `printReplicaSet`, `printDaemonSet`, `printStatefulSet`, `printJob`.
 
+use crate::pointer::Pointer;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
@@ -20,14 +21,14 @@ fn desired(o: &Value) -> i64 {
 
 /// The `Containers` and `Images` cells of a pod template.
 fn template(o: &Value) -> [Value; 2] {
-    let (names, images) = containers(o.pointer("/spec/template/spec"));
+    let (names, images) = containers(o.at("/spec/template/spec"));
     [json!(names), json!(images)]
 }
 
 /// The cells of a deployment row, in [`super::columns::DEPLOYMENT`] order.
 pub(crate) fn deployment_cells(d: &Value, now: Timestamp) -> Vec<Value> {
     let selector =
-        selector_string(d.pointer("/spec/selector")).unwrap_or_else(|_| "<invalid>".to_string());
+        selector_string(d.at("/spec/selector")).unwrap_or_else(|_| "<invalid>".to_string());
     let [names, images] = template(d);
     vec![
         name(d),
@@ -56,7 +57,7 @@ pub(crate) fn replica_set_cells(rs: &Value, now: Timestamp) -> Vec<Value> {
         created(rs, now),
         names,
         images,
-        json!(format_selector(rs.pointer("/spec/selector"))),
+        json!(format_selector(rs.at("/spec/selector"))),
     ]
 }
 
@@ -70,13 +71,11 @@ pub(crate) fn daemon_set_cells(ds: &Value, now: Timestamp) -> Vec<Value> {
         json!(int(ds, "/status/numberReady")),
         json!(int(ds, "/status/updatedNumberScheduled")),
         json!(int(ds, "/status/numberAvailable")),
-        json!(format_labels(
-            ds.pointer("/spec/template/spec/nodeSelector")
-        )),
+        json!(format_labels(ds.at("/spec/template/spec/nodeSelector"))),
         created(ds, now),
         names,
         images,
-        json!(format_selector(ds.pointer("/spec/selector"))),
+        json!(format_selector(ds.at("/spec/selector"))),
     ]
 }
 
@@ -141,7 +140,7 @@ pub(crate) fn job_cells(job: &Value, now: Timestamp) -> Vec<Value> {
         created(job, now),
         names,
         images,
-        json!(format_selector(job.pointer("/spec/selector"))),
+        json!(format_selector(job.at("/spec/selector"))),
     ]
 }
 
