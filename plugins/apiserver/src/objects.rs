@@ -1,5 +1,6 @@
 //! Server-set object metadata: uid, timestamps, generateName, generation, and spec/status separation.
 
+use kubernel_api::pointer::Pointer;
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -11,15 +12,16 @@ pub fn new_uid() -> String {
     let mut b: [u8; 16] = rand::rng().random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut uid = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            uid.push('-');
+        }
+        uid.push(char::from(HEX[usize::from(byte >> 4)]));
+        uid.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    uid
 }
 
 /// Now as a Kubernetes `Time` (RFC 3339, second precision, UTC).
@@ -115,7 +117,7 @@ pub fn prepare_update(
     let r = info.resource;
     if info.subresource == "approval" {
         // A CSR's approval: only its conditions change (`kubectl certificate approve`).
-        let conditions = new.pointer("/status/conditions").cloned();
+        let conditions = new.at("/status/conditions").cloned();
         let mut merged = old.clone();
         match conditions {
             Some(c) => merged["status"]["conditions"] = c,
@@ -125,7 +127,7 @@ pub fn prepare_update(
                 }
             }
         }
-        if let Some(rv) = new.pointer("/metadata/resourceVersion").cloned() {
+        if let Some(rv) = new.at("/metadata/resourceVersion").cloned() {
             metadata_mut(&mut merged)?.insert("resourceVersion".into(), rv);
         }
         *new = merged;
@@ -142,7 +144,7 @@ pub fn prepare_update(
                 }
             }
         }
-        if let Some(rv) = new.pointer("/metadata/resourceVersion").cloned() {
+        if let Some(rv) = new.at("/metadata/resourceVersion").cloned() {
             metadata_mut(&mut merged)?.insert("resourceVersion".into(), rv);
         }
         *new = merged;
@@ -200,7 +202,7 @@ pub fn prepare_update(
 /// Gives a Job without `spec.manualSelector` the selector and template labels
 /// kube-apiserver generates from its uid (run after `prepare_create`).
 pub fn generate_job_selector(job: &mut Value) {
-    if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+    if job.at("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
         return;
     }
     let uid = meta_str(job, "uid").to_string();

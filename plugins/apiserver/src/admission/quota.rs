@@ -5,6 +5,7 @@
 //! deleted objects used. A quota the controller has not filled yet (`status.hard` empty)
 //! admits everything, as upstream.
 
+use kubernel_api::pointer::Pointer;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kubernel_api::quota::{self, Usage};
@@ -29,13 +30,10 @@ pub async fn charge(
     if !r.namespaced || namespace.is_empty() {
         return Ok(());
     }
-    let now = jiff::Timestamp::now().as_second();
-    let usage = quota::usage(r.group, r.plural, object, now);
-    if usage.is_empty() {
-        return Ok(());
-    }
+    // Computed once, and only in a namespace with quotas (most have none).
+    let mut usage: Option<quota::Usage> = None;
     let name = object
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let forbidden = |message: String| {
@@ -58,17 +56,31 @@ pub async fn charge(
                 ..ListOptions::default()
             })
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if quotas.items.is_empty() {
+            return Ok(());
+        }
+        let usage = usage.get_or_insert_with(|| {
+            quota::usage(
+                r.group,
+                r.plural,
+                object,
+                jiff::Timestamp::now().as_second(),
+            )
+        });
+        if usage.is_empty() {
+            return Ok(());
+        }
         let mut writes = Vec::new();
         for stored in &quotas.items {
             let quota_name = stored
                 .object
-                .pointer("/metadata/name")
+                .at("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if charged.contains(quota_name) {
                 continue;
             }
-            if let Some(used) = evaluate(stored, r, object, &usage).map_err(&forbidden)? {
+            if let Some(used) = evaluate(stored, r, object, usage).map_err(&forbidden)? {
                 writes.push((stored, quota_name, used));
             }
         }
@@ -114,13 +126,13 @@ fn evaluate(
 ) -> Result<Option<BTreeMap<String, String>>, String> {
     let q = &stored.object;
     let quota_name = q
-        .pointer("/metadata/name")
+        .at("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if !quota::scopes_match(q, r.group, r.plural, object) {
         return Ok(None);
     }
-    let hard_text = strings(q.pointer("/status/hard"));
+    let hard_text = strings(q.at("/status/hard"));
     if hard_text.is_empty() {
         return Ok(None);
     }
@@ -136,7 +148,7 @@ fn evaluate(
     if interesting.is_empty() {
         return Ok(None);
     }
-    let mut used_text = strings(q.pointer("/status/used"));
+    let mut used_text = strings(q.at("/status/used"));
     let unknown: Vec<&str> = interesting
         .iter()
         .filter(|k| !used_text.contains_key(k.as_str()))
@@ -148,8 +160,8 @@ fn evaluate(
             unknown.join(",")
         ));
     }
-    let hard = quota::amounts(q.pointer("/status/hard"));
-    let used = quota::amounts(q.pointer("/status/used"));
+    let hard = quota::amounts(q.at("/status/hard"));
+    let used = quota::amounts(q.at("/status/used"));
     let mut requested = BTreeMap::new();
     let mut failed_used = BTreeMap::new();
     let mut failed_hard = BTreeMap::new();
