@@ -18,6 +18,7 @@
 mod batch;
 mod codec;
 mod feed;
+mod offers;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -222,21 +223,21 @@ impl EtcdStore {
 
     /// The object written at `mod_revision`, once the cache has applied that revision
     /// (so reads through this apiserver see it), or the request timeout has passed.
-    /// The cache's copy (decoded from the watch event) is the same object: it is
-    /// answered when the cache has it, rather than serializing the object again.
+    /// It is the object the feed stored from the write's offer when it took it,
+    /// rather than one serialized again.
     async fn written(
         &self,
         key: &str,
-        object: Value,
+        offered: offers::Offered<'_>,
         create_revision: Revision,
         mod_revision: Revision,
     ) -> Result<Stored, StoreError> {
         self.wait_applied(mod_revision).await;
-        let cached = self.shared.cache.read().get(key);
-        match cached {
-            Some(cached) if cached.mod_revision == mod_revision => Ok(cached),
-            _ => stored(&Arc::from(key), object, create_revision, mod_revision),
-        }
+        let key: Arc<str> = Arc::from(key);
+        offered.stored(
+            |object| stored(&key, object, create_revision, mod_revision),
+            mod_revision,
+        )
     }
 
     /// Waits until the cache has applied `revision`, unless the feed is down (the
@@ -287,6 +288,10 @@ fn refused(
 impl Store for EtcdStore {
     async fn create(&self, key: &str, mut object: Value) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
+        let offered = self
+            .shared
+            .offers
+            .offer(key, codec::json_of(&value), object);
         let change = batch::Change::Create(value);
         let (revision, response) = self.txn("create", key, change).await?;
         if !response.succeeded() {
@@ -295,7 +300,7 @@ impl Store for EtcdStore {
             });
         }
         let created = codec::created(codec::etcd_revision(revision));
-        self.written(key, object, created, revision).await
+        self.written(key, offered, created, revision).await
     }
 
     async fn update(
@@ -305,6 +310,10 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> Result<Stored, StoreError> {
         let value = codec::encode(key, &mut object)?;
+        let offered = self
+            .shared
+            .offers
+            .offer(key, codec::json_of(&value), object);
         let change = batch::Change::Update(value, expected);
         let (revision, response) = self.txn("update", key, change).await?;
         let previous = first_kv(&response);
@@ -315,7 +324,7 @@ impl Store for EtcdStore {
             || codec::created(codec::etcd_revision(revision)),
             |kv| codec::created(kv.create_revision()),
         );
-        self.written(key, object, created, revision).await
+        self.written(key, offered, created, revision).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError> {

@@ -113,6 +113,11 @@ pub(super) fn split(value: &[u8]) -> Result<(u64, &[u8]), String> {
     Ok((index, &value[INDEX_LEN..]))
 }
 
+/// The JSON of a value made by [`encode`], without its index.
+pub(super) fn json_of(value: &[u8]) -> &[u8] {
+    split(value).map_or(value, |(_, json)| json)
+}
+
 /// The stored object of an etcd value, at `mod_revision` (a store revision).
 pub(super) fn decode(
     key: Arc<str>,

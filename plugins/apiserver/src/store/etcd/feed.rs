@@ -11,6 +11,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::codec::{self, Prefix};
+use super::offers::Offers;
 use super::{describe, Shared};
 use crate::store::cache::Cache;
 use crate::store::{stored, Event, EventType, Revision, Stored};
@@ -243,7 +244,7 @@ fn handle(
         .unwrap_or(0);
     {
         let mut cache = shared.cache.write();
-        let events = convert(&cache, prefix, response.events());
+        let events = convert(&cache, &shared.offers, prefix, response.events());
         cache.apply(&events, Instant::now());
         cache.advance(last);
     }
@@ -259,7 +260,13 @@ fn handle(
 ///
 /// A put's resourceVersion takes the index its value holds; a delete's, the one
 /// after the previous event of its revision, or 0 (as the group commit counts).
-fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<Event> {
+/// A put this apiserver made stores the writer's object (see [`Offers`]).
+fn convert(
+    cache: &Cache,
+    offers: &Offers,
+    prefix: &Prefix,
+    batch: &[etcd_client::Event],
+) -> Vec<Event> {
     let mut written: HashMap<Arc<str>, Option<Stored>> = HashMap::new();
     let mut events = Vec::with_capacity(batch.len());
     // The etcd revision and index of the previous event.
@@ -286,7 +293,12 @@ fn convert(cache: &Cache, prefix: &Prefix, batch: &[etcd_client::Event]) -> Vec<
         let converted = match event.event_type() {
             EtcdEventType::Put => {
                 let create = codec::created(kv.create_revision());
-                codec::decode(key.clone(), kv.value(), create, revision).map(|object| Event {
+                let offered = offers.take(&key, codec::json_of(kv.value()), |object| {
+                    stored(&key, object, create, revision)
+                });
+                let object = offered
+                    .unwrap_or_else(|| codec::decode(key.clone(), kv.value(), create, revision));
+                object.map(|object| Event {
                     revision,
                     kind: if prev.is_some() {
                         EventType::Modified

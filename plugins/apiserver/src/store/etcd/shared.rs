@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::feed::Loaded;
+use super::offers::Offers;
 use super::EtcdError;
 use crate::store::cache::Cache;
 use crate::store::{CacheOptions, Revision, StoreError};
@@ -30,6 +31,8 @@ pub(super) struct Shared {
     pub(super) endpoints: String,
     /// Longest wait for one etcd request.
     pub(super) request_timeout: Duration,
+    /// Objects being written, for the feed to take instead of decoding them.
+    pub(super) offers: Offers,
 }
 
 /// Why the store cannot serve, if it cannot.
@@ -58,6 +61,7 @@ impl Shared {
             cluster_id: AtomicU64::new(loaded.cluster_id),
             endpoints,
             request_timeout,
+            offers: Offers::default(),
         }
     }
 

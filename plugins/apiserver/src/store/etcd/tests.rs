@@ -451,3 +451,38 @@ async fn etcd_store_should_refuse_incomplete_settings() {
     let none = EtcdStore::connect(options).await.err();
     assert!(matches!(none, Some(EtcdError::NoEndpoints)), "{none:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_should_answer_and_cache_the_writers_object_without_decoding_it_again() {
+    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
+        .await
+        .expect("etcd start task")
+        .expect("start etcd");
+    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
+        .await
+        .expect("connect");
+    let created = store
+        .create("pods/default/a", pod("a"))
+        .await
+        .expect("create");
+    let mut changed = pod("a");
+    changed["metadata"]["labels"] = serde_json::json!({"app": "web"});
+    let updated = store
+        .update("pods/default/a", changed, Some(created.mod_revision))
+        .await
+        .expect("update");
+    let cached = store.get("pods/default/a").expect("get").expect("cached");
+    // The feed stored the writer's object (one allocation, shared by the answer
+    // and the cache) and the writer answered it; no offer is left behind.
+    assert!(std::sync::Arc::ptr_eq(&cached.object, &updated.object));
+    assert_eq!(cached.json, updated.json);
+    assert_eq!(
+        updated.object["metadata"]["resourceVersion"],
+        updated.mod_revision.to_string()
+    );
+    assert_eq!(updated.object["metadata"]["labels"]["app"], "web");
+    let refused = store.create("pods/default/a", pod("a")).await;
+    assert!(matches!(refused, Err(StoreError::AlreadyExists { .. })));
+    assert_eq!(store.shared.offers.len(), 0);
+    assert_eq!(store.shared.offers.taken(), 2);
+}
