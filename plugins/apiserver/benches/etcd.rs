@@ -5,7 +5,9 @@
 //! phase. Each phase runs `CLIENTS` concurrent clients: pod creates over HTTP through
 //! kubernel storing in etcd; raw etcd puts (etcd-client, one put per request) of
 //! values as large as the pods kubernel stored; pod creates through kubernel on the
-//! embedded store. Client, kubernel and etcd share the machine. Nothing is asserted.
+//! embedded store. Client, kubernel and etcd share the machine. The three phases
+//! run in rounds ([`rounds`]) and the median ratio of the rounds is reported.
+//! Nothing is asserted.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -22,8 +24,33 @@ type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Concurrent clients in every phase.
 const CLIENTS: usize = 32;
-/// Pods created (and raw puts made) per phase.
-const WRITES: usize = 10_000;
+/// Pods created (and raw puts made) per phase, unless `KUBERNEL_BENCH_WRITES`
+/// says otherwise (longer phases leave time to profile one).
+fn writes() -> usize {
+    std::env::var("KUBERNEL_BENCH_WRITES")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Rounds of the three phases, unless `KUBERNEL_BENCH_ROUNDS` says otherwise.
+/// The machine's speed drifts over minutes (other tenants, etcd's fsyncs), so
+/// the phases are compared within each round and the median ratio is reported.
+fn rounds() -> usize {
+    std::env::var("KUBERNEL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(3)
+}
+
+/// One round's runs and the CPU each process used, by phase.
+struct Round {
+    on_etcd: (Run, Vec<Duration>),
+    raw: (Run, Vec<Duration>),
+    embedded: (Run, Vec<Duration>),
+    value_len: usize,
+}
 
 fn main() -> Result<()> {
     let release = build()?;
@@ -31,13 +58,43 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let mut ratios = Vec::new();
+    for round in 1..=rounds() {
+        let r = run_round(&release, &runtime)?;
+        println!(
+            "\nround {round}: {CLIENTS} clients, {} writes per phase, stored pod value {} bytes\n",
+            writes(),
+            r.value_len
+        );
+        report(&r);
+        ratios.push(r.on_etcd.0.rate() / r.raw.0.rate());
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let each: Vec<String> = ratios
+        .iter()
+        .map(|r| format!("{:.0}%", 100.0 * r))
+        .collect();
+    println!(
+        "\nkubernel on etcd / raw etcd puts, median of {} rounds: {:.0}% (rounds: {}; target at least 50%)",
+        ratios.len(),
+        100.0 * median,
+        each.join(", ")
+    );
+    Ok(())
+}
 
+/// Runs the three phases once: creates through kubernel on etcd, raw puts of the
+/// same values, creates through kubernel on the embedded store; each with a
+/// fresh etcd or kubernel.
+fn run_round(release: &Path, runtime: &tokio::runtime::Runtime) -> Result<Round> {
     let etcd = Etcd::start()?;
     let storage = format!(
         "storage = \"etcd\"\netcd_endpoints = [\"{}\"]\n",
         etcd.endpoint
     );
-    let kernel = KernelProcess::start(&release, &storage)?;
+    let kernel = KernelProcess::start(release, &storage)?;
     let meter = Meter::start(&[kernel.child.id(), pid(&etcd)?, std::process::id()]);
     let on_etcd = runtime.block_on(kernel.create_pods())?;
     let on_etcd_cpu = meter.stop();
@@ -51,25 +108,31 @@ fn main() -> Result<()> {
     let raw_cpu = meter.stop();
     drop(etcd);
 
-    let kernel = KernelProcess::start(&release, "")?;
+    let kernel = KernelProcess::start(release, "")?;
     let meter = Meter::start(&[kernel.child.id(), 0, std::process::id()]);
     let embedded = runtime.block_on(kernel.create_pods())?;
     let embedded_cpu = meter.stop();
     drop(kernel);
+    Ok(Round {
+        on_etcd: (on_etcd, on_etcd_cpu),
+        raw: (raw, raw_cpu),
+        embedded: (embedded, embedded_cpu),
+        value_len: value.len(),
+    })
+}
 
-    println!(
-        "\n{CLIENTS} clients, {WRITES} writes per phase, stored pod value {} bytes\n",
-        value.len()
-    );
+/// Prints one round: rates and latencies, the ratio, and CPU per write.
+fn report(round: &Round) {
+    let phases = [
+        ("kubernel pod creates on etcd", &round.on_etcd),
+        ("raw etcd puts (etcd-client)", &round.raw),
+        ("kubernel pod creates on embedded", &round.embedded),
+    ];
     println!(
         "{:<34} {:>10} {:>9} {:>9}",
         "phase", "writes/s", "p50", "p99"
     );
-    for (name, run) in [
-        ("kubernel pod creates on etcd", &on_etcd),
-        ("raw etcd puts (etcd-client)", &raw),
-        ("kubernel pod creates on embedded", &embedded),
-    ] {
+    for (name, (run, _)) in phases {
         println!(
             "{name:<34} {:>10.0} {:>9} {:>9}",
             run.rate(),
@@ -79,7 +142,7 @@ fn main() -> Result<()> {
     }
     println!(
         "\nkubernel on etcd / raw etcd puts: {:.0}% (target at least 50%)",
-        100.0 * on_etcd.rate() / raw.rate()
+        100.0 * round.on_etcd.0.rate() / round.raw.0.rate()
     );
     // CPU time per write does not depend on what else the machine runs; the writes
     // per second the machine's cores could sustain follow from it.
@@ -98,11 +161,7 @@ fn main() -> Result<()> {
         "",
         format!("{cores} cores")
     );
-    for (name, cpu, run) in [
-        ("kubernel pod creates on etcd", &on_etcd_cpu, &on_etcd),
-        ("raw etcd puts (etcd-client)", &raw_cpu, &raw),
-        ("kubernel pod creates on embedded", &embedded_cpu, &embedded),
-    ] {
+    for (name, (run, cpu)) in phases {
         let per_write: Vec<f64> = cpu
             .iter()
             .map(|used| used.as_secs_f64() * 1e6 / run.latencies.len().max(1) as f64)
@@ -118,7 +177,6 @@ fn main() -> Result<()> {
             cores as f64 * 1e6 / total.max(1e-9)
         );
     }
-    Ok(())
 }
 
 /// The etcd process' id.
@@ -237,7 +295,7 @@ async fn stored_pod(endpoint: &str) -> Result<Vec<u8>> {
     Ok(kv.value().to_vec())
 }
 
-/// `WRITES` puts of `value` to distinct keys from `CLIENTS` tasks.
+/// [`writes`] puts of `value` to distinct keys from `CLIENTS` tasks.
 async fn raw_puts(endpoint: &str, value: &[u8]) -> Result<Run> {
     let client = etcd_client::Client::connect([endpoint], None).await?;
     let value = Arc::new(value.to_vec());
@@ -247,8 +305,8 @@ async fn raw_puts(endpoint: &str, value: &[u8]) -> Result<Run> {
             let mut kv = client.kv_client();
             let value = value.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(WRITES / CLIENTS);
-                for i in 0..WRITES / CLIENTS {
+                let mut latencies = Vec::with_capacity(writes() / CLIENTS);
+                for i in 0..writes() / CLIENTS {
                     let sent = Instant::now();
                     kv.put(format!("/bench/{task}/{i}"), value.as_slice(), None)
                         .await?;
@@ -258,7 +316,7 @@ async fn raw_puts(endpoint: &str, value: &[u8]) -> Result<Run> {
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(WRITES);
+    let mut latencies = Vec::with_capacity(writes());
     for task in tasks {
         latencies.extend(task.await??);
     }
@@ -321,7 +379,7 @@ impl KernelProcess {
         std::fs::read_to_string(self.dir.path().join("kubernel.log")).unwrap_or_default()
     }
 
-    /// Creates `WRITES` pods in `default` from `CLIENTS` tasks, each with its own
+    /// Creates [`writes`] pods in `default` from `CLIENTS` tasks, each with its own
     /// keep-alive connection.
     async fn create_pods(&self) -> Result<Run> {
         let started = Instant::now();
@@ -330,8 +388,8 @@ impl KernelProcess {
                 let addr = self.addr;
                 tokio::spawn(async move {
                     let mut conn = Conn::connect(addr).await?;
-                    let mut latencies = Vec::with_capacity(WRITES / CLIENTS);
-                    for i in 0..WRITES / CLIENTS {
+                    let mut latencies = Vec::with_capacity(writes() / CLIENTS);
+                    for i in 0..writes() / CLIENTS {
                         let pod = format!(
                             r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p-{client}-{i}","labels":{{"app":"bench"}}}},"spec":{{"containers":[{{"name":"app","image":"registry.k8s.io/pause:3.10","resources":{{"requests":{{"cpu":"100m","memory":"64Mi"}}}}}}]}}}}"#
                         );
@@ -346,7 +404,7 @@ impl KernelProcess {
                 })
             })
             .collect();
-        let mut latencies = Vec::with_capacity(WRITES);
+        let mut latencies = Vec::with_capacity(writes());
         for task in tasks {
             latencies.extend(task.await??);
         }
