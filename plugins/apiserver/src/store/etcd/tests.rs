@@ -11,6 +11,23 @@ use super::{batch, codec, EtcdError, EtcdStore, EtcdTls};
 use crate::store::tests::{etcd_options, pod};
 use crate::store::{CacheOptions, EventType, ListOptions, Revision, Store, StoreError, Watch};
 
+/// A fresh etcd on loopback, started off the async workers.
+async fn start_etcd() -> kubernel_e2e::Etcd {
+    tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
+        .await
+        .expect("etcd start task")
+        .expect("start etcd")
+}
+
+/// A fresh etcd and a store connected to it.
+async fn etcd_and_store() -> (kubernel_e2e::Etcd, EtcdStore) {
+    let etcd = start_etcd().await;
+    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
+        .await
+        .expect("connect");
+    (etcd, store)
+}
+
 /// Receives `count` events from `watch`, failing the test if they take too long.
 async fn keys_and_revisions(watch: &mut Watch, count: usize) -> BTreeSet<(String, Revision)> {
     let mut seen = BTreeSet::new();
@@ -87,13 +104,7 @@ fn create(name: &str) -> (String, batch::Change) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_should_decide_each_write_of_a_group_by_its_own_compare() {
-    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
-        .await
-        .expect("etcd start task")
-        .expect("start etcd");
-    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
-        .await
-        .expect("connect");
+    let (etcd, store) = etcd_and_store().await;
     let taken = store
         .create("pods/default/taken", pod("taken"))
         .await
@@ -151,13 +162,7 @@ async fn etcd_store_should_decide_each_write_of_a_group_by_its_own_compare() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_should_resume_a_watch_from_the_middle_of_a_group_with_the_rest_of_it() {
-    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
-        .await
-        .expect("etcd start task")
-        .expect("start etcd");
-    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
-        .await
-        .expect("connect");
+    let (etcd, store) = etcd_and_store().await;
     let before = store.revision();
     let mut watch = store.watch("pods/", before).expect("watch");
     let names = ["a", "b", "c", "d", "e", "f"];
@@ -282,10 +287,7 @@ async fn etcd_store_should_resume_a_watch_from_the_middle_of_a_group_with_the_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_should_read_and_update_a_value_of_plain_json_as_index_0() {
-    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
-        .await
-        .expect("etcd start task")
-        .expect("start etcd");
+    let etcd = start_etcd().await;
     let mut kv = Client::connect([etcd.endpoint.as_str()], None)
         .await
         .expect("connect a client")
@@ -318,13 +320,7 @@ async fn etcd_store_should_read_and_update_a_value_of_plain_json_as_index_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_should_refuse_only_the_conflicting_one_of_concurrent_creates() {
-    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
-        .await
-        .expect("etcd start task")
-        .expect("start etcd");
-    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
-        .await
-        .expect("connect");
+    let (_etcd, store) = etcd_and_store().await;
     let taken = store
         .create("pods/default/taken", pod("taken"))
         .await
@@ -454,13 +450,7 @@ async fn etcd_store_should_refuse_incomplete_settings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_should_answer_and_cache_the_writers_object_without_decoding_it_again() {
-    let etcd = tokio::task::spawn_blocking(kubernel_e2e::Etcd::start)
-        .await
-        .expect("etcd start task")
-        .expect("start etcd");
-    let store = EtcdStore::connect(etcd_options(&etcd.endpoint, CacheOptions::default()))
-        .await
-        .expect("connect");
+    let (_etcd, store) = etcd_and_store().await;
     let created = store
         .create("pods/default/a", pod("a"))
         .await
