@@ -6,10 +6,11 @@
 //! Amounts are exact integers in milli-units (`1` is `1000`, `250m` is `250`); a fraction
 //! of a milli-unit rounds up, as `Quantity.MilliValue` does.
 
-use crate::pointer::Pointer;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
+
+use crate::pointer::Pointer;
 
 /// Resource name -> amount in milli-units.
 pub type Usage = BTreeMap<String, i128>;

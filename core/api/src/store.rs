@@ -7,10 +7,10 @@
 //! so owner references and everything else keep pointing at the right objects; only
 //! `resourceVersion` is new. Objects that already exist are left as they are.
 
-use crate::pointer::Pointer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::pointer::Pointer;
 use crate::resources;
 use crate::Message;
 

@@ -1,8 +1,8 @@
 //! Label and field selectors: parsing (Kubernetes syntax and errors) and matching against objects.
 
-use kubernel_api::pointer::Pointer;
 use std::collections::BTreeSet;
 
+use kubernel_api::pointer::Pointer;
 use serde_json::Value;
 
 use crate::status::ApiError;

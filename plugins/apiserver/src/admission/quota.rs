@@ -5,9 +5,9 @@
 //! deleted objects used. A quota the controller has not filled yet (`status.hard` empty)
 //! admits everything, as upstream.
 
-use kubernel_api::pointer::Pointer;
 use std::collections::{BTreeMap, BTreeSet};
 
+use kubernel_api::pointer::Pointer;
 use kubernel_api::quota::{self, Usage};
 use kubernel_api::resources::Resource;
 use serde_json::{json, Value};

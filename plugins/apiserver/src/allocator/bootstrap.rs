@@ -6,9 +6,9 @@
 //! list this apiserver's bind address and port. Existing objects keep their
 //! identity; only the ports and addresses are rewritten when they changed.
 
-use kubernel_api::pointer::Pointer;
 use std::net::SocketAddr;
 
+use kubernel_api::pointer::Pointer;
 use kubernel_api::resources::{self, Resource};
 use serde_json::{json, Value};
 

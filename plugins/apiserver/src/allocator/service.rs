@@ -7,9 +7,9 @@
 //! the request took. Two requests can never take the same value, and the pools
 //! never hold a value no stored Service holds for longer than one write.
 
-use kubernel_api::pointer::Pointer;
 use std::net::Ipv4Addr;
 
+use kubernel_api::pointer::Pointer;
 use parking_lot::Mutex;
 use serde_json::Value;
 

@@ -1,6 +1,5 @@
 //! WATCH: newline-delimited JSON events over a chunked response, from a revision or with initial ADDED events.
 
-use kubernel_api::pointer::Pointer;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use kubernel_api::pointer::Pointer;
 use kubernel_api::resources::table::{self, IncludeObject};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;

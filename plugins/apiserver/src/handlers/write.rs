@@ -1,12 +1,12 @@
 //! Mutations: create, update, patch, delete, deletecollection (and the status/scale subresources).
 
-use kubernel_api::pointer::Pointer;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
+use kubernel_api::pointer::Pointer;
 use kubernel_api::resources::Resource;
 use serde_json::{json, Value};
 

@@ -1,6 +1,5 @@
 //! Node and namespace rows: upstream's `printNode` and `printNamespace`.
 
-use crate::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
@@ -8,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::fields::{flag, list, name, text};
 use super::time::age;
+use crate::pointer::Pointer;
 
 /// Label prefix naming a node role (`node-role.kubernetes.io/control-plane`).
 const NODE_ROLE_PREFIX: &str = "node-role.kubernetes.io/";

@@ -1,9 +1,10 @@
 //! Reading fields of untyped objects the way the printers need them, and upstream's label formatting.
 
-use crate::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+
+use crate::pointer::Pointer;
 
 /// The string at a JSON pointer, or `""`.
 pub(crate) fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {

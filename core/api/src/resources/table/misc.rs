@@ -1,11 +1,11 @@
 //! Rows of configuration, policy, RBAC and coordination objects, and the default `Name`/`Created At` row.
 
-use crate::pointer::Pointer;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::fields::{count, int, int_or_string, list, name, text};
 use super::time::{age, rfc3339};
+use crate::pointer::Pointer;
 
 fn created(o: &Value, now: Timestamp) -> Value {
     json!(age(text(o, "/metadata/creationTimestamp"), now))

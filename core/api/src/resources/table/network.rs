@@ -1,6 +1,5 @@
 //! Service, Endpoints and EndpointSlice rows: upstream's `printService`, `printEndpoints`, `printEndpointSlice`.
 
-use crate::pointer::Pointer;
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
@@ -8,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::fields::{format_labels, int, list, list_with_more, name, text};
 use super::time::age;
+use crate::pointer::Pointer;
 
 /// The cells of a service row, in [`super::columns::SERVICE`] order.
 pub(crate) fn service_cells(svc: &Value, now: Timestamp) -> Vec<Value> {

@@ -1,11 +1,11 @@
 //! Pod rows: upstream's `printPod` (Ready, Status reason, Restarts, IP, Node, ...).
 
-use crate::pointer::Pointer;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::fields::{condition_true, flag, int, list, name, present, text};
 use super::time::{age, human_duration, parse};
+use crate::pointer::Pointer;
 
 /// The cells of a pod row, in [`super::columns::POD`] order.
 pub(crate) fn cells(pod: &Value, now: Timestamp) -> Vec<Value> {

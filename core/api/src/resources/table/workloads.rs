@@ -1,6 +1,5 @@
 //! Workload rows: upstream's `printDeployment`, `printReplicaSet`, `printDaemonSet`, `printStatefulSet`, `printJob`.
 
-use crate::pointer::Pointer;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
@@ -9,6 +8,7 @@ use super::fields::{
     selector_string, text,
 };
 use super::time::{age, between, parse};
+use crate::pointer::Pointer;
 
 fn created(o: &Value, now: Timestamp) -> Value {
     json!(age(text(o, "/metadata/creationTimestamp"), now))
