@@ -137,9 +137,8 @@ enum BenchCommand {
 
 /// mimalloc for the kernel's own allocations. With its `override` feature it also
 /// replaces `malloc` itself, which the plugins' Rust allocator (`System`) calls:
-/// one allocator for the process, so a buffer allocated on one side of the
-/// plugin boundary can be freed on the other. glibc's malloc spent about a fifth
-/// of the apiserver's CPU on etcd (`cargo bench -p kubernel-apiserver --bench etcd`).
+/// one allocator for the whole process. glibc's malloc spent about a fifth of the
+/// apiserver's CPU on etcd (`cargo bench -p kubernel-apiserver --bench etcd`).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
