@@ -67,28 +67,12 @@ impl<P: Plugin> Entry for Hosted<P> {
         trace: &[u8],
         out: &mut OutBuf<'_>,
     ) -> Status {
-        let (Ok(from), Ok(kind)) = (std::str::from_utf8(from), std::str::from_utf8(kind)) else {
+        let Hosted { plugin, ctx } = self;
+        let Some(result) = traced(ctx.name(), from, kind, payload, trace, |msg| {
+            Self::dispatch(plugin, msg)
+        }) else {
             out.write(b"message kind or sender is not UTF-8");
             return Status::BAD_MESSAGE;
-        };
-        let span = message_span(kind, from, self.ctx.name(), trace);
-        let _entered = span.enter();
-        let msg = Incoming {
-            from,
-            kind,
-            payload,
-        };
-        let result = if kind == CheckReady::KIND {
-            match self.plugin.ready() {
-                Ok(()) => Reply::of::<CheckReady>(&()),
-                Err(reason) => Err(crate::PluginError::Failed(reason)),
-            }
-        } else if kind == kernel::RECONFIGURE {
-            self.reconfigure(payload)
-        } else if kind == kernel::SWAP_EXTENSION {
-            self.swap_extension(payload)
-        } else {
-            self.plugin.handle(&msg)
         };
         write_result(result, out)
     }
@@ -142,6 +126,28 @@ impl<P: Plugin> Entry for Hosted<P> {
     }
 }
 
+/// Runs `handle` on a message to plugin `to` inside its `bus <kind>` span;
+/// `None` when the sender or kind is not UTF-8.
+fn traced<R>(
+    to: &str,
+    from: &[u8],
+    kind: &[u8],
+    payload: &[u8],
+    trace: &[u8],
+    handle: impl FnOnce(&Incoming<'_>) -> R,
+) -> Option<R> {
+    let (Ok(from), Ok(kind)) = (std::str::from_utf8(from), std::str::from_utf8(kind)) else {
+        return None;
+    };
+    let span = message_span(kind, from, to, trace);
+    let _entered = span.enter();
+    Some(handle(&Incoming {
+        from,
+        kind,
+        payload,
+    }))
+}
+
 /// The span of a bus message from a traced sender: a child of the sender's span,
 /// and the parent of whatever the plugin traces while handling it.
 fn message_span(kind: &str, from: &str, to: &str, trace: &[u8]) -> tracing::Span {
@@ -191,20 +197,12 @@ impl kubernel_abi::SharedEntry for SharedHosted {
         trace: &[u8],
         out: &mut OutBuf<'_>,
     ) -> Status {
-        let (Ok(from), Ok(kind)) = (std::str::from_utf8(from), std::str::from_utf8(kind)) else {
-            // The exclusive handler answers it, with the same error.
-            return Status::UNKNOWN_KIND;
-        };
-        let span = message_span(kind, from, &self.name, trace);
-        let _entered = span.enter();
-        let msg = Incoming {
-            from,
-            kind,
-            payload,
-        };
-        match self.handler.handle(&msg) {
-            Some(result) => write_result(result, out),
-            None => Status::UNKNOWN_KIND,
+        // Not UTF-8: the exclusive handler answers it, with its error.
+        match traced(&self.name, from, kind, payload, trace, |msg| {
+            self.handler.handle(msg)
+        }) {
+            Some(Some(result)) => write_result(result, out),
+            Some(None) | None => Status::UNKNOWN_KIND,
         }
     }
 }
@@ -218,23 +216,39 @@ struct SwapExtensionRequest {
 }
 
 impl<P: Plugin> Hosted<P> {
+    /// The kernel's own kinds (readiness, reconfigure, extension swaps), then the plugin's.
+    fn dispatch(plugin: &mut P, msg: &Incoming<'_>) -> Result<Reply, crate::PluginError> {
+        if msg.kind == CheckReady::KIND {
+            match plugin.ready() {
+                Ok(()) => Reply::of::<CheckReady>(&()),
+                Err(reason) => Err(crate::PluginError::Failed(reason)),
+            }
+        } else if msg.kind == kernel::RECONFIGURE {
+            Self::reconfigure(plugin, msg.payload)
+        } else if msg.kind == kernel::SWAP_EXTENSION {
+            Self::swap_extension(plugin, msg.payload)
+        } else {
+            plugin.handle(msg)
+        }
+    }
+
     /// Applies a [`kernel::RECONFIGURE`] message: the new config table as JSON.
-    fn reconfigure(&mut self, payload: &[u8]) -> Result<Reply, crate::PluginError> {
+    fn reconfigure(plugin: &mut P, payload: &[u8]) -> Result<Reply, crate::PluginError> {
         let config: serde_json::Value = serde_json::from_slice(payload)
             .map_err(|e| crate::PluginError::Failed(format!("new config is not JSON: {e}")))?;
         let config = parse_config::<P>(config).map_err(crate::PluginError::Failed)?;
-        self.plugin.reconfigure(config)?;
+        plugin.reconfigure(config)?;
         Ok(Reply::empty())
     }
 
     /// Applies a [`kernel::SWAP_EXTENSION`] message.
-    fn swap_extension(&mut self, payload: &[u8]) -> Result<Reply, crate::PluginError> {
+    fn swap_extension(plugin: &mut P, payload: &[u8]) -> Result<Reply, crate::PluginError> {
         let req: SwapExtensionRequest = serde_json::from_slice(payload).map_err(|e| {
             crate::PluginError::Failed(format!(
                 "extension swap must be {{\"name\": ..., \"path\": ...}}: {e}"
             ))
         })?;
-        let report = self.plugin.swap_extension(&req.name, &req.path)?;
+        let report = plugin.swap_extension(&req.name, &req.path)?;
         Ok(Reply(report.into_bytes()))
     }
 }
