@@ -40,8 +40,7 @@ use tracing::{info, warn};
 use self::codec::Prefix;
 use self::shared::Shared;
 use super::{
-    stored, CacheOptions, ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored,
-    Watch,
+    CacheOptions, ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored, Watch,
 };
 
 /// Where and how to reach etcd, and the watch cache's limits.
@@ -227,17 +226,12 @@ impl EtcdStore {
     /// rather than one serialized again.
     async fn written(
         &self,
-        key: &str,
         offered: offers::Offered<'_>,
         create_revision: Revision,
         mod_revision: Revision,
     ) -> Result<Stored, StoreError> {
         self.wait_applied(mod_revision).await;
-        let key: Arc<str> = Arc::from(key);
-        offered.stored(
-            |object| stored(&key, object, create_revision, mod_revision),
-            mod_revision,
-        )
+        offered.stored(create_revision, mod_revision)
     }
 
     /// Waits until the cache has applied `revision`, unless the feed is down (the
@@ -300,7 +294,7 @@ impl Store for EtcdStore {
             });
         }
         let created = codec::created(codec::etcd_revision(revision));
-        self.written(key, offered, created, revision).await
+        self.written(offered, created, revision).await
     }
 
     async fn update(
@@ -324,7 +318,7 @@ impl Store for EtcdStore {
             || codec::created(codec::etcd_revision(revision)),
             |kv| codec::created(kv.create_revision()),
         );
-        self.written(key, offered, created, revision).await
+        self.written(offered, created, revision).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::store::{Revision, StoreError, Stored};
+use crate::store::{stored, Revision, StoreError, Stored};
 
 /// The writes in progress, by store key.
 #[derive(Default)]
@@ -131,15 +131,16 @@ impl Offers {
 }
 
 impl Offered<'_> {
-    /// The stored object of the write, which etcd applied at `revision`: the
-    /// feed's, when it took this offer for that revision; else made here from the
-    /// object (the feed is down or behind) or, when the feed took it for an equal
-    /// put at another revision, from the JSON.
+    /// The stored object of the write, which etcd applied at `revision` (the key
+    /// created at `create_revision`): the feed's, when it took this offer for that
+    /// revision; else made here from the object (the feed is down or behind) or,
+    /// when the feed took it for an equal put at another revision, from the JSON.
     pub(super) fn stored(
         self,
-        make: impl Fn(Value) -> Result<Stored, StoreError>,
+        create_revision: Revision,
         revision: Revision,
     ) -> Result<Stored, StoreError> {
+        let make = |object| stored(&self.key, object, create_revision, revision);
         let withdrawn = self.offers.withdraw(&self.key, self.id);
         match withdrawn {
             Some((_, State::Applied(stored))) if stored.mod_revision == revision => Ok(stored),
@@ -193,9 +194,7 @@ mod tests {
             .expect("offered")
             .expect("stored");
         assert_eq!(taken.object["metadata"]["resourceVersion"], "65");
-        let answered = offered
-            .stored(|_| panic!("the feed's copy is answered"), 65)
-            .expect("stored");
+        let answered = offered.stored(64, 65).expect("stored");
         assert!(Arc::ptr_eq(&answered.object, &taken.object));
         assert_eq!(offers.len(), 0);
     }
@@ -206,9 +205,7 @@ mod tests {
         let json = pod("a").to_string();
         let key: Arc<str> = Arc::from("pods/default/a");
         let offered = offers.offer(&key, json.as_bytes(), pod("a"));
-        let answered = offered
-            .stored(|o| stored(&key, o, 64, 70), 70)
-            .expect("stored");
+        let answered = offered.stored(64, 70).expect("stored");
         assert_eq!(answered.object["metadata"]["resourceVersion"], "70");
         assert!(offers
             .take(&key, json.as_bytes(), |o| stored(&key, o, 64, 70))
@@ -227,12 +224,8 @@ mod tests {
             .take(&key, json.as_bytes(), |o| stored(&key, o, 64, 80))
             .expect("offered")
             .expect("stored");
-        let second = second
-            .stored(|o| stored(&key, o, 64, 80), 80)
-            .expect("second");
-        let first = first
-            .stored(|o| stored(&key, o, 64, 81), 81)
-            .expect("first");
+        let second = second.stored(64, 80).expect("second");
+        let first = first.stored(64, 81).expect("first");
         assert_eq!(second.mod_revision, 80);
         assert_eq!(first.object["metadata"]["resourceVersion"], "81");
         assert_eq!(offers.len(), 0);
