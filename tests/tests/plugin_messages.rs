@@ -48,6 +48,23 @@ fn request_reply_should_cross_two_plugins() -> Result<()> {
 }
 
 #[test]
+fn a_message_sent_while_the_plugin_starts_should_be_handled_once_it_runs() -> Result<()> {
+    // The counter sends itself `Add { n: 7 }` from `init`, before its mailbox opens
+    // (as a component's first API call is answered to its mailbox).
+    let config = kernel_section()
+        + &plugin_entry("counter", "counter")
+        + "[plugin.config]\nstart = 10\nadd_on_start = 7\n";
+    let mut k = Kernel::start(&config, &[])?;
+    k.wait_until(
+        std::time::Duration::from_secs(10),
+        "the early Add handled",
+        |k| Ok(k.ask("counter", &GetCount)?.total == 17),
+    )?;
+    assert_eq!(k.ask("counter", &Add { n: 0 })?, 17, "handled exactly once");
+    Ok(())
+}
+
+#[test]
 fn request_should_name_what_is_wrong() -> Result<()> {
     let k = two_counters()?;
     let err = k.request("nobody", &GetCount)?.expect_err("no such plugin");

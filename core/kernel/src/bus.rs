@@ -145,7 +145,11 @@ pub struct Slot {
     pub(crate) started_at: RwLock<Instant>,
     pub(crate) snapshot: Mutex<(Vec<u8>, u32)>,
     pub(crate) mailbox: AtomicI64,
-    pub(crate) addr: OnceLock<Addr<PluginHost>>,
+    /// The mailbox, once the plugin's `init` returned; see [`Slot::open_mailbox`].
+    addr: OnceLock<Addr<PluginHost>>,
+    /// Messages sent while `init` runs (`Some` until the mailbox opens): a plugin's
+    /// `init` may start work whose answers come as messages (an `api.CallDone`).
+    early: Mutex<Option<Vec<Deliver>>>,
 }
 
 /// What `GET /plugins` reports for one plugin.
@@ -178,6 +182,22 @@ pub struct PluginInfo {
 }
 
 impl Slot {
+    /// Opens the plugin's mailbox once its `init` returned: the messages sent
+    /// meanwhile go first, in order.
+    pub(crate) fn open_mailbox(&self, addr: Addr<PluginHost>) {
+        let mut early = self.early.lock();
+        for msg in early.take().unwrap_or_default() {
+            addr.do_send(msg);
+        }
+        // Under the lock: a sender that saw no mailbox finds this one, after the early messages.
+        let _ = self.addr.set(addr);
+    }
+
+    /// The plugin's mailbox, once open.
+    pub(crate) fn mailbox_addr(&self) -> Option<&Addr<PluginHost>> {
+        self.addr.get()
+    }
+
     /// Current state.
     pub fn state(&self) -> PluginState {
         self.status.read().0
@@ -351,7 +371,7 @@ impl Slot {
         tracing::error!(plugin = %self.name, reason = %reason, "plugin instance failed; restarting it");
         self.set_state(PluginState::Restarting, reason);
         let generation = self.generation.load(Ordering::SeqCst);
-        if let Some(addr) = self.addr.get() {
+        if let Some(addr) = self.mailbox_addr() {
             addr.do_send(Poisoned { generation });
         }
     }
@@ -429,6 +449,7 @@ impl Bus {
             snapshot: Mutex::new((Vec::new(), 0)),
             mailbox: AtomicI64::new(0),
             addr: OnceLock::new(),
+            early: Mutex::new(Some(Vec::new())),
         });
         slots.push(slot.clone());
         self.by_name.write().insert(slot.name.clone(), slot.clone());
@@ -502,19 +523,30 @@ impl Bus {
     }
 
     fn enqueue(slot: &Arc<Slot>, msg: Envelope<'_>) -> Result<(), CallError> {
-        let Some(addr) = slot.addr.get() else {
-            return Err(CallError {
-                status: Status::UNAVAILABLE,
-                message: format!("plugin {:?} is still starting", slot.name),
-            });
-        };
-        slot.mailbox.fetch_add(1, Ordering::Relaxed);
-        addr.do_send(Deliver {
+        let deliver = Deliver {
             from: msg.from.to_string(),
             kind: msg.kind.to_string(),
             payload: msg.payload.to_vec(),
             trace: msg.trace.to_vec(),
-        });
+        };
+        slot.mailbox.fetch_add(1, Ordering::Relaxed);
+        if let Some(addr) = slot.addr.get() {
+            addr.do_send(deliver);
+            return Ok(());
+        }
+        let mut early = slot.early.lock();
+        match (early.as_mut(), slot.addr.get()) {
+            (Some(queue), _) => queue.push(deliver),
+            // The mailbox opened meanwhile.
+            (None, Some(addr)) => addr.do_send(deliver),
+            (None, None) => {
+                slot.mailbox.fetch_sub(1, Ordering::Relaxed);
+                return Err(CallError {
+                    status: Status::UNAVAILABLE,
+                    message: format!("plugin {:?} has no mailbox", slot.name),
+                });
+            }
+        }
         Ok(())
     }
 

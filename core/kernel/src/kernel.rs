@@ -124,7 +124,7 @@ impl Kernel {
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                 PluginHost::new(host_slot)
             });
-            let _ = slot.addr.set(addr);
+            slot.open_mailbox(addr);
             tracing::info!(
                 plugin = %plugin.name, kind = %lib.meta.kind, version = %lib.meta.version,
                 path = %path.display(), load = ?started.elapsed(), "plugin started"
@@ -307,8 +307,7 @@ impl Kernel {
                 source,
             })?;
         let addr = slot
-            .addr
-            .get()
+            .mailbox_addr()
             .ok_or_else(|| SwapError::HostGone(name.clone()))?;
         addr.send(Swap {
             library: Arc::new(lib),
@@ -335,7 +334,7 @@ impl Kernel {
                 .find(|p| p.name == slot.name)
                 .map(|p| config.grace_period(p))
                 .unwrap_or(config.kernel.shutdown_grace);
-            let Some(addr) = slot.addr.get() else {
+            let Some(addr) = slot.mailbox_addr() else {
                 continue;
             };
             tracing::info!(plugin = %slot.name, grace = ?grace, "draining plugin");

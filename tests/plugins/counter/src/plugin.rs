@@ -23,6 +23,10 @@ pub struct CounterConfig {
     /// How long `quiesce` takes, milliseconds (a test of drain deadlines).
     #[serde(default)]
     pub quiesce_delay_ms: u64,
+    /// When not 0, `init` sends the plugin itself an `Add` of this much: a message
+    /// that arrives before its mailbox opens.
+    #[serde(default)]
+    pub add_on_start: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -53,6 +57,9 @@ impl Plugin for Counter {
             .register(Box::new(handled.clone()))
             .map_err(PluginError::failed)?;
         ctx.subscribe::<Broadcast>()?;
+        if config.add_on_start != 0 {
+            ctx.send(ctx.name(), &Add { n: config.add_on_start })?;
+        }
         kubernel_sdk::tracing::info!(start = config.start, version = env!("CARGO_PKG_VERSION"), "counter started");
         Ok(Counter {
             ctx,
