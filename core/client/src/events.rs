@@ -1,12 +1,18 @@
 //! Kubernetes Events (core/v1) written on behalf of a component, with repeats
 //! folded into one Event whose `count` grows, as client-go's recorder does.
+//!
+//! As client-go's broadcaster, [`EventRecorder::record`] only queues the Event:
+//! a few writers send them, and an Event past a full queue is dropped, so a
+//! burst of Events never floods the apiserver ahead of the component's real work.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use parking_lot::Mutex;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::api::ObjectResource;
 use crate::Client;
@@ -14,11 +20,17 @@ use crate::Client;
 /// Most distinct (object, reason, message) triples remembered for folding repeats.
 const MAX_REMEMBERED: usize = 4096;
 
-/// The object's name as the start of a valid Event name (a DNS subdomain):
-/// lowercase, other characters than `a-z0-9.-` replaced by `-`.
 /// How often [`EventRecorder::record`] retries an Event refused with 429.
 const RETRIES_ON_429: u32 = 8;
 
+/// Events queued for writing, per recorder (client-go's `maxQueuedEvents`).
+const MAX_QUEUED: usize = 1000;
+
+/// Events written at once, per recorder.
+const WRITERS: usize = 8;
+
+/// The object's name as the start of a valid Event name (a DNS subdomain):
+/// lowercase, other characters than `a-z0-9.-` replaced by `-`.
 fn event_name_prefix(name: &str) -> String {
     let cleaned: String = name
         .chars()
@@ -45,20 +57,41 @@ type Folded = (String, String, u32);
 /// Writes Events about objects; cheap to clone.
 #[derive(Clone)]
 pub struct EventRecorder {
+    writer: Arc<Writer>,
+    /// Events waiting for a writer; the writers start with the first Event.
+    queue: Arc<OnceLock<mpsc::Sender<Queued>>>,
+}
+
+/// What writes the Events.
+struct Writer {
     client: Client,
     component: String,
     host: String,
-    seen: Arc<Mutex<HashMap<RepeatKey, Folded>>>,
+    seen: Mutex<HashMap<RepeatKey, Folded>>,
+    /// Events dropped because the queue was full.
+    dropped: AtomicU64,
+}
+
+/// One Event waiting in the queue.
+struct Queued {
+    object: ObjectReference,
+    type_: String,
+    reason: String,
+    message: String,
 }
 
 impl EventRecorder {
     /// A recorder whose Events say `source.component = component` (and `host` when not empty).
     pub fn new(client: Client, component: &str, host: &str) -> Self {
         EventRecorder {
-            client,
-            component: component.to_string(),
-            host: host.to_string(),
-            seen: Arc::new(Mutex::new(HashMap::new())),
+            writer: Arc::new(Writer {
+                client,
+                component: component.to_string(),
+                host: host.to_string(),
+                seen: Mutex::new(HashMap::new()),
+                dropped: AtomicU64::new(0),
+            }),
+            queue: Arc::new(OnceLock::new()),
         }
     }
 
@@ -78,31 +111,79 @@ impl EventRecorder {
 
     /// Records an Event (`type_` is `Normal` or `Warning`) in the background; a
     /// failure is logged, never returned: Events are best effort, as upstream. Like
-    /// upstream's event broadcaster, an Event refused for load (429) is retried
-    /// (100 ms doubling to 2 s, 8 times) rather than dropped.
+    /// upstream's event broadcaster, it queues the Event for one of a few writers
+    /// (dropped, and logged, when 1,000 already wait), and an Event refused for load
+    /// (429) is retried (100 ms doubling to 2 s, 8 times). Call it on a runtime.
     pub fn record(&self, object: ObjectReference, type_: &str, reason: &str, message: &str) {
-        let this = self.clone();
-        let (type_, reason, message) = (type_.to_string(), reason.to_string(), message.to_string());
-        tokio::spawn(async move {
-            let mut delay = std::time::Duration::from_millis(100);
-            for attempt in 0..=RETRIES_ON_429 {
-                match this.write(&object, &type_, &reason, &message).await {
-                    Ok(()) => return,
-                    Err(crate::ClientError::Api { code: 429, .. }) if attempt < RETRIES_ON_429 => {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(std::time::Duration::from_secs(2));
-                    }
-                    Err(e) => {
-                        tracing::warn!(reason = %reason, error = %e, "event not recorded");
-                        return;
-                    }
-                }
+        let queue = self.queue.get_or_init(|| self.start_writers());
+        let event = Queued {
+            object,
+            type_: type_.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(event)) = queue.try_send(event) {
+            let dropped = self.writer.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped == 1 || dropped.is_multiple_of(1000) {
+                tracing::warn!(reason = %event.reason, dropped, "events dropped: {MAX_QUEUED} already wait to be written");
             }
-        });
+        }
+    }
+
+    /// Events dropped so far because too many waited to be written.
+    pub fn dropped(&self) -> u64 {
+        self.writer.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Starts the writers on the current runtime; returns their queue.
+    fn start_writers(&self) -> mpsc::Sender<Queued> {
+        let (tx, rx) = mpsc::channel::<Queued>(MAX_QUEUED);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            let (writer, rx) = (self.writer.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(e) = next else { return };
+                    writer.write_retrying(&e).await;
+                }
+            });
+        }
+        tx
     }
 
     /// Records an Event and waits for the apiserver's answer.
     pub async fn write(
+        &self,
+        object: &ObjectReference,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), crate::ClientError> {
+        self.writer.write(object, type_, reason, message).await
+    }
+}
+
+impl Writer {
+    /// Writes a queued Event, retrying it while the apiserver answers 429.
+    async fn write_retrying(&self, e: &Queued) {
+        let mut delay = std::time::Duration::from_millis(100);
+        for attempt in 0..=RETRIES_ON_429 {
+            match self.write(&e.object, &e.type_, &e.reason, &e.message).await {
+                Ok(()) => return,
+                Err(crate::ClientError::Api { code: 429, .. }) if attempt < RETRIES_ON_429 => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(err) => {
+                    tracing::warn!(reason = %e.reason, error = %err, "event not recorded");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn write(
         &self,
         object: &ObjectReference,
         type_: &str,
