@@ -2,12 +2,14 @@
 //! `max_request_body_bytes`, 431 (or a closed connection) for headers over
 //! `max_header_bytes`, 504 `Timeout` for a list that takes longer than its timeout
 //! (`request_timeout` or `?timeout=`),
-//! and 429 with `Retry-After` past `max_requests_inflight`.
+//! and 429 with `Retry-After` past `max_requests_inflight` (the max-in-flight
+//! filter); under API Priority and Fairness, requests past their level's seats wait.
 
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use kubernel_api::rest::ApiRequest;
 use kubernel_e2e::Cluster;
 use serde_json::Value;
 
@@ -155,7 +157,7 @@ fn a_list_past_its_timeout_should_get_504() -> Result<()> {
 
 #[test]
 fn requests_past_the_inflight_limit_should_get_429() -> Result<()> {
-    let c = Cluster::start("max_requests_inflight = 1\n")?;
+    let c = Cluster::start("max_requests_inflight = 1\nenable_priority_and_fairness = false\n")?;
     create_config_maps(&c, 200)?;
     let url = format!("{}/api/v1/namespaces/default/configmaps", c.api);
     let mut refused = None;
@@ -204,5 +206,94 @@ fn requests_past_the_inflight_limit_should_get_429() -> Result<()> {
         c.get("/api/v1/namespaces/default/configmaps?limit=1")?.0,
         200
     );
+    Ok(())
+}
+
+/// The sample of `name` whose labels include every `key="value"` of `labels`.
+fn sample(c: &Cluster, name: &str, labels: &[&str]) -> Result<Option<f64>> {
+    let (_, text) = c.kernel.get("/metrics")?;
+    Ok(text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?.strip_prefix('{')?;
+        let pairs: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+        labels
+            .iter()
+            .all(|want| pairs.contains(want))
+            .then(|| value.parse().ok())?
+    }))
+}
+
+#[test]
+fn requests_past_their_priority_levels_seats_should_wait_not_fail() -> Result<()> {
+    // 2 seats in all: global-default gets ceil(2 * 20 / 245) = 1.
+    let c = Cluster::start("max_requests_inflight = 1\nmax_mutating_requests_inflight = 1\n")?;
+    create_config_maps(&c, 200)?;
+    let global = [
+        "flow_schema=\"global-default\"",
+        "priority_level=\"global-default\"",
+    ];
+    assert_eq!(
+        sample(
+            &c,
+            "apiserver_flowcontrol_nominal_limit_seats",
+            &global[1..]
+        )?,
+        Some(1.0)
+    );
+    // A plugin's bus identity (`system:kubernel:...`) is an ordinary user: global-default.
+    let list = ApiRequest {
+        method: "GET".into(),
+        path: "/api/v1/namespaces/default/configmaps".into(),
+        content_type: String::new(),
+        accept: String::new(),
+        body: Vec::new(),
+    };
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<u16>> {
+                    (0..5)
+                        .map(|_| Ok(c.kernel.ask("@apiserver", &list)?.status))
+                        .collect()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
+            .collect::<Result<Vec<Vec<u16>>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(
+        statuses,
+        vec![200; 30],
+        "every list is served, none refused"
+    );
+    let dispatched = sample(
+        &c,
+        "apiserver_flowcontrol_dispatched_requests_total",
+        &global,
+    )?
+    .unwrap_or(0.0);
+    assert!(dispatched >= 30.0, "dispatched {dispatched}");
+    // Six lists of 1.6 MiB at once on one seat: some waited for it.
+    let mut waited_for = global.to_vec();
+    waited_for.push("execute=\"true\"");
+    let waited = sample(
+        &c,
+        "apiserver_flowcontrol_request_wait_duration_seconds_sum",
+        &waited_for,
+    )?
+    .unwrap_or(0.0);
+    assert!(waited > 0.0, "no request waited for a seat");
+    // The admin's own requests (system:masters) are exempt.
+    let exempt = sample(
+        &c,
+        "apiserver_flowcontrol_dispatched_requests_total",
+        &["flow_schema=\"exempt\""],
+    )?;
+    assert!(exempt.unwrap_or(0.0) >= 200.0, "exempt {exempt:?}");
     Ok(())
 }

@@ -223,7 +223,8 @@ fn child_call(spans: &[Span]) -> Option<&Span> {
     };
     let hops: Vec<&Span> = spans
         .iter()
-        .filter(|s| s.plugin == "apiserver" && s.name == "bus api.Request" && under_reconcile(s))
+        // Components send `api.Call`s: answered later, to their mailbox.
+        .filter(|s| s.plugin == "apiserver" && s.name == "bus api.Call" && under_reconcile(s))
         .collect();
     spans.iter().find(|s| {
         s.plugin == "apiserver"

@@ -2,7 +2,8 @@
 //!
 //! A request is the HTTP request a client would send, minus the connection: the
 //! apiserver runs it through the same handler chain as an HTTP request and
-//! answers the HTTP response.
+//! answers the HTTP response, either on the calling thread ([`ApiRequest`]) or
+//! later, to the caller's mailbox ([`ApiCall`], answered by an [`ApiCallDone`]).
 //!
 //! A watch is an [`ApiWatch`] request with the path and query of an HTTP watch.
 //! Once answered 200, the apiserver sends the watch's lines to the requesting
@@ -49,6 +50,37 @@ pub struct ApiResponse {
 impl Message for ApiRequest {
     const KIND: &'static str = "api.Request";
     type Reply = ApiResponse;
+}
+
+/// An API request answered later: the apiserver (`@apiserver`) acknowledges it at
+/// once and sends the response to the sender's mailbox as an [`ApiCallDone`] with
+/// the same `id`. For callers that must not hold a thread while it runs; an
+/// [`ApiRequest`] is answered on the calling thread instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiCall {
+    /// Chosen by the caller, unique among its open calls; tags the answer.
+    pub id: u64,
+    /// The request, as in an [`ApiRequest`].
+    pub request: ApiRequest,
+}
+
+impl Message for ApiCall {
+    const KIND: &'static str = "api.Call";
+    type Reply = ();
+}
+
+/// The apiserver's answer to an [`ApiCall`], sent to the caller's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiCallDone {
+    /// The call's [`ApiCall::id`].
+    pub id: u64,
+    /// The response, as to an [`ApiRequest`].
+    pub response: ApiResponse,
+}
+
+impl Message for ApiCallDone {
+    const KIND: &'static str = "api.CallDone";
+    type Reply = ();
 }
 
 /// Starts a watch whose events the apiserver sends to the requesting plugin (`@apiserver`).

@@ -1,12 +1,14 @@
 //! The bus transport: API requests and watches to the apiserver plugin of this
 //! process over the kernel bus instead of HTTPS.
 //!
-//! A request is an `api.Request` the apiserver answers on the calling thread (its
-//! shared handler takes many at once); the apiserver knows the caller as its
-//! plugin's component identity (`system:kube-scheduler`, ...), so no certificate or
-//! token is involved. A watch is an `api.Watch`; its lines come to the plugin's
-//! mailbox as `api.WatchEvents`, which the plugin hands to [`BusLink::deliver`]
-//! from its `handle`.
+//! A request is an `api.Call`: the apiserver starts it on its own runtime and
+//! answers to the plugin's mailbox with an `api.CallDone`, so no thread of the
+//! caller waits for it. The apiserver knows the caller as its plugin's component
+//! identity (`system:kube-scheduler`, ...), so no certificate or token is involved.
+//! A watch is an `api.Watch`; its lines come to the plugin's mailbox as
+//! `api.WatchEvents`. The plugin hands its mailbox to the link: [`BusLink`] is
+//! a [`SharedHandler`] for its plugin's `shared`, or its `handle` calls
+//! [`BusLink::deliver`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,22 +17,32 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use kubernel_sdk::abi::Status;
 use kubernel_sdk::api::rest::{
-    ApiRequest, ApiResponse, ApiWatch, ApiWatchEnded, ApiWatchEvents, ApiWatchStop,
+    ApiCall, ApiCallDone, ApiRequest, ApiResponse, ApiWatch, ApiWatchEnded, ApiWatchEvents,
+    ApiWatchStop,
 };
 use kubernel_sdk::api::Message;
-use kubernel_sdk::{Context, Incoming, PluginError, Reply, RequestError};
+use kubernel_sdk::{Context, Incoming, PluginError, Reply, RequestError, SharedHandler};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The target of API messages: the plugin of kind `apiserver`.
 const APISERVER: &str = "@apiserver";
+
+/// Calls one plugin has open at once; more wait for one to end (as streams
+/// past an HTTP/2 connection's limit do, Go's default 250).
+const MAX_CALLS_IN_FLIGHT: usize = 250;
 
 /// A plugin's link to the apiserver of its process; shared by its clients.
 pub struct BusLink {
     ctx: Context,
     /// Open watches by id: where their lines go.
     watches: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+    /// Calls waiting for their `api.CallDone`, by id.
+    calls: Mutex<HashMap<u64, oneshot::Sender<ApiResponse>>>,
+    /// Bounds the open calls.
+    call_slots: tokio::sync::Semaphore,
     next_id: AtomicU64,
 }
 
@@ -46,14 +58,23 @@ impl BusLink {
         Arc::new(BusLink {
             ctx,
             watches: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            call_slots: tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT),
             next_id: AtomicU64::new(1),
         })
     }
 
-    /// Takes the apiserver's messages for this plugin's watches (`api.WatchEvents`,
-    /// `api.WatchEnded`); `None` for any other kind, which the plugin handles itself.
+    /// Takes the apiserver's messages for this plugin's calls and watches
+    /// (`api.CallDone`, `api.WatchEvents`, `api.WatchEnded`); `None` for any other
+    /// kind, which the plugin handles itself.
     pub fn deliver(&self, msg: &Incoming<'_>) -> Option<Result<Reply, PluginError>> {
         match msg.kind {
+            ApiCallDone::KIND => Some(msg.reply::<ApiCallDone>(|done| {
+                if let Some(tx) = self.calls.lock().remove(&done.id) {
+                    let _ = tx.send(done.response);
+                }
+                Ok(())
+            })),
             ApiWatchEvents::KIND => Some(msg.reply::<ApiWatchEvents>(|e| {
                 if let Some(tx) = self.watches.lock().get(&e.id) {
                     let _ = tx.send(Delivery::Lines(e.lines));
@@ -94,9 +115,45 @@ impl BusLink {
         req: ApiRequest,
         timeout: Duration,
     ) -> Result<ApiResponse, String> {
+        let started = tokio::time::Instant::now();
+        let Ok(Ok(_slot)) = tokio::time::timeout(timeout, self.call_slots.acquire()).await else {
+            return Err(format!(
+                "no answer from the apiserver within {timeout:?} ({MAX_CALLS_IN_FLIGHT} requests of this plugin still open)"
+            ));
+        };
+        let timeout = timeout.saturating_sub(started.elapsed());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.calls.lock().insert(id, tx);
+        // Forgets the call however this future ends (answered, timed out, dropped).
+        let _waiting = ForgetCall { link: self, id };
+        // The apiserver only starts the call here: this does not wait for it.
+        let call = ApiCall { id, request: req };
+        match self.ctx.request(APISERVER, &call) {
+            Ok(()) => {}
+            // An apiserver without `api.Call` (an older build swapped in): ask it
+            // the blocking way, off the runtime's workers.
+            Err(RequestError::Rejected {
+                status: Status::UNKNOWN_KIND,
+                ..
+            }) => return self.request_blocking(call.request, timeout).await,
+            Err(e) => return Err(e.to_string()),
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Err(_) => Err(format!("no answer from the apiserver within {timeout:?}")),
+            Ok(Err(_)) => Err("the apiserver dropped the request".into()),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// An `api.Request`, answered on a blocking thread.
+    async fn request_blocking(
+        &self,
+        req: ApiRequest,
+        timeout: Duration,
+    ) -> Result<ApiResponse, String> {
         let ctx = self.ctx.clone();
         let span = tracing::Span::current();
-        // The apiserver answers on the calling thread: not a runtime worker.
         let call =
             tokio::task::spawn_blocking(move || span.in_scope(|| ctx.request(APISERVER, &req)));
         match tokio::time::timeout(timeout, call).await {
@@ -143,6 +200,24 @@ impl BusLink {
             Ok(Ok(Err(e))) => Err(e.to_string()),
             Ok(Ok(Ok(resp))) => Ok((resp, lines)),
         }
+    }
+}
+
+impl SharedHandler for BusLink {
+    fn handle(&self, msg: &Incoming<'_>) -> Option<Result<Reply, PluginError>> {
+        self.deliver(msg)
+    }
+}
+
+/// Removes a call from [`BusLink::calls`] when its waiter goes away.
+struct ForgetCall<'a> {
+    link: &'a BusLink,
+    id: u64,
+}
+
+impl Drop for ForgetCall<'_> {
+    fn drop(&mut self) {
+        self.link.calls.lock().remove(&self.id);
     }
 }
 

@@ -69,6 +69,14 @@ pub struct ApiServerConfig {
     pub max_requests_inflight: usize,
     /// Most mutating requests served at once (`--max-mutating-requests-inflight`).
     pub max_mutating_requests_inflight: usize,
+    /// API Priority and Fairness (`--enable-priority-and-fairness`): the two limits
+    /// above, added, are shared out between upstream's priority levels, and a
+    /// request waits for a seat of its level. Off: the older max-in-flight filter,
+    /// which answers 429 at once past either limit.
+    pub enable_priority_and_fairness: bool,
+    /// Longest wait for a seat under priority and fairness before a 429 (kubernel's).
+    #[serde(with = "humantime_serde")]
+    pub flow_control_queue_wait: Duration,
     /// Largest request body accepted, bytes (3 MiB as upstream).
     pub max_request_body_bytes: usize,
     /// Watch events kept for watches that resume from a revision.
@@ -154,6 +162,8 @@ impl Default for ApiServerConfig {
             service_node_port_range: crate::allocator::PortRange::default(),
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
+            enable_priority_and_fairness: true,
+            flow_control_queue_wait: Duration::from_secs(15),
             max_request_body_bytes: 3 * 1024 * 1024,
             history_revisions: 10_000,
             history_seconds: 300,

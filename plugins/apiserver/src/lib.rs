@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bus_watch;
 pub mod config;
 pub mod discovery;
+pub mod flowcontrol;
 pub mod fuzzing;
 mod handlers;
 pub mod limits;
@@ -33,7 +34,7 @@ pub mod yaml;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubernel_sdk::api::rest::{ApiRequest, ApiResponse, ApiWatch, ApiWatchStop};
+use kubernel_sdk::api::rest::{ApiCall, ApiRequest, ApiResponse, ApiWatch, ApiWatchStop};
 use kubernel_sdk::api::store::{StoreExport, StoreImport};
 use kubernel_sdk::api::Message;
 use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply, SharedHandler};
@@ -63,7 +64,8 @@ impl ApiServer {
 }
 
 /// The apiserver's shared handler: `api.Request`s from plugins of this process run
-/// at once, each on its sender's thread, like concurrent HTTP requests.
+/// at once, each on its sender's thread, like concurrent HTTP requests; `api.Call`s
+/// are started on the server's runtime and answered to the sender's mailbox.
 #[derive(Default)]
 struct BusCalls(parking_lot::RwLock<Option<BusCaller>>);
 
@@ -75,12 +77,25 @@ impl BusCalls {
             None => Err(PluginError::Failed("the apiserver is not serving".into())),
         }
     }
+
+    fn start(&self, from: &str, call: ApiCall) -> Result<(), PluginError> {
+        match self.0.read().as_ref() {
+            Some(caller) => {
+                caller.start(from, call);
+                Ok(())
+            }
+            None => Err(PluginError::Failed("the apiserver is not serving".into())),
+        }
+    }
 }
 
 impl SharedHandler for BusCalls {
     fn handle(&self, msg: &Incoming<'_>) -> Option<Result<Reply, PluginError>> {
-        (msg.kind == ApiRequest::KIND)
-            .then(|| msg.reply::<ApiRequest>(|req| self.call(msg.from, req)))
+        match msg.kind {
+            ApiRequest::KIND => Some(msg.reply::<ApiRequest>(|req| self.call(msg.from, req))),
+            ApiCall::KIND => Some(msg.reply::<ApiCall>(|call| self.start(msg.from, call))),
+            _ => None,
+        }
     }
 }
 
@@ -103,6 +118,7 @@ impl Plugin for ApiServer {
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {
         match msg.kind {
             ApiRequest::KIND => msg.reply::<ApiRequest>(|req| self.calls.call(msg.from, req)),
+            ApiCall::KIND => msg.reply::<ApiCall>(|call| self.calls.start(msg.from, call)),
             ApiWatch::KIND => msg.reply::<ApiWatch>(|req| match &self.server {
                 Some(server) => Ok(server.watch(msg.from, req)),
                 None => Err(PluginError::Failed("the apiserver is not serving".into())),

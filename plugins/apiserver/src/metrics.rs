@@ -19,6 +19,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `apiserver_current_inflight_requests{request_kind}` (`readOnly`, `mutating`).
     pub inflight: IntGaugeVec,
+    /// API Priority and Fairness: `apiserver_flowcontrol_*`.
+    pub flow_control: crate::flowcontrol::FlowMetrics,
     /// `apiserver_longrunning_requests{verb,group,version,resource,subresource,scope,component}`.
     pub longrunning: IntGaugeVec,
     /// `apiserver_watch_events_total{kind}`.
@@ -80,6 +82,7 @@ impl Metrics {
                 HistogramOpts::new("apiserver_request_duration_seconds", "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.").buckets(latency),
                 REQUEST_LABELS,
             )?,
+            flow_control: crate::flowcontrol::FlowMetrics::new(registry)?,
             inflight: IntGaugeVec::new(
                 Opts::new("apiserver_current_inflight_requests", "Maximal number of currently used inflight request limit of this apiserver per request kind in last second."),
                 &["request_kind"],

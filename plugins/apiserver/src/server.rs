@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubernel_sdk::{CancellationToken, Context};
 use serde_json::json;
 
-use kubernel_api::rest::{ApiRequest, ApiResponse, ApiWatch};
+use kubernel_api::rest::{ApiCall, ApiCallDone, ApiRequest, ApiResponse, ApiWatch};
 use kubernel_api::store::{StoreExport, StoreExportPage, StoreImport, StoreImported};
 
 use crate::bus_watch::{self, BusWatches};
@@ -198,6 +198,7 @@ impl Server {
             runtime: self.runtime.handle().clone(),
             router: self.router.clone(),
             limit: self.state.config.max_request_body_bytes * 64,
+            ctx: self.ctx.clone(),
         }
     }
 
@@ -267,33 +268,68 @@ impl Server {
     }
 }
 
-/// Runs `api.Request`s of plugins in this process through the apiserver's handler
-/// chain; cheap to clone, usable from many threads at once.
+/// Runs `api.Request`s and `api.Call`s of plugins in this process through the
+/// apiserver's handler chain; cheap to clone, usable from many threads at once.
 #[derive(Clone)]
 pub struct BusCaller {
     runtime: tokio::runtime::Handle,
     router: axum::Router,
     /// Largest response body read back.
     limit: usize,
+    /// Sends `api.CallDone`s.
+    ctx: Context,
 }
 
 impl BusCaller {
     /// Runs an API request from a plugin of this process through the same handler
     /// chain as HTTP requests; blocks the calling (plugin) thread until answered.
     pub fn call(&self, from: &str, req: ApiRequest) -> ApiResponse {
-        let failed = |code: u16, e: ApiError| ApiResponse {
-            status: code,
-            content_type: "application/json".into(),
-            body: e.to_status().to_string().into_bytes(),
-            warnings: Vec::new(),
+        let request = match self.prepare(from, req) {
+            Ok(r) => r,
+            Err(resp) => return resp,
         };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (router, limit) = (self.router.clone(), self.limit);
+        self.runtime.spawn(async move {
+            let _ = tx.send(respond(router, request, limit).await);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| failed(503, ApiError::unavailable("the apiserver is stopping")))
+    }
+
+    /// Starts an `api.Call` from plugin `from` and returns at once; its response
+    /// goes to `from`'s mailbox as an `api.CallDone`.
+    pub fn start(&self, from: &str, call: ApiCall) {
+        let id = call.id;
+        let (ctx, router, limit) = (self.ctx.clone(), self.router.clone(), self.limit);
+        let prepared = self.prepare(from, call.request);
+        let from = from.to_string();
+        self.runtime.spawn(async move {
+            let response = match prepared {
+                Ok(request) => respond(router, request, limit).await,
+                Err(resp) => resp,
+            };
+            if let Err(e) = ctx.send(&from, &ApiCallDone { id, response }) {
+                // The caller is gone (stopped or swapped): nobody waits for this answer.
+                tracing::debug!(plugin = %from, error = %e, "api.CallDone not delivered");
+            }
+        });
+    }
+
+    /// The HTTP request an API request from plugin `from` stands for, or the
+    /// response refusing it.
+    fn prepare(
+        &self,
+        from: &str,
+        req: ApiRequest,
+    ) -> Result<axum::http::Request<axum::body::Body>, ApiResponse> {
         if req.path.contains("watch=true") || req.path.contains("watch=1") {
-            return failed(
+            return Err(failed(
                 400,
                 ApiError::bad_request(
                     "an api.Request cannot watch: send an api.Watch (its events come as api.WatchEvents messages)",
                 ),
-            );
+            ));
         }
         let mut builder = axum::http::Request::builder()
             .method(req.method.as_str())
@@ -309,50 +345,55 @@ impl BusCaller {
         if let Some(parent) = kubernel_sdk::traceparent() {
             builder = builder.header("traceparent", parent);
         }
-        let request = match builder.body(axum::body::Body::from(req.body)) {
+        match builder.body(axum::body::Body::from(req.body)) {
             Ok(mut r) => {
                 r.extensions_mut()
                     .insert(crate::auth::Caller::Bus(from.to_string()));
-                r
+                Ok(r)
             }
-            Err(e) => {
-                return failed(
-                    400,
-                    ApiError::bad_request(format!("invalid API request: {e}")),
-                )
-            }
-        };
-        let router = self.router.clone();
-        let limit = self.limit;
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
-            use tower::ServiceExt;
-            let Ok(resp) = router.oneshot(request).await;
-            let (parts, body) = resp.into_parts();
-            let body = axum::body::to_bytes(body, limit).await.map(|b| b.to_vec());
-            let _ = tx.send((parts, body));
-        });
-        match rx.recv() {
-            Ok((parts, Ok(body))) => ApiResponse {
-                status: parts.status.as_u16(),
-                content_type: header_text(
-                    &parts.headers,
-                    axum::http::header::CONTENT_TYPE.as_str(),
-                ),
-                body,
-                warnings: parts
-                    .headers
-                    .get_all("warning")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok().map(str::to_string))
-                    .collect(),
-            },
-            Ok((_, Err(e))) => failed(
-                500,
-                ApiError::internal(format!("reading the response: {e}")),
-            ),
-            Err(_) => failed(503, ApiError::unavailable("the apiserver is stopping")),
+            Err(e) => Err(failed(
+                400,
+                ApiError::bad_request(format!("invalid API request: {e}")),
+            )),
         }
+    }
+}
+
+/// A `Status` response for a bus request the handler chain never saw.
+fn failed(code: u16, e: ApiError) -> ApiResponse {
+    ApiResponse {
+        status: code,
+        content_type: "application/json".into(),
+        body: e.to_status().to_string().into_bytes(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Runs `request` through `router` and reads its response back.
+async fn respond(
+    router: axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+    limit: usize,
+) -> ApiResponse {
+    use tower::ServiceExt;
+    let Ok(resp) = router.oneshot(request).await;
+    let (parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(body) => ApiResponse {
+            status: parts.status.as_u16(),
+            content_type: header_text(&parts.headers, axum::http::header::CONTENT_TYPE.as_str()),
+            body: body.to_vec(),
+            warnings: parts
+                .headers
+                .get_all("warning")
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect(),
+        },
+        Err(e) => failed(
+            500,
+            ApiError::internal(format!("reading the response: {e}")),
+        ),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubernel_client::{BusLink, ClientMetrics, ComponentRuntime, WorkQueue};
-use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply, SharedHandler};
 use parking_lot::Mutex;
 
 use crate::config::ControllerManagerConfig;
@@ -81,6 +81,12 @@ impl Plugin for ControllerManager {
         };
         cm.start()?;
         Ok(cm)
+    }
+
+    /// The apiserver's answers and watch events, taken off the mailbox without the
+    /// instance's exclusive lock.
+    fn shared(&self) -> Option<Arc<dyn SharedHandler>> {
+        Some(self.bus.clone())
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {

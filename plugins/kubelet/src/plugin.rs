@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubernel_client::{BusLink, CancellationToken, Client, ClientMetrics, WorkQueueMetrics};
-use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply, SharedHandler};
 
 use crate::config::{KubeletConfig, RuntimeKind};
 use crate::metrics::Metrics;
@@ -176,6 +176,12 @@ impl Plugin for Kubelet {
         };
         kubelet.start()?;
         Ok(kubelet)
+    }
+
+    /// The apiserver's answers and watch events, taken off the mailbox without the
+    /// instance's exclusive lock.
+    fn shared(&self) -> Option<Arc<dyn SharedHandler>> {
+        Some(self.bus.clone())
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubernel_client::{BusLink, ClientConfig, ClientMetrics};
-use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply};
+use kubernel_sdk::{Context, Incoming, Plugin, PluginError, Reply, SharedHandler};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -152,6 +152,12 @@ impl Plugin for SchedulerPlugin {
         };
         plugin.start_runner()?;
         Ok(plugin)
+    }
+
+    /// The apiserver's answers and watch events, taken off the mailbox without the
+    /// instance's exclusive lock.
+    fn shared(&self) -> Option<Arc<dyn SharedHandler>> {
+        Some(self.bus.clone())
     }
 
     fn handle(&mut self, msg: &Incoming<'_>) -> Result<Reply, PluginError> {

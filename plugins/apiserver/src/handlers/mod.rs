@@ -54,6 +54,8 @@ pub struct ApiState {
     pub admission: crate::admission::AdmissionPlugins,
     readonly: Semaphore,
     mutating: Semaphore,
+    /// API Priority and Fairness, in place of the two limits above when enabled.
+    flow_control: Option<crate::flowcontrol::FlowControl>,
     decoders: Semaphore,
 }
 
@@ -86,6 +88,13 @@ impl ApiState {
         ApiState {
             readonly: Semaphore::new(config.max_requests_inflight.max(1)),
             mutating: Semaphore::new(config.max_mutating_requests_inflight.max(1)),
+            flow_control: config.enable_priority_and_fairness.then(|| {
+                crate::flowcontrol::FlowControl::new(
+                    config.max_requests_inflight + config.max_mutating_requests_inflight,
+                    config.flow_control_queue_wait,
+                    &metrics.flow_control,
+                )
+            }),
             decoders: Semaphore::new(decoder_threads()),
             services: ServiceAllocator::new(
                 config.service_cluster_ip_range,
@@ -904,24 +913,35 @@ async fn handle(
             .await
             .unwrap_or_else(|e| negotiate::error(&e));
     }
-    let permit = if info.verb == Verb::Watch {
-        None
-    } else {
-        let sem = if info.verb.is_mutating() {
-            &state.mutating
-        } else {
-            &state.readonly
-        };
-        match sem.try_acquire() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                return negotiate::error(&ApiError::too_many_requests(
-                    "Too many requests, please try again later.",
-                    1,
-                ))
+    // Watches take no seat: they run for minutes.
+    let (mut permit, mut seat) = (None, None);
+    if info.verb != Verb::Watch {
+        match &state.flow_control {
+            Some(flow) => {
+                let schema = crate::flowcontrol::FlowSchema::classify(user, info);
+                match flow.admit(schema).await {
+                    Ok(s) => seat = Some(s),
+                    Err(e) => return negotiate::error(&e),
+                }
+            }
+            None => {
+                let sem = if info.verb.is_mutating() {
+                    &state.mutating
+                } else {
+                    &state.readonly
+                };
+                match sem.try_acquire() {
+                    Ok(p) => permit = Some(p),
+                    Err(_) => {
+                        return negotiate::error(&ApiError::too_many_requests(
+                            "Too many requests, please try again later.",
+                            1,
+                        ))
+                    }
+                }
             }
         }
-    };
+    }
     let kind = if info.verb.is_mutating() {
         "mutating"
     } else {
@@ -940,6 +960,7 @@ async fn handle(
     };
     gauge.dec();
     drop(permit);
+    drop(seat);
     match result {
         Ok(resp) => resp,
         Err(e) => negotiate::error(&e),
