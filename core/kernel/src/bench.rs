@@ -76,6 +76,31 @@ fn get_json(agent: &ureq::Agent, url: &str) -> Option<serde_json::Value> {
     resp.body_mut().read_json().ok()
 }
 
+/// A watch event of a pod, as far as the bench reads it.
+#[derive(serde::Deserialize)]
+struct WatchedPod {
+    object: PodFields,
+}
+
+#[derive(serde::Deserialize)]
+struct PodFields {
+    metadata: PodName,
+    #[serde(default)]
+    spec: PodNode,
+}
+
+#[derive(serde::Deserialize)]
+struct PodName {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PodNode {
+    #[serde(rename = "nodeName")]
+    node_name: Option<String>,
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -216,18 +241,12 @@ client.transport = "{transport}"
             let reader = BufReader::new(resp.into_body().into_reader());
             for line in reader.lines() {
                 let Ok(line) = line else { return };
-                let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line) else {
+                // Only the two fields the bench needs: the rest is skipped unparsed.
+                let Ok(ev) = serde_json::from_str::<WatchedPod>(&line) else {
                     continue;
                 };
-                let obj = &ev["object"];
-                if obj["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty())
-                {
-                    let name = obj["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
+                if ev.object.spec.node_name.is_some_and(|n| !n.is_empty()) {
+                    let name = ev.object.metadata.name;
                     let mut b = bound.lock().unwrap_or_else(|p| p.into_inner());
                     b.entry(name).or_insert_with(Instant::now);
                     if b.len() >= total {
@@ -284,7 +303,10 @@ client.transport = "{transport}"
                         response = agent.post(&url).send_json(&pod);
                     }
                     let failure = match response {
-                        Ok(r) if r.status() == 201 => {
+                        Ok(mut r) if r.status() == 201 => {
+                            // Read to the end, or the connection is not reused: a new
+                            // one per create costs both sides more than the create.
+                            let _ = r.body_mut().read_to_vec();
                             created
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
