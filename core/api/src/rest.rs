@@ -30,7 +30,9 @@ pub struct ApiRequest {
     pub content_type: String,
     /// `Accept` (empty for JSON).
     pub accept: String,
-    /// Request body.
+    /// Request body (encoded as one byte string: postcard's wire form of a
+    /// `Vec<u8>` either way, without a call per byte).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 
@@ -42,6 +44,7 @@ pub struct ApiResponse {
     /// `Content-Type` of `body`.
     pub content_type: String,
     /// Response body (an object, a list, a Table or a `Status`).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// `Warning` headers.
     pub warnings: Vec<String>,
@@ -111,6 +114,7 @@ pub struct ApiWatchEvents {
     /// The watch's [`ApiWatch::id`].
     pub id: String,
     /// One or more watch lines, each `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":...}\n`.
+    #[serde(with = "serde_bytes")]
     pub lines: Vec<u8>,
 }
 
@@ -145,4 +149,41 @@ pub struct ApiWatchStop {
 impl Message for ApiWatchStop {
     const KIND: &'static str = "api.WatchStop";
     type Reply = bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same fields with `Vec<u8>` encoded element by element, as before.
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct PlainEvents {
+        id: String,
+        lines: Vec<u8>,
+    }
+
+    #[test]
+    fn byte_fields_should_keep_the_wire_form_of_a_byte_vector() {
+        let lines: Vec<u8> = (0..=255u8)
+            .chain(b"{\"type\":\"ADDED\"}\n".iter().copied())
+            .collect();
+        let new = ApiWatchEvents {
+            id: "w-1".into(),
+            lines: lines.clone(),
+        };
+        let old = PlainEvents {
+            id: "w-1".into(),
+            lines,
+        };
+        let bytes = crate::codec::encode(ApiWatchEvents::KIND, &new).expect("encode");
+        assert_eq!(
+            bytes,
+            crate::codec::encode(ApiWatchEvents::KIND, &old).expect("encode")
+        );
+        let back: PlainEvents = crate::codec::decode(ApiWatchEvents::KIND, &bytes).expect("decode");
+        assert_eq!(back, old);
+        let back: ApiWatchEvents =
+            crate::codec::decode(ApiWatchEvents::KIND, &bytes).expect("decode");
+        assert_eq!(back, new);
+    }
 }
