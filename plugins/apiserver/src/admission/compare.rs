@@ -26,9 +26,32 @@ fn normalize(v: &Value) -> Option<Value> {
     }
 }
 
-/// True when `a` and `b` are semantically equal (missing values are all alike).
+/// Whether `normalize` drops `v`: null, `[]`, or an object of such values only.
+fn absent(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.values().all(absent),
+        _ => false,
+    }
+}
+
+/// True when `a` and `b` are semantically equal (missing values are all alike):
+/// `normalize(a) == normalize(b)`, walked in place without copying either.
 pub(super) fn semantic_eq(a: Option<&Value>, b: Option<&Value>) -> bool {
-    a.and_then(normalize) == b.and_then(normalize)
+    match (a.filter(|v| !absent(v)), b.filter(|v| !absent(v))) {
+        (None, None) => true,
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            x.iter().all(|(k, v)| semantic_eq(Some(v), y.get(k)))
+                && y.iter().all(|(k, v)| x.contains_key(k) || absent(v))
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(i, j)| semantic_eq(Some(i), Some(j)))
+        }
+        (Some(Value::Object(_) | Value::Array(_)), _)
+        | (_, Some(Value::Object(_) | Value::Array(_))) => false,
+        (x, y) => x == y,
+    }
 }
 
 /// `- path: old` / `+ path: new` lines for the leaves that differ, at most `limit` of them.
@@ -90,6 +113,42 @@ mod tests {
         ));
         assert!(semantic_eq(None, Some(&json!({"x": []}))));
         assert!(!semantic_eq(Some(&json!({"a": 1})), Some(&json!({"a": 2}))));
+    }
+
+    #[test]
+    fn semantic_eq_should_agree_with_comparing_normalized_copies() {
+        let values = [
+            json!(null),
+            json!([]),
+            json!({}),
+            json!({"a": null}),
+            json!({"a": {"b": []}}),
+            json!({"a": {"b": [null]}}),
+            json!({"a": {"b": [{}]}}),
+            json!({"a": {"b": [1]}}),
+            json!({"a": 1}),
+            json!({"a": 1, "b": {}}),
+            json!({"a": 1.0}),
+            json!({"a": "1"}),
+            json!([1, 2]),
+            json!([2, 1]),
+            json!([1, null]),
+            json!([1, {}]),
+            json!([1]),
+            json!("x"),
+            json!(true),
+        ];
+        for a in &values {
+            for b in &values {
+                for (x, y) in [(Some(a), Some(b)), (None, Some(b)), (Some(a), None)] {
+                    assert_eq!(
+                        semantic_eq(x, y),
+                        x.and_then(normalize) == y.and_then(normalize),
+                        "{x:?} vs {y:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
