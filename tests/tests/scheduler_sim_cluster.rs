@@ -107,6 +107,23 @@ fn scheduler_should_bind_pods_and_explain_unschedulable_ones() -> Result<()> {
         scheduled.starts_with("Successfully assigned default/p0 to sim-node-"),
         "{scheduled}"
     );
+    // API Priority and Fairness put the components' requests in their own levels:
+    // bindings and Events in kube-scheduler's, pod status in system-nodes', node
+    // status and leases in system-node-high's.
+    let (_, metrics) = c.kernel.get("/metrics")?;
+    for (schema, level) in [
+        ("kube-scheduler", "workload-high"),
+        ("system-nodes", "system"),
+        ("system-node-high", "node-high"),
+    ] {
+        let dispatched = metrics.lines().any(|l| {
+            l.starts_with("apiserver_flowcontrol_dispatched_requests_total{")
+                && l.contains(&format!("flow_schema=\"{schema}\""))
+                && l.contains(&format!("priority_level=\"{level}\""))
+                && !l.ends_with(" 0")
+        });
+        assert!(dispatched, "no requests dispatched in {schema}/{level}");
+    }
 
     c.ok_stdin(&["create", "-f", "-"], &pod("big", "100", ""))?;
     wait_for("PodScheduled=False on the big pod", || {
