@@ -449,15 +449,7 @@ mod tests {
         }
     }
 
-    fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            uid: String::new(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            extra: Vec::new(),
-            bus: false,
-        }
-    }
+    use crate::auth::test_user as user;
 
     #[test]
     fn nominal_seats_should_follow_upstreams_shares_of_600() {

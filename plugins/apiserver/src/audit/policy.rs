@@ -244,15 +244,7 @@ pub(crate) fn path_matches(path: &str, spec: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            uid: String::new(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            extra: Vec::new(),
-            bus: false,
-        }
-    }
+    use crate::auth::test_user as user;
 
     fn pods(verb: &str, ns: &str, sub: &str) -> Attributes {
         Attributes {

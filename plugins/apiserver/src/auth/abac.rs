@@ -236,15 +236,7 @@ mod tests {
 {"apiVersion": "abac.authorization.kubernetes.io/v1beta1", "kind": "Policy", "spec": {"user": "*", "nonResourcePath": "/metrics*", "readonly": true}}
 "#;
 
-    fn user(name: &str, groups: &[&str]) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            uid: String::new(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            extra: Vec::new(),
-            bus: false,
-        }
-    }
+    use crate::auth::test_user as user;
 
     fn pods(verb: &str, ns: &str) -> Attributes {
         Attributes {

@@ -102,6 +102,18 @@ pub fn user_from_certificate(der: &[u8]) -> Result<UserInfo, String> {
     Ok(UserInfo::new(name, "", groups))
 }
 
+/// A user named `name` in exactly `groups` (tests).
+#[cfg(test)]
+pub(crate) fn test_user(name: &str, groups: &[&str]) -> UserInfo {
+    UserInfo {
+        name: name.into(),
+        uid: String::new(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        extra: Vec::new(),
+        bus: false,
+    }
+}
+
 /// The identity of a plugin calling over the bus.
 pub fn bus_user(plugin: &str) -> UserInfo {
     let name = match plugin {
