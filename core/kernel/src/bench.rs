@@ -101,6 +101,23 @@ struct PodNode {
     node_name: Option<String>,
 }
 
+/// The number of items of the list at `url`, not decoding them.
+fn count_items(agent: &ureq::Agent, url: &str) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        #[serde(default)]
+        items: Vec<serde::de::IgnoredAny>,
+    }
+    let mut resp = agent.get(url).call().ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    resp.body_mut()
+        .read_json::<List>()
+        .ok()
+        .map(|l| l.items.len())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -344,6 +361,21 @@ client.transport = "{transport}"
         bound.lock().unwrap_or_else(|p| p.into_inner()).len() >= created_count
     });
     let end = Instant::now();
+    // The scheduler writes its `Scheduled` Events behind the bindings: count them
+    // until they are all there or stop coming.
+    let events_url =
+        format!("{api}/api/v1/namespaces/bench/events?fieldSelector=reason%3DScheduled");
+    let mut scheduled_events = (0, Duration::ZERO);
+    let events_deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < events_deadline {
+        let n = count_items(&agent, &events_url).unwrap_or(0);
+        let grew = n > scheduled_events.0;
+        scheduled_events = (n, end.elapsed());
+        if n >= created_count || (!grew && n > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     let bound = bound.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let created = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -417,6 +449,12 @@ client.transport = "{transport}"
         "  end to end:                {:.0} pods/s (first create to last binding, {:.2} s)",
         latencies.len() as f64 / e2e.max(1e-9),
         e2e
+    );
+    println!(
+        "  Scheduled Events written:  {} of {} ({:.1} s after the last binding)",
+        scheduled_events.0,
+        created_count,
+        scheduled_events.1.as_secs_f64()
     );
     println!(
         "  create -> bound latency:   p50 {:.1} ms, p99 {:.1} ms",
