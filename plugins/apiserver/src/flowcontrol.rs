@@ -345,6 +345,14 @@ impl FlowControl {
             .iter()
             .map(|s| {
                 let labels = [s.name(), s.level().name()];
+                if s.level() != PriorityLevel::Exempt {
+                    // Zero until the first refusal, so a dashboard has a series to show.
+                    for reason in ["queue-full", "time-out", "concurrency-limit"] {
+                        metrics
+                            .rejected
+                            .with_label_values(&[s.name(), s.level().name(), reason]);
+                    }
+                }
                 SchemaMetrics {
                     in_queue: metrics.in_queue.with_label_values(&labels),
                     executing: metrics.executing.with_label_values(&labels),
