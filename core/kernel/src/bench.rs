@@ -76,6 +76,113 @@ fn get_json(agent: &ureq::Agent, url: &str) -> Option<serde_json::Value> {
     resp.body_mut().read_json().ok()
 }
 
+/// The bench's creating clients: HTTP/1.1 connections on one thread, so that
+/// they cost the machine little beside the cluster they measure.
+struct Clients {
+    url: String,
+    total: usize,
+    next: AtomicUsize,
+    /// When each created pod's create was sent.
+    created: Mutex<HashMap<String, Instant>>,
+    /// Distinct create failures (status and message, or the transport error) with counts.
+    errors: Mutex<BTreeMap<String, usize>>,
+    /// Creates answered 429 and sent again.
+    retried: AtomicUsize,
+}
+
+impl Clients {
+    /// Creates every pod with `concurrency` requests at a time.
+    fn run(&self, concurrency: usize) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the bench's clients: {e}"))?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("making the bench's HTTP client: {e}"))?;
+        runtime.block_on(futures::future::join_all(
+            (0..concurrency).map(|_| self.client(&client)),
+        ));
+        Ok(())
+    }
+
+    /// One client: creates the next pod until there is none left.
+    async fn client(&self, http: &reqwest::Client) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.total {
+                return;
+            }
+            let name = format!("pod-{i}");
+            let pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": format!("bench-{}", i % 10)}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+            })
+            .to_string();
+            let sent = Instant::now();
+            match self.create(http, pod).await {
+                Ok(()) => {
+                    self.created
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name, sent);
+                }
+                Err(text) => {
+                    *self
+                        .errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(text)
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends one create. Like client-go, a 429 (the apiserver's flow control) is
+    /// sent again after its Retry-After, up to 10 times; only then is it an error.
+    async fn create(&self, http: &reqwest::Client, pod: String) -> Result<(), String> {
+        let mut attempt = 0;
+        loop {
+            let resp = http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(pod.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            if status == 429 && attempt < CREATE_RETRIES_ON_429 {
+                let wait = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(1);
+                attempt += 1;
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(wait.min(10))).await;
+                continue;
+            }
+            // Read to the end, so that the connection is used again.
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            if status == 201 {
+                return Ok(());
+            }
+            let text = String::from_utf8_lossy(&body);
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(String::from))
+                .unwrap_or_else(|| text.into_owned());
+            return Err(format!("HTTP {status}: {message}"));
+        }
+    }
+}
+
 /// A watch event of a pod, as far as the bench reads it.
 #[derive(serde::Deserialize)]
 struct WatchedPod {
@@ -274,89 +381,24 @@ client.transport = "{transport}"
         });
     }
 
-    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
-    // Distinct create failures (status and body, or the transport error) with counts.
-    let error_texts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let retried = Arc::new(AtomicUsize::new(0));
+    let clients = Clients {
+        url: format!("{api}/api/v1/namespaces/bench/pods"),
+        total: opts.pods,
+        next: AtomicUsize::new(0),
+        created: Mutex::new(HashMap::new()),
+        errors: Mutex::new(BTreeMap::new()),
+        retried: AtomicUsize::new(0),
+    };
     let create_start = Instant::now();
-    let workers: Vec<_> = (0..opts.concurrency.max(1))
-        .map(|_| {
-            let (created, next, errors) = (created.clone(), next.clone(), errors.clone());
-            let (error_texts, retried) = (error_texts.clone(), retried.clone());
-            let url = format!("{api}/api/v1/namespaces/bench/pods");
-            let total = opts.pods;
-            std::thread::spawn(move || {
-                let agent = crate::cli::agent();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        return;
-                    }
-                    let name = format!("pod-{i}");
-                    let pod = serde_json::json!({
-                        "apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": name, "labels": {"app": format!("bench-{}", i % 10)}},
-                        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
-                    });
-                    let sent = Instant::now();
-                    // Like client-go: a 429 (the apiserver's in-flight limit) is retried
-                    // after its Retry-After, up to 10 times; only then is it an error.
-                    let mut response = agent.post(&url).send_json(&pod);
-                    for _ in 0..CREATE_RETRIES_ON_429 {
-                        let retry_after = match &response {
-                            Ok(r) if r.status() == 429 => r
-                                .headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.trim().parse::<u64>().ok())
-                                .unwrap_or(1),
-                            _ => break,
-                        };
-                        retried.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_secs(retry_after.min(10)));
-                        response = agent.post(&url).send_json(&pod);
-                    }
-                    let failure = match response {
-                        Ok(mut r) if r.status() == 201 => {
-                            // Read to the end, or the connection is not reused: a new
-                            // one per create costs both sides more than the create.
-                            let _ = r.body_mut().read_to_vec();
-                            created
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(name, sent);
-                            None
-                        }
-                        Ok(mut r) => {
-                            let body = r.body_mut().read_to_string().unwrap_or_default();
-                            let message = serde_json::from_str::<serde_json::Value>(&body)
-                                .ok()
-                                .and_then(|v| v["message"].as_str().map(String::from))
-                                .unwrap_or(body);
-                            Some(format!("HTTP {}: {message}", r.status().as_u16()))
-                        }
-                        Err(e) => Some(e.to_string()),
-                    };
-                    if let Some(text) = failure {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        *error_texts
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .entry(text)
-                            .or_default() += 1;
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.join();
-    }
+    clients
+        .run(opts.concurrency.max(1))
+        .map_err(|e| fail(&mut cluster, e))?;
     let create_time = create_start.elapsed();
-    let created_count = created.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let created = clients
+        .created
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let created_count = created.len();
     let wait = wait_for("every pod bound", opts.timeout, || {
         bound.lock().unwrap_or_else(|p| p.into_inner()).len() >= created_count
     });
@@ -378,7 +420,6 @@ client.transport = "{transport}"
     }
 
     let bound = bound.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let created = created.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut latencies: Vec<f64> = created
         .iter()
         .filter_map(|(name, sent)| {
@@ -406,11 +447,16 @@ client.transport = "{transport}"
         "scheduler benchmark: {} nodes, {} pods ({} create errors), {} creating clients, components over {}",
         opts.nodes,
         opts.pods,
-        errors.load(Ordering::Relaxed),
+        clients.errors.lock().unwrap_or_else(|p| p.into_inner()).values().sum::<usize>(),
         opts.concurrency,
         if opts.transport == "http" { "HTTPS" } else { "the kernel bus" }
     );
-    for (text, n) in error_texts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+    for (text, n) in clients
+        .errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
         println!("  create error ({n}x):       {text}");
     }
     let too_many = series_by(
@@ -426,7 +472,7 @@ client.transport = "{transport}"
         println!(
             "  apiserver 429 answers:     {} (in-flight limit; creates retried {} times)",
             parts.join(", "),
-            retried.load(Ordering::Relaxed)
+            clients.retried.load(Ordering::Relaxed)
         );
     }
     if let Some(cfg) = &opts.scheduler_config {
