@@ -300,19 +300,20 @@ impl BusCaller {
     /// Starts an `api.Call` from plugin `from` and returns at once; its response
     /// goes to `from`'s mailbox as an `api.CallDone`.
     pub fn start(&self, from: &str, call: ApiCall) {
-        let id = call.id;
-        let (ctx, router, limit) = (self.ctx.clone(), self.router.clone(), self.limit);
+        let (router, limit) = (self.router.clone(), self.limit);
         let prepared = self.prepare(from, call.request);
-        let from = from.to_string();
+        let mut answer = Answer {
+            ctx: self.ctx.clone(),
+            to: from.to_string(),
+            id: call.id,
+            sent: false,
+        };
         self.runtime.spawn(async move {
             let response = match prepared {
                 Ok(request) => respond(router, request, limit).await,
                 Err(resp) => resp,
             };
-            if let Err(e) = ctx.send(&from, &ApiCallDone { id, response }) {
-                // The caller is gone (stopped or swapped): nobody waits for this answer.
-                tracing::debug!(plugin = %from, error = %e, "api.CallDone not delivered");
-            }
+            answer.send(response);
         });
     }
 
@@ -355,6 +356,41 @@ impl BusCaller {
                 400,
                 ApiError::bad_request(format!("invalid API request: {e}")),
             )),
+        }
+    }
+}
+
+/// The `api.CallDone` one call owes its caller: sent with the response, or with
+/// a 503 if the call is dropped first (the apiserver stops or is swapped while it
+/// runs), so the caller is not left waiting for its timeout.
+struct Answer {
+    ctx: Context,
+    to: String,
+    id: u64,
+    sent: bool,
+}
+
+impl Answer {
+    fn send(&mut self, response: ApiResponse) {
+        self.sent = true;
+        let done = ApiCallDone {
+            id: self.id,
+            response,
+        };
+        if let Err(e) = self.ctx.send(&self.to, &done) {
+            // The caller is gone (stopped or swapped): nobody waits for this answer.
+            tracing::debug!(plugin = %self.to, error = %e, "api.CallDone not delivered");
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.send(failed(
+                503,
+                ApiError::unavailable("the apiserver is stopping"),
+            ));
         }
     }
 }
