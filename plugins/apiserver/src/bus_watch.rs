@@ -125,7 +125,29 @@ fn end(ctx: &Context, watcher: &str, id: &str, ended: &Mutex<bool>, reason: &str
     }
 }
 
-/// An error answer to an `api.Watch`.
+/// The answer the handler chain's response head (status, `Content-Type`,
+/// `Warning`s) and `body` make, for a bus request or watch.
+pub fn answer(parts: &axum::http::response::Parts, body: Vec<u8>) -> ApiResponse {
+    ApiResponse {
+        status: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        body,
+        warnings: parts
+            .headers
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect(),
+    }
+}
+
+/// An error answer to an `api.Watch`, an `api.Request` or an `api.Call` the
+/// handler chain never saw.
 pub fn refused(e: &ApiError) -> ApiResponse {
     ApiResponse {
         status: e.code,
@@ -206,38 +228,16 @@ pub fn start(s: Start, watcher: &str, req: ApiWatch) -> ApiResponse {
         use tower::ServiceExt;
         let Ok(resp) = router.oneshot(request).await;
         let (parts, body) = resp.into_parts();
-        let content_type = parts
-            .headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let warnings = parts
-            .headers
-            .get_all("warning")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect();
         if parts.status != axum::http::StatusCode::OK {
             watches.forget(&watcher, &id, open.serial);
             let body = axum::body::to_bytes(body, limit)
                 .await
                 .map(|b| b.to_vec())
                 .unwrap_or_default();
-            let _ = head_tx.send(ApiResponse {
-                status: parts.status.as_u16(),
-                content_type,
-                body,
-                warnings,
-            });
+            let _ = head_tx.send(answer(&parts, body));
             return;
         }
-        let _ = head_tx.send(ApiResponse {
-            status: 200,
-            content_type,
-            body: Vec::new(),
-            warnings,
-        });
+        let _ = head_tx.send(answer(&parts, Vec::new()));
         let reason = pump(&ctx, &watcher, &id, body, &open).await;
         watches.forget(&watcher, &id, open.serial);
         end(&ctx, &watcher, &id, &open.ended, reason);

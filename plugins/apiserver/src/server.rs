@@ -10,7 +10,7 @@ use serde_json::json;
 use kubernel_api::rest::{ApiCall, ApiCallDone, ApiRequest, ApiResponse, ApiWatch};
 use kubernel_api::store::{StoreExport, StoreExportPage, StoreImport, StoreImported};
 
-use crate::bus_watch::{self, BusWatches};
+use crate::bus_watch::{self, refused, BusWatches};
 
 use crate::auth::rbac::Modes;
 use crate::auth::TokenFile;
@@ -294,7 +294,7 @@ impl BusCaller {
             let _ = tx.send(respond(router, request, limit).await);
         });
         rx.recv()
-            .unwrap_or_else(|_| failed(503, ApiError::unavailable("the apiserver is stopping")))
+            .unwrap_or_else(|_| refused(&ApiError::unavailable("the apiserver is stopping")))
     }
 
     /// Starts an `api.Call` from plugin `from` and returns at once; its response
@@ -325,12 +325,9 @@ impl BusCaller {
         req: ApiRequest,
     ) -> Result<axum::http::Request<axum::body::Body>, ApiResponse> {
         if req.path.contains("watch=true") || req.path.contains("watch=1") {
-            return Err(failed(
-                400,
-                ApiError::bad_request(
-                    "an api.Request cannot watch: send an api.Watch (its events come as api.WatchEvents messages)",
-                ),
-            ));
+            return Err(refused(&ApiError::bad_request(
+                "an api.Request cannot watch: send an api.Watch (its events come as api.WatchEvents messages)",
+            )));
         }
         let mut builder = axum::http::Request::builder()
             .method(req.method.as_str())
@@ -352,10 +349,9 @@ impl BusCaller {
                     .insert(crate::auth::Caller::Bus(from.to_string()));
                 Ok(r)
             }
-            Err(e) => Err(failed(
-                400,
-                ApiError::bad_request(format!("invalid API request: {e}")),
-            )),
+            Err(e) => Err(refused(&ApiError::bad_request(format!(
+                "invalid API request: {e}"
+            )))),
         }
     }
 }
@@ -387,21 +383,8 @@ impl Answer {
 impl Drop for Answer {
     fn drop(&mut self) {
         if !self.sent {
-            self.send(failed(
-                503,
-                ApiError::unavailable("the apiserver is stopping"),
-            ));
+            self.send(refused(&ApiError::unavailable("the apiserver is stopping")));
         }
-    }
-}
-
-/// A `Status` response for a bus request the handler chain never saw.
-fn failed(code: u16, e: ApiError) -> ApiResponse {
-    ApiResponse {
-        status: code,
-        content_type: "application/json".into(),
-        body: e.to_status().to_string().into_bytes(),
-        warnings: Vec::new(),
     }
 }
 
@@ -415,21 +398,8 @@ async fn respond(
     let Ok(resp) = router.oneshot(request).await;
     let (parts, body) = resp.into_parts();
     match axum::body::to_bytes(body, limit).await {
-        Ok(body) => ApiResponse {
-            status: parts.status.as_u16(),
-            content_type: header_text(&parts.headers, axum::http::header::CONTENT_TYPE.as_str()),
-            body: body.to_vec(),
-            warnings: parts
-                .headers
-                .get_all("warning")
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_string))
-                .collect(),
-        },
-        Err(e) => failed(
-            500,
-            ApiError::internal(format!("reading the response: {e}")),
-        ),
+        Ok(body) => bus_watch::answer(&parts, body.to_vec()),
+        Err(e) => refused(&ApiError::internal(format!("reading the response: {e}"))),
     }
 }
 
@@ -447,14 +417,6 @@ fn etcd_options(config: &ApiServerConfig, cache: CacheOptions) -> EtcdOptions {
         compaction_interval: config.etcd_compaction_interval,
         cache,
     }
-}
-
-fn header_text(headers: &axum::http::HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 async fn ensure_namespaces(store: &dyn Store) -> Result<(), String> {
