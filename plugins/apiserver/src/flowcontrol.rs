@@ -275,7 +275,6 @@ struct SchemaMetrics {
     executing: IntGauge,
     dispatched: IntCounter,
     waited: kubernel_sdk::prometheus::Histogram,
-    metrics: FlowMetrics,
 }
 
 /// One priority level's seats and queue.
@@ -289,6 +288,8 @@ struct Level {
 pub struct FlowControl {
     levels: Vec<Level>,
     schemas: Vec<SchemaMetrics>,
+    /// For the series resolved only when used: refusals, waits that timed out.
+    metrics: FlowMetrics,
     queue_wait: Duration,
 }
 
@@ -360,13 +361,13 @@ impl FlowControl {
                     waited: metrics
                         .wait
                         .with_label_values(&[s.name(), s.level().name(), "true"]),
-                    metrics: metrics.clone(),
                 }
             })
             .collect();
         FlowControl {
             levels,
             schemas,
+            metrics: metrics.clone(),
             queue_wait,
         }
     }
@@ -418,7 +419,7 @@ impl FlowControl {
             }
             Ok(Err(_)) => Err(ApiError::unavailable("the apiserver is stopping")),
             Err(_) => {
-                m.metrics
+                self.metrics
                     .wait
                     .with_label_values(&[schema.name(), level_id.name(), "false"])
                     .observe(started.elapsed().as_secs_f64());
@@ -428,8 +429,7 @@ impl FlowControl {
     }
 
     fn reject(&self, schema: FlowSchema, reason: &str) -> ApiError {
-        self.schemas[schema as usize]
-            .metrics
+        self.metrics
             .rejected
             .with_label_values(&[schema.name(), schema.level().name(), reason])
             .inc();
