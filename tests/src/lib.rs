@@ -329,6 +329,21 @@ impl Kernel {
             .and_then(|v| v.trim().parse().ok()))
     }
 
+    /// The value of the first sample of `name` whose labels include every
+    /// `key="value"` of `labels`, whatever its other labels and their order.
+    pub fn sample(&self, name: &str, labels: &[&str]) -> Result<Option<f64>> {
+        let (_, body) = self.get("/metrics")?;
+        Ok(body.lines().find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?.strip_prefix('{')?;
+            let pairs: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+            labels
+                .iter()
+                .all(|want| pairs.contains(want))
+                .then(|| value.parse().ok())?
+        }))
+    }
+
     /// Polls `cond` every 20 ms until it holds or `timeout` passes.
     pub fn wait_until(
         &mut self,

@@ -209,20 +209,6 @@ fn requests_past_the_inflight_limit_should_get_429() -> Result<()> {
     Ok(())
 }
 
-/// The sample of `name` whose labels include every `key="value"` of `labels`.
-fn sample(c: &Cluster, name: &str, labels: &[&str]) -> Result<Option<f64>> {
-    let (_, text) = c.kernel.get("/metrics")?;
-    Ok(text.lines().find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?.strip_prefix('{')?;
-        let pairs: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
-        labels
-            .iter()
-            .all(|want| pairs.contains(want))
-            .then(|| value.parse().ok())?
-    }))
-}
-
 #[test]
 fn requests_past_their_priority_levels_seats_should_wait_not_fail() -> Result<()> {
     // 2 seats in all: global-default gets ceil(2 * 20 / 245) = 1.
@@ -233,11 +219,8 @@ fn requests_past_their_priority_levels_seats_should_wait_not_fail() -> Result<()
         "priority_level=\"global-default\"",
     ];
     assert_eq!(
-        sample(
-            &c,
-            "apiserver_flowcontrol_nominal_limit_seats",
-            &global[1..]
-        )?,
+        c.kernel
+            .sample("apiserver_flowcontrol_nominal_limit_seats", &global[1..])?,
         Some(1.0)
     );
     // A plugin's bus identity (`system:kubernel:...`) is an ordinary user: global-default.
@@ -271,26 +254,24 @@ fn requests_past_their_priority_levels_seats_should_wait_not_fail() -> Result<()
         vec![200; 30],
         "every list is served, none refused"
     );
-    let dispatched = sample(
-        &c,
-        "apiserver_flowcontrol_dispatched_requests_total",
-        &global,
-    )?
-    .unwrap_or(0.0);
+    let dispatched = c
+        .kernel
+        .sample("apiserver_flowcontrol_dispatched_requests_total", &global)?
+        .unwrap_or(0.0);
     assert!(dispatched >= 30.0, "dispatched {dispatched}");
     // Six lists of 1.6 MiB at once on one seat: some waited for it.
     let mut waited_for = global.to_vec();
     waited_for.push("execute=\"true\"");
-    let waited = sample(
-        &c,
-        "apiserver_flowcontrol_request_wait_duration_seconds_sum",
-        &waited_for,
-    )?
-    .unwrap_or(0.0);
+    let waited = c
+        .kernel
+        .sample(
+            "apiserver_flowcontrol_request_wait_duration_seconds_sum",
+            &waited_for,
+        )?
+        .unwrap_or(0.0);
     assert!(waited > 0.0, "no request waited for a seat");
     // The admin's own requests (system:masters) are exempt.
-    let exempt = sample(
-        &c,
+    let exempt = c.kernel.sample(
         "apiserver_flowcontrol_dispatched_requests_total",
         &["flow_schema=\"exempt\""],
     )?;
