@@ -133,11 +133,6 @@ impl EventRecorder {
         }
     }
 
-    /// Events dropped so far because too many waited to be written.
-    pub fn dropped(&self) -> u64 {
-        self.writer.dropped.load(Ordering::Relaxed)
-    }
-
     /// Starts the writers on the current runtime; returns their queue.
     fn start_writers(&self) -> mpsc::Sender<Queued> {
         let (tx, rx) = mpsc::channel::<Queued>(MAX_QUEUED);
