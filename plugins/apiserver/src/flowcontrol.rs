@@ -433,8 +433,14 @@ impl FlowControl {
             .rejected
             .with_label_values(&[schema.name(), schema.level().name(), reason])
             .inc();
-        ApiError::too_many_requests("Too many requests, please try again later.", 1)
+        too_many_requests()
     }
+}
+
+/// Upstream's refusal of a request past the apiserver's concurrency, by flow
+/// control or by the max-in-flight filter.
+pub fn too_many_requests() -> ApiError {
+    ApiError::too_many_requests("Too many requests, please try again later.", 1)
 }
 
 #[cfg(test)]

@@ -913,35 +913,10 @@ async fn handle(
             .await
             .unwrap_or_else(|e| negotiate::error(&e));
     }
-    // Watches take no seat: they run for minutes.
-    let (mut permit, mut seat) = (None, None);
-    if info.verb != Verb::Watch {
-        match &state.flow_control {
-            Some(flow) => {
-                let schema = crate::flowcontrol::FlowSchema::classify(user, info);
-                match flow.admit(schema).await {
-                    Ok(s) => seat = Some(s),
-                    Err(e) => return negotiate::error(&e),
-                }
-            }
-            None => {
-                let sem = if info.verb.is_mutating() {
-                    &state.mutating
-                } else {
-                    &state.readonly
-                };
-                match sem.try_acquire() {
-                    Ok(p) => permit = Some(p),
-                    Err(_) => {
-                        return negotiate::error(&ApiError::too_many_requests(
-                            "Too many requests, please try again later.",
-                            1,
-                        ))
-                    }
-                }
-            }
-        }
-    }
+    let seat = match take_seat(state, info, user).await {
+        Ok(seat) => seat,
+        Err(e) => return negotiate::error(&e),
+    };
     let kind = if info.verb.is_mutating() {
         "mutating"
     } else {
@@ -959,12 +934,49 @@ async fn handle(
         },
     };
     gauge.dec();
-    drop(permit);
     drop(seat);
     match result {
         Ok(resp) => resp,
         Err(e) => negotiate::error(&e),
     }
+}
+
+/// What a running request holds of the apiserver's concurrency, given back when dropped.
+enum Seat<'a> {
+    /// A seat of its priority level (API Priority and Fairness).
+    Level { _held: crate::flowcontrol::Seat },
+    /// A slot of the read-only or mutating in-flight limit.
+    InFlight {
+        _held: tokio::sync::SemaphorePermit<'a>,
+    },
+}
+
+/// The request's seat, waiting for one under API Priority and Fairness; `None`
+/// for a watch, which runs for minutes and takes none. 429 when refused.
+async fn take_seat<'a>(
+    state: &'a ApiState,
+    info: &RequestInfo,
+    user: &UserInfo,
+) -> Result<Option<Seat<'a>>, ApiError> {
+    if info.verb == Verb::Watch {
+        return Ok(None);
+    }
+    if let Some(flow) = &state.flow_control {
+        let schema = crate::flowcontrol::FlowSchema::classify(user, info);
+        return flow
+            .admit(schema)
+            .await
+            .map(|s| Some(Seat::Level { _held: s }));
+    }
+    let limit = if info.verb.is_mutating() {
+        &state.mutating
+    } else {
+        &state.readonly
+    };
+    limit
+        .try_acquire()
+        .map(|p| Some(Seat::InFlight { _held: p }))
+        .map_err(|_| crate::flowcontrol::too_many_requests())
 }
 
 /// Observes one store call in `etcd_request_duration_seconds{operation,type}`.
