@@ -87,3 +87,31 @@ fn missing_config_file_should_be_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// `THP_enabled` of the kernel process, from `/proc/<pid>/status` (Linux 5.0 and later).
+fn thp_enabled(k: &Kernel) -> Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", k.pid()))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| anyhow::anyhow!("no THP_enabled line in /proc/{}/status", k.pid()))
+}
+
+#[test]
+fn transparent_huge_pages_should_be_off_unless_the_config_allows_them() -> Result<()> {
+    let config = kernel_section() + &plugin_entry("counter", "counter");
+    let k = Kernel::start(&config, &[])?;
+    assert_eq!(thp_enabled(&k)?, "0", "off by default");
+    drop(k);
+    let k = Kernel::start(
+        &config,
+        &[("KUBERNEL_KERNEL__TRANSPARENT_HUGE_PAGES", "true")],
+    )?;
+    assert_eq!(
+        thp_enabled(&k)?,
+        "1",
+        "kernel.transparent_huge_pages = true"
+    );
+    Ok(())
+}

@@ -120,6 +120,11 @@ pub struct KernelConfig {
     /// How often the config file is checked for changes (`0s` disables watching).
     #[serde(with = "humantime_serde")]
     pub config_poll_interval: Duration,
+    /// Whether the process may use transparent huge pages. Off by default: the
+    /// allocator asks for them on all its memory, and every first touch of a 2 MiB
+    /// page then zeroes all of it, which cost a tenth of the CPU of the scheduler
+    /// benchmark (see the README's performance section). Read at start only.
+    pub transparent_huge_pages: bool,
 }
 
 impl Default for KernelConfig {
@@ -135,6 +140,7 @@ impl Default for KernelConfig {
             restart_backoff_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             config_poll_interval: Duration::from_secs(2),
+            transparent_huge_pages: false,
         }
     }
 }

@@ -33,10 +33,28 @@ pub fn run(config_path: &Path, data_dir: &Path) -> i32 {
         return EXIT_CONFIG;
     }
     let guard = logging::init(config.kernel.log_format, &filter);
+    if !config.kernel.transparent_huge_pages {
+        if let Err(e) = disable_transparent_huge_pages() {
+            tracing::warn!(error = %e, "cannot turn transparent huge pages off (kernel.transparent_huge_pages = false)");
+        }
+    }
     let system = actix::System::new();
     let code = system.block_on(serve(config, data_dir.to_path_buf()));
     guard.shutdown();
     code
+}
+
+/// Turns transparent huge pages off for this process (and children it forks), even
+/// where the allocator asked for them with `madvise(MADV_HUGEPAGE)`.
+#[allow(unsafe_code)]
+fn disable_transparent_huge_pages() -> std::io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// SIGTERM and SIGINT, registered before anything starts so no signal is missed.
