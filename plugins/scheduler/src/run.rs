@@ -540,7 +540,7 @@ fn report_unschedulable(
         for other in &u.cleared_nominations {
             let api: Api<Pod> = Api::namespaced(shared.client.clone(), &other.namespace);
             let patch = json!({"status": {"nominatedNodeName": null}});
-            if let Err(e) = api.patch_status(&other.name, &Patch::Merge(patch)).await {
+            if let Err(e) = api.patch_status_discarding(&other.name, &Patch::Merge(patch)).await {
                 tracing::debug!(pod = %other.key(), error = %e, "nominatedNodeName not cleared");
             }
         }
@@ -563,7 +563,7 @@ fn report_unschedulable(
             return;
         }
         if let Err(e) = api
-            .patch_status(&pod.name, &Patch::Strategic(json!({ "status": status })))
+            .patch_status_discarding(&pod.name, &Patch::Strategic(json!({ "status": status })))
             .await
         {
             tracing::debug!(pod = %pod.key(), error = %e, "PodScheduled condition not written");

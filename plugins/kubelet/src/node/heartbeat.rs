@@ -141,7 +141,7 @@ async fn try_register(shared: &Shared) -> Result<(), ClientError> {
     };
     let status = node_status(shared, &readings(shared), Some(&existing));
     nodes
-        .patch_status(
+        .patch_status_discarding(
             &shared.node_name,
             &Patch::Strategic(json!({ "status": status })),
         )
@@ -221,7 +221,7 @@ pub(super) async fn report_status(shared: Arc<Shared>) {
         let previous = nodes.get(&shared.node_name).await.ok();
         let status = node_status(&shared, &r, previous.as_ref());
         let result = nodes
-            .patch_status(
+            .patch_status_discarding(
                 &shared.node_name,
                 &Patch::Strategic(json!({ "status": status })),
             )

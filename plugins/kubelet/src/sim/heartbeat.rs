@@ -102,7 +102,9 @@ async fn post(shared: &Shared, i: u32, transition: bool) {
     let name = shared.fleet.name(i);
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let status = Patch::Strategic(shared.fleet.node_status(i, Timestamp::now(), transition));
-    let result = shared.limited(nodes.patch_status(&name, &status)).await;
+    let result = shared
+        .limited(nodes.patch_status_discarding(&name, &status))
+        .await;
     if let Err(e) = &result {
         tracing::warn!(node = %name, error = %e, "posting the node status failed");
     } else {

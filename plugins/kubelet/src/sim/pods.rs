@@ -422,7 +422,11 @@ impl Pods {
         let (ns, name) = key.split_once('/').unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), ns);
         let patch = Patch::Strategic(json!({ "status": status }));
-        match self.shared.limited(api.patch_status(name, &patch)).await {
+        match self
+            .shared
+            .limited(api.patch_status_discarding(name, &patch))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => self.kill(key).await,
             Err(source) => Err(SyncError::Api {

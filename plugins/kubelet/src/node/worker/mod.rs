@@ -550,7 +550,7 @@ impl Worker {
         let (ns, name) = self.key.split_once('/').unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), ns);
         let patch = Patch::Strategic(json!({ "status": status }));
-        match api.patch_status(name, &patch).await {
+        match api.patch_status_discarding(name, &patch).await {
             Ok(_) => {
                 if phase == Phase::Running && !self.reported_running {
                     self.reported_running = true;
