@@ -345,10 +345,11 @@ client.transport = "{transport}"
         .unwrap_or("0")
         .to_string();
 
-    // Watch for bindings before creating anything.
+    // Watch for bindings before creating anything; only bound pods (as the
+    // scheduler's informer of assigned pods does), so creates are not sent back.
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let watch_url = format!(
-        "{api}/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}&timeoutSeconds={}",
+        "{api}/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}&timeoutSeconds={}&fieldSelector=spec.nodeName%21%3D",
         opts.timeout.as_secs().max(1)
     );
     {
