@@ -4,10 +4,10 @@
 use std::net::Ipv4Addr;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{json, Value};
 
 use crate::runtime::{ContainerState, ContainerStatus, SandboxStatus};
+use crate::watched_pod::{WatchedContainer, WatchedPod};
 
 /// A Kubernetes `Time` (seconds precision, UTC).
 pub fn k8s_time(ts: Timestamp) -> String {
@@ -65,9 +65,9 @@ pub struct PodFacts {
 
 impl PodFacts {
     /// Extracts the facts from `pod`.
-    pub fn of(pod: &Pod) -> PodFacts {
+    pub fn of(pod: &WatchedPod) -> PodFacts {
         let spec = pod.spec.as_ref();
-        let containers = |list: Option<&[Container]>| -> Box<[ContainerFacts]> {
+        let containers = |list: Option<&[WatchedContainer]>| -> Box<[ContainerFacts]> {
             list.unwrap_or_default()
                 .iter()
                 .map(|c| ContainerFacts {
@@ -80,10 +80,10 @@ impl PodFacts {
         PodFacts {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             start_time: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
-            init_containers: containers(spec.and_then(|s| s.init_containers.as_deref())),
+            init_containers: containers(spec.map(|s| s.init_containers.as_slice())),
             containers: containers(spec.map(|s| s.containers.as_slice())),
             conditions: status
-                .and_then(|s| s.conditions.as_deref())
+                .map(|s| s.conditions.as_slice())
                 .unwrap_or_default()
                 .iter()
                 .map(|c| ConditionFacts {
@@ -210,7 +210,7 @@ mod tests {
     use super::*;
     use crate::runtime::{ContainerId, SandboxId, SandboxState};
 
-    fn pod() -> Pod {
+    fn pod() -> WatchedPod {
         serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
             "spec": {

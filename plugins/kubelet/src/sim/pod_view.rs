@@ -4,10 +4,9 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
-
 use super::fleet::Fleet;
 use crate::pod_status::PodFacts;
+use crate::watched_pod::WatchedPod;
 
 /// Where a pod is in its life, as far as the sim kubelet cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +37,7 @@ pub(super) struct PodView {
 
 impl PodView {
     /// The view of `pod` if it is bound to one of `fleet`'s nodes.
-    pub(super) fn of(pod: &Pod, fleet: &Fleet) -> Option<PodView> {
+    pub(super) fn of(pod: &WatchedPod, fleet: &Fleet) -> Option<PodView> {
         let node = fleet.index_of(node_of(pod))?;
         let status = pod.status.as_ref();
         let phase = match status.and_then(|s| s.phase.as_deref()) {
@@ -66,14 +65,14 @@ impl PodView {
 }
 
 /// The pod's key: `namespace/name`.
-pub(super) fn key_of(pod: &Pod) -> Arc<str> {
+pub(super) fn key_of(pod: &WatchedPod) -> Arc<str> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     format!("{ns}/{name}").into()
 }
 
 /// The node the pod is bound to (empty when unbound).
-fn node_of(pod: &Pod) -> &str {
+fn node_of(pod: &WatchedPod) -> &str {
     pod.spec
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
@@ -91,7 +90,7 @@ mod tests {
         Fleet::new(&config, "sim://test".into())
     }
 
-    fn pod(node: &str, status: serde_json::Value) -> Pod {
+    fn pod(node: &str, status: serde_json::Value) -> WatchedPod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},

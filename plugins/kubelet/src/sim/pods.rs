@@ -26,6 +26,7 @@ use super::Shared;
 use crate::metrics::Operation;
 use crate::pod_status::{pod_status, Placement};
 use crate::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, RuntimeError, SandboxId};
+use crate::watched_pod::WatchedPod;
 use crate::watcher::{self, Seen};
 
 /// Why syncing a pod failed.
@@ -115,7 +116,7 @@ pub(super) async fn run(
             p.resync_node(i).await;
         }
     });
-    let api: Api<Pod> = Api::all(shared.client.clone());
+    let api: Api<WatchedPod> = Api::all(shared.client.clone());
     let params = ListParams {
         limit: 500,
         ..ListParams::default().fields("spec.nodeName!=")
@@ -175,7 +176,7 @@ impl Pods {
 
     /// A watched pod: hands it to the workers if it is on one of our nodes and is not
     /// just our own status coming back; returns its key if it is ours.
-    fn applied(&self, pod: &Pod) -> Option<Arc<str>> {
+    fn applied(&self, pod: &WatchedPod) -> Option<Arc<str>> {
         let view = PodView::of(pod, &self.shared.fleet)?;
         let key = key_of(pod);
         let echo = !view.deleting
@@ -207,7 +208,7 @@ impl Pods {
 
     /// Lists node `i`'s pods and syncs them (the node resumed).
     async fn resync_node(&self, i: u32) {
-        let api: Api<Pod> = Api::all(self.shared.client.clone());
+        let api: Api<WatchedPod> = Api::all(self.shared.client.clone());
         let params =
             ListParams::default().fields(&format!("spec.nodeName={}", self.shared.fleet.name(i)));
         match self.shared.limited(api.list(&params)).await {
