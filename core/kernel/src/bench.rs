@@ -390,6 +390,8 @@ client.transport = "{transport}"
         errors: Mutex::new(BTreeMap::new()),
         retried: AtomicUsize::new(0),
     };
+    let cluster_pid = cluster.0.id();
+    let cpu_at_start = (cpu_time(&cluster_pid.to_string()), cpu_time("self"));
     let create_start = Instant::now();
     clients
         .run(opts.concurrency.max(1))
@@ -420,6 +422,11 @@ client.transport = "{transport}"
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    let cpu_used = |start: Option<Duration>, pid: &str| Some(cpu_time(pid)? - start?);
+    let cpu_per_pod = (
+        cpu_used(cpu_at_start.0, &cluster_pid.to_string()),
+        cpu_used(cpu_at_start.1, "self"),
+    );
     let bound = bound.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut latencies: Vec<f64> = created
         .iter()
@@ -508,6 +515,14 @@ client.transport = "{transport}"
         percentile(&latencies, 0.50) * 1000.0,
         percentile(&latencies, 0.99) * 1000.0
     );
+    if let (Some(cluster), Some(bench)) = cpu_per_pod {
+        let per_pod = |d: Duration| d.as_secs_f64() * 1e6 / created_count.max(1) as f64;
+        println!(
+            "  CPU per pod:               cluster {:.0} µs, bench {:.0} µs (user + system, from the first create until the Events are written)",
+            per_pod(cluster),
+            per_pod(bench)
+        );
+    }
     match cycle {
         Some(h) => println!(
             "  scheduling attempt (algorithm + binding round trip): mean {:.3} ms, p50 <= {:.3} ms, p99 <= {:.3} ms ({} attempts; histogram bucket bounds)",
@@ -519,6 +534,18 @@ client.transport = "{transport}"
         None => println!("  scheduling attempt:        no scheduler_scheduling_attempt_duration_seconds samples"),
     }
     wait.map_err(|e| fail(&mut cluster, e))
+}
+
+/// User + system CPU time of process `pid` (a number or `self`) so far, from
+/// `/proc/<pid>/stat`; `None` off Linux or once the process is gone.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, in clock ticks (USER_HZ, 100 on Linux).
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// Sums of the `name` series whose labels contain `filter`, keyed by the values of

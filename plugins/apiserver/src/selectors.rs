@@ -132,6 +132,9 @@ impl LabelSelector {
 
     /// True when `object`'s labels satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
         let labels = object.at("/metadata/labels");
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
@@ -230,15 +233,17 @@ impl FieldSelector {
     /// True when `object` satisfies every requirement (a missing field reads as "").
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, eq, want)| {
-            let path = format!("/{}", field.replace('.', "/"));
-            let have = match object.at(&path) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Bool(b)) => b.to_string(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+            let found = field
+                .split('.')
+                .try_fold(object, |value, step| value.get(step));
+            let same = match found {
+                Some(Value::String(s)) => s == want,
+                Some(Value::Null) | None => want.is_empty(),
+                Some(Value::Bool(b)) => b.to_string() == *want,
+                Some(Value::Number(n)) => n.to_string() == *want,
+                Some(other) => other.to_string() == *want,
             };
-            (have == *want) == *eq
+            same == *eq
         })
     }
 }
@@ -285,6 +290,17 @@ mod tests {
         assert!(FieldSelector::parse("spec.nodeName=", "Pod")
             .expect("valid")
             .matches(&json!({})));
+        let host = json!({"spec": {"nodeName": "n1", "hostNetwork": true}});
+        for (sel, want) in [
+            ("spec.nodeName!=", true),
+            ("spec.nodeName=", false),
+            ("spec.hostNetwork=true", true),
+            ("spec.hostNetwork!=true", false),
+            ("status.phase=", true),
+        ] {
+            let s = FieldSelector::parse(sel, "Pod").expect(sel);
+            assert_eq!(s.matches(&host), want, "{sel}");
+        }
         let err = FieldSelector::parse("spec.foo=x", "Pod").expect_err("unsupported");
         assert_eq!(err.message, "field label not supported: spec.foo");
     }
