@@ -1,5 +1,6 @@
 //! Label and field selectors: parsing (Kubernetes syntax and errors) and matching against objects.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use kubernel_api::pointer::Pointer;
@@ -236,14 +237,13 @@ impl FieldSelector {
             let found = field
                 .split('.')
                 .try_fold(object, |value, step| value.get(step));
-            let same = match found {
-                Some(Value::String(s)) => s == want,
-                Some(Value::Null) | None => want.is_empty(),
-                Some(Value::Bool(b)) => b.to_string() == *want,
-                Some(Value::Number(n)) => n.to_string() == *want,
-                Some(other) => other.to_string() == *want,
+            let have: Cow<'_, str> = match found {
+                Some(Value::String(s)) => Cow::Borrowed(s),
+                Some(Value::Null) | None => Cow::Borrowed(""),
+                Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+                Some(other) => Cow::Owned(other.to_string()),
             };
-            same == *eq
+            (have == want.as_str()) == *eq
         })
     }
 }
