@@ -25,7 +25,8 @@ use self::commit::{Op, Request};
 use self::disk::Disk;
 use super::cache::Cache;
 use super::{
-    CacheOptions, ListOptions, ListResult, Revision, Store, StoreError, StoreStats, Stored, Watch,
+    CacheOptions, ListOptions, ListResult, Prepared, Revision, Store, StoreError, StoreStats,
+    Stored, Watch,
 };
 
 /// Writes that may wait for the commit thread before writers wait to queue.
@@ -109,10 +110,11 @@ impl EmbeddedStore {
     }
 
     /// Queues one write and waits until it is durable (or refused).
-    async fn write(&self, key: &str, op: Op) -> Result<Stored, StoreError> {
+    async fn write(&self, key: &str, op: Result<Op, StoreError>) -> Result<Stored, StoreError> {
         if key.is_empty() {
             return Err(StoreError::Invalid("empty key".into()));
         }
+        let op = op?;
         let requests = self.requests.as_ref().ok_or_else(commit::shutting_down)?;
         let (reply, outcome) = oneshot::channel();
         requests
@@ -130,7 +132,9 @@ impl EmbeddedStore {
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
     async fn create(&self, key: &str, object: Value) -> Result<Stored, StoreError> {
-        self.write(key, Op::Create(object)).await
+        // Serialized here, on the caller's thread, not on the commit thread.
+        self.write(key, Prepared::new(key, object).map(Op::Create))
+            .await
     }
 
     async fn update(
@@ -139,11 +143,12 @@ impl Store for EmbeddedStore {
         object: Value,
         expected: Option<Revision>,
     ) -> Result<Stored, StoreError> {
-        self.write(key, Op::Update(object, expected)).await
+        let op = Prepared::new(key, object).map(|object| Op::Update(object, expected));
+        self.write(key, op).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Stored, StoreError> {
-        self.write(key, Op::Delete(expected)).await
+        self.write(key, Ok(Op::Delete(expected))).await
     }
 
     fn get(&self, key: &str) -> Result<Option<Stored>, StoreError> {

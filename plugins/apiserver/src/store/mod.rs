@@ -262,27 +262,106 @@ pub trait Store: Send + Sync + 'static {
 /// `object` as stored at `mod_revision`: `metadata.resourceVersion` set, serialized.
 fn stored(
     key: &Arc<str>,
-    mut object: Value,
+    object: Value,
     create_revision: Revision,
     mod_revision: Revision,
 ) -> Result<Stored, StoreError> {
-    let metadata = object
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| {
-            StoreError::Invalid(format!("{key}: not a JSON object with a metadata object"))
-        })?;
-    metadata.insert(
-        "resourceVersion".into(),
-        Value::String(mod_revision.to_string()),
-    );
-    let json =
-        serde_json::to_vec(&object).map_err(|err| StoreError::Invalid(format!("{key}: {err}")))?;
-    Ok(Stored {
-        key: key.clone(),
-        object: Arc::new(object),
-        json: Bytes::from(json),
-        create_revision,
-        mod_revision,
-    })
+    Ok(Prepared::new(key, object)?.finish(key, create_revision, mod_revision))
+}
+
+/// An object serialized before its write gets a revision, with an empty
+/// `metadata.resourceVersion` whose place in the bytes is known. The embedded
+/// store's commit thread, which every write crosses one at a time, then writes
+/// the revision's digits in there instead of serializing the whole object.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The object, `metadata.resourceVersion` empty until [`Prepared::finish`].
+    object: Value,
+    /// `object` as JSON, the same bytes `serde_json::to_vec` makes.
+    json: Vec<u8>,
+    /// Offset in `json` between the two quotes of the empty `resourceVersion`.
+    revision_at: usize,
+}
+
+impl Prepared {
+    /// Serializes `object` (written at `key`) with an empty resourceVersion; fails
+    /// unless it is a JSON object with a `metadata` object.
+    pub fn new(key: &str, mut object: Value) -> Result<Prepared, StoreError> {
+        let invalid =
+            || StoreError::Invalid(format!("{key}: not a JSON object with a metadata object"));
+        let failed = |err: serde_json::Error| StoreError::Invalid(format!("{key}: {err}"));
+        let top = object.as_object_mut().ok_or_else(invalid)?;
+        let metadata = top
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(invalid)?;
+        metadata.insert("resourceVersion".into(), Value::String(String::new()));
+        // The object and its metadata are written entry by entry, in the order
+        // serde_json writes maps, to learn where the resourceVersion goes.
+        let mut json = Vec::with_capacity(1024);
+        let mut revision_at = 0;
+        json.push(b'{');
+        for (i, (name, value)) in top.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            serde_json::to_writer(&mut json, name).map_err(failed)?;
+            json.push(b':');
+            match value {
+                Value::Object(metadata) if name == "metadata" => {
+                    json.push(b'{');
+                    for (j, (field, value)) in metadata.iter().enumerate() {
+                        if j > 0 {
+                            json.push(b',');
+                        }
+                        serde_json::to_writer(&mut json, field).map_err(failed)?;
+                        json.push(b':');
+                        if field == "resourceVersion" {
+                            json.push(b'"');
+                            revision_at = json.len();
+                            json.push(b'"');
+                        } else {
+                            serde_json::to_writer(&mut json, value).map_err(failed)?;
+                        }
+                    }
+                    json.push(b'}');
+                }
+                value => serde_json::to_writer(&mut json, value).map_err(failed)?,
+            }
+        }
+        json.push(b'}');
+        Ok(Prepared {
+            object,
+            json,
+            revision_at,
+        })
+    }
+
+    /// The object as stored at `key` by the write of `mod_revision`.
+    pub fn finish(
+        mut self,
+        key: &Arc<str>,
+        create_revision: Revision,
+        mod_revision: Revision,
+    ) -> Stored {
+        let digits = mod_revision.to_string();
+        if let Some(metadata) = self
+            .object
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+        {
+            metadata.insert("resourceVersion".into(), Value::String(digits.clone()));
+        }
+        let mut json = Vec::with_capacity(self.json.len() + digits.len());
+        json.extend_from_slice(&self.json[..self.revision_at]);
+        json.extend_from_slice(digits.as_bytes());
+        json.extend_from_slice(&self.json[self.revision_at..]);
+        Stored {
+            key: key.clone(),
+            object: Arc::new(self.object),
+            json: Bytes::from(json),
+            create_revision,
+            mod_revision,
+        }
+    }
 }

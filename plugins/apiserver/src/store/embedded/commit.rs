@@ -16,7 +16,7 @@ use tracing::{debug, error, trace};
 use super::disk::Disk;
 use super::Shared;
 use crate::store::cache::Cache;
-use crate::store::{stored, Event, EventType, Revision, StoreError, Stored};
+use crate::store::{stored, Event, EventType, Prepared, Revision, StoreError, Stored};
 
 /// At most this many writes share one disk commit (one fsync).
 pub(super) const MAX_BATCH: usize = 1000;
@@ -73,9 +73,9 @@ impl CommitMetrics {
 #[derive(Debug)]
 pub(super) enum Op {
     /// Create the key with this object.
-    Create(Value),
+    Create(Prepared),
     /// Replace the key's object, if its mod revision is the expected one.
-    Update(Value, Option<Revision>),
+    Update(Prepared, Option<Revision>),
     /// Delete the key, if its mod revision is the expected one.
     Delete(Option<Revision>),
 }
@@ -205,7 +205,7 @@ fn event(
                     key: key.to_string(),
                 });
             }
-            let object = stored(key, object, revision, revision)?;
+            let object = object.finish(key, revision, revision);
             Ok(Event {
                 revision,
                 kind: EventType::Added,
@@ -216,7 +216,7 @@ fn event(
         }
         Op::Update(object, expected) => {
             let prev = existing(key, current, expected)?;
-            let object = stored(key, object, prev.create_revision, revision)?;
+            let object = object.finish(key, prev.create_revision, revision);
             Ok(Event {
                 revision,
                 kind: EventType::Modified,
@@ -280,7 +280,7 @@ mod tests {
 
     use super::super::disk::Disk;
     use super::super::{EmbeddedStore, Shared};
-    use super::{plan, run, Op, Request};
+    use super::{plan, run, Op, Prepared, Request};
     use crate::store::cache::Cache;
     use crate::store::tests::pod;
     use crate::store::{CacheOptions, Revision, Store, StoreError};
@@ -290,6 +290,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path(), CacheOptions::default()).expect("open store");
         (dir, store)
+    }
+
+    fn prepared(name: &str) -> Prepared {
+        Prepared::new("pods/a", pod(name)).expect("prepared")
     }
 
     fn request(key: &str, op: Op) -> Request {
@@ -305,11 +309,10 @@ mod tests {
     fn plan_should_check_each_write_against_earlier_writes_of_its_batch() {
         let cache = Cache::new(BTreeMap::new(), 7, CacheOptions::default());
         let requests = vec![
-            request("pods/a", Op::Create(pod("a"))),
-            request("pods/a", Op::Create(pod("a"))),
-            request("pods/a", Op::Update(pod("a"), Some(7))),
-            request("pods/a", Op::Update(pod("a"), Some(8))),
-            request("pods/b", Op::Create(json!({"kind": "Pod"}))),
+            request("pods/a", Op::Create(prepared("a"))),
+            request("pods/a", Op::Create(prepared("a"))),
+            request("pods/a", Op::Update(prepared("a"), Some(7))),
+            request("pods/a", Op::Update(prepared("a"), Some(8))),
             request("pods/a", Op::Delete(None)),
             request("pods/a", Op::Delete(None)),
         ];
@@ -328,9 +331,43 @@ mod tests {
             })
         ));
         assert!(matches!(outcomes[3], Ok(9)));
-        assert!(matches!(outcomes[4], Err(StoreError::Invalid(_))));
-        assert!(matches!(outcomes[5], Ok(10)));
-        assert!(matches!(outcomes[6], Err(StoreError::NotFound { .. })));
+        assert!(matches!(outcomes[4], Ok(10)));
+        assert!(matches!(outcomes[5], Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn an_object_without_metadata_should_be_refused_before_it_is_queued() {
+        assert!(matches!(
+            Prepared::new("pods/b", json!({"kind": "Pod"})),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            Prepared::new("pods/b", json!(["not", "an", "object"])),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_prepared_object_should_store_the_bytes_serde_json_writes() {
+        let key: Arc<str> = Arc::from("events/default/e");
+        // Another resourceVersion sorts before metadata's: only metadata's is the revision.
+        let object = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "involvedObject": {"kind": "Pod", "name": "p", "resourceVersion": ""},
+            "metadata": {"name": "e", "namespace": "default", "labels": {"a\"b": "\u{1}"}},
+            "message": "resourceVersion \"\"",
+        });
+        let stored = Prepared::new(&key, object.clone())
+            .expect("prepared")
+            .finish(&key, 3, 12);
+        let mut expected = object;
+        expected["metadata"]["resourceVersion"] = json!("12");
+        assert_eq!(*stored.object, expected);
+        assert_eq!(
+            &stored.json[..],
+            serde_json::to_vec(&expected).expect("json")
+        );
+        assert_eq!((stored.create_revision, stored.mod_revision), (3, 12));
     }
 
     #[tokio::test]
@@ -376,7 +413,7 @@ mod tests {
         requests
             .try_send(Request {
                 key: Arc::from("pods/a"),
-                op: Op::Create(pod("a")),
+                op: Op::Create(prepared("a")),
                 reply,
             })
             .expect("queue");
