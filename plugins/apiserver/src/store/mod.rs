@@ -269,6 +269,17 @@ fn stored(
     Ok(Prepared::new(key, object)?.finish(key, create_revision, mod_revision))
 }
 
+/// Writes the `index`th key of a JSON object being written: the comma before it
+/// (unless it is the first), the quoted key and the colon.
+fn write_key(json: &mut Vec<u8>, index: usize, key: &str) -> Result<(), serde_json::Error> {
+    if index > 0 {
+        json.push(b',');
+    }
+    serde_json::to_writer(&mut *json, key)?;
+    json.push(b':');
+    Ok(())
+}
+
 /// An object serialized before its write gets a revision, with an empty
 /// `metadata.resourceVersion` whose place in the bytes is known. The embedded
 /// store's commit thread, which every write crosses one at a time, then writes
@@ -302,20 +313,12 @@ impl Prepared {
         let mut revision_at = 0;
         json.push(b'{');
         for (i, (name, value)) in top.iter().enumerate() {
-            if i > 0 {
-                json.push(b',');
-            }
-            serde_json::to_writer(&mut json, name).map_err(failed)?;
-            json.push(b':');
+            write_key(&mut json, i, name).map_err(failed)?;
             match value {
                 Value::Object(metadata) if name == "metadata" => {
                     json.push(b'{');
                     for (j, (field, value)) in metadata.iter().enumerate() {
-                        if j > 0 {
-                            json.push(b',');
-                        }
-                        serde_json::to_writer(&mut json, field).map_err(failed)?;
-                        json.push(b':');
+                        write_key(&mut json, j, field).map_err(failed)?;
                         if field == "resourceVersion" {
                             json.push(b'"');
                             revision_at = json.len();
