@@ -105,6 +105,34 @@ pub fn prepare_create(info: &RequestInfo, object: &mut Value) -> Result<(), ApiE
     Ok(())
 }
 
+/// Makes `new` `old` with `new`'s `status` (a write to the status subresource
+/// changes nothing else). `new` is usually a patch of `old` and holds the same
+/// spec and metadata, so only the fields that differ are copied back from `old`,
+/// instead of cloning the whole stored object for every status write.
+fn keep_all_but_status(old: &Value, new: &mut Value) {
+    let (Some(old_fields), Some(new_fields)) = (old.as_object(), new.as_object_mut()) else {
+        let status = new.get_mut("status").map(Value::take);
+        *new = old.clone();
+        if let Some(fields) = new.as_object_mut() {
+            match status {
+                Some(s) => fields.insert("status".into(), s),
+                None => fields.remove("status"),
+            };
+        }
+        return;
+    };
+    new_fields.retain(|name, _| name == "status" || old_fields.contains_key(name));
+    for (name, value) in old_fields.iter().filter(|(name, _)| *name != "status") {
+        match new_fields.get_mut(name) {
+            Some(same) if same == value => {}
+            Some(other) => *other = value.clone(),
+            None => {
+                new_fields.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
 /// Carries server-owned fields from `old` into `new` on update, keeps the part
 /// the request may not change (status for the main resource, everything but
 /// status for `/status`), and bumps `generation` when the spec changed.
@@ -134,20 +162,11 @@ pub fn prepare_update(
         return Ok(());
     }
     if info.subresource == "status" {
-        let status = new.get("status").cloned();
-        let mut merged = old.clone();
-        match status {
-            Some(s) => merged["status"] = s,
-            None => {
-                if let Some(o) = merged.as_object_mut() {
-                    o.remove("status");
-                }
-            }
+        let rv = new.at("/metadata/resourceVersion").cloned();
+        keep_all_but_status(old, new);
+        if let Some(rv) = rv {
+            metadata_mut(new)?.insert("resourceVersion".into(), rv);
         }
-        if let Some(rv) = new.at("/metadata/resourceVersion").cloned() {
-            metadata_mut(&mut merged)?.insert("resourceVersion".into(), rv);
-        }
-        *new = merged;
         return Ok(());
     }
     if let Some(obj) = new.as_object_mut() {
@@ -275,6 +294,57 @@ mod tests {
             "pi"
         );
         assert_eq!(job["spec"]["template"]["metadata"]["labels"]["a"], "b");
+    }
+
+    #[test]
+    fn a_status_write_should_keep_everything_but_the_status_as_stored() {
+        let old = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "5", "labels": {"a": "b"}},
+            "spec": {"nodeName": "n1"},
+            "status": {"phase": "Pending"},
+        });
+        let status = |s: Value| {
+            let info = RequestInfo {
+                verb: crate::request::Verb::Update,
+                resource: kubernel_api::resources::find("", "v1", "pods").expect("pods"),
+                subresource: "status".into(),
+                namespace: "default".into(),
+                name: "p".into(),
+            };
+            let mut new = s;
+            prepare_update(&info, &old, &mut new, true).expect("prepared");
+            new
+        };
+        let mut expected = old.clone();
+        expected["status"] = json!({"phase": "Running"});
+        // The same spec and metadata, a new status.
+        let mut same = old.clone();
+        same["status"] = json!({"phase": "Running"});
+        assert_eq!(status(same), expected);
+        // Spec changes, extra and missing fields are all undone; the status stays.
+        let changed = json!({
+            "apiVersion": "v1", "kind": "Pod", "extra": 1,
+            "metadata": {"name": "p", "labels": {"a": "c"}},
+            "spec": {"nodeName": "n2"},
+            "status": {"phase": "Running"},
+        });
+        let mut no_rv = expected.clone();
+        no_rv["metadata"] = old["metadata"].clone();
+        assert_eq!(status(changed), no_rv);
+        // A resourceVersion the client sent is kept, for the compare-and-swap.
+        let mut with_rv = expected.clone();
+        with_rv["metadata"]["resourceVersion"] = json!("4");
+        assert_eq!(status(with_rv.clone()), with_rv);
+        // No status: the stored one is dropped; null is kept as written.
+        let mut without = old.clone();
+        if let Some(o) = without.as_object_mut() {
+            o.remove("status");
+        }
+        assert_eq!(status(without.clone()), without);
+        let mut null = old.clone();
+        null["status"] = Value::Null;
+        assert_eq!(status(null.clone()), null);
     }
 
     #[test]
