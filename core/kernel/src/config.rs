@@ -124,6 +124,8 @@ pub struct KernelConfig {
     /// allocator asks for them on all its memory, and every first touch of a 2 MiB
     /// page then zeroes all of it, which cost a tenth of the CPU of the scheduler
     /// benchmark (see the README's performance section). Read at start only.
+    /// Processes the kernel starts inherit the setting: with it off, the
+    /// containers of the kubelet's `process` runtime run without huge pages too.
     pub transparent_huge_pages: bool,
 }
 
