@@ -303,3 +303,38 @@ fn scoring_plugin_should_be_enabled_and_swapped_while_pods_keep_coming() -> Resu
     }
     Ok(())
 }
+
+#[test]
+fn bench_scheduler_should_report_every_pod_bound_and_done() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().to_string_lossy().into_owned();
+    let (status, out, err) = kubernel(
+        &[
+            "--data-dir",
+            &data,
+            "bench",
+            "scheduler",
+            "--nodes",
+            "10",
+            "--pods",
+            "40",
+            "--concurrency",
+            "4",
+            "--timeout-seconds",
+            "60",
+        ],
+        &[],
+    )?;
+    assert!(status.success(), "bench failed: {err}\n{out}");
+    for line in [
+        "bound:                     40 of 40",
+        "Scheduled Events written:  40 of 40",
+        "reported Running:          40 of 40",
+        "all done:",
+        "CPU per pod:",
+        "apiserver 429 answers:     none",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! `kubernel bench scheduler`: starts a cluster of simulated nodes in a child
-//! process, creates pods through the API and reports how fast they get bound.
+//! process, creates pods through the API and reports how fast they get bound, and
+//! how fast they are done (their `Scheduled` Event written, reported Running).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -194,6 +195,13 @@ struct PodFields {
     metadata: PodName,
     #[serde(default)]
     spec: PodNode,
+    #[serde(default)]
+    status: PodPhase,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PodPhase {
+    phase: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -208,21 +216,39 @@ struct PodNode {
     node_name: Option<String>,
 }
 
-/// The number of items of the list at `url`, not decoding them.
-fn count_items(agent: &ureq::Agent, url: &str) -> Option<usize> {
-    #[derive(serde::Deserialize)]
-    struct List {
-        #[serde(default)]
-        items: Vec<serde::de::IgnoredAny>,
-    }
-    let mut resp = agent.get(url).call().ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    resp.body_mut()
-        .read_json::<List>()
-        .ok()
-        .map(|l| l.items.len())
+/// What the bench's watches saw, by pod name: when each pod was first seen bound
+/// and reported Running, and how many `Scheduled` Events were added (the last when).
+#[derive(Default)]
+struct Seen {
+    bound: Mutex<HashMap<String, Instant>>,
+    running: Mutex<HashMap<String, Instant>>,
+    events: Mutex<(usize, Option<Instant>)>,
+}
+
+/// Locks `m`, also after a panic of another holder.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Watches `url` on a thread of its own, handing each line to `on` until it returns
+/// false or the watch ends.
+fn watch_lines(url: String, mut on: impl FnMut(&str) -> bool + Send + 'static) {
+    std::thread::spawn(move || {
+        let watcher: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let Ok(resp) = watcher.get(&url).call() else {
+            return;
+        };
+        let reader = BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if !on(&line) {
+                return;
+            }
+        }
+    });
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -345,40 +371,52 @@ client.transport = "{transport}"
         .unwrap_or("0")
         .to_string();
 
-    // Watch for bindings before creating anything; only bound pods (as the
-    // scheduler's informer of assigned pods does), so creates are not sent back.
-    let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let watch_url = format!(
-        "{api}/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}&timeoutSeconds={}&fieldSelector=spec.nodeName%21%3D",
-        opts.timeout.as_secs().max(1)
+    // Watch before creating anything: bound pods (only those, as the scheduler's
+    // informer of assigned pods, so creates are not sent back) for their binding
+    // and the kubelet's Running report, and the scheduler's `Scheduled` Events.
+    let seen = Arc::new(Seen::default());
+    let timeout = opts.timeout.as_secs().max(1);
+    let pods_url = format!(
+        "{api}/api/v1/namespaces/bench/pods?watch=true&resourceVersion={rv}&timeoutSeconds={timeout}&fieldSelector=spec.nodeName%21%3D"
     );
+    let events_url = format!(
+        "{api}/api/v1/namespaces/bench/events?watch=true&resourceVersion={rv}&timeoutSeconds={timeout}&fieldSelector=reason%3DScheduled"
+    );
+    let total = opts.pods;
     {
-        let bound = bound.clone();
-        let total = opts.pods;
-        std::thread::spawn(move || {
-            let watcher: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let Ok(resp) = watcher.get(&watch_url).call() else {
-                return;
+        let seen = seen.clone();
+        watch_lines(pods_url, move |line| {
+            // Only the fields the bench needs: the rest is skipped unparsed.
+            let Ok(ev) = serde_json::from_str::<WatchedPod>(line) else {
+                return true;
             };
-            let reader = BufReader::new(resp.into_body().into_reader());
-            for line in reader.lines() {
-                let Ok(line) = line else { return };
-                // Only the two fields the bench needs: the rest is skipped unparsed.
-                let Ok(ev) = serde_json::from_str::<WatchedPod>(&line) else {
-                    continue;
-                };
-                if ev.object.spec.node_name.is_some_and(|n| !n.is_empty()) {
-                    let name = ev.object.metadata.name;
-                    let mut b = bound.lock().unwrap_or_else(|p| p.into_inner());
-                    b.entry(name).or_insert_with(Instant::now);
-                    if b.len() >= total {
-                        return;
-                    }
-                }
+            let name = ev.object.metadata.name;
+            if ev.object.status.phase.as_deref() == Some("Running") {
+                lock(&seen.running)
+                    .entry(name.clone())
+                    .or_insert_with(Instant::now);
             }
+            if ev.object.spec.node_name.is_some_and(|n| !n.is_empty()) {
+                lock(&seen.bound).entry(name).or_insert_with(Instant::now);
+            }
+            lock(&seen.running).len() < total
+        });
+    }
+    {
+        let seen = seen.clone();
+        watch_lines(events_url, move |line| {
+            #[derive(serde::Deserialize)]
+            struct Kind<'a> {
+                #[serde(rename = "type", borrow)]
+                kind: &'a str,
+            }
+            if serde_json::from_str::<Kind>(line).is_ok_and(|k| k.kind == "ADDED") {
+                let mut events = lock(&seen.events);
+                events.0 += 1;
+                events.1 = Some(Instant::now());
+                return events.0 < total;
+            }
+            true
         });
     }
 
@@ -403,23 +441,26 @@ client.transport = "{transport}"
         .unwrap_or_else(|p| p.into_inner());
     let created_count = created.len();
     let wait = wait_for("every pod bound", opts.timeout, || {
-        bound.lock().unwrap_or_else(|p| p.into_inner()).len() >= created_count
+        lock(&seen.bound).len() >= created_count
     });
     let end = Instant::now();
-    // The scheduler writes its `Scheduled` Events behind the bindings: count them
-    // until they are all there or stop coming.
-    let events_url =
-        format!("{api}/api/v1/namespaces/bench/events?fieldSelector=reason%3DScheduled");
-    let mut scheduled_events = (0, Duration::ZERO);
-    let events_deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < events_deadline {
-        let n = count_items(&agent, &events_url).unwrap_or(0);
-        let grew = n > scheduled_events.0;
-        scheduled_events = (n, end.elapsed());
-        if n >= created_count || (!grew && n > 0) {
+    // The scheduler writes its `Scheduled` Events and the kubelet its status
+    // reports behind the bindings: wait for them until all are there or they stop
+    // coming.
+    let mut last_progress = (0, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let events = lock(&seen.events).0;
+        let running = lock(&seen.running).len();
+        if events >= created_count && running >= created_count {
             break;
         }
-        std::thread::sleep(Duration::from_millis(500));
+        if events + running > last_progress.0 {
+            last_progress = (events + running, Instant::now());
+        } else if last_progress.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 
     let cpu_used = |start: Option<Duration>, pid: &str| Some(cpu_time(pid)? - start?);
@@ -427,7 +468,9 @@ client.transport = "{transport}"
         cpu_used(cpu_at_start.0, &cluster_pid.to_string()),
         cpu_used(cpu_at_start.1, "self"),
     );
-    let bound = bound.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let bound = lock(&seen.bound).clone();
+    let running = lock(&seen.running).clone();
+    let (events_written, last_event) = *lock(&seen.events);
     let mut latencies: Vec<f64> = created
         .iter()
         .filter_map(|(name, sent)| {
@@ -439,6 +482,25 @@ client.transport = "{transport}"
     latencies.sort_by(f64::total_cmp);
     let last_bound = bound.values().max().copied().unwrap_or(end);
     let e2e = last_bound.duration_since(create_start).as_secs_f64();
+    let last_running = running.values().max().copied();
+    // Done: the last of the binding, the Running report and the Event.
+    let all_done = [Some(last_bound), last_running, last_event]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(last_bound);
+    let after_binding = |t: Option<Instant>| {
+        t.map_or_else(
+            || "none".to_string(),
+            |t| {
+                format!(
+                    "{:.2} s",
+                    t.saturating_duration_since(last_bound).as_secs_f64()
+                )
+            },
+        )
+    };
+    let done_time = all_done.duration_since(create_start).as_secs_f64();
     let metrics = agent
         .get(&format!("{admin}/metrics"))
         .call()
@@ -505,10 +567,21 @@ client.transport = "{transport}"
         e2e
     );
     println!(
-        "  Scheduled Events written:  {} of {} ({:.1} s after the last binding)",
-        scheduled_events.0,
+        "  Scheduled Events written:  {} of {} (the last {} after the last binding)",
+        events_written,
         created_count,
-        scheduled_events.1.as_secs_f64()
+        after_binding(last_event)
+    );
+    println!(
+        "  reported Running:          {} of {} (the last {} after the last binding)",
+        running.len(),
+        created_count,
+        after_binding(last_running)
+    );
+    println!(
+        "  all done:                  {:.0} pods/s (first create until every binding, Event and Running report, {:.2} s)",
+        created_count.min(running.len()).min(events_written) as f64 / done_time.max(1e-9),
+        done_time
     );
     println!(
         "  create -> bound latency:   p50 {:.1} ms, p99 {:.1} ms",
@@ -518,7 +591,7 @@ client.transport = "{transport}"
     if let (Some(cluster), Some(bench)) = cpu_per_pod {
         let per_pod = |d: Duration| d.as_secs_f64() * 1e6 / created_count.max(1) as f64;
         println!(
-            "  CPU per pod:               cluster {:.0} µs, bench {:.0} µs (user + system, from the first create until the Events are written)",
+            "  CPU per pod:               cluster {:.0} µs, bench {:.0} µs (user + system, from the first create until all is done)",
             per_pod(cluster),
             per_pod(bench)
         );
