@@ -12,7 +12,7 @@ mod plugin;
 pub mod pod_status;
 pub mod runtime;
 pub mod sim;
-mod watched_pod;
+pub mod watched_pod;
 mod watcher;
 
 pub use plugin::Kubelet;
