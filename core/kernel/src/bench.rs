@@ -127,19 +127,9 @@ impl Clients {
             let sent = Instant::now();
             match self.create(http, pod).await {
                 Ok(()) => {
-                    self.created
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name, sent);
+                    lock(&self.created).insert(name, sent);
                 }
-                Err(text) => {
-                    *self
-                        .errors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(text)
-                        .or_default() += 1;
-                }
+                Err(text) => *lock(&self.errors).entry(text).or_default() += 1,
             }
         }
     }
@@ -391,15 +381,14 @@ client.transport = "{transport}"
                 return true;
             };
             let name = ev.object.metadata.name;
+            let mut running = lock(&seen.running);
             if ev.object.status.phase.as_deref() == Some("Running") {
-                lock(&seen.running)
-                    .entry(name.clone())
-                    .or_insert_with(Instant::now);
+                running.entry(name.clone()).or_insert_with(Instant::now);
             }
             if ev.object.spec.node_name.is_some_and(|n| !n.is_empty()) {
                 lock(&seen.bound).entry(name).or_insert_with(Instant::now);
             }
-            lock(&seen.running).len() < total
+            running.len() < total
         });
     }
     {
@@ -517,16 +506,11 @@ client.transport = "{transport}"
         "scheduler benchmark: {} nodes, {} pods ({} create errors), {} creating clients, components over {}",
         opts.nodes,
         opts.pods,
-        clients.errors.lock().unwrap_or_else(|p| p.into_inner()).values().sum::<usize>(),
+        lock(&clients.errors).values().sum::<usize>(),
         opts.concurrency,
         if opts.transport == "http" { "HTTPS" } else { "the kernel bus" }
     );
-    for (text, n) in clients
-        .errors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
+    for (text, n) in lock(&clients.errors).iter() {
         println!("  create error ({n}x):       {text}");
     }
     let too_many = series_by(
