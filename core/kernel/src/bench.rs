@@ -345,7 +345,14 @@ client.transport = "{transport}"
     )
     .map_err(|e| fail(&mut cluster, e))?;
     let nodes_ready = started.elapsed();
-    let admin = std::fs::read_to_string(dir.join("admin-addr"))
+    // The kernel records its admin address once every plugin has started, which
+    // can be after the kubelet has registered its nodes.
+    let admin_path = dir.join("admin-addr");
+    wait_for("the admin address", Duration::from_secs(60), || {
+        admin_path.exists()
+    })
+    .map_err(|e| fail(&mut cluster, e))?;
+    let admin = std::fs::read_to_string(&admin_path)
         .map(|s| format!("http://{}", s.trim()))
         .map_err(|e| fail(&mut cluster, format!("reading the admin address: {e}")))?;
 
