@@ -304,37 +304,58 @@ fn scoring_plugin_should_be_enabled_and_swapped_while_pods_keep_coming() -> Resu
     Ok(())
 }
 
-#[test]
-fn bench_scheduler_should_report_every_pod_bound_and_done() -> Result<()> {
+/// Runs `kubernel bench scheduler` on 10 nodes and 40 pods with `extra` arguments
+/// and checks its report holds every line of `expected`.
+fn bench_should_print(extra: &[&str], expected: &[&str]) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().to_string_lossy().into_owned();
-    let (status, out, err) = kubernel(
-        &[
-            "--data-dir",
-            &data,
-            "bench",
-            "scheduler",
-            "--nodes",
-            "10",
-            "--pods",
-            "40",
-            "--concurrency",
-            "4",
-            "--timeout-seconds",
-            "60",
-        ],
-        &[],
-    )?;
+    let mut args = vec![
+        "--data-dir",
+        &data,
+        "bench",
+        "scheduler",
+        "--nodes",
+        "10",
+        "--pods",
+        "40",
+        "--concurrency",
+        "4",
+        "--timeout-seconds",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    let (status, out, err) = kubernel(&args, &[])?;
     assert!(status.success(), "bench failed: {err}\n{out}");
-    for line in [
-        "bound:                     40 of 40",
-        "Scheduled Events written:  40 of 40",
-        "reported Running:          40 of 40",
-        "all done:",
-        "CPU per pod:",
-        "apiserver 429 answers:     none",
-    ] {
+    for line in expected {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     Ok(())
+}
+
+#[test]
+fn bench_scheduler_should_report_every_pod_bound_and_done() -> Result<()> {
+    bench_should_print(
+        &[],
+        &[
+            "bound:                     40 of 40",
+            "Scheduled Events written:  40 of 40",
+            "reported Running:          40 of 40",
+            "all done:",
+            "CPU per pod:",
+            "apiserver 429 answers:     none",
+        ],
+    )
+}
+
+#[test]
+fn bench_scheduler_without_running_pods_should_measure_the_scheduler_alone() -> Result<()> {
+    bench_should_print(
+        &["--run-pods", "false"],
+        &[
+            "bound:                     40 of 40",
+            "Scheduled Events written:  40 of 40",
+            "reported Running:          0 (--run-pods false: the nodes leave their pods alone)",
+            "every binding and Event,",
+        ],
+    )
 }

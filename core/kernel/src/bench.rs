@@ -27,6 +27,9 @@ pub struct SchedulerBench {
     pub timeout: Duration,
     /// The components' `client.transport`: `bus` or `http`.
     pub transport: String,
+    /// Whether the simulated nodes run their pods (the kubelet's `run_pods`);
+    /// without, the scheduler is measured alone, as scheduler_perf does.
+    pub run_pods: bool,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -291,6 +294,7 @@ path = "libkubernel_kubelet.so"
 [plugin.config]
 runtime = "sim"
 nodes = {nodes}
+run_pods = {run_pods}
 client.transport = "{transport}"
 
 [[plugin]]
@@ -301,6 +305,7 @@ client.transport = "{transport}"
 {scheduler_extra}
 "#,
         nodes = opts.nodes,
+        run_pods = opts.run_pods,
         transport = opts.transport,
     );
     let config_path = dir.join("bench.toml");
@@ -380,6 +385,7 @@ client.transport = "{transport}"
         "{api}/api/v1/namespaces/bench/events?watch=true&resourceVersion={rv}&timeoutSeconds={timeout}&fieldSelector=reason%3DScheduled"
     );
     let total = opts.pods;
+    let total_running = if opts.run_pods { total } else { 0 };
     {
         let seen = seen.clone();
         watch_lines(pods_url, move |line| {
@@ -392,10 +398,11 @@ client.transport = "{transport}"
             if ev.object.status.phase.as_deref() == Some("Running") {
                 running.entry(name.clone()).or_insert_with(Instant::now);
             }
+            let mut bound = lock(&seen.bound);
             if ev.object.spec.node_name.is_some_and(|n| !n.is_empty()) {
-                lock(&seen.bound).entry(name).or_insert_with(Instant::now);
+                bound.entry(name).or_insert_with(Instant::now);
             }
-            running.len() < total
+            running.len() < total_running || bound.len() < total
         });
     }
     {
@@ -436,6 +443,7 @@ client.transport = "{transport}"
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     let created_count = created.len();
+    let running_count = if opts.run_pods { created_count } else { 0 };
     let wait = wait_for("every pod bound", opts.timeout, || {
         lock(&seen.bound).len() >= created_count
     });
@@ -448,7 +456,7 @@ client.transport = "{transport}"
     while Instant::now() < deadline {
         let events = lock(&seen.events).0;
         let running = lock(&seen.running).len();
-        if events >= created_count && running >= created_count {
+        if events >= created_count && running >= running_count {
             break;
         }
         if events + running > last_progress.0 {
@@ -563,15 +571,34 @@ client.transport = "{transport}"
         created_count,
         after_binding(last_event)
     );
+    if opts.run_pods {
+        println!(
+            "  reported Running:          {} of {} (the last {} after the last binding)",
+            running.len(),
+            created_count,
+            after_binding(last_running)
+        );
+    } else {
+        println!(
+            "  reported Running:          {} (--run-pods false: the nodes leave their pods alone)",
+            running.len()
+        );
+    }
     println!(
-        "  reported Running:          {} of {} (the last {} after the last binding)",
-        running.len(),
-        created_count,
-        after_binding(last_running)
-    );
-    println!(
-        "  all done:                  {:.0} pods/s (first create until every binding, Event and Running report, {:.2} s)",
-        created_count.min(running.len()).min(events_written) as f64 / done_time.max(1e-9),
+        "  all done:                  {:.0} pods/s (first create until every binding{}, {:.2} s)",
+        created_count
+            .min(if opts.run_pods {
+                running.len()
+            } else {
+                created_count
+            })
+            .min(events_written) as f64
+            / done_time.max(1e-9),
+        if opts.run_pods {
+            ", Event and Running report"
+        } else {
+            " and Event"
+        },
         done_time
     );
     println!(

@@ -132,6 +132,11 @@ enum BenchCommand {
         /// (the kernel bus, the default in one process) or `http` (HTTPS).
         #[arg(long, default_value = "bus", value_parser = ["bus", "http"])]
         transport: String,
+        /// Whether the simulated nodes run the pods bound to them (report them
+        /// Running). `false` measures the scheduler alone, as upstream
+        /// scheduler_perf does with its fake nodes.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        run_pods: bool,
     },
 }
 
@@ -187,6 +192,7 @@ fn main() {
                     scheduler_config,
                     timeout_seconds,
                     transport,
+                    run_pods,
                 },
         } => bench::scheduler(
             &bench::SchedulerBench {
@@ -196,6 +202,7 @@ fn main() {
                 scheduler_config,
                 timeout: std::time::Duration::from_secs(timeout_seconds),
                 transport,
+                run_pods,
             },
             &cli.data_dir,
         ),

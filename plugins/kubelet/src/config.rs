@@ -227,6 +227,12 @@ pub struct KubeletConfig {
     /// to pause it and remove the annotation to resume it.
     #[serde(default)]
     pub paused_nodes: Vec<String>,
+    /// Sim: whether the simulated nodes run the pods bound to them (start them,
+    /// report them Running, finalize them when deleted). `false` makes the nodes
+    /// objects only, as scheduler_perf's fake nodes are: bound pods stay `Pending`
+    /// and deleted ones `Terminating`, and the scheduler can be measured alone.
+    #[serde(default = "defaults::run_pods")]
+    pub run_pods: bool,
     /// Sim: range the nodes' pod CIDRs are cut from, one /24 per node in order
     /// (node i gets the i-th /24); pods get IPs from their node's /24.
     #[serde(default = "defaults::cluster_cidr")]
@@ -294,6 +300,9 @@ mod defaults {
     pub fn crash_loop_backoff_max() -> Duration {
         Duration::from_secs(300)
     }
+    pub fn run_pods() -> bool {
+        true
+    }
     pub fn nodes() -> u32 {
         1000
     }
@@ -357,6 +366,12 @@ impl KubeletConfig {
             );
         }
         if matches!(self.runtime, RuntimeKind::Process | RuntimeKind::Cri) {
+            if !self.run_pods {
+                return fail(
+                    "run_pods",
+                    "false is only for the sim runtime: a real node always runs its pods".into(),
+                );
+            }
             return self.validate_process();
         }
         let subnets = self.cluster_cidr.subnet_count(NODE_CIDR_PREFIX);
@@ -549,6 +564,7 @@ mod tests {
         assert_eq!(c.lease_renew_interval, Duration::from_secs(10));
         assert_eq!(c.cluster_cidr.to_string(), "10.128.0.0/10");
         assert_eq!(c.node_ip_cidr.to_string(), "10.200.0.0/16");
+        assert!(c.run_pods);
         c.validate().expect("defaults are valid");
     }
 
@@ -600,6 +616,12 @@ mod tests {
         );
         let err = parse("runtime = \"process\"\nnetwork = \"overlay\"").expect_err("bad mode");
         assert!(err.contains("overlay"), "{err}");
+        let c = parse("runtime = \"process\"\nrun_pods = false").expect("config");
+        let err = c
+            .validate()
+            .expect_err("a real node runs its pods")
+            .to_string();
+        assert!(err.contains("run_pods"), "{err}");
         let c = parse("runtime = \"process\"\nnode_name = \"My_Node\"").expect("config");
         let err = c.validate().expect_err("bad name").to_string();
         assert!(

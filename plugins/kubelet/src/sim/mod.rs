@@ -2,6 +2,9 @@
 //! does — it registers them, keeps their Leases and status fresh, and runs their pods on
 //! the in-memory [`SimRuntime`](crate::runtime::sim::SimRuntime).
 //!
+//! With `run_pods = false` the nodes are objects only: registered, Leases and status
+//! kept fresh, their pods left alone (the scheduler measured by itself).
+//!
 //! Pausing: a node listed in `paused_nodes`, or annotated `kubernel.io/sim-paused=true`,
 //! behaves as if its kubelet were down — its Lease and status go stale and its pods are
 //! neither started nor finalized (a deleted pod stays `Terminating`) until it resumes.
@@ -92,7 +95,11 @@ impl SimKubelet {
             tokio::spawn(heartbeat::renew_leases(s.clone()));
             tokio::spawn(heartbeat::report_status(s.clone(), status_rx));
             tokio::spawn(node_watch::run(s.clone()));
-            pods::run(s, queue_metrics, resync_rx).await;
+            if s.config.run_pods {
+                pods::run(s, queue_metrics, resync_rx).await;
+            } else {
+                tracing::info!("run_pods = false: the simulated nodes leave their pods alone");
+            }
         });
         SimKubelet { shared }
     }
