@@ -85,6 +85,70 @@ fn codec(group: &str, version: &str, kind: &str) -> Option<Roundtrip> {
     Some(f)
 }
 
+/// The typed codec of the `status` of a kind whose `/status` is written often
+/// (by kubelets and controllers); `None` for the rest.
+fn status_codec(group: &str, version: &str, kind: &str) -> Option<Roundtrip> {
+    let f: Roundtrip = match (group, version, kind) {
+        ("", "v1", "Pod") => roundtrip::<core::PodStatus>,
+        ("", "v1", "Node") => roundtrip::<core::NodeStatus>,
+        ("", "v1", "Service") => roundtrip::<core::ServiceStatus>,
+        ("apps", "v1", "Deployment") => roundtrip::<apps::DeploymentStatus>,
+        ("apps", "v1", "ReplicaSet") => roundtrip::<apps::ReplicaSetStatus>,
+        ("apps", "v1", "DaemonSet") => roundtrip::<apps::DaemonSetStatus>,
+        ("apps", "v1", "StatefulSet") => roundtrip::<apps::StatefulSetStatus>,
+        ("batch", "v1", "Job") => roundtrip::<batch::JobStatus>,
+        ("batch", "v1", "CronJob") => roundtrip::<batch::CronJobStatus>,
+        _ => return None,
+    };
+    Some(f)
+}
+
+/// Decodes the body of a write to `r`'s `/status`, as [`decode`] does, but
+/// only its `status` (and that `metadata.resourceVersion` is a string): the rest
+/// of the object is the stored one, whatever the body holds, so decoding it
+/// would be spent on fields thrown away, and unknown fields there are dropped
+/// without a word. Kinds without a typed status decode whole.
+pub fn decode_status(
+    r: &Resource,
+    mut object: Value,
+    mode: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let Some(f) = status_codec(r.group, r.version, r.kind) else {
+        return decode(r, object, mode);
+    };
+    let cannot = |e: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!(
+            "{0} in version \"{1}\" cannot be handled as a {0}: {e}",
+            r.kind, r.version
+        ))
+    };
+    if let Some(rv) = object.pointer("/metadata/resourceVersion") {
+        from_value::<Option<String>>(rv, "metadata.resourceVersion").map_err(|e| cannot(&e))?;
+    }
+    let Some(status) = object.get_mut("status").filter(|s| !s.is_null()) else {
+        return Ok((object, Vec::new()));
+    };
+    let (decoded, unknown) = f(status, "status").map_err(|e| cannot(&e))?;
+    *status = decoded;
+    Ok((object, unknown_fields(unknown, mode)?))
+}
+
+/// The unknown fields' paths as `mode` wants them: an error, warnings, or nothing.
+fn unknown_fields(unknown: Vec<String>, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
+    match mode {
+        FieldValidation::Strict if !messages.is_empty() => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        ))),
+        FieldValidation::Warn => Ok(messages),
+        FieldValidation::Strict | FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
 /// Decodes an object of `r` through its typed form: type errors are a 400
 /// BadRequest naming the field; unknown fields are dropped and, per `mode`,
 /// rejected (`strict decoding error: unknown field "spec.foo", ...`), returned
@@ -105,18 +169,7 @@ pub fn decode(
             r.kind, r.version
         ))
     })?;
-    let messages: Vec<String> = unknown
-        .iter()
-        .map(|p| format!("unknown field \"{p}\""))
-        .collect();
-    match mode {
-        FieldValidation::Strict if !messages.is_empty() => Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            messages.join(", ")
-        ))),
-        FieldValidation::Warn => Ok((object, messages)),
-        FieldValidation::Strict | FieldValidation::Ignore => Ok((object, Vec::new())),
-    }
+    Ok((object, unknown_fields(unknown, mode)?))
 }
 
 /// An untyped object with its `metadata` decoded as an `ObjectMeta`.
@@ -143,6 +196,62 @@ mod tests {
             "metadata": {"name": "p", "labels": {"app": "web"}},
             "spec": {"foo": 1, "containers": [{"name": "c", "image": "nginx", "foo": "x"}]}
         })
+    }
+
+    #[test]
+    fn decode_status_should_decode_the_status_only() {
+        let r = test_resource("", "Pod", true);
+        let mut body = pod_with_unknowns();
+        body["status"] =
+            json!({"phase": "Running", "bogus": 1, "podIPs": [{"ip": "10.0.0.1", "x": 2}]});
+        let (object, warnings) =
+            decode_status(&r, body, FieldValidation::Warn).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            warnings,
+            vec![
+                "unknown field \"status.bogus\"",
+                "unknown field \"status.podIPs[0].x\""
+            ]
+        );
+        assert_eq!(object.pointer("/status/bogus"), None);
+        assert_eq!(object.pointer("/status/phase"), Some(&json!("Running")));
+        assert_eq!(
+            object.pointer("/spec/foo"),
+            Some(&json!(1)),
+            "the rest is left for the stored object to replace"
+        );
+        let e = decode_status(&r, pod_with_unknowns(), FieldValidation::Strict)
+            .map(|(_, w)| w)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(e.is_empty(), "no status, nothing to say: {e:?}");
+    }
+
+    #[test]
+    fn decode_status_should_refuse_type_errors_in_the_status_and_resource_version() {
+        let r = test_resource("", "Pod", true);
+        let bad = |body: Value| {
+            decode_status(&r, body, FieldValidation::Ignore)
+                .err()
+                .map(|e| (e.code, e.message))
+        };
+        assert_eq!(
+            bad(json!({"status": {"phase": 3}})),
+            Some((400, "Pod in version \"v1\" cannot be handled as a Pod: status.phase: invalid type: integer `3`, expected a string".to_string()))
+        );
+        assert_eq!(
+            bad(json!({"metadata": {"resourceVersion": 7}, "status": {}})),
+            Some((400, "Pod in version \"v1\" cannot be handled as a Pod: metadata.resourceVersion: invalid type: integer `7`, expected a string".to_string()))
+        );
+    }
+
+    #[test]
+    fn decode_status_should_decode_whole_the_kinds_without_a_typed_status() {
+        let r = test_resource("policy", "PodDisruptionBudget", true);
+        let body = json!({"spec": {"foo": 1}, "status": {"currentHealthy": 1}});
+        let (object, warnings) =
+            decode_status(&r, body, FieldValidation::Warn).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(warnings, vec!["unknown field \"spec.foo\""]);
+        assert_eq!(object.pointer("/spec/foo"), None);
     }
 
     #[test]

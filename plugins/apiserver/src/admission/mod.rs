@@ -35,7 +35,7 @@ mod workload_defaults;
 mod workloads;
 
 pub use body::parse_body;
-pub use decode::decode;
+pub use decode::{decode, decode_status};
 pub use defaults::apply_defaults;
 pub use plugins::AdmissionPlugins;
 pub use tolerations::{default_toleration_seconds, TolerationSeconds};

@@ -24,7 +24,10 @@ pub(super) fn validate_pod_update(new: &Value, old: &Value, causes: &mut Vec<Cau
         new.get("spec").unwrap_or(&null),
         old.get("spec").unwrap_or(&null),
     );
-    validate_pod_spec(ns, "spec", causes);
+    // An unchanged spec (every write to /status) was valid when it was stored.
+    if ns != os {
+        validate_pod_spec(ns, "spec", causes);
+    }
     for key in ["containers", "initContainers"] {
         let (n, o) = (list(ns.get(key)), list(os.get(key)));
         let path = child("spec", key);

@@ -146,7 +146,11 @@ fn admit(
     object: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let mode = FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?;
-    let (mut object, warnings) = admission::decode(info.resource, object, mode)?;
+    let (mut object, warnings) = if info.subresource == "status" {
+        admission::decode_status(info.resource, object, mode)?
+    } else {
+        admission::decode(info.resource, object, mode)?
+    };
     admission::apply_defaults(info.resource, &mut object);
     Ok((object, warnings))
 }
