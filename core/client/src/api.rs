@@ -264,6 +264,26 @@ impl<K: ObjectResource> Api<K> {
             .map(drop)
     }
 
+    /// Strategic-merge-patches the `status` subresource of `name` with `patch`
+    /// serialized straight from its type (no JSON tree built), and, as
+    /// [`Api::patch_status_discarding`], does not decode the answer.
+    pub async fn strategic_patch_status_discarding<P: Serialize>(
+        &self,
+        name: &str,
+        patch: &P,
+    ) -> Result<(), ClientError> {
+        let body = self.encode(patch)?;
+        let path = format!("{}/status", self.item(name));
+        self.client
+            .send(
+                "PATCH",
+                &path,
+                Some(("application/strategic-merge-patch+json", body)),
+            )
+            .await
+            .map(drop)
+    }
+
     async fn patch_at(&self, path: &str, patch: &Patch) -> Result<K, ClientError> {
         let bytes = self.send_patch(path, patch).await?;
         self.decode("patch", &bytes)

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::runtime::{ContainerState, ContainerStatus, SandboxStatus};
 use crate::watched_pod::{WatchedContainer, WatchedPod};
@@ -96,6 +96,79 @@ impl PodFacts {
     }
 }
 
+/// A pod's `status` as the kubelet posts it, serialized straight from this
+/// type (no JSON tree is built for the thousands of reports a sim kubelet sends).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatusReport {
+    phase: &'static str,
+    conditions: [ConditionReport; 5],
+    #[serde(rename = "hostIP")]
+    host_ip: String,
+    #[serde(rename = "hostIPs")]
+    host_ips: [Ip; 1],
+    #[serde(rename = "podIP")]
+    pod_ip: String,
+    #[serde(rename = "podIPs")]
+    pod_ips: [Ip; 1],
+    start_time: String,
+    container_statuses: Vec<ContainerReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    init_container_statuses: Vec<ContainerReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Ip {
+    ip: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConditionReport {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    /// Always `null`, as the kubelet writes it.
+    last_probe_time: Option<String>,
+    last_transition_time: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerReport {
+    name: Box<str>,
+    image: Box<str>,
+    #[serde(rename = "imageID")]
+    image_id: &'static str,
+    ready: bool,
+    started: bool,
+    restart_count: i32,
+    #[serde(rename = "containerID", skip_serializing_if = "Option::is_none")]
+    container_id: Option<String>,
+    state: StateReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+enum StateReport {
+    Waiting {
+        reason: &'static str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Running {
+        started_at: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        started_at: Option<String>,
+        finished_at: Option<String>,
+        #[serde(rename = "containerID")]
+        container_id: String,
+    },
+}
+
 /// The `status` of a pod given its facts, sandbox and containers, observed at `now`.
 pub fn pod_status(
     pod: &PodFacts,
@@ -103,18 +176,13 @@ pub fn pod_status(
     sandbox: &SandboxStatus,
     containers: &[ContainerStatus],
     now: Timestamp,
-) -> Value {
+) -> PodStatusReport {
     let find = |name: &str| containers.iter().find(|c| c.name == name);
-    let init_statuses: Vec<Value> = pod
-        .init_containers
-        .iter()
-        .map(|c| container_status(c, find(&c.name), at.runtime))
-        .collect();
-    let main_statuses: Vec<Value> = pod
-        .containers
-        .iter()
-        .map(|c| container_status(c, find(&c.name), at.runtime))
-        .collect();
+    let statuses = |list: &[ContainerFacts]| -> Vec<ContainerReport> {
+        list.iter()
+            .map(|c| container_status(c, find(&c.name), at.runtime))
+            .collect()
+    };
     let initialized = pod.init_containers.iter().all(|c| {
         find(&c.name).is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == Some(0))
     });
@@ -133,7 +201,7 @@ pub fn pod_status(
         (false, Some(ip)) => ip.to_string(),
         _ => host_ip.clone(),
     };
-    let condition = |kind: &str, ok: bool| {
+    let condition = |kind: &'static str, ok: bool| {
         let status = if ok { "True" } else { "False" };
         // A condition keeps its transition time while its status stays the same.
         let since = pod
@@ -142,66 +210,76 @@ pub fn pod_status(
             .find(|c| &*c.kind == kind && &*c.status == status)
             .and_then(|c| c.since)
             .unwrap_or(now);
-        json!({
-            "type": kind,
-            "status": status,
-            "lastProbeTime": null,
-            "lastTransitionTime": k8s_time(since),
-        })
+        ConditionReport {
+            kind,
+            status,
+            last_probe_time: None,
+            last_transition_time: k8s_time(since),
+        }
     };
-    let mut status = json!({
-        "phase": phase,
-        "conditions": [
+    PodStatusReport {
+        phase,
+        conditions: [
             condition("PodReadyToStartContainers", true),
             condition("Initialized", initialized),
             condition("Ready", all_running),
             condition("ContainersReady", all_running),
             condition("PodScheduled", true),
         ],
-        "hostIP": host_ip,
-        "hostIPs": [{"ip": host_ip}],
-        "podIP": pod_ip,
-        "podIPs": [{"ip": pod_ip}],
-        "startTime": k8s_time(pod.start_time.unwrap_or(sandbox.created_at)),
-        "containerStatuses": main_statuses,
-    });
-    if !init_statuses.is_empty() {
-        status["initContainerStatuses"] = Value::Array(init_statuses);
+        host_ips: [Ip {
+            ip: host_ip.clone(),
+        }],
+        host_ip,
+        pod_ips: [Ip { ip: pod_ip.clone() }],
+        pod_ip,
+        start_time: k8s_time(pod.start_time.unwrap_or(sandbox.created_at)),
+        container_statuses: statuses(&pod.containers),
+        init_container_statuses: statuses(&pod.init_containers),
     }
-    status
 }
 
-fn container_status(spec: &ContainerFacts, seen: Option<&ContainerStatus>, runtime: &str) -> Value {
-    let mut out = json!({
-        "name": &*spec.name,
-        "image": &*spec.image,
-        "imageID": "",
-        "ready": false,
-        "started": false,
-        "restartCount": 0,
-    });
+fn container_status(
+    spec: &ContainerFacts,
+    seen: Option<&ContainerStatus>,
+    runtime: &str,
+) -> ContainerReport {
+    let mut out = ContainerReport {
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        image_id: "",
+        ready: false,
+        started: false,
+        restart_count: 0,
+        container_id: None,
+        state: StateReport::Waiting {
+            reason: "ContainerCreating",
+        },
+    };
     let Some(c) = seen else {
-        out["state"] = json!({"waiting": {"reason": "ContainerCreating"}});
         return out;
     };
     let id = format!("{runtime}://{}", c.id.0);
-    out["containerID"] = json!(id);
     let time = |t: Option<Timestamp>| t.map(k8s_time);
-    out["state"] = match c.state {
-        ContainerState::Created => json!({"waiting": {"reason": "ContainerCreating"}}),
+    out.state = match c.state {
+        ContainerState::Created => StateReport::Waiting {
+            reason: "ContainerCreating",
+        },
         ContainerState::Running => {
-            out["ready"] = json!(true);
-            out["started"] = json!(true);
-            json!({"running": {"startedAt": time(c.started_at)}})
+            out.ready = true;
+            out.started = true;
+            StateReport::Running {
+                started_at: time(c.started_at),
+            }
         }
-        ContainerState::Exited => json!({"terminated": {
-            "exitCode": c.exit_code.unwrap_or(0),
-            "reason": c.reason,
-            "startedAt": time(c.started_at),
-            "finishedAt": time(c.finished_at),
-            "containerID": id,
-        }}),
+        ContainerState::Exited => StateReport::Terminated {
+            exit_code: c.exit_code.unwrap_or(0),
+            reason: c.reason.clone(),
+            started_at: time(c.started_at),
+            finished_at: time(c.finished_at),
+            container_id: id.clone(),
+        },
     };
+    out.container_id = Some(id);
     out
 }
 
@@ -209,6 +287,19 @@ fn container_status(spec: &ContainerFacts, seen: Option<&ContainerStatus>, runti
 mod tests {
     use super::*;
     use crate::runtime::{ContainerId, SandboxId, SandboxState};
+    use serde_json::{json, Value};
+
+    /// [`pod_status`] as the JSON it is posted as.
+    fn pod_status(
+        pod: &PodFacts,
+        at: Placement<'_>,
+        sandbox: &SandboxStatus,
+        containers: &[ContainerStatus],
+        now: Timestamp,
+    ) -> Value {
+        serde_json::to_value(super::pod_status(pod, at, sandbox, containers, now))
+            .expect("a status serializes")
+    }
 
     fn pod() -> WatchedPod {
         serde_json::from_value(json!({
@@ -332,6 +423,51 @@ mod tests {
             s["containerStatuses"][0]["state"]["waiting"]["reason"],
             "ContainerCreating"
         );
+    }
+
+    #[test]
+    fn pod_status_should_serialize_as_the_kubelet_posts_it() {
+        let containers = [
+            container("init", ContainerState::Exited),
+            container("web", ContainerState::Running),
+        ];
+        let now = Timestamp::from_second(1_700_000_100).expect("time");
+        let s = pod_status(&PodFacts::of(&pod()), AT, &sandbox(), &containers, now);
+        let condition = |kind: &str| {
+            json!({"type": kind, "status": "True", "lastProbeTime": null,
+                   "lastTransitionTime": "2023-11-14T22:15:00Z"})
+        };
+        let at = "2023-11-14T22:13:20Z";
+        assert_eq!(
+            s,
+            json!({
+                "phase": "Running",
+                "conditions": [
+                    condition("PodReadyToStartContainers"), condition("Initialized"),
+                    condition("Ready"), condition("ContainersReady"), condition("PodScheduled"),
+                ],
+                "hostIP": "10.200.0.1", "hostIPs": [{"ip": "10.200.0.1"}],
+                "podIP": "10.128.0.2", "podIPs": [{"ip": "10.128.0.2"}],
+                "startTime": at,
+                "containerStatuses": [{
+                    "name": "web", "image": "nginx", "imageID": "", "ready": true,
+                    "started": true, "restartCount": 0, "containerID": "sim://id-web",
+                    "state": {"running": {"startedAt": at}}
+                }],
+                "initContainerStatuses": [{
+                    "name": "init", "image": "busybox", "imageID": "", "ready": false,
+                    "started": false, "restartCount": 0, "containerID": "sim://id-init",
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                        "startedAt": at, "finishedAt": at, "containerID": "sim://id-init"}}
+                }]
+            })
+        );
+        let s = pod_status(&PodFacts::of(&pod()), AT, &sandbox(), &[], now);
+        assert_eq!(
+            s["containerStatuses"][0]["state"],
+            json!({"waiting": {"reason": "ContainerCreating"}})
+        );
+        assert_eq!(s["containerStatuses"][0].get("containerID"), None);
     }
 
     #[test]

@@ -13,18 +13,15 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kubernel_client::{
-    Api, ClientError, DeleteParams, ListParams, Patch, WorkQueue, WorkQueueMetrics,
-};
+use kubernel_client::{Api, ClientError, DeleteParams, ListParams, WorkQueue, WorkQueueMetrics};
 use parking_lot::Mutex;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use super::pod_view::{key_of, Phase, PodView};
 use super::Shared;
 use crate::metrics::Operation;
-use crate::pod_status::{pod_status, Placement};
+use crate::pod_status::{pod_status, Placement, PodStatusReport};
 use crate::runtime::{ContainerConfig, ContainerState, PodSandboxConfig, RuntimeError, SandboxId};
 use crate::watched_pod::WatchedPod;
 use crate::watcher::{self, Seen};
@@ -422,10 +419,14 @@ impl Pods {
         let status = pod_status(&pod.facts, at, &sandbox, &containers, Timestamp::now());
         let (ns, name) = key.split_once('/').unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), ns);
-        let patch = Patch::Strategic(json!({ "status": status }));
+        #[derive(serde::Serialize)]
+        struct StatusPatch<'a> {
+            status: &'a PodStatusReport,
+        }
+        let patch = StatusPatch { status: &status };
         match self
             .shared
-            .limited(api.patch_status_discarding(name, &patch))
+            .limited(api.strategic_patch_status_discarding(name, &patch))
             .await
         {
             Ok(_) => Ok(()),
