@@ -125,7 +125,13 @@ pub fn decode_status(
     if let Some(rv) = object.pointer("/metadata/resourceVersion") {
         from_value::<Option<String>>(rv, "metadata.resourceVersion").map_err(|e| cannot(&e))?;
     }
-    let Some(status) = object.get_mut("status").filter(|s| !s.is_null()) else {
+    if object.get("status").is_some_and(Value::is_null) {
+        // As the typed form would: a null status is no status.
+        if let Some(fields) = object.as_object_mut() {
+            fields.remove("status");
+        }
+    }
+    let Some(status) = object.get_mut("status") else {
         return Ok((object, Vec::new()));
     };
     let (decoded, unknown) = f(status, "status").map_err(|e| cannot(&e))?;
@@ -224,6 +230,9 @@ mod tests {
             .map(|(_, w)| w)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(e.is_empty(), "no status, nothing to say: {e:?}");
+        let (object, _) = decode_status(&r, json!({"status": null}), FieldValidation::Strict)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(object, json!({}), "a null status is dropped as the typed form drops it");
     }
 
     #[test]
