@@ -222,21 +222,27 @@ impl Writer {
             event_name_prefix(object.name.as_deref().unwrap_or("object")),
             jiff::Timestamp::now().as_nanosecond()
         );
-        let event = json!({
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": ns},
-            "involvedObject": object,
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "source": {"component": self.component, "host": self.host},
-            "reportingComponent": self.component,
-            "reportingInstance": self.host,
-        });
+        let event = NewEvent {
+            api_version: "v1",
+            kind: "Event",
+            metadata: EventMeta {
+                name: &name,
+                namespace: &ns,
+            },
+            involved_object: object,
+            reason,
+            message,
+            type_,
+            count: 1,
+            first_timestamp: &now,
+            last_timestamp: &now,
+            source: EventSource {
+                component: &self.component,
+                host: &self.host,
+            },
+            reporting_component: &self.component,
+            reporting_instance: &self.host,
+        };
         let body = serde_json::to_vec(&event).map_err(|source| crate::ClientError::Decode {
             what: "Event body".into(),
             source,
@@ -254,9 +260,87 @@ impl Writer {
     }
 }
 
+/// The body of a new core/v1 Event, serialized straight from the recorder's
+/// borrowed fields (no JSON tree built per Event).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewEvent<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: EventMeta<'a>,
+    involved_object: &'a ObjectReference,
+    reason: &'a str,
+    message: &'a str,
+    #[serde(rename = "type")]
+    type_: &'a str,
+    count: i32,
+    first_timestamp: &'a str,
+    last_timestamp: &'a str,
+    source: EventSource<'a>,
+    reporting_component: &'a str,
+    reporting_instance: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct EventMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct EventSource<'a> {
+    component: &'a str,
+    host: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_event_should_serialize_as_a_core_v1_event() {
+        let object = ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some("ns".into()),
+            name: Some("web-0".into()),
+            uid: Some("u1".into()),
+            ..ObjectReference::default()
+        };
+        let event = NewEvent {
+            api_version: "v1",
+            kind: "Event",
+            metadata: EventMeta {
+                name: "web-0.1f",
+                namespace: "ns",
+            },
+            involved_object: &object,
+            reason: "Scheduled",
+            message: "Successfully assigned ns/web-0 to n1",
+            type_: "Normal",
+            count: 1,
+            first_timestamp: "2026-11-27T10:00:00Z",
+            last_timestamp: "2026-11-27T10:00:00Z",
+            source: EventSource {
+                component: "default-scheduler",
+                host: "h",
+            },
+            reporting_component: "default-scheduler",
+            reporting_instance: "h",
+        };
+        assert_eq!(
+            serde_json::to_value(&event).ok(),
+            Some(serde_json::json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": "web-0.1f", "namespace": "ns"},
+                "involvedObject": {"kind": "Pod", "namespace": "ns", "name": "web-0", "uid": "u1"},
+                "reason": "Scheduled", "message": "Successfully assigned ns/web-0 to n1",
+                "type": "Normal", "count": 1,
+                "firstTimestamp": "2026-11-27T10:00:00Z", "lastTimestamp": "2026-11-27T10:00:00Z",
+                "source": {"component": "default-scheduler", "host": "h"},
+                "reportingComponent": "default-scheduler", "reportingInstance": "h"
+            }))
+        );
+    }
 
     #[test]
     fn event_names_should_be_valid_dns_subdomains() {

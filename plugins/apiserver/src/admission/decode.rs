@@ -232,7 +232,11 @@ mod tests {
         assert!(e.is_empty(), "no status, nothing to say: {e:?}");
         let (object, _) = decode_status(&r, json!({"status": null}), FieldValidation::Strict)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(object, json!({}), "a null status is dropped as the typed form drops it");
+        assert_eq!(
+            object,
+            json!({}),
+            "a null status is dropped as the typed form drops it"
+        );
     }
 
     #[test]
