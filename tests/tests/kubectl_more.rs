@@ -134,3 +134,75 @@ fn jobs_should_get_a_generated_selector() -> Result<()> {
     assert!(out.starts_with("NAME") && out.contains("pi"), "{out}");
     Ok(())
 }
+
+#[test]
+fn binding_should_assign_the_node_as_kube_apiserver_does() -> Result<()> {
+    let c = Cluster::start("")?;
+    c.ok_stdin(&["create", "-f", "-"], POD)?;
+    // As the scheduler leaves an unschedulable pod.
+    c.ok(&[
+        "patch", "pod", "web", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"conditions":[{"type":"PodScheduled","status":"False","reason":"Unschedulable","message":"0/1 nodes are available","lastTransitionTime":"2020-01-01T00:00:00Z"}]}}"#,
+    ])?;
+    let bind = |pod: &str, body: &str| {
+        c.kubectl_stdin(
+            &[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/default/pods/{pod}/binding"),
+                "-f",
+                "-",
+            ],
+            body,
+        )
+    };
+    let binding = |node: &str, uid: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "web", "uid": uid, "annotations": {"lab/placed-by": "test"}},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+        .to_string()
+    };
+    let (status, _, err) = bind("web", &binding("n1", "not-its-uid"))?;
+    assert!(
+        !status.success() && err.contains("Precondition failed: UID in precondition: not-its-uid"),
+        "{err}"
+    );
+
+    let (status, _, err) = bind("web", &binding("n1", ""))?;
+    assert!(status.success(), "{err}");
+    let pod: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "pod", "web", "-o", "json"])?)?;
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    assert_eq!(pod["metadata"]["annotations"]["lab/placed-by"], "test");
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+    assert_eq!(conditions[0]["status"], "True");
+    assert_eq!(
+        conditions[0].get("reason"),
+        None,
+        "the Unschedulable reason goes"
+    );
+    assert_ne!(conditions[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+
+    let (status, _, err) = bind("web", &binding("n2", ""))?;
+    assert!(
+        !status.success()
+            && err.contains(r#"Operation cannot be fulfilled on pods/binding "web": pod web is already assigned to node "n1""#),
+        "{err}"
+    );
+
+    let gated = POD.replace(
+        "name: web\nspec:\n",
+        "name: gated\nspec:\n  schedulingGates:\n  - name: lab/wait\n",
+    );
+    c.ok_stdin(&["create", "-f", "-"], &gated)?;
+    let (status, _, err) = bind("gated", &binding("n1", "").replace("\"web\"", "\"gated\""))?;
+    assert!(
+        !status.success() && err.contains("pod gated has non-empty .spec.schedulingGates"),
+        "{err}"
+    );
+    Ok(())
+}

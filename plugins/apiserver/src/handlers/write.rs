@@ -560,51 +560,7 @@ async fn create_subresource(
         ..info.clone()
     };
     match (info.resource.kind, info.subresource.as_str()) {
-        ("Pod", "binding") => {
-            let node = value
-                .at("/target/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if node.is_empty() {
-                return Err(ApiError::invalid(
-                    "",
-                    "Binding",
-                    &info.name,
-                    vec![crate::status::Cause::required("target.name")],
-                ));
-            }
-            let current = fetch(state, &main)?;
-            if current
-                .object
-                .at("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty())
-            {
-                return Err(ApiError::conflict_message(
-                    "",
-                    "pods",
-                    &info.name,
-                    format!(
-                        "pod {} is already assigned to node {:?}",
-                        info.name,
-                        current
-                            .object
-                            .at("/spec/nodeName")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                    ),
-                ));
-            }
-            let mut new = (*current.object).clone();
-            new["spec"]["nodeName"] = json!(node);
-            state
-                .store
-                .update(&main.key(), new, Some(current.mod_revision))
-                .await
-                .map_err(|e| store_error(info, &info.name, e))?;
-            Ok(json(201, "application/json", success(info).to_string()))
-        }
+        ("Pod", "binding") => bind(state, info, &main, &value).await,
         ("Pod", "eviction") => {
             let current = fetch(state, &main)?;
             check_disruption_budget(state, &info.namespace, &current.object).await?;
@@ -619,6 +575,144 @@ async fn create_subresource(
         (_, sub) => Err(ApiError::method_not_allowed(format!(
             "POST is not supported on the {sub} subresource"
         ))),
+    }
+}
+
+/// `pods/binding` as kube-apiserver's BindingREST: the pod (with the binding's
+/// UID, when it names one) gets `spec.nodeName`, the binding's annotations and
+/// `PodScheduled=True`, unless it is being deleted, already bound or gated
+/// (409, `Operation cannot be fulfilled on pods/binding ...`).
+async fn bind(
+    state: &ApiState,
+    info: &RequestInfo,
+    pod: &RequestInfo,
+    binding: &Value,
+) -> Result<Response, ApiError> {
+    let node = binding
+        .at("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            &info.name,
+            vec![crate::status::Cause::required("target.name")],
+        ));
+    }
+    let current = fetch(state, pod)?;
+    let object = &current.object;
+    let uid = binding
+        .at("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !uid.is_empty() && uid != meta_str(object, "uid") {
+        return Err(ApiError::conflict_message(
+            "",
+            "pods",
+            &info.name,
+            format!(
+                "Operation cannot be fulfilled on pods \"{}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                info.name,
+                meta_str(object, "uid")
+            ),
+        ));
+    }
+    let refused = |why: String| {
+        ApiError::conflict_message(
+            "",
+            "pods/binding",
+            &info.name,
+            format!(
+                "Operation cannot be fulfilled on pods/binding \"{}\": {why}",
+                info.name
+            ),
+        )
+    };
+    if object.at("/metadata/deletionTimestamp").is_some() {
+        return Err(refused(format!(
+            "pod {} is being deleted, cannot be assigned to a host",
+            info.name
+        )));
+    }
+    if let Some(assigned) = object
+        .at("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        return Err(refused(format!(
+            "pod {} is already assigned to node {assigned:?}",
+            info.name
+        )));
+    }
+    if object
+        .at("/spec/schedulingGates")
+        .and_then(Value::as_array)
+        .is_some_and(|g| !g.is_empty())
+    {
+        return Err(refused(format!(
+            "pod {} has non-empty .spec.schedulingGates",
+            info.name
+        )));
+    }
+    let mut new = (**object).clone();
+    new["spec"]["nodeName"] = json!(node);
+    if let Some(annotations) = binding
+        .at("/metadata/annotations")
+        .and_then(Value::as_object)
+        .filter(|a| !a.is_empty())
+    {
+        let md = objects::metadata_mut(&mut new)?;
+        let into = md.entry("annotations").or_insert_with(|| json!({}));
+        if !into.is_object() {
+            *into = json!({});
+        }
+        if let Some(into) = into.as_object_mut() {
+            for (k, v) in annotations {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    set_pod_scheduled(&mut new);
+    state
+        .store
+        .update(&pod.key(), new, Some(current.mod_revision))
+        .await
+        .map_err(|e| store_error(info, &info.name, e))?;
+    Ok(json(201, "application/json", success(info).to_string()))
+}
+
+/// Sets the pod's `PodScheduled` condition to `True`, as upstream's
+/// `UpdatePodCondition`: the transition time moves only when the status changes,
+/// and the reason and message of an `Unschedulable` condition go.
+fn set_pod_scheduled(pod: &mut Value) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let status = &mut pod["status"];
+    if !status.get("conditions").is_some_and(Value::is_array) {
+        status["conditions"] = json!([]);
+    }
+    let Some(conditions) = status["conditions"].as_array_mut() else {
+        return;
+    };
+    let old = conditions
+        .iter()
+        .position(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"));
+    let since = old
+        .map(|i| &conditions[i])
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(objects::now()));
+    let condition = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": since,
+    });
+    match old {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
     }
 }
 
