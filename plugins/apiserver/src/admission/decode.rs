@@ -116,14 +116,9 @@ pub fn decode_status(
     let Some(f) = status_codec(r.group, r.version, r.kind) else {
         return decode(r, object, mode);
     };
-    let cannot = |e: &dyn std::fmt::Display| {
-        ApiError::bad_request(format!(
-            "{0} in version \"{1}\" cannot be handled as a {0}: {e}",
-            r.kind, r.version
-        ))
-    };
     if let Some(rv) = object.pointer("/metadata/resourceVersion") {
-        from_value::<Option<String>>(rv, "metadata.resourceVersion").map_err(|e| cannot(&e))?;
+        from_value::<Option<String>>(rv, "metadata.resourceVersion")
+            .map_err(|e| cannot_handle(r, e))?;
     }
     if object.get("status").is_some_and(Value::is_null) {
         // As the typed form would: a null status is no status.
@@ -134,9 +129,17 @@ pub fn decode_status(
     let Some(status) = object.get_mut("status") else {
         return Ok((object, Vec::new()));
     };
-    let (decoded, unknown) = f(status, "status").map_err(|e| cannot(&e))?;
+    let (decoded, unknown) = f(status, "status").map_err(|e| cannot_handle(r, e))?;
     *status = decoded;
     Ok((object, unknown_fields(unknown, mode)?))
+}
+
+/// 400 BadRequest for a body that does not decode as `r`'s kind.
+fn cannot_handle(r: &Resource, e: DecodeError) -> ApiError {
+    ApiError::bad_request(format!(
+        "{0} in version \"{1}\" cannot be handled as a {0}: {e}",
+        r.kind, r.version
+    ))
 }
 
 /// The unknown fields' paths as `mode` wants them: an error, warnings, or nothing.
@@ -169,12 +172,7 @@ pub fn decode(
         Some(f) => f(&object, ""),
         None => decode_metadata(object),
     };
-    let (object, unknown) = decoded.map_err(|e| {
-        ApiError::bad_request(format!(
-            "{0} in version \"{1}\" cannot be handled as a {0}: {e}",
-            r.kind, r.version
-        ))
-    })?;
+    let (object, unknown) = decoded.map_err(|e| cannot_handle(r, e))?;
     Ok((object, unknown_fields(unknown, mode)?))
 }
 

@@ -11,10 +11,10 @@ use super::workload_defaults::{
 };
 
 /// A JSON object.
-pub(super) type Obj = Map<String, Value>;
+pub(crate) type Obj = Map<String, Value>;
 
 /// Sets `key` when it is absent or null.
-pub(super) fn default_value(o: &mut Obj, key: &str, value: Value) {
+pub(crate) fn default_value(o: &mut Obj, key: &str, value: Value) {
     if o.get(key).is_none_or(Value::is_null) {
         o.insert(key.into(), value);
     }
@@ -35,7 +35,7 @@ pub(super) fn object_mut<'a>(o: &'a mut Obj, key: &str) -> Option<&'a mut Obj> {
 }
 
 /// The object at `key`, created empty when absent or null.
-pub(super) fn ensure_object<'a>(o: &'a mut Obj, key: &str) -> Option<&'a mut Obj> {
+pub(crate) fn ensure_object<'a>(o: &'a mut Obj, key: &str) -> Option<&'a mut Obj> {
     default_value(o, key, json!({}));
     object_mut(o, key)
 }

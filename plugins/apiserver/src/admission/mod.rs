@@ -37,6 +37,7 @@ mod workloads;
 pub use body::parse_body;
 pub use decode::{decode, decode_status};
 pub use defaults::apply_defaults;
+pub(crate) use defaults::{default_value, ensure_object};
 pub use plugins::AdmissionPlugins;
 pub use tolerations::{default_toleration_seconds, TolerationSeconds};
 pub use validation::{validate_create, validate_update};

@@ -341,10 +341,7 @@ async fn replace(
             r.group,
             r.plural,
             &info.name,
-            format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta_str(&current.object, "uid")
-            ),
+            uid_precondition_failed(uid, meta_str(&current.object, "uid")),
         ));
     }
     allocator::prepare_update(info, &current.object, &mut new);
@@ -612,9 +609,9 @@ async fn bind(
             "pods",
             &info.name,
             format!(
-                "Operation cannot be fulfilled on pods \"{}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                "Operation cannot be fulfilled on pods \"{}\": {}",
                 info.name,
-                meta_str(object, "uid")
+                uid_precondition_failed(uid, meta_str(object, "uid"))
             ),
         ));
     }
@@ -663,14 +660,8 @@ async fn bind(
         .filter(|a| !a.is_empty())
     {
         let md = objects::metadata_mut(&mut new)?;
-        let into = md.entry("annotations").or_insert_with(|| json!({}));
-        if !into.is_object() {
-            *into = json!({});
-        }
-        if let Some(into) = into.as_object_mut() {
-            for (k, v) in annotations {
-                into.insert(k.clone(), v.clone());
-            }
+        if let Some(into) = admission::ensure_object(md, "annotations") {
+            into.extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
     }
     set_pod_scheduled(&mut new);
@@ -682,18 +673,25 @@ async fn bind(
     Ok(json(201, "application/json", success(info).to_string()))
 }
 
+/// Why a write whose UID precondition does not match the object failed.
+fn uid_precondition_failed(precondition: &str, object: &str) -> String {
+    format!(
+        "Precondition failed: UID in precondition: {precondition}, UID in object meta: {object}"
+    )
+}
+
 /// Sets the pod's `PodScheduled` condition to `True`, as upstream's
 /// `UpdatePodCondition`: the transition time moves only when the status changes,
 /// and the reason and message of an `Unschedulable` condition go.
 fn set_pod_scheduled(pod: &mut Value) {
-    if !pod.get("status").is_some_and(Value::is_object) {
-        pod["status"] = json!({});
-    }
-    let status = &mut pod["status"];
-    if !status.get("conditions").is_some_and(Value::is_array) {
-        status["conditions"] = json!([]);
-    }
-    let Some(conditions) = status["conditions"].as_array_mut() else {
+    let Some(status) = pod
+        .as_object_mut()
+        .and_then(|o| admission::ensure_object(o, "status"))
+    else {
+        return;
+    };
+    admission::default_value(status, "conditions", json!([]));
+    let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) else {
         return;
     };
     let old = conditions
@@ -925,11 +923,7 @@ async fn delete(
             r.group,
             r.plural,
             &info.name,
-            format!(
-                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
-                opts.precondition_uid,
-                meta_str(object, "uid")
-            ),
+            uid_precondition_failed(&opts.precondition_uid, meta_str(object, "uid")),
         ));
     }
     if !opts.precondition_rv.is_empty() && opts.precondition_rv != current.mod_revision.to_string()
