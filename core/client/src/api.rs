@@ -10,7 +10,7 @@ use k8s_openapi::{ListableResource, Metadata, NamespaceResourceScope, Resource};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::params::push;
+use crate::params::{push, STRATEGIC_MERGE_PATCH};
 use crate::{Client, ClientError, DeleteParams, ListParams, Patch, WatchEvent};
 
 /// A Kubernetes object type the client can read and write (every k8s-openapi top-level type).
@@ -247,8 +247,7 @@ impl<K: ObjectResource> Api<K> {
 
     /// Patches the `status` subresource of `name`.
     pub async fn patch_status(&self, name: &str, patch: &Patch) -> Result<K, ClientError> {
-        self.patch_at(&format!("{}/status", self.item(name)), patch)
-            .await
+        self.patch_at(&self.status_path(name), patch).await
     }
 
     /// Patches the `status` subresource of `name` and discards the object the
@@ -259,7 +258,8 @@ impl<K: ObjectResource> Api<K> {
         name: &str,
         patch: &Patch,
     ) -> Result<(), ClientError> {
-        self.send_patch(&format!("{}/status", self.item(name)), patch)
+        let body = self.encode(patch.value())?;
+        self.send_patch(&self.status_path(name), patch.content_type(), body)
             .await
             .map(drop)
     }
@@ -273,27 +273,31 @@ impl<K: ObjectResource> Api<K> {
         patch: &P,
     ) -> Result<(), ClientError> {
         let body = self.encode(patch)?;
-        let path = format!("{}/status", self.item(name));
-        self.client
-            .send(
-                "PATCH",
-                &path,
-                Some(("application/strategic-merge-patch+json", body)),
-            )
+        self.send_patch(&self.status_path(name), STRATEGIC_MERGE_PATCH, body)
             .await
             .map(drop)
     }
 
     async fn patch_at(&self, path: &str, patch: &Patch) -> Result<K, ClientError> {
-        let bytes = self.send_patch(path, patch).await?;
+        let body = self.encode(patch.value())?;
+        let bytes = self.send_patch(path, patch.content_type(), body).await?;
         self.decode("patch", &bytes)
     }
 
-    async fn send_patch(&self, path: &str, patch: &Patch) -> Result<Bytes, ClientError> {
-        let body = self.encode(patch.value())?;
+    async fn send_patch(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, ClientError> {
         self.client
-            .send("PATCH", path, Some((patch.content_type(), body)))
+            .send("PATCH", path, Some((content_type, body)))
             .await
+    }
+
+    /// The path of `name`'s `status` subresource.
+    fn status_path(&self, name: &str) -> String {
+        format!("{}/status", self.item(name))
     }
 
     /// Deletes `name`; `Ok(false)` when it was already gone.

@@ -78,6 +78,9 @@ impl DeleteParams {
     }
 }
 
+/// The `Content-Type` of a strategic merge patch.
+pub(crate) const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
+
 /// A patch body and its type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Patch {
@@ -94,7 +97,7 @@ impl Patch {
     pub(crate) fn content_type(&self) -> &'static str {
         match self {
             Patch::Merge(_) => "application/merge-patch+json",
-            Patch::Strategic(_) => "application/strategic-merge-patch+json",
+            Patch::Strategic(_) => STRATEGIC_MERGE_PATCH,
             Patch::Json(_) => "application/json-patch+json",
         }
     }
