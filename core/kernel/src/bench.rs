@@ -584,16 +584,16 @@ client.transport = "{transport}"
             running.len()
         );
     }
+    // Pods done: created, their Event written, and reported Running when the
+    // nodes run them.
+    let done_count = created_count.min(events_written).min(if opts.run_pods {
+        running.len()
+    } else {
+        created_count
+    });
     println!(
         "  all done:                  {:.0} pods/s (first create until every binding{}, {:.2} s)",
-        created_count
-            .min(if opts.run_pods {
-                running.len()
-            } else {
-                created_count
-            })
-            .min(events_written) as f64
-            / done_time.max(1e-9),
+        done_count as f64 / done_time.max(1e-9),
         if opts.run_pods {
             ", Event and Running report"
         } else {
