@@ -471,6 +471,18 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// `n` distinct free loopback ports (each held until all are picked, so no two
+/// are the same).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?)
+}
+
 /// The apiserver plugin library.
 pub fn apiserver_lib() -> PathBuf {
     built("libkubernel_apiserver.so")

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kubernel_e2e::{free_port, Cluster, ETCD_BIN};
+use kubernel_e2e::{free_ports, Cluster, ETCD_BIN};
 use serde_json::Value;
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
@@ -38,10 +38,24 @@ impl Drop for Member {
 }
 
 /// Starts three etcd members that form one cluster and waits until all are healthy.
+/// The ports are picked free but bound by etcd only later: when another test took
+/// one in between, the cluster is started again on new ports (at most 3 times).
 fn etcd_cluster(dir: &std::path::Path) -> Result<Vec<Member>> {
-    let ports: Vec<(u16, u16, u16)> = (0..3)
-        .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
-        .collect::<Result<_>>()?;
+    for attempt in 1.. {
+        match try_etcd_cluster(&dir.join(format!("attempt-{attempt}"))) {
+            Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {}
+            result => return result,
+        }
+    }
+    unreachable!("the third attempt returns")
+}
+
+fn try_etcd_cluster(dir: &std::path::Path) -> Result<Vec<Member>> {
+    std::fs::create_dir_all(dir)?;
+    let ports: Vec<(u16, u16, u16)> = free_ports(9)?
+        .chunks(3)
+        .map(|p| (p[0], p[1], p[2]))
+        .collect();
     let initial: Vec<String> = ports
         .iter()
         .enumerate()
@@ -81,7 +95,7 @@ fn etcd_cluster(dir: &std::path::Path) -> Result<Vec<Member>> {
         });
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    for m in &members {
+    for m in &mut members {
         loop {
             let healthy = ureq::get(&m.health)
                 .call()
@@ -91,9 +105,13 @@ fn etcd_cluster(dir: &std::path::Path) -> Result<Vec<Member>> {
             if healthy {
                 break;
             }
-            if Instant::now() > deadline {
+            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(&m.log).unwrap_or_default();
-                bail!("etcd member {} not healthy within 30 s:\n{log}", m.client);
+                bail!(
+                    "etcd member {} exited or was not healthy within 30 s:\n{log}",
+                    m.client
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use kubernel_e2e::{component_entry, eventually, free_port, kernel_section, Cluster, Kernel};
+use kubernel_e2e::{component_entry, eventually, free_ports, kernel_section, Cluster, Kernel};
 
 /// The pids of live processes whose command line contains `needle`.
 fn processes(needle: &str) -> Vec<u32> {
@@ -32,7 +32,8 @@ fn processes(needle: &str) -> Vec<u32> {
 #[test]
 fn a_worker_process_should_run_the_pods_the_control_plane_schedules_to_it() -> Result<()> {
     let c = Cluster::start(&component_entry("scheduler", "scheduler", ""))?;
-    let (kubelet_port, healthz) = (free_port()?, free_port()?);
+    let ports = free_ports(2)?;
+    let (kubelet_port, healthz) = (ports[0], ports[1]);
     let worker = Kernel::start(
         &(kernel_section()
             + &component_entry(

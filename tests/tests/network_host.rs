@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use kubernel_e2e::{component_entry, eventually, free_port, Cluster};
+use kubernel_e2e::{component_entry, eventually, free_ports, Cluster};
 use serde_json::{json, Value};
 
 fn server(name: &str, port: u16) -> String {
@@ -35,7 +35,8 @@ fn pod(c: &Cluster, name: &str) -> Result<Value> {
 
 #[test]
 fn pods_sharing_the_node_network_should_not_share_a_port() -> Result<()> {
-    let (kubelet_port, port) = (free_port()?, free_port()?);
+    let ports = free_ports(2)?;
+    let (kubelet_port, port) = (ports[0], ports[1]);
     let c = Cluster::start(&component_entry(
         "kubelet",
         "kubelet",
